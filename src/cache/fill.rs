@@ -1,0 +1,342 @@
+//! One upstream fetch of a blob that feeds every client asking for it meanwhile, and the cache.
+//!
+//! A [`Fill`] runs as its own task: it streams the upstream body into a temp file while hashing
+//! it, and publishes progress on a watch channel. Each client holds a [`FillReader`] that reads
+//! the temp file (through its own handle, positioned reads) up to the bytes already written,
+//! then waits for more. A client hanging up therefore never aborts the fill, and a client
+//! arriving late starts at byte 0 of the same fetch instead of opening a second one.
+//!
+//! Readers withhold the last byte until the fill has verified the digest and committed the
+//! file, so no client ever receives a complete body for a blob that failed verification: on a
+//! failure every reader errors, which aborts its response.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use sha2::Digest as _;
+use tempfile::NamedTempFile;
+use tokio::sync::watch;
+
+use crate::registry::name::Digest;
+use crate::upstream::{BlobResponse, UpstreamError};
+
+/// Bytes gathered from upstream before they are written out and shown to readers.
+const WRITE_BLOCK: usize = 256 * 1024;
+/// Largest chunk a reader hands to its client at once.
+const READ_CHUNK: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FillError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("blob {expected} from upstream hashed to {actual}; discarded")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error(
+        "blob {digest} from upstream was {actual} bytes, but {declared} were declared; discarded"
+    )]
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        actual: u64,
+    },
+    #[error("cache storage failed: {0}")]
+    Storage(String),
+    #[error("the fill task ended unexpectedly")]
+    Vanished,
+}
+
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// Waiting for upstream's response headers.
+    Connecting,
+    Streaming,
+    /// Verified, on disk under its digest, indexed.
+    Committed,
+    Failed(Arc<FillError>),
+}
+
+#[derive(Debug, Clone)]
+pub struct FillState {
+    pub written: u64,
+    /// What upstream declared in `Content-Length`, if it did.
+    pub size: Option<u64>,
+    pub phase: Phase,
+}
+
+/// A fill in progress (or just finished), shared by all its readers.
+pub struct Fill {
+    digest: Digest,
+    state: watch::Receiver<FillState>,
+    temp: Arc<File>,
+}
+
+/// The fill task's side: what it writes into and how it reports.
+pub struct FillWriter {
+    digest: Digest,
+    temp: NamedTempFile,
+    state: watch::Sender<FillState>,
+}
+
+impl Fill {
+    /// A new fill writing into `temp`. The caller spawns [`FillWriter::run`].
+    pub fn new(digest: Digest, temp: NamedTempFile) -> std::io::Result<(Arc<Fill>, FillWriter)> {
+        let read_handle = temp.reopen()?;
+        let (tx, rx) = watch::channel(FillState {
+            written: 0,
+            size: None,
+            phase: Phase::Connecting,
+        });
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            state: rx,
+            temp: Arc::new(read_handle),
+        });
+        let writer = FillWriter {
+            digest,
+            temp,
+            state: tx,
+        };
+        Ok((fill, writer))
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Waits until upstream has answered: the declared size on success.
+    pub async fn started(&self) -> Result<Option<u64>, Arc<FillError>> {
+        let mut state = self.state.clone();
+        loop {
+            let current = state.borrow_and_update().clone();
+            match current.phase {
+                Phase::Connecting => {}
+                Phase::Streaming | Phase::Committed => return Ok(current.size),
+                Phase::Failed(e) => return Err(e),
+            }
+            if state.changed().await.is_err() {
+                return Err(Arc::new(FillError::Vanished));
+            }
+        }
+    }
+
+    /// Waits for the end of the fill: `Ok` once the blob is committed.
+    pub async fn finished(&self) -> Result<(), Arc<FillError>> {
+        let mut state = self.state.clone();
+        loop {
+            let phase = state.borrow_and_update().phase.clone();
+            match phase {
+                Phase::Committed => return Ok(()),
+                Phase::Failed(e) => return Err(e),
+                Phase::Connecting | Phase::Streaming => {}
+            }
+            if state.changed().await.is_err() {
+                return Err(Arc::new(FillError::Vanished));
+            }
+        }
+    }
+
+    /// A reader of bytes `start..end` (`end` exclusive, `None` for all).
+    pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> FillReader {
+        FillReader {
+            fill: Arc::clone(self),
+            state: self.state.clone(),
+            offset: start,
+            end: end.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl FillWriter {
+    /// Streams `response` into the temp file, verifies it, and hands the verified file to
+    /// `commit` (which must make it the blob and index it). Reports every step to readers.
+    pub async fn run<C>(
+        self,
+        response: Result<BlobResponse, UpstreamError>,
+        commit: C,
+    ) -> Result<u64, Arc<FillError>>
+    where
+        C: FnOnce(NamedTempFile, u64) -> Result<(), String> + Send + 'static,
+    {
+        let FillWriter {
+            digest,
+            temp,
+            state,
+        } = self;
+        let result = stream_and_commit(&digest, temp, response, &state, commit).await;
+        match &result {
+            Ok(_) => state.send_modify(|s| s.phase = Phase::Committed),
+            Err(e) => {
+                let e = Arc::clone(e);
+                state.send_modify(|s| s.phase = Phase::Failed(e));
+            }
+        }
+        result
+    }
+}
+
+async fn stream_and_commit<C>(
+    digest: &Digest,
+    temp: NamedTempFile,
+    response: Result<BlobResponse, UpstreamError>,
+    state: &watch::Sender<FillState>,
+    commit: C,
+) -> Result<u64, Arc<FillError>>
+where
+    C: FnOnce(NamedTempFile, u64) -> Result<(), String> + Send + 'static,
+{
+    let response = response.map_err(|e| Arc::new(FillError::Upstream(e)))?;
+    let declared = response.content_length;
+    state.send_modify(|s| {
+        s.size = declared;
+        s.phase = Phase::Streaming;
+    });
+    let mut body = response.body;
+    let mut sink = Sink {
+        temp: Some(temp),
+        hasher: Some(sha2::Sha256::new()),
+        written: 0,
+    };
+    let mut pending = BytesMut::with_capacity(WRITE_BLOCK);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Arc::new(FillError::Upstream(e)))?;
+        let total = sink.written + (pending.len() + chunk.len()) as u64;
+        if let Some(declared) = declared.filter(|&d| total > d) {
+            return Err(Arc::new(FillError::SizeMismatch {
+                digest: digest.clone(),
+                declared,
+                actual: total,
+            }));
+        }
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= WRITE_BLOCK {
+            sink.write(pending.split().freeze()).await?;
+            let written = sink.written;
+            state.send_modify(|s| s.written = written);
+        }
+    }
+    if !pending.is_empty() {
+        sink.write(pending.freeze()).await?;
+        let written = sink.written;
+        state.send_modify(|s| s.written = written);
+    }
+    let (temp, hasher) = sink.take()?;
+    let written = sink.written;
+    if let Some(declared) = declared.filter(|&d| d != written) {
+        return Err(Arc::new(FillError::SizeMismatch {
+            digest: digest.clone(),
+            declared,
+            actual: written,
+        }));
+    }
+    let actual = Digest::from_sha256_bytes(&hasher.finalize());
+    if &actual != digest {
+        return Err(Arc::new(FillError::DigestMismatch {
+            expected: digest.clone(),
+            actual,
+        }));
+    }
+    tokio::task::spawn_blocking(move || commit(temp, written))
+        .await
+        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?
+        .map_err(|e| Arc::new(FillError::Storage(e)))?;
+    Ok(written)
+}
+
+/// The temp file and running hash, moved into a blocking thread for each block.
+struct Sink {
+    temp: Option<NamedTempFile>,
+    hasher: Option<sha2::Sha256>,
+    written: u64,
+}
+
+impl Sink {
+    async fn write(&mut self, block: Bytes) -> Result<(), Arc<FillError>> {
+        let (mut temp, mut hasher) = self.take()?;
+        let len = block.len() as u64;
+        let (temp, hasher, result) = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            hasher.update(&block);
+            let result = temp.write_all(&block);
+            (temp, hasher, result)
+        })
+        .await
+        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?;
+        result.map_err(|e| Arc::new(FillError::Storage(e.to_string())))?;
+        self.temp = Some(temp);
+        self.hasher = Some(hasher);
+        self.written += len;
+        Ok(())
+    }
+
+    fn take(&mut self) -> Result<(NamedTempFile, sha2::Sha256), Arc<FillError>> {
+        match (self.temp.take(), self.hasher.take()) {
+            (Some(t), Some(h)) => Ok((t, h)),
+            _ => Err(Arc::new(FillError::Vanished)),
+        }
+    }
+}
+
+/// A client's view of a fill: a stream of the requested bytes as they become safe to send.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    state: watch::Receiver<FillState>,
+    offset: u64,
+    end: u64,
+}
+
+impl FillReader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, std::io::Error> {
+        loop {
+            let current = self.state.borrow_and_update().clone();
+            let committed = match &current.phase {
+                Phase::Failed(e) => return Err(std::io::Error::other(e.to_string())),
+                Phase::Committed => true,
+                Phase::Connecting | Phase::Streaming => false,
+            };
+            // The final byte waits for verification.
+            let safe = if committed {
+                current.written
+            } else {
+                current.written.saturating_sub(1)
+            };
+            let available = safe.min(self.end);
+            if self.offset < available {
+                let len = (available - self.offset).min(READ_CHUNK);
+                let chunk = self.read_at(self.offset, len).await?;
+                self.offset += chunk.len() as u64;
+                return Ok(Some(chunk));
+            }
+            if committed {
+                return Ok(None);
+            }
+            if self.state.changed().await.is_err() {
+                return Err(std::io::Error::other(FillError::Vanished.to_string()));
+            }
+        }
+    }
+
+    async fn read_at(&self, offset: u64, len: u64) -> Result<Bytes, std::io::Error> {
+        let file = Arc::clone(&self.fill.temp);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
+        futures_util::stream::unfold(Some(self), |reader| async move {
+            let mut reader = reader?;
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(reader))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+}

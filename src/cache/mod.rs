@@ -1,0 +1,310 @@
+//! The cache engine: what is stored, what is in flight, and the hot in-memory copies.
+//!
+//! It owns the single-flight map of blob fills ([`fill`]), keeps verified manifests and fresh
+//! tag answers in moka so the manifest hot path touches neither sled nor the disk, and is the
+//! only writer of the [`Storage`]. It decides nothing about upstreams: the registry layer hands
+//! it a future that fetches, and it runs that future at most once per digest at a time.
+
+pub mod fill;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use self::fill::{Fill, FillError};
+use crate::metrics::{self, Metrics};
+use crate::registry::name::{Digest, RepoName, Tag};
+use crate::storage::index::{tag_key, BlobRecord, TagRecord};
+use crate::storage::{Storage, StorageError};
+use crate::upstream::{BlobResponse, UpstreamError, MAX_MANIFEST_BYTES};
+
+/// A verified manifest as stored.
+#[derive(Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// Where a blob request stands once the cache has looked.
+pub enum BlobSource {
+    /// On disk, verified: the whole file, memory-mapped.
+    Stored(Bytes),
+    /// Being fetched; read along.
+    Filling(Arc<Fill>),
+}
+
+pub struct Cache {
+    storage: Arc<Storage>,
+    inflight: Mutex<HashMap<Digest, Arc<Fill>>>,
+    manifests: moka::future::Cache<Digest, Arc<StoredManifest>>,
+    tags: moka::sync::Cache<Vec<u8>, TagRecord>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, hot_entries: u64) -> Self {
+        Cache {
+            storage,
+            inflight: Mutex::new(HashMap::new()),
+            manifests: moka::future::Cache::builder()
+                .max_capacity(hot_entries)
+                .build(),
+            tags: moka::sync::Cache::builder()
+                .max_capacity(hot_entries)
+                .build(),
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The size of a stored blob, if it is stored.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        Ok(self.storage.index.blob(digest)?.map(|r| r.size))
+    }
+
+    /// Maps a stored blob into memory. `None` (and the index entry dropped) when its file has
+    /// gone missing underneath the index.
+    pub async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
+        let storage = Arc::clone(&self.storage);
+        let d = digest.clone();
+        let mapped = blocking(move || -> Result<Option<Bytes>, StorageError> {
+            let Some((file, len)) = storage.blobs.open_blob(&d)? else {
+                storage.index.remove_blob(&d)?;
+                return Ok(None);
+            };
+            if len == 0 {
+                return Ok(Some(Bytes::new()));
+            }
+            // SAFETY: blob files are immutable once renamed into place: nothing writes to or
+            // truncates them, and eviction unlinks (an existing mapping stays valid).
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            Ok(Some(Bytes::from_owner(map)))
+        })
+        .await?;
+        Ok(mapped)
+    }
+
+    /// The blob from disk, or the fill that is fetching it: joins a fill in flight, or starts
+    /// one with `fetch`. `fetch` runs only when this call starts the fill.
+    pub async fn blob_or_fill<F, Fut>(
+        self: &Arc<Self>,
+        digest: &Digest,
+        fetch: F,
+    ) -> Result<BlobSource, StorageError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<BlobResponse, UpstreamError>> + Send + 'static,
+    {
+        if let Some(fill) = self.inflight_fill(digest) {
+            metrics::inc(&self.metrics.blob_coalesced);
+            return Ok(BlobSource::Filling(fill));
+        }
+        if self.blob_size(digest)?.is_some() {
+            if let Some(map) = self.map_blob(digest).await? {
+                metrics::inc(&self.metrics.blob_hits);
+                return Ok(BlobSource::Stored(map));
+            }
+        }
+        let storage = Arc::clone(&self.storage);
+        let temp = blocking(move || storage.blobs.temp_file()).await?;
+        let (fill, writer) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fill) = inflight.get(digest) {
+                metrics::inc(&self.metrics.blob_coalesced);
+                return Ok(BlobSource::Filling(Arc::clone(fill)));
+            }
+            let (fill, writer) = Fill::new(digest.clone(), temp)?;
+            inflight.insert(digest.clone(), Arc::clone(&fill));
+            (fill, writer)
+        };
+        metrics::inc(&self.metrics.blob_misses);
+        metrics::inc(&self.metrics.upstream_blob_gets);
+        let response = fetch();
+        let cache = Arc::clone(self);
+        let d = digest.clone();
+        // Its own task: a client hanging up must not abort the fill others may be reading.
+        tokio::spawn(async move {
+            let storage = Arc::clone(&cache.storage);
+            let commit_digest = d.clone();
+            let commit = move |temp, size| -> Result<(), String> {
+                storage
+                    .blobs
+                    .commit(temp, &commit_digest)
+                    .map_err(|e| e.to_string())?;
+                storage
+                    .index
+                    .put_blob(
+                        &commit_digest,
+                        &BlobRecord {
+                            size,
+                            media_type: None,
+                        },
+                    )
+                    .map_err(|e| e.to_string())
+            };
+            let result = writer.run(response.await, commit).await;
+            match result {
+                Ok(bytes) => metrics::add(&cache.metrics.upstream_bytes, bytes),
+                Err(e) => {
+                    metrics::inc(&cache.metrics.fills_failed);
+                    if matches!(&*e, FillError::Upstream(_)) {
+                        metrics::inc(&cache.metrics.upstream_errors);
+                    }
+                    tracing::warn!(digest = %d, error = %e, "blob fetch discarded");
+                }
+            }
+            cache
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&d);
+        });
+        Ok(BlobSource::Filling(fill))
+    }
+
+    fn inflight_fill(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()
+    }
+
+    /// A stored manifest, from memory or disk (verified again when read from disk).
+    pub async fn manifest(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Arc<StoredManifest>>, StorageError> {
+        if let Some(hot) = self.manifests.get(digest).await {
+            return Ok(Some(hot));
+        }
+        let Some(record) = self.storage.index.blob(digest)? else {
+            return Ok(None);
+        };
+        let Some(media_type) = record.media_type else {
+            return Ok(None);
+        };
+        let storage = Arc::clone(&self.storage);
+        let d = digest.clone();
+        let body =
+            blocking(move || storage.blobs.read_small(&d, MAX_MANIFEST_BYTES as u64)).await?;
+        let Some(body) = body.filter(|b| Digest::of(b) == *digest) else {
+            tracing::warn!(%digest, "stored manifest is missing or corrupt; dropping it");
+            self.storage.index.remove_blob(digest)?;
+            return Ok(None);
+        };
+        let manifest = Arc::new(StoredManifest {
+            digest: digest.clone(),
+            media_type,
+            body: Bytes::from(body),
+        });
+        self.manifests
+            .insert(digest.clone(), Arc::clone(&manifest))
+            .await;
+        Ok(Some(manifest))
+    }
+
+    /// Stores a manifest whose digest the caller computed from `body`.
+    pub async fn put_manifest(
+        &self,
+        manifest: StoredManifest,
+    ) -> Result<Arc<StoredManifest>, StorageError> {
+        let manifest = Arc::new(manifest);
+        if self.storage.index.blob(&manifest.digest)?.is_none() {
+            let storage = Arc::clone(&self.storage);
+            let m = Arc::clone(&manifest);
+            blocking(move || -> Result<(), StorageError> {
+                storage.blobs.write_verified(&m.digest, &m.body)?;
+                storage.index.put_blob(
+                    &m.digest,
+                    &BlobRecord {
+                        size: m.body.len() as u64,
+                        media_type: Some(m.media_type.clone()),
+                    },
+                )?;
+                Ok(())
+            })
+            .await?;
+        }
+        self.manifests
+            .insert(manifest.digest.clone(), Arc::clone(&manifest))
+            .await;
+        Ok(manifest)
+    }
+
+    pub fn tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<TagRecord>, StorageError> {
+        let key = tag_key(upstream, repo, tag);
+        if let Some(hot) = self.tags.get(&key) {
+            return Ok(Some(hot));
+        }
+        let record = self.storage.index.tag(upstream, repo, tag)?;
+        if let Some(record) = &record {
+            self.tags.insert(key, record.clone());
+        }
+        Ok(record)
+    }
+
+    pub fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        record: TagRecord,
+    ) -> Result<(), StorageError> {
+        self.storage.index.put_tag(upstream, repo, tag, &record)?;
+        self.tags.insert(tag_key(upstream, repo, tag), record);
+        Ok(())
+    }
+
+    pub fn remove_tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), StorageError> {
+        self.tags.invalidate(&tag_key(upstream, repo, tag));
+        self.storage.index.remove_tag(upstream, repo, tag)?;
+        Ok(())
+    }
+
+    /// Records that `digest` was fetched through `upstream/repo`.
+    pub fn link(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StorageError> {
+        self.storage.index.link(upstream, repo, digest)?;
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.storage.index.flush()?;
+        Ok(())
+    }
+}
+
+/// Runs blocking storage work off the async executor.
+async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    E: Into<StorageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+        .map_err(Into::into)
+}

@@ -1,0 +1,279 @@
+//! Layered configuration: embedded defaults (`config/berth.toml`) → a TOML file → `BERTH__…`
+//! environment variables → command-line flags.
+//!
+//! The embedded defaults are the documented example file itself, so the documentation of every
+//! key and the defaults cannot drift apart.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The documented example configuration, which is also the embedded default.
+pub const DEFAULTS_TOML: &str = include_str!("../config/berth.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "BERTH";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration: cannot read {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub data_dir: PathBuf,
+    pub manifest_cache_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub url: String,
+    #[serde(with = "humantime_serde", default = "default_tag_ttl")]
+    pub tag_ttl: Duration,
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "default_read_timeout")]
+    pub read_timeout: Duration,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+fn default_tag_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A secret string: deserializes normally, but never prints or serializes its value.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (when given), then `BERTH__…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not touch the process'.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            // Arrays are replaced, not merged: a file's [[upstreams]] is the whole list.
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let env_map = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env_map)),
+        );
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.resolve_secret_files()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        for upstream in &mut self.upstreams {
+            if let Some(path) = &upstream.password_file {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                upstream.password = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for upstream in &self.upstreams {
+            if upstream.name.is_empty() || upstream.name.contains('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream name {:?} must be a non-empty host name without '/'",
+                    upstream.name
+                )));
+            }
+            if !seen.insert(upstream.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {:?} is declared twice",
+                    upstream.name
+                )));
+            }
+            let url = url::Url::parse(&upstream.url).map_err(|e| {
+                ConfigError::Invalid(format!("upstream {:?}: url: {e}", upstream.name))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {:?}: url must be http or https",
+                    upstream.name
+                )));
+            }
+            if upstream.password.is_some() && upstream.username.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {:?}: password given without username",
+                    upstream.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `berth check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let s = Settings::load_with_env(None, no_env()).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:5000");
+        assert_eq!(s.storage.data_dir, PathBuf::from("./berth-data"));
+        assert_eq!(s.upstreams.len(), 1);
+        assert_eq!(s.upstreams[0].name, "docker.io");
+        assert_eq!(s.upstreams[0].url, "https://registry-1.docker.io");
+        assert_eq!(s.upstreams[0].tag_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[server]\nlisten = \"0.0.0.0:6000\"\n[[upstreams]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\ntag_ttl = \"1m\"\nusername = \"u\"\npassword = \"hunter2\""
+        )
+        .unwrap();
+        let env = vec![
+            ("BERTH__STORAGE__DATA_DIR".to_string(), "/tmp/x".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let s = Settings::load_with_env(Some(f.path()), env).unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:6000");
+        assert_eq!(s.storage.data_dir, PathBuf::from("/tmp/x"));
+        // The file's list replaces the default list.
+        assert_eq!(s.upstreams.len(), 1);
+        assert_eq!(s.upstreams[0].name, "ghcr.io");
+        assert_eq!(s.upstreams[0].tag_ttl, Duration::from_secs(60));
+        assert_eq!(s.upstreams[0].read_timeout, Duration::from_secs(60));
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[server]\nlisten_typo = \"x\"").unwrap();
+        let err = Settings::load_with_env(Some(f.path()), no_env()).unwrap_err();
+        assert!(err.to_string().contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn password_file_is_read() {
+        let mut secret = tempfile::NamedTempFile::new().unwrap();
+        writeln!(secret, "s3cret").unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[[upstreams]]\nname = \"docker.io\"\nurl = \"https://r\"\nusername = \"u\"\npassword_file = {:?}",
+            secret.path()
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(s.upstreams[0].password.as_ref().unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn bad_upstream_url_is_rejected() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[[upstreams]]\nname = \"x\"\nurl = \"ftp://x\"").unwrap();
+        assert!(Settings::load_with_env(Some(f.path()), no_env()).is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single `Range` requests.
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+
+use crate::http::body;
+use crate::http::range::{self, RangeRequest};
+use crate::registry::mirror::BlobReply;
+use crate::registry::name::Digest;
+use crate::registry::namespace::MirrorRepo;
+use crate::registry::{ErrorCode, Registry, RegistryError};
+
+pub async fn get(
+    req: &HttpRequest,
+    registry: &Registry,
+    target: &MirrorRepo,
+    digest: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let digest: Digest = digest.parse()?;
+    if req.method() == Method::HEAD {
+        let size = registry.mirror.blob_size(target, &digest).await?;
+        return Ok(blob_headers(StatusCode::OK, &digest).body(body::head_only(size)));
+    }
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    match registry.mirror.blob(target, &digest).await? {
+        BlobReply::Stored(mapped) => {
+            let size = mapped.len() as u64;
+            match range::parse(range_header, size) {
+                RangeRequest::Full if size == 0 => {
+                    Ok(blob_headers(StatusCode::OK, &digest).body(mapped))
+                }
+                RangeRequest::Full => Ok(blob_headers(StatusCode::OK, &digest).body(body::mapped(
+                    mapped,
+                    0,
+                    size - 1,
+                ))),
+                RangeRequest::Partial { start, end } => {
+                    Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
+                        .insert_header((
+                            header::CONTENT_RANGE,
+                            format!("bytes {start}-{end}/{size}"),
+                        ))
+                        .body(body::mapped(mapped, start, end)))
+                }
+                RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
+            }
+        }
+        BlobReply::Filling { fill, size } => {
+            match (range::parse(range_header, size.unwrap_or(0)), size) {
+                (RangeRequest::Partial { start, end }, Some(size)) => {
+                    Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
+                        .insert_header((
+                            header::CONTENT_RANGE,
+                            format!("bytes {start}-{end}/{size}"),
+                        ))
+                        .body(body::filling(
+                            fill.reader(start, Some(end + 1)),
+                            Some(end - start + 1),
+                        )))
+                }
+                (RangeRequest::Unsatisfiable, Some(size)) if range_header.is_some() => {
+                    Err(unsatisfiable(size))
+                }
+                _ => Ok(blob_headers(StatusCode::OK, &digest)
+                    .body(body::filling(fill.reader(0, None), size))),
+            }
+        }
+    }
+}
+
+fn blob_headers(status: StatusCode, digest: &Digest) -> HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    response
+        .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header(("Docker-Content-Digest", digest.to_string()))
+        .insert_header((header::ETAG, format!("\"{digest}\"")))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
+    response
+}
+
+fn unsatisfiable(size: u64) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::RangeInvalid,
+        format!("requested range is not satisfiable for a blob of {size} bytes"),
+    )
+}

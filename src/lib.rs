@@ -1,0 +1,11 @@
+//! berth: a registry mirror daemon. See `docs/architecture.md` for how the layers fit:
+//! `http` → `registry` → {`upstream`, `cache` → `storage`}.
+
+pub mod cache;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod storage;
+pub mod upstream;

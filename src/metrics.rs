@@ -1,0 +1,106 @@
+//! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
+//!
+//! A handful of atomics needs no metrics framework; each counter is named once, in
+//! [`Metrics::render`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub blob_hits: AtomicU64,
+    pub blob_misses: AtomicU64,
+    pub blob_coalesced: AtomicU64,
+    pub manifest_hits: AtomicU64,
+    pub manifest_misses: AtomicU64,
+    pub stale_serves: AtomicU64,
+    pub upstream_blob_gets: AtomicU64,
+    pub upstream_manifest_gets: AtomicU64,
+    pub upstream_manifest_heads: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub upstream_bytes: AtomicU64,
+    pub fills_failed: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "berth_blob_cache_hits_total",
+                "Blob requests served from the cache.",
+                &self.blob_hits,
+            ),
+            (
+                "berth_blob_cache_misses_total",
+                "Blob requests that started an upstream fetch.",
+                &self.blob_misses,
+            ),
+            (
+                "berth_blob_coalesced_total",
+                "Blob requests that joined a fetch already in flight.",
+                &self.blob_coalesced,
+            ),
+            (
+                "berth_manifest_cache_hits_total",
+                "Manifest requests served from the cache.",
+                &self.manifest_hits,
+            ),
+            (
+                "berth_manifest_cache_misses_total",
+                "Manifest requests fetched from upstream.",
+                &self.manifest_misses,
+            ),
+            (
+                "berth_stale_serves_total",
+                "Tags served from cache because upstream could not confirm them.",
+                &self.stale_serves,
+            ),
+            (
+                "berth_upstream_blob_gets_total",
+                "Blob GET requests sent upstream.",
+                &self.upstream_blob_gets,
+            ),
+            (
+                "berth_upstream_manifest_gets_total",
+                "Manifest GET requests sent upstream.",
+                &self.upstream_manifest_gets,
+            ),
+            (
+                "berth_upstream_manifest_heads_total",
+                "Manifest HEAD requests sent upstream (tag revalidation).",
+                &self.upstream_manifest_heads,
+            ),
+            (
+                "berth_upstream_errors_total",
+                "Upstream requests that failed.",
+                &self.upstream_errors,
+            ),
+            (
+                "berth_upstream_bytes_total",
+                "Blob bytes received from upstream.",
+                &self.upstream_bytes,
+            ),
+            (
+                "berth_blob_fills_failed_total",
+                "Blob fetches discarded (cut off, wrong digest, storage error).",
+                &self.fills_failed,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}

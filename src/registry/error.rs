@@ -1,0 +1,246 @@
+//! The one error type that leaves the registry: a spec error code, a message for humans, and
+//! optional detail, plus what the HTTP layer needs to answer well (`Retry-After`, the source to
+//! log for server faults).
+//!
+//! Codes map 1:1 to the OCI distribution spec's error table (and Distribution's additions), each
+//! with its HTTP status; the HTTP layer serializes `{"errors":[{code,message,detail}]}`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    PaginationNumberInvalid,
+    SizeInvalid,
+    TagInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    #[serde(rename = "TOOMANYREQUESTS")]
+    TooManyRequests,
+    RangeInvalid,
+    Unavailable,
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status the spec (or Distribution, for codes the spec leaves open) pairs with it.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BlobUnknown
+            | ErrorCode::BlobUploadUnknown
+            | ErrorCode::ManifestUnknown
+            | ErrorCode::NameUnknown => 404,
+            ErrorCode::BlobUploadInvalid
+            | ErrorCode::DigestInvalid
+            | ErrorCode::ManifestBlobUnknown
+            | ErrorCode::ManifestInvalid
+            | ErrorCode::NameInvalid
+            | ErrorCode::PaginationNumberInvalid
+            | ErrorCode::SizeInvalid
+            | ErrorCode::TagInvalid => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Denied => 403,
+            ErrorCode::Unsupported => 405,
+            ErrorCode::RangeInvalid => 416,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Unknown => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
+            ErrorCode::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            ErrorCode::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            ErrorCode::DigestInvalid => "DIGEST_INVALID",
+            ErrorCode::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
+            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
+            ErrorCode::NameInvalid => "NAME_INVALID",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Denied => "DENIED",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::RangeInvalid => "RANGE_INVALID",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// An error answered to a registry client.
+#[derive(Debug)]
+pub struct RegistryError {
+    code: ErrorCode,
+    message: String,
+    detail: Option<serde_json::Value>,
+    retry_after: Option<Duration>,
+    /// The underlying fault, logged for 5xx answers and never sent to the client.
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl RegistryError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RegistryError {
+            code,
+            message: message.into(),
+            detail: None,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// A server-side fault: the client sees only `message`, the log sees `source`.
+    pub fn internal(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        RegistryError::new(ErrorCode::Unknown, message).with_source(source)
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    pub fn is_server_fault(&self) -> bool {
+        self.status() >= 500
+    }
+
+    /// The spec's JSON error body.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            errors: [ErrorEntry {
+                code: self.code,
+                message: &self.message,
+                detail: self.detail.as_ref(),
+            }],
+        }
+    }
+
+    /// The message and every underlying cause, for logs.
+    pub fn chain(&self) -> String {
+        let mut text = format!("{}: {}", self.code.as_str(), self.message);
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(err) = next {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            next = err.source();
+        }
+        text
+    }
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for RegistryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    errors: [ErrorEntry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorEntry<'a> {
+    code: ErrorCode,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_follows_the_spec_shape() {
+        let err = RegistryError::new(ErrorCode::ManifestUnknown, "manifest unknown")
+            .with_detail(serde_json::json!({"tag": "x"}));
+        let json = serde_json::to_value(err.body()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"tag":"x"}}]})
+        );
+        assert_eq!(err.status(), 404);
+    }
+
+    #[test]
+    fn codes_serialize_as_their_names() {
+        for code in [
+            ErrorCode::TooManyRequests,
+            ErrorCode::NameInvalid,
+            ErrorCode::Unknown,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(code.as_str().into())
+            );
+        }
+    }
+
+    #[test]
+    fn internal_errors_keep_the_source_out_of_the_body() {
+        let io = std::io::Error::other("disk on fire");
+        let err = RegistryError::internal("storage failure", io);
+        let body = serde_json::to_string(&err.body()).unwrap();
+        assert!(!body.contains("disk on fire"));
+        assert!(err.chain().contains("disk on fire"));
+        assert_eq!(err.status(), 500);
+    }
+}

@@ -1,0 +1,50 @@
+//! The registry domain: names, references, manifests and the pull-through decisions.
+//!
+//! Layering rule: `http` calls `registry`; `registry` calls `cache` and `upstream`; nothing
+//! here knows actix, and nothing below calls back up. Every error that leaves this module is a
+//! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
+
+pub mod error;
+pub mod media;
+pub mod mirror;
+pub mod name;
+pub mod namespace;
+
+use std::sync::Arc;
+
+pub use self::error::{ErrorCode, RegistryError};
+use self::mirror::Mirror;
+use self::namespace::MirrorRepo;
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::upstream::Upstreams;
+
+/// Everything a request handler needs, built once at startup.
+pub struct Registry {
+    upstreams: Upstreams,
+    pub mirror: Mirror,
+    cache: Arc<Cache>,
+}
+
+impl Registry {
+    pub fn new(upstreams: Upstreams, cache: Arc<Cache>) -> Self {
+        Registry {
+            upstreams,
+            mirror: Mirror::new(Arc::clone(&cache)),
+            cache,
+        }
+    }
+
+    /// Resolves a client's repository name to the mirrored repository it means.
+    pub fn resolve(&self, name: &str, ns: Option<&str>) -> Result<MirrorRepo, RegistryError> {
+        namespace::resolve(&self.upstreams, name, ns)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        self.cache.metrics()
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+}

@@ -1,0 +1,96 @@
+//! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::storage::Storage;
+use crate::upstream::Upstreams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage in {path}: {source}")]
+    Storage {
+        path: String,
+        #[source]
+        source: crate::storage::StorageError,
+    },
+    #[error("upstream configuration: {0}")]
+    Upstream(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens storage (recovering from any earlier crash) and builds the registry. Blocks.
+pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> {
+    let data_dir = &settings.storage.data_dir;
+    let storage_error = |source| StartError::Storage {
+        path: data_dir.display().to_string(),
+        source,
+    };
+    let storage = Storage::open(data_dir).map_err(storage_error)?;
+    let recovery = storage.recover().map_err(storage_error)?;
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        temp_files_removed = recovery.temp_files_removed,
+        entries_dropped = recovery.entries_dropped,
+        files_reindexed = recovery.files_reindexed,
+        files_removed = recovery.files_removed,
+        "storage ready"
+    );
+    let upstreams = Upstreams::new(&settings.upstreams).map_err(StartError::Upstream)?;
+    let cache = Arc::new(Cache::new(
+        Arc::new(storage),
+        Arc::new(Metrics::default()),
+        settings.storage.manifest_cache_entries,
+    ));
+    Ok(Arc::new(Registry::new(upstreams, cache)))
+}
+
+/// Serves until SIGINT/SIGTERM. Prints the bound address on stdout (useful with port 0).
+pub async fn serve(settings: Settings) -> Result<(), StartError> {
+    let registry = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || build_registry(&settings))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))??
+    };
+    let listener =
+        TcpListener::bind(&settings.server.listen).map_err(|source| StartError::Listen {
+            addr: settings.server.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let data = web::Data::from(Arc::clone(&registry));
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(
+                actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                    .log_target("berth::access"),
+            )
+            .configure(crate::http::configure)
+    })
+    .listen(listener)?;
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    println!("berth listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    server.run().await?;
+    if let Err(e) = registry.cache().flush() {
+        tracing::warn!(error = %e, "index flush at shutdown failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Upstream authentication: learn the scheme from the upstream's challenge, fetch bearer tokens
+//! from whatever realm it names, and cache them until shortly before they expire.
+//!
+//! Tokens are cached per (scope, identity), so a token obtained for one identity is never
+//! presented for another. Concurrent requests for the same key share one token fetch.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use moka::future::Cache;
+use serde::Deserialize;
+
+use super::challenge::{self, Scheme};
+use super::error::UpstreamError;
+use crate::config::Secret;
+
+/// Spec default when a token response carries no `expires_in`.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Refresh a token this long before upstream says it expires.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+const TOKEN_CACHE_ENTRIES: u64 = 10_000;
+
+/// Who berth speaks as, upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    Anonymous,
+    /// The credentials configured for this upstream.
+    Site,
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl Credentials {
+    fn basic_header(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// How the upstream wants to be authenticated, as learned from its last challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthScheme {
+    Unknown,
+    Open,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    header: Arc<str>,
+    lifetime: Duration,
+}
+
+struct TokenExpiry;
+
+impl moka::Expiry<(String, Identity), CachedToken> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &(String, Identity),
+        value: &CachedToken,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.lifetime)
+    }
+}
+
+pub struct Authenticator {
+    upstream: String,
+    credentials: Option<Credentials>,
+    scheme: RwLock<AuthScheme>,
+    tokens: Cache<(String, Identity), CachedToken>,
+}
+
+impl Authenticator {
+    pub fn new(upstream: &str, credentials: Option<Credentials>) -> Self {
+        Authenticator {
+            upstream: upstream.to_owned(),
+            credentials,
+            scheme: RwLock::new(AuthScheme::Unknown),
+            tokens: Cache::builder()
+                .max_capacity(TOKEN_CACHE_ENTRIES)
+                .expire_after(TokenExpiry)
+                .build(),
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        if self.credentials.is_some() {
+            Identity::Site
+        } else {
+            Identity::Anonymous
+        }
+    }
+
+    fn current_scheme(&self) -> AuthScheme {
+        self.scheme
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or(AuthScheme::Unknown)
+    }
+
+    /// The `Authorization` header to send for `scope`, if the upstream is known to want one.
+    pub async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        scope: &str,
+    ) -> Result<Option<Arc<str>>, UpstreamError> {
+        match self.current_scheme() {
+            AuthScheme::Unknown | AuthScheme::Open => Ok(None),
+            AuthScheme::Basic => Ok(self
+                .credentials
+                .as_ref()
+                .map(|c| Arc::from(c.basic_header()))),
+            AuthScheme::Bearer { realm, service } => {
+                let key = (scope.to_owned(), self.identity());
+                let fetched = self
+                    .tokens
+                    .try_get_with(
+                        key,
+                        self.fetch_token(http, &realm, service.as_deref(), scope),
+                    )
+                    .await
+                    .map_err(|e: Arc<UpstreamError>| self.unshare(e))?;
+                Ok(Some(fetched.header))
+            }
+        }
+    }
+
+    /// Learns from a 401's `WWW-Authenticate` header and drops the token that was refused.
+    /// Returns false when the challenge offers nothing berth can answer.
+    pub async fn learn(&self, header: Option<&str>, scope: &str) -> bool {
+        self.tokens
+            .invalidate(&(scope.to_owned(), self.identity()))
+            .await;
+        let challenges = header.map(challenge::parse).unwrap_or_default();
+        let bearer = challenges.iter().find(|c| c.scheme == Scheme::Bearer);
+        let learned = if let Some(realm) = bearer.and_then(|c| c.param("realm")) {
+            AuthScheme::Bearer {
+                realm: realm.to_owned(),
+                service: bearer.and_then(|c| c.param("service")).map(str::to_owned),
+            }
+        } else if challenges.iter().any(|c| c.scheme == Scheme::Basic) && self.credentials.is_some()
+        {
+            AuthScheme::Basic
+        } else {
+            return false;
+        };
+        if let Ok(mut scheme) = self.scheme.write() {
+            *scheme = learned;
+        }
+        true
+    }
+
+    /// Records that the upstream answered without asking for credentials.
+    pub fn mark_open_if_unknown(&self) {
+        if let Ok(mut scheme) = self.scheme.write() {
+            if *scheme == AuthScheme::Unknown {
+                *scheme = AuthScheme::Open;
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<CachedToken, UpstreamError> {
+        let mut url = url::Url::parse(realm).map_err(|e| {
+            UpstreamError::protocol(&self.upstream, format!("token realm {realm:?}: {e}"))
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+            query.append_pair("scope", scope);
+        }
+        let mut request = http.get(url);
+        if let Some(credentials) = &self.credentials {
+            request = request.header(reqwest::header::AUTHORIZATION, credentials.basic_header());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(&self.upstream, e))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            let reason = super::error_reason(response).await;
+            return Err(UpstreamError::Unauthorized {
+                upstream: self.upstream.clone(),
+                reason: format!("token service refused: {reason}"),
+            });
+        }
+        if !status.is_success() {
+            return Err(super::status_error(&self.upstream, response, "token").await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(&self.upstream, e))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            UpstreamError::protocol(&self.upstream, format!("token response is not JSON: {e}"))
+        })?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                UpstreamError::protocol(&self.upstream, "token response has no token")
+            })?;
+        let lifetime = parsed
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        Ok(CachedToken {
+            header: Arc::from(format!("Bearer {token}")),
+            lifetime: lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 10)),
+        })
+    }
+
+    /// moka shares one error among all waiters; each gets its own copy.
+    fn unshare(&self, shared: Arc<UpstreamError>) -> UpstreamError {
+        Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone())
+    }
+}

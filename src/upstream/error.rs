@@ -1,0 +1,92 @@
+//! What can go wrong talking to an upstream registry, with the predicates the cache decides on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} is unreachable: {source}")]
+    Unreachable {
+        upstream: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    #[error("upstream {upstream} did not answer in time")]
+    Timeout { upstream: String },
+    #[error("upstream {upstream} has no {what}{}", reason_suffix(.reason))]
+    NotFound {
+        upstream: String,
+        what: String,
+        reason: String,
+    },
+    #[error("upstream {upstream} refused access{}", reason_suffix(.reason))]
+    Unauthorized { upstream: String, reason: String },
+    #[error("upstream {upstream} is rate-limiting requests (429){}", reason_suffix(.reason))]
+    TooManyRequests {
+        upstream: String,
+        retry_after: Option<Duration>,
+        reason: String,
+    },
+    #[error("upstream {upstream} failed with HTTP {status}{}", reason_suffix(.reason))]
+    Status {
+        upstream: String,
+        status: u16,
+        retry_after: Option<Duration>,
+        reason: String,
+    },
+    #[error("upstream {upstream} broke the protocol: {detail}")]
+    Protocol { upstream: String, detail: String },
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+impl UpstreamError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, UpstreamError::NotFound { .. })
+    }
+
+    /// Faults that may pass (network, overload): the cache may serve stale content instead.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable { .. }
+            | UpstreamError::Timeout { .. }
+            | UpstreamError::TooManyRequests { .. } => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::TooManyRequests { retry_after, .. }
+            | UpstreamError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_reqwest(upstream: &str, source: reqwest::Error) -> Self {
+        if source.is_timeout() {
+            UpstreamError::Timeout {
+                upstream: upstream.to_owned(),
+            }
+        } else {
+            UpstreamError::Unreachable {
+                upstream: upstream.to_owned(),
+                source: Arc::new(source),
+            }
+        }
+    }
+
+    pub(crate) fn protocol(upstream: &str, detail: impl Into<String>) -> Self {
+        UpstreamError::Protocol {
+            upstream: upstream.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The client side of the registry API: one [`Upstream`] per configured registry.
+//!
+//! It authenticates the way the upstream's challenge asks (see [`auth`]), follows redirects
+//! itself (Docker Hub sends blobs to a CDN, which must not see the registry token), and turns
+//! every non-success answer into an [`UpstreamError`]. It knows nothing about the cache.
+
+pub mod auth;
+pub mod challenge;
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use self::auth::{Authenticator, Credentials};
+pub use self::error::UpstreamError;
+use crate::config::UpstreamSettings;
+use crate::registry::name::{Digest, Reference, RepoName};
+
+const MAX_REDIRECTS: usize = 5;
+/// Manifests are small; refuse to buffer anything larger (the spec suggests 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Error bodies are only read for their message.
+const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
+/// Bound for requests whose whole answer is small (manifests, tags, tokens).
+const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A manifest as fetched: raw bytes plus what upstream said about them.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// A manifest's identity as answered to a HEAD.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// A blob response whose body has not been read yet.
+pub struct BlobResponse {
+    pub content_length: Option<u64>,
+    pub body: Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin>,
+}
+
+/// A page of the tag list, passed through as upstream wrote it.
+pub struct TagPage {
+    pub body: Bytes,
+    /// The `last` and `n` query values of upstream's `Link: <…>; rel="next"`, if any.
+    pub next: Option<Vec<(String, String)>>,
+}
+
+pub struct Upstream {
+    name: String,
+    base: Url,
+    http: reqwest::Client,
+    auth: Authenticator,
+    settings: UpstreamSettings,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+        let base = Url::parse(&settings.url).map_err(|e| format!("{}: {e}", settings.url))?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let credentials = match (&settings.username, &settings.password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Upstream {
+            name: settings.name.clone(),
+            auth: Authenticator::new(&settings.name, credentials),
+            base,
+            http,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// Docker Hub keeps official images under `library/`.
+    pub fn uses_library_prefix(&self) -> bool {
+        self.name == "docker.io"
+    }
+
+    fn url(&self, path: &str) -> Result<Url, UpstreamError> {
+        self.base
+            .join(path)
+            .map_err(|e| UpstreamError::protocol(&self.name, format!("bad url {path}: {e}")))
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &str,
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self
+            .send(Method::GET, &path, repo, Some(accept), true)
+            .await?;
+        let response = self
+            .check(response, &format!("manifest {repo}:{reference}"))
+            .await?;
+        let content_type = header_string(response.headers(), CONTENT_TYPE.as_str());
+        let digest = header_string(response.headers(), "docker-content-digest");
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_MANIFEST_BYTES as u64)
+        {
+            return Err(UpstreamError::protocol(
+                &self.name,
+                format!("manifest {repo}:{reference} is larger than {MAX_MANIFEST_BYTES} bytes"),
+            ));
+        }
+        let body = self
+            .read_limited(response, MAX_MANIFEST_BYTES, "manifest")
+            .await?;
+        Ok(FetchedManifest {
+            body,
+            content_type,
+            digest,
+        })
+    }
+
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &str,
+    ) -> Result<ManifestHead, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self
+            .send(Method::HEAD, &path, repo, Some(accept), true)
+            .await?;
+        let response = self
+            .check(response, &format!("manifest {repo}:{reference}"))
+            .await?;
+        Ok(ManifestHead {
+            digest: header_string(response.headers(), "docker-content-digest"),
+            content_type: header_string(response.headers(), CONTENT_TYPE.as_str()),
+        })
+    }
+
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobResponse, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self.send(Method::GET, &path, repo, None, false).await?;
+        let response = self
+            .check(response, &format!("blob {digest} in {repo}"))
+            .await?;
+        let content_length = response.content_length();
+        let upstream = self.name.clone();
+        let body = response
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|e| UpstreamError::from_reqwest(&upstream, e)));
+        Ok(BlobResponse {
+            content_length,
+            body: Box::new(body),
+        })
+    }
+
+    /// The size of a blob, from a HEAD (no download).
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self.send(Method::HEAD, &path, repo, None, true).await?;
+        let response = self
+            .check(response, &format!("blob {digest} in {repo}"))
+            .await?;
+        header_string(response.headers(), "content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| UpstreamError::protocol(&self.name, "blob HEAD without Content-Length"))
+    }
+
+    pub async fn get_tags(
+        &self,
+        repo: &RepoName,
+        query: &[(String, String)],
+    ) -> Result<TagPage, UpstreamError> {
+        let mut url = self.url(&format!("/v2/{repo}/tags/list"))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let response = self
+            .send(Method::GET, &path, repo, Some("application/json"), true)
+            .await?;
+        let response = self.check(response, &format!("repository {repo}")).await?;
+        let next = header_string(response.headers(), "link").and_then(|l| next_link_query(&l));
+        let body = self
+            .read_limited(response, MAX_MANIFEST_BYTES, "tag list")
+            .await?;
+        Ok(TagPage { body, next })
+    }
+
+    /// Sends a request with authentication, answering one 401 challenge and following
+    /// redirects. Non-success statuses are returned as they are, for the caller to check.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        small: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let scope = format!("repository:{repo}:pull");
+        let url = self.url(path)?;
+        let mut authorization = self.auth.authorization(&self.http, &scope).await?;
+        let mut answered_challenge = false;
+        loop {
+            let response = self
+                .follow(
+                    method.clone(),
+                    url.clone(),
+                    accept,
+                    authorization.as_deref(),
+                    small,
+                )
+                .await?;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                if authorization.is_none() {
+                    self.auth.mark_open_if_unknown();
+                }
+                return Ok(response);
+            }
+            if answered_challenge {
+                return Ok(response);
+            }
+            answered_challenge = true;
+            let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
+            if !self.auth.learn(challenge.as_deref(), &scope).await {
+                return Ok(response);
+            }
+            authorization = self.auth.authorization(&self.http, &scope).await?;
+        }
+    }
+
+    /// One request, following up to [`MAX_REDIRECTS`] redirects. Credentials go only to the
+    /// upstream's own host, never to a redirect target elsewhere (a CDN with a signed URL).
+    async fn follow(
+        &self,
+        method: Method,
+        mut url: Url,
+        accept: Option<&str>,
+        authorization: Option<&str>,
+        small: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.http.request(method.clone(), url.clone());
+            if small {
+                request = request.timeout(SMALL_REQUEST_TIMEOUT);
+            }
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if let Some(authorization) = authorization {
+                if url.origin() == self.base.origin() {
+                    request = request.header(AUTHORIZATION, authorization);
+                }
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| UpstreamError::from_reqwest(&self.name, e))?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let location =
+                header_string(response.headers(), LOCATION.as_str()).ok_or_else(|| {
+                    UpstreamError::protocol(&self.name, "redirect without a Location header")
+                })?;
+            url = url.join(&location).map_err(|e| {
+                UpstreamError::protocol(&self.name, format!("bad redirect {location:?}: {e}"))
+            })?;
+        }
+        Err(UpstreamError::protocol(
+            &self.name,
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ))
+    }
+
+    /// Passes a success through; turns anything else into the matching error.
+    async fn check(
+        &self,
+        response: reqwest::Response,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(match status {
+            StatusCode::NOT_FOUND => UpstreamError::NotFound {
+                upstream: self.name.clone(),
+                what: what.to_owned(),
+                reason: error_reason(response).await,
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UpstreamError::Unauthorized {
+                upstream: self.name.clone(),
+                reason: error_reason(response).await,
+            },
+            _ => status_error(&self.name, response, what).await,
+        })
+    }
+
+    async fn read_limited(
+        &self,
+        response: reqwest::Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        let mut body = BytesMut::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| UpstreamError::from_reqwest(&self.name, e))?;
+            if body.len() + chunk.len() > limit {
+                return Err(UpstreamError::protocol(
+                    &self.name,
+                    format!("{what} is larger than {limit} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `Retry-After` in its delta-seconds form (the form registries use).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    header_string(headers, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The message of a registry JSON error body, or the start of a plain-text one.
+pub(crate) async fn error_reason(response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<Errors>(&body) {
+        return parsed
+            .errors
+            .iter()
+            .map(|e| format!("{} {}", e.code, e.message).trim().to_owned())
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+pub(crate) async fn status_error(
+    upstream: &str,
+    response: reqwest::Response,
+    what: &str,
+) -> UpstreamError {
+    let status = response.status().as_u16();
+    let retry = retry_after(response.headers());
+    let reason = error_reason(response).await;
+    if status == 429 {
+        UpstreamError::TooManyRequests {
+            upstream: upstream.to_owned(),
+            retry_after: retry,
+            reason,
+        }
+    } else {
+        UpstreamError::Status {
+            upstream: upstream.to_owned(),
+            status,
+            retry_after: retry,
+            reason: if reason.is_empty() {
+                what.to_owned()
+            } else {
+                format!("{what}: {reason}")
+            },
+        }
+    }
+}
+
+/// The query pairs of a `Link: <url>; rel="next"` header.
+fn next_link_query(link: &str) -> Option<Vec<(String, String)>> {
+    let (target, params) = link.split_once(';')?;
+    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+        return None;
+    }
+    let target = target.trim().trim_start_matches('<').trim_end_matches('>');
+    let url = Url::parse("http://upstream.invalid/")
+        .ok()?
+        .join(target)
+        .ok()?;
+    Some(url.query_pairs().into_owned().collect())
+}
+
+/// Everything an upstream may be selected by, in one place.
+#[derive(Clone)]
+pub struct Upstreams {
+    all: Arc<Vec<Arc<Upstream>>>,
+}
+
+impl Upstreams {
+    pub fn new(settings: &[UpstreamSettings]) -> Result<Self, String> {
+        let all = settings
+            .iter()
+            .map(|s| Upstream::new(s).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Upstreams { all: Arc::new(all) })
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.all.iter().find(|u| u.name == name)
+    }
+
+    /// The upstream for names without a host: the one named `docker.io`.
+    pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
+        self.by_name("docker.io")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link_is_parsed() {
+        let q = next_link_query(r#"</v2/library/x/tags/list?last=b&n=2>; rel="next""#).unwrap();
+        assert_eq!(
+            q,
+            vec![
+                ("last".to_string(), "b".to_string()),
+                ("n".to_string(), "2".to_string())
+            ]
+        );
+        assert!(next_link_query(r#"</v2/x>; rel="prev""#).is_none());
+    }
+}
