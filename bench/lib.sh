@@ -1,0 +1,265 @@
+# shellcheck shell=bash
+# Shared helpers for the berth benchmarks. Source this from a bench script that has
+# `set -euo pipefail`; it sets up a work dir, a cleanup trap, and process helpers.
+#
+# Everything listens on 127.0.0.1 only, on ports picked by binding port 0.
+#
+# Environment knobs:
+#   BERTH_BIN        berth binary to use (default: target/release/berth, rebuilt first)
+#   BERTH_NO_BUILD=1 skip `cargo build --release`
+#   BENCH_KEEP=1     keep the temp work dir (logs, caches) after the run
+#   BENCH_TMP        parent dir for the work dir (default /tmp)
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+OUT_DIR="$BENCH_DIR/out"
+mkdir -p "$OUT_DIR"
+
+WORK="$(mktemp -d "${BENCH_TMP:-/tmp}/berth-bench.XXXXXX")"
+BENCH_PIDS=()
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    local pid
+    for pid in "${BENCH_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${BENCH_PIDS[@]}"; do
+        # bounded wait: up to ~5s, then SIGKILL that one pid
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
+        log "work dir kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# need CMD [APT_PACKAGE]: install with apt-get when the command is missing.
+need() {
+    local cmd=$1 pkg=${2:-$1}
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        log "installing $pkg (for $cmd)"
+        if ! { apt-get install -y "$pkg" >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y "$pkg" >/dev/null 2>&1; }; }; then
+            die "$cmd is missing and apt-get install $pkg failed"
+        fi
+    fi
+}
+
+check_tools() {
+    need python3 python3
+    need curl curl
+    need skopeo skopeo
+    need docker-registry docker-registry
+    if [[ ! -x /usr/sbin/nginx ]] && ! command -v nginx >/dev/null 2>&1; then
+        need nginx nginx
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL [TIMEOUT_S]: wait until URL answers any HTTP status.
+wait_http() {
+    local url=$1 timeout=${2:-30} i
+    for i in $(seq 1 $((timeout * 10))); do
+        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+        sleep 0.1
+    done
+    die "timed out waiting for $url"
+}
+
+# wait_port PORT [TIMEOUT_S]: wait until something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local port=$1 timeout=${2:-30} i
+    for i in $(seq 1 $((timeout * 10))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "timed out waiting for port $port"
+}
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
+median() { python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.3f}")' "$@"; }
+ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}" if b else "n/a")' "$1" "$2"; }
+
+build_berth() {
+    if [[ -n "${BERTH_BIN:-}" ]]; then
+        [[ -x "$BERTH_BIN" ]] || die "BERTH_BIN=$BERTH_BIN is not executable"
+        return
+    fi
+    BERTH_BIN="$ROOT_DIR/target/release/berth"
+    if [[ "${BERTH_NO_BUILD:-0}" != 1 ]]; then
+        log "cargo build --release"
+        if ! (cd "$ROOT_DIR" && cargo build --release >"$WORK/cargo-build.log" 2>&1); then
+            tail -20 "$WORK/cargo-build.log" >&2
+            if [[ -x "$BERTH_BIN" ]]; then
+                log "WARNING: build failed; benchmarking the existing $BERTH_BIN (built $(date -r "$BERTH_BIN" '+%F %T'))"
+            else
+                die "cargo build --release failed"
+            fi
+        fi
+    fi
+    [[ -x "$BERTH_BIN" ]] || die "no berth binary at $BERTH_BIN"
+}
+
+# start_registry NAME [PROXY_REMOTE_URL]
+#   Runs Distribution (docker-registry) with its own storage dir under $WORK/NAME.
+#   Sets REG_PORT, REG_PID, REG_URL, REG_LOG, REG_ROOT.
+start_registry() {
+    local name=$1 remote=${2:-}
+    local dir="$WORK/$name"
+    mkdir -p "$dir/storage"
+    REG_PORT=$(free_port)
+    REG_ROOT="$dir/storage"
+    REG_LOG="$dir/registry.log"
+    {
+        echo "version: 0.1"
+        echo "log:"
+        echo "  level: info"
+        echo "  formatter: text"
+        echo "storage:"
+        echo "  filesystem:"
+        echo "    rootdirectory: $REG_ROOT"
+        echo "  delete:"
+        echo "    enabled: true"
+        echo "http:"
+        echo "  addr: 127.0.0.1:$REG_PORT"
+        echo "  headers:"
+        echo "    X-Content-Type-Options: [nosniff]"
+        if [[ -n "$remote" ]]; then
+            echo "proxy:"
+            echo "  remoteurl: $remote"
+        fi
+    } >"$dir/config.yml"
+    docker-registry serve "$dir/config.yml" >"$REG_LOG" 2>&1 &
+    REG_PID=$!
+    BENCH_PIDS+=("$REG_PID")
+    REG_URL="http://127.0.0.1:$REG_PORT"
+    wait_http "$REG_URL/v2/" 30
+    kill -0 "$REG_PID" 2>/dev/null || die "registry $name exited; see $REG_LOG"
+    log "registry $name (pid $REG_PID) on $REG_URL${remote:+ proxying $remote}"
+}
+
+# start_berth NAME UPSTREAM_URL
+#   Runs berth with an empty data dir under $WORK/NAME, mirroring UPSTREAM_URL as docker.io.
+#   Sets BERTH_PORT, BERTH_PID, BERTH_URL, BERTH_DATA, BERTH_LOG.
+start_berth() {
+    local name=$1 upstream=$2
+    local dir="$WORK/$name"
+    mkdir -p "$dir"
+    BERTH_DATA="$dir/berth-data"
+    BERTH_LOG="$dir/berth.log"
+    cat >"$dir/berth.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "$BERTH_DATA"
+[log]
+level = "${BERTH_LOG_LEVEL:-warn}"
+[[upstreams]]
+name = "docker.io"
+url = "$upstream"
+tag_ttl = "5m"
+EOF
+    "$BERTH_BIN" --config "$dir/berth.toml" serve >"$dir/berth.stdout" 2>"$BERTH_LOG" &
+    BERTH_PID=$!
+    BENCH_PIDS+=("$BERTH_PID")
+    local i line=""
+    for i in $(seq 1 300); do
+        line=$(grep -m1 -o 'berth listening on http://127\.0\.0\.1:[0-9]*' "$dir/berth.stdout" 2>/dev/null || true)
+        [[ -n "$line" ]] && break
+        kill -0 "$BERTH_PID" 2>/dev/null || { cat "$BERTH_LOG" >&2; die "berth exited during startup"; }
+        sleep 0.1
+    done
+    [[ -n "$line" ]] || die "berth did not print its listen line within 30s; see $BERTH_LOG"
+    BERTH_PORT=${line##*:}
+    BERTH_URL="http://127.0.0.1:$BERTH_PORT"
+    wait_port "$BERTH_PORT" 10
+    log "berth $name (pid $BERTH_PID) on $BERTH_URL mirroring $upstream"
+}
+
+# start_nginx_file FILE URL_PATH: serve FILE at URL_PATH with sendfile on.
+#   Sets NGINX_PORT, NGINX_URL (full URL of the file), NGINX_PID.
+start_nginx_file() {
+    local file=$1 url_path=$2
+    local dir="$WORK/nginx"
+    mkdir -p "$dir/root$(dirname "$url_path")" "$dir/tmp"
+    ln -sf "$file" "$dir/root$url_path"
+    NGINX_PORT=$(free_port)
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    default_type application/octet-stream;
+    client_body_temp_path $dir/tmp/client;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $dir/root;
+        disable_symlinks off;
+    }
+}
+EOF
+    local nginx_bin
+    nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+    "$nginx_bin" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -g 'daemon off;' >"$dir/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    BENCH_PIDS+=("$NGINX_PID")
+    wait_port "$NGINX_PORT" 10
+    NGINX_URL="http://127.0.0.1:$NGINX_PORT$url_path"
+    log "nginx (pid $NGINX_PID) serving $file at $NGINX_URL"
+}
+
+# seed REGISTRY_URL REPO TAG JSON_OUT SIZE_MIB...
+seed() {
+    local url=$1 repo=$2 tag=$3 json=$4
+    shift 4
+    log "seeding $repo:$tag ($* MiB) into $url"
+    python3 "$BENCH_DIR/seed.py" "$url" "$repo" "$tag" "$@" --json "$json" --workdir "$WORK" >/dev/null
+}
+
+# skopeo_pull HOSTPORT IMAGE DEST_DIR: copy an image to a fresh dir: destination.
+skopeo_pull() {
+    local hostport=$1 image=$2 dest=$3
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    skopeo copy --quiet --src-tls-verify=false --retry-times 0 \
+        "docker://$hostport/$image" "dir:$dest" >"$WORK/skopeo.last.log" 2>&1 || {
+        cat "$WORK/skopeo.last.log" >&2
+        return 1
+    }
+}
+
+# metric URL NAME: a counter's value from a Prometheus text endpoint (0 if absent).
+metric() {
+    curl -s --max-time 5 "$1/metrics" | awk -v n="$2" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+# peak_rss_kib PID: VmHWM in KiB.
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }

@@ -1,0 +1,239 @@
+//! Shared test fixtures: the upstream (a real `docker-registry` behind a token issuer), berth
+//! itself as a real process, and the skopeo client.
+#![allow(dead_code)]
+
+pub mod images;
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use self::images::{Flavor, Image};
+use self::upstream::{UpstreamRegistry, SEEDER};
+
+/// The images every test may pull, seeded once per test binary.
+pub struct Seeded {
+    pub upstream: UpstreamRegistry,
+    pub oci: Image,
+    pub docker: Image,
+    pub oci_index: Image,
+    pub docker_list: Image,
+}
+
+static SEEDED: OnceCell<Seeded> = OnceCell::const_new();
+
+const MIB: usize = 1024 * 1024;
+
+/// The shared upstream with its seeded images:
+/// `library/oci:1`, `library/docker:1`, `library/multi-oci:1`, `library/multi-docker:1`,
+/// and `private/secret:1`, which anonymous callers may not pull.
+pub async fn seeded() -> &'static Seeded {
+    SEEDED
+        .get_or_init(|| async {
+            let upstream =
+                UpstreamRegistry::start(vec![(SEEDER.0, SEEDER.1, "", "pull,push,delete")]);
+            let seeded = Seeded {
+                oci: images::image(Flavor::Oci, 1, &[3 * MIB, MIB], "amd64"),
+                docker: images::image(Flavor::Docker, 2, &[2 * MIB, MIB / 2], "amd64"),
+                oci_index: images::multi_arch(Flavor::Oci, 3, &[MIB]),
+                docker_list: images::multi_arch(Flavor::Docker, 4, &[MIB]),
+                upstream,
+            };
+            let u = &seeded.upstream;
+            u.push("library/oci", "1", &seeded.oci).await;
+            u.push("library/docker", "1", &seeded.docker).await;
+            u.push("library/multi-oci", "1", &seeded.oci_index).await;
+            u.push("library/multi-docker", "1", &seeded.docker_list)
+                .await;
+            u.push("private/secret", "1", &seeded.oci).await;
+            seeded
+        })
+        .await
+}
+
+/// A berth process with its own data directory (kept across [`Berth::restart`]).
+pub struct Berth {
+    pub url: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The berth config for one upstream named `docker.io` at `upstream_url`, plus `extra` TOML.
+pub fn config_for(upstream_url: &str, tag_ttl: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,berth=debug\"\n[[upstreams]]\nname = \"docker.io\"\nurl = \"{upstream_url}\"\ntag_ttl = \"{tag_ttl}\"\nconnect_timeout = \"2s\"\nread_timeout = \"5s\"\n{extra}"
+    )
+}
+
+impl Berth {
+    pub fn start(config: &str) -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let config_path = dir.path().join("berth.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut berth = Berth {
+            url: String::new(),
+            addr: String::new(),
+            data_dir,
+            config: config_path,
+            child: None,
+            _dir: Some(dir),
+        };
+        berth.launch();
+        berth
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        upstream::reap_with_parent(child.id());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("berth listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("berth did not start; log:\n{}", self.log()));
+        self.addr = url.trim_start_matches("http://").to_owned();
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// Stops berth the hard way (SIGKILL) and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// A counter from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+    }
+
+    /// Files under `blobs/` (whatever their state).
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let root = self.data_dir.join("blobs/sha256");
+        for shard in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                found.push(entry.path());
+            }
+        }
+        found
+    }
+
+    pub fn temp_files(&self) -> usize {
+        std::fs::read_dir(self.data_dir.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs skopeo with TLS verification off for the source (berth speaks plain HTTP here).
+pub fn skopeo(args: &[&str]) -> Output {
+    let output = Command::new("skopeo")
+        .args(["--command-timeout", "120s"])
+        .args(args)
+        .output()
+        .expect("skopeo is installed (run the README's test command)");
+    output
+}
+
+/// `skopeo copy` from berth into a `dir:` layout; panics with skopeo's stderr on failure.
+pub fn skopeo_pull(berth: &Berth, image: &str, dest: &Path, all: bool) {
+    let source = format!("docker://{}/{image}", berth.addr);
+    let dest_arg = format!("dir:{}", dest.display());
+    let mut args = vec!["copy", "--src-tls-verify=false", "--retry-times", "0"];
+    if all {
+        args.push("--all");
+    }
+    args.push(&source);
+    args.push(&dest_arg);
+    let output = skopeo(&args);
+    assert!(
+        output.status.success(),
+        "skopeo copy {image} failed:\n{}\nberth log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        berth.log()
+    );
+}
+
+/// Asserts that a `dir:` layout holds exactly what was seeded: the same manifest bytes (so
+/// the same digest) and every blob, byte for byte.
+pub fn assert_dir_matches(dest: &Path, image: &Image) {
+    let manifest = std::fs::read(dest.join("manifest.json")).unwrap();
+    assert_eq!(
+        images::sha256(&manifest),
+        image.manifest.digest,
+        "manifest digest changed in transit"
+    );
+    for blob in image.all_blobs() {
+        let hex = blob.digest.trim_start_matches("sha256:");
+        let path = dest.join(hex);
+        let alt = dest.join(format!("{hex}.manifest.json"));
+        let data = std::fs::read(&path)
+            .or_else(|_| std::fs::read(&alt))
+            .unwrap_or_else(|_| panic!("{} missing from {}", blob.digest, dest.display()));
+        assert_eq!(
+            images::sha256(&data),
+            blob.digest,
+            "{} corrupted",
+            blob.digest
+        );
+    }
+}

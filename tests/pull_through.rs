@@ -1,0 +1,117 @@
+//! End to end: skopeo pulls through berth from a real, token-protected Distribution upstream,
+//! cold, warm, and after a hard restart.
+
+mod common;
+
+use common::{assert_dir_matches, config_for, seeded, skopeo_pull, Berth};
+
+#[tokio::test]
+async fn cold_warm_and_restarted_pulls_of_every_manifest_type() {
+    let s = seeded().await;
+    let mut berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let cases = [
+        ("oci:1", &s.oci, false),
+        ("docker:1", &s.docker, false),
+        ("multi-oci:1", &s.oci_index, true),
+        ("multi-docker:1", &s.docker_list, true),
+    ];
+
+    // Cold: everything comes from upstream, once.
+    let gets_before = s.upstream.blob_gets();
+    for (image, seeded_image, all) in &cases {
+        let dest = tempfile::tempdir().unwrap();
+        skopeo_pull(&berth, image, dest.path(), *all);
+        assert_dir_matches(dest.path(), seeded_image);
+    }
+    let cold_gets = s.upstream.blob_gets() - gets_before;
+    let distinct_blobs: usize = cases
+        .iter()
+        .map(|(_, image, _)| {
+            image
+                .all_blobs()
+                .iter()
+                .filter(|b| !b.media_type.contains("manifest"))
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        cold_gets, distinct_blobs,
+        "each blob fetched from upstream exactly once"
+    );
+    assert_eq!(
+        berth.metric("berth_upstream_blob_gets_total").await,
+        distinct_blobs as u64
+    );
+    assert_eq!(
+        berth.temp_files(),
+        0,
+        "no temp files left after verified fills"
+    );
+
+    // Warm: no blob request reaches upstream.
+    for (image, seeded_image, all) in &cases {
+        let dest = tempfile::tempdir().unwrap();
+        skopeo_pull(&berth, image, dest.path(), *all);
+        assert_dir_matches(dest.path(), seeded_image);
+    }
+    assert_eq!(
+        s.upstream.blob_gets() - gets_before,
+        cold_gets,
+        "warm pulls hit upstream"
+    );
+    assert!(berth.metric("berth_blob_cache_hits_total").await >= distinct_blobs as u64);
+
+    // After SIGKILL and restart, the cache is still there.
+    berth.restart();
+    for (image, seeded_image, all) in &cases {
+        let dest = tempfile::tempdir().unwrap();
+        skopeo_pull(&berth, image, dest.path(), *all);
+        assert_dir_matches(dest.path(), seeded_image);
+    }
+    assert_eq!(
+        s.upstream.blob_gets() - gets_before,
+        cold_gets,
+        "pulls after a restart hit upstream for blobs"
+    );
+    assert_eq!(berth.metric("berth_upstream_blob_gets_total").await, 0);
+}
+
+#[tokio::test]
+async fn names_select_upstreams_and_library_prefix() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    // A single-component name gets `library/`; `docker.io/` and `?ns=` select the same upstream.
+    let client = reqwest::Client::new();
+    let accept = common::images::OCI_MANIFEST;
+    for path in [
+        "/v2/oci/manifests/1",
+        "/v2/library/oci/manifests/1",
+        "/v2/docker.io/library/oci/manifests/1",
+        "/v2/docker.io/oci/manifests/1",
+        "/v2/library/oci/manifests/1?ns=docker.io",
+        "/v2/oci/manifests/1?ns=docker.io",
+    ] {
+        let response = client
+            .get(format!("{}{path}", berth.url))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap(),
+            s.oci.manifest.digest,
+            "{path}"
+        );
+        assert_eq!(response.headers()["content-type"].to_str().unwrap(), accept);
+        assert_eq!(
+            response.headers()["docker-distribution-api-version"]
+                .to_str()
+                .unwrap(),
+            "registry/2.0"
+        );
+        assert_eq!(response.bytes().await.unwrap(), s.oci.manifest.data);
+    }
+}
