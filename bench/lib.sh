@@ -202,7 +202,11 @@ start_nginx_file() {
     mkdir -p "$dir/root$(dirname "$url_path")" "$dir/tmp"
     ln -sf "$file" "$dir/root$url_path"
     NGINX_PORT=$(free_port)
+    # As root, nginx workers would drop to `nobody`, which cannot read the 0700 work dir.
+    local user_line=""
+    [[ $(id -u) == 0 ]] && user_line="user root;"
     cat >"$dir/nginx.conf" <<EOF
+$user_line
 worker_processes 1;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;

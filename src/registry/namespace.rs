@@ -25,6 +25,26 @@ fn looks_like_host(component: &str) -> bool {
     component.contains('.') || component.contains(':') || component == "localhost"
 }
 
+/// `host[:port]`: dot-separated labels of letters, digits and inner hyphens.
+fn is_valid_host(component: &str) -> bool {
+    let (host, port) = match component.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (component, None),
+    };
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    host.split('.').all(label_ok)
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub fn resolve(
     upstreams: &Upstreams,
     client_name: &str,
@@ -41,10 +61,18 @@ pub fn resolve(
             upstreams.by_name(ns).ok_or_else(|| not_configured(ns))?,
             client_name,
         ),
-        (None, Some((first, rest))) if looks_like_host(first) => (
-            upstreams.by_name(first).ok_or_else(|| not_configured(first))?,
-            rest,
-        ),
+        (None, Some((first, rest))) if looks_like_host(first) => {
+            if !is_valid_host(first) {
+                return Err(RegistryError::new(
+                    ErrorCode::NameInvalid,
+                    format!("{first:?} is neither a repository name component nor a registry host"),
+                ));
+            }
+            (
+                upstreams.by_name(first).ok_or_else(|| not_configured(first))?,
+                rest,
+            )
+        }
         (None, _) => (
             upstreams.default_upstream().ok_or_else(|| {
                 RegistryError::new(
@@ -132,6 +160,10 @@ mod tests {
         assert_eq!(err("Nginx", None), ErrorCode::NameInvalid);
         assert_eq!(err("ghcr.io/", None), ErrorCode::NameInvalid);
         assert_eq!(err("a/../b", None), ErrorCode::NameInvalid);
+        assert_eq!(err("./x", None), ErrorCode::NameInvalid);
+        assert_eq!(err("../x", None), ErrorCode::NameInvalid);
+        assert_eq!(err("a.:1/x", None), ErrorCode::NameInvalid);
+        assert_eq!(err("host:port/x", None), ErrorCode::NameInvalid);
         // `library/` plus a maximal name is too long.
         assert_eq!(err(&"a".repeat(250), None), ErrorCode::NameInvalid);
     }
