@@ -22,6 +22,7 @@ TAG=v1
 
 check_tools
 build_berth
+wait_quiet
 
 start_registry upstream
 UP_URL=$REG_URL
@@ -112,7 +113,8 @@ mibps() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1048576 / float(sy
 {
     echo "# berth blob benchmark  $(date -u '+%F %T UTC')"
     echo "# one ${BLOB_MIB} MiB blob, cache hit, curl -s -o /dev/null (time_total), $RUNS interleaved runs"
-    echo "# berth=$BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T')); $(nproc) CPUs"
+    echo "# berth=$BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
+    load_note
     echo
     printf '%-14s %10s %8s   %s\n' target "median (s)" "MiB/s" "runs"
     for t in "${TARGETS[@]}"; do

@@ -259,6 +259,25 @@ skopeo_pull() {
     }
 }
 
+# wait_quiet: the benchmarks share the machine; wait (bounded by BENCH_QUIET_WAIT seconds,
+# default 180) while compilers (rustc, cc1, ld) run elsewhere, then record the load average.
+wait_quiet() {
+    local limit=${BENCH_QUIET_WAIT:-180} i busy=""
+    for i in $(seq 1 "$limit"); do
+        busy=$(pgrep -x -d, 'rustc|cc1|cc1plus|ld|ld.lld|mold' || true)
+        [[ -z $busy ]] && break
+        [[ $i == 1 ]] && log "waiting up to ${limit}s for other compiler processes ($busy) to finish"
+        sleep 1
+    done
+    [[ -n $busy ]] && log "WARNING: still busy ($busy); numbers may be disturbed"
+    BENCH_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+}
+
+# load_note: one line on the machine's state during the run, for the report.
+load_note() {
+    echo "# load average at start: ${BENCH_LOAD_START:-?}, at end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
+}
+
 # metric URL NAME: a counter's value from a Prometheus text endpoint (0 if absent).
 metric() {
     curl -s --max-time 5 "$1/metrics" | awk -v n="$2" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'

@@ -24,6 +24,7 @@ LAYER_ARR=($LAYERS)
 
 check_tools
 build_berth
+wait_quiet
 
 start_registry upstream
 UP_URL=$REG_URL UP_PORT=$REG_PORT UP_LOG=$REG_LOG
@@ -109,6 +110,7 @@ cp "$BERTH_LOG" "$OUT_DIR/pull-berth.log"
     echo "# berth pull benchmark  $(date -u '+%F %T UTC')"
     echo "# image $REPO:$TAG layers(MiB)=[$LAYERS]  warm runs=$WARM_RUNS  berth=$BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
     echo "# skopeo copy docker://... dir:<fresh dir>; times are wall seconds (date +%s.%N around skopeo)"
+    load_note
     echo
     printf '%-14s %10s %12s %14s\n' target "cold (s)" "warm med (s)" "warm runs"
     for t in "${TARGETS[@]}"; do

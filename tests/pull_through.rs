@@ -16,14 +16,21 @@ async fn cold_warm_and_restarted_pulls_of_every_manifest_type() {
         ("multi-docker:1", &s.docker_list, true),
     ];
 
+    let repos = [
+        "library/oci",
+        "library/docker",
+        "library/multi-oci",
+        "library/multi-docker",
+    ];
+
     // Cold: everything comes from upstream, once.
-    let gets_before = s.upstream.blob_gets();
+    let gets_before = s.upstream.blob_gets(&repos);
     for (image, seeded_image, all) in &cases {
         let dest = tempfile::tempdir().unwrap();
         skopeo_pull(&berth, image, dest.path(), *all);
         assert_dir_matches(dest.path(), seeded_image);
     }
-    let cold_gets = s.upstream.blob_gets() - gets_before;
+    let cold_gets = s.upstream.blob_gets(&repos) - gets_before;
     let distinct_blobs: usize = cases
         .iter()
         .map(|(_, image, _)| {
@@ -55,7 +62,7 @@ async fn cold_warm_and_restarted_pulls_of_every_manifest_type() {
         assert_dir_matches(dest.path(), seeded_image);
     }
     assert_eq!(
-        s.upstream.blob_gets() - gets_before,
+        s.upstream.blob_gets(&repos) - gets_before,
         cold_gets,
         "warm pulls hit upstream"
     );
@@ -69,7 +76,7 @@ async fn cold_warm_and_restarted_pulls_of_every_manifest_type() {
         assert_dir_matches(dest.path(), seeded_image);
     }
     assert_eq!(
-        s.upstream.blob_gets() - gets_before,
+        s.upstream.blob_gets(&repos) - gets_before,
         cold_gets,
         "pulls after a restart hit upstream for blobs"
     );
@@ -113,5 +120,60 @@ async fn names_select_upstreams_and_library_prefix() {
             "registry/2.0"
         );
         assert_eq!(response.bytes().await.unwrap(), s.oci.manifest.data);
+    }
+}
+
+/// podman pulls (and unpacks: the layers are real tars) through berth, single- and multi-arch.
+#[tokio::test]
+async fn podman_pulls_through_berth() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path().join("root");
+    let runroot = store.path().join("run");
+    let podman = |args: &[&str]| {
+        let output = std::process::Command::new("podman")
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args)
+            .output()
+            .expect("podman is installed (run the README's test command)");
+        assert!(
+            output.status.success(),
+            "podman {args:?} failed:\n{}\nberth log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            berth.log()
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    // Repositories of its own, so that the blob counts of the skopeo test stay exact.
+    for (repo, seeded_image) in [
+        ("library/podman-docker", &s.docker),
+        ("library/podman-oci", &s.oci),
+        ("library/podman-multi-docker", &s.docker_list),
+        ("library/podman-multi-oci", &s.oci_index),
+    ] {
+        s.upstream.push(repo, "1", seeded_image).await;
+        let reference = format!("{}/{repo}:1", berth.addr);
+        podman(&[
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            "--arch",
+            "amd64",
+            &reference,
+        ]);
+        let digest = podman(&["image", "inspect", "--format", "{{.Digest}}", &reference]);
+        assert_eq!(digest, seeded_image.manifest.digest, "{repo}");
     }
 }

@@ -278,9 +278,12 @@ impl UpstreamRegistry {
             .count()
     }
 
-    /// Blob GETs that upstream answered, for any repository.
-    pub fn blob_gets(&self) -> usize {
-        self.requests("GET", "/blobs/sha256:")
+    /// Blob GETs that upstream answered for these repositories.
+    pub fn blob_gets(&self, repos: &[&str]) -> usize {
+        repos
+            .iter()
+            .map(|repo| self.requests("GET", &format!("/v2/{repo}/blobs/sha256:")))
+            .sum()
     }
 
     pub fn stop(&mut self) {
