@@ -10,6 +10,7 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""

@@ -2,6 +2,7 @@
 //! itself as a real process, and the skopeo client.
 #![allow(dead_code)]
 
+pub mod cdn;
 pub mod fault;
 pub mod images;
 pub mod upstream;

@@ -17,6 +17,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
+use super::cdn::Cdn;
 use super::images::{Blob, Image};
 
 pub const SERVICE: &str = "test-registry";
@@ -224,6 +225,8 @@ pub struct UpstreamRegistry {
     pub port: u16,
     pub log: PathBuf,
     pub issuer: TokenIssuer,
+    /// Where blob GETs are redirected, like Docker Hub's CDN.
+    pub cdn: Cdn,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -235,9 +238,13 @@ impl UpstreamRegistry {
         let issuer = TokenIssuer::start(&pki, grants);
         std::fs::write(dir.path().join("cert.pem"), &pki.cert_pem).unwrap();
         let port = free_port();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(&root).unwrap();
+        let cdn = Cdn::start(&root, &dir.path().join("cdn"));
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
-            root = dir.path().join("data").display(),
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {cdn}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+            root = root.display(),
+            cdn = cdn.base_url(),
             realm = issuer.realm(),
             cert = dir.path().join("cert.pem").display(),
         );
@@ -256,6 +263,7 @@ impl UpstreamRegistry {
             port,
             log,
             issuer,
+            cdn,
             child: Some(child),
             _dir: dir,
         }
