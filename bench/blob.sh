@@ -113,7 +113,7 @@ mibps() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1048576 / float(sy
 {
     echo "# berth blob benchmark  $(date -u '+%F %T UTC')"
     echo "# one ${BLOB_MIB} MiB blob, cache hit, curl -s -o /dev/null (time_total), $RUNS interleaved runs"
-    echo "# berth=$BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
+    echo "# berth=$BERTH_BIN_INFO"
     load_note
     echo
     printf '%-14s %10s %8s   %s\n' target "median (s)" "MiB/s" "runs"

@@ -116,6 +116,11 @@ build_berth() {
         fi
     fi
     [[ -x "$BERTH_BIN" ]] || die "no berth binary at $BERTH_BIN"
+    # Benchmark a private copy, so a rebuild elsewhere during the run cannot swap binaries.
+    BERTH_BIN_INFO="$BERTH_BIN (built $(date -r "$BERTH_BIN" '+%F %T'), sha256 $(sha256sum "$BERTH_BIN" | cut -c1-12))"
+    cp "$BERTH_BIN" "$WORK/berth-bin"
+    BERTH_BIN="$WORK/berth-bin"
+    log "benchmarking $BERTH_BIN_INFO"
 }
 
 # start_registry NAME [PROXY_REMOTE_URL]
@@ -264,7 +269,12 @@ skopeo_pull() {
 wait_quiet() {
     local limit=${BENCH_QUIET_WAIT:-180} i busy=""
     for i in $(seq 1 "$limit"); do
-        busy=$(pgrep -x -d, 'rustc|cc1|cc1plus|ld|ld.lld|mold' || true)
+        busy=""
+        local n
+        for n in rustc cc1 cc1plus ld ld.lld mold; do
+            busy+=$(pgrep -x -d, "$n" | tr '\n' ',' || true)
+        done
+        busy=${busy%,}
         [[ -z $busy ]] && break
         [[ $i == 1 ]] && log "waiting up to ${limit}s for other compiler processes ($busy) to finish"
         sleep 1

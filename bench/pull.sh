@@ -108,7 +108,7 @@ cp "$BERTH_LOG" "$OUT_DIR/pull-berth.log"
 
 {
     echo "# berth pull benchmark  $(date -u '+%F %T UTC')"
-    echo "# image $REPO:$TAG layers(MiB)=[$LAYERS]  warm runs=$WARM_RUNS  berth=$BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
+    echo "# image $REPO:$TAG layers(MiB)=[$LAYERS]  warm runs=$WARM_RUNS  berth=$BERTH_BIN_INFO"
     echo "# skopeo copy docker://... dir:<fresh dir>; times are wall seconds (date +%s.%N around skopeo)"
     load_note
     echo

@@ -36,7 +36,15 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub log: LogSettings,
+    pub mirror: MirrorSettings,
     pub upstreams: Vec<UpstreamSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSettings {
+    /// Never contact any upstream: serve only what is cached (an air-gapped site).
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +78,10 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde", default = "default_read_timeout")]
     pub read_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "default_max_stale")]
+    pub max_stale: Duration,
+    #[serde(default)]
+    pub offline: bool,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -86,6 +98,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_read_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_stale() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 /// A secret string: deserializes normally, but never prints or serializes its value.

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub blob_coalesced: AtomicU64,
     pub manifest_hits: AtomicU64,
     pub manifest_misses: AtomicU64,
+    pub manifest_coalesced: AtomicU64,
     pub stale_serves: AtomicU64,
     pub upstream_blob_gets: AtomicU64,
     pub upstream_manifest_gets: AtomicU64,
@@ -32,7 +33,7 @@ pub fn add(counter: &AtomicU64, n: u64) {
 
 impl Metrics {
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 12] = [
+        let rows: &[(&str, &str, &AtomicU64)] = &[
             (
                 "berth_blob_cache_hits_total",
                 "Blob requests served from the cache.",
@@ -57,6 +58,11 @@ impl Metrics {
                 "berth_manifest_cache_misses_total",
                 "Manifest requests fetched from upstream.",
                 &self.manifest_misses,
+            ),
+            (
+                "berth_manifest_coalesced_total",
+                "Manifest requests that joined an upstream request already in flight.",
+                &self.manifest_coalesced,
             ),
             (
                 "berth_stale_serves_total",
@@ -95,7 +101,7 @@ impl Metrics {
             ),
         ];
         let mut out = String::new();
-        for (name, help, value) in rows {
+        for &(name, help, value) in rows {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
                 value.load(Ordering::Relaxed)

@@ -49,7 +49,8 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         files_removed = recovery.files_removed,
         "storage ready"
     );
-    let upstreams = Upstreams::new(&settings.upstreams).map_err(StartError::Upstream)?;
+    let upstreams = Upstreams::new(&settings.upstreams, settings.mirror.offline)
+        .map_err(StartError::Upstream)?;
     let cache = Arc::new(Cache::new(
         Arc::new(storage),
         Arc::new(Metrics::default()),

@@ -6,6 +6,7 @@
 //! it a future that fetches, and it runs that future at most once per digest at a time.
 
 pub mod fill;
+pub mod flight;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 
 use self::fill::{Fill, FillError};
 use crate::metrics::{self, Metrics};
+use crate::registry::media;
 use crate::registry::name::{Digest, RepoName, Tag};
 use crate::storage::index::{tag_key, BlobRecord, TagRecord};
 use crate::storage::{Storage, StorageError};
@@ -146,6 +148,7 @@ impl Cache {
                             media_type: None,
                         },
                     )
+                    .and_then(|()| storage.index.flush())
                     .map_err(|e| e.to_string())
             };
             let result = writer.run(response.await, commit).await;
@@ -187,9 +190,10 @@ impl Cache {
         let Some(record) = self.storage.index.blob(digest)? else {
             return Ok(None);
         };
-        let Some(media_type) = record.media_type else {
+        // Too large to be a manifest: a layer.
+        if record.size > MAX_MANIFEST_BYTES as u64 {
             return Ok(None);
-        };
+        }
         let storage = Arc::clone(&self.storage);
         let d = digest.clone();
         let body =
@@ -198,6 +202,23 @@ impl Cache {
             tracing::warn!(%digest, "stored manifest is missing or corrupt; dropping it");
             self.storage.index.remove_blob(digest)?;
             return Ok(None);
+        };
+        // Recovery re-indexes files without knowing what they are; a manifest tells by itself.
+        let media_type = match record.media_type {
+            Some(media_type) => media_type,
+            None => {
+                let Some(sniffed) = media::sniff_manifest(&body) else {
+                    return Ok(None);
+                };
+                self.storage.index.put_blob(
+                    digest,
+                    &BlobRecord {
+                        size: record.size,
+                        media_type: Some(sniffed.clone()),
+                    },
+                )?;
+                sniffed
+            }
         };
         let manifest = Arc::new(StoredManifest {
             digest: digest.clone(),
@@ -228,6 +249,8 @@ impl Cache {
                         media_type: Some(m.media_type.clone()),
                     },
                 )?;
+                // Durable before the client hears of it, like the blob file itself.
+                storage.index.flush()?;
                 Ok(())
             })
             .await?;
@@ -255,7 +278,9 @@ impl Cache {
         Ok(record)
     }
 
-    pub fn put_tag(
+    /// Records a tag answer, durably: it is written at most once per TTL, and an air-gapped
+    /// site must not lose what it was seeded with to a crash.
+    pub async fn put_tag(
         &self,
         upstream: &str,
         repo: &RepoName,
@@ -264,6 +289,7 @@ impl Cache {
     ) -> Result<(), StorageError> {
         self.storage.index.put_tag(upstream, repo, tag, &record)?;
         self.tags.insert(tag_key(upstream, repo, tag), record);
+        self.storage.index.flush_async().await?;
         Ok(())
     }
 
@@ -276,6 +302,10 @@ impl Cache {
         self.tags.invalidate(&tag_key(upstream, repo, tag));
         self.storage.index.remove_tag(upstream, repo, tag)?;
         Ok(())
+    }
+
+    pub fn tags_of(&self, upstream: &str, repo: &RepoName) -> Result<Vec<String>, StorageError> {
+        Ok(self.storage.index.tags_of(upstream, repo)?)
     }
 
     /// Records that `digest` was fetched through `upstream/repo`.

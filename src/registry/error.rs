@@ -179,6 +179,19 @@ impl RegistryError {
     }
 }
 
+/// Coalesced requests share one answer; each waiter gets a copy (the cause as text).
+impl Clone for RegistryError {
+    fn clone(&self) -> Self {
+        RegistryError {
+            code: self.code,
+            message: self.message.clone(),
+            detail: self.detail.clone(),
+            retry_after: self.retry_after,
+            source: self.source.as_ref().map(|s| s.to_string().into()),
+        }
+    }
+}
+
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)

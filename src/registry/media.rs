@@ -61,6 +61,33 @@ impl AcceptList {
     }
 }
 
+/// What a body says it is, if it is a manifest of a supported kind: its `mediaType`, or for
+/// the (allowed) bodies without one, an index if it lists `manifests`, an image manifest if it
+/// has `config` and `layers`.
+pub fn sniff_manifest(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u32>,
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+        layers: Option<serde_json::Value>,
+    }
+    let shape: Shape = serde_json::from_slice(body).ok()?;
+    if shape.schema_version != Some(2) {
+        return None;
+    }
+    match shape.media_type {
+        Some(mt) if SUPPORTED.contains(&mt.as_str()) => Some(mt),
+        Some(_) => None,
+        None if shape.manifests.is_some() => Some(OCI_INDEX.to_owned()),
+        None if shape.config.is_some() && shape.layers.is_some() => Some(OCI_MANIFEST.to_owned()),
+        None => None,
+    }
+}
+
 /// The media type of a manifest body: upstream's `Content-Type` when it names a manifest type,
 /// else the body's own `mediaType` field, else a guess from its shape.
 pub fn resolve_media_type(content_type: Option<&str>, body: &[u8]) -> String {
@@ -108,6 +135,31 @@ mod tests {
         assert!(old.accepts(DOCKER_MANIFEST));
         assert!(!old.accepts(OCI_INDEX));
         assert_eq!(old.for_upstream(), DOCKER_MANIFEST);
+    }
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(
+            sniff_manifest(br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#).as_deref(),
+            Some(DOCKER_MANIFEST)
+        );
+        assert_eq!(
+            sniff_manifest(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(),
+            Some(OCI_INDEX)
+        );
+        assert_eq!(
+            sniff_manifest(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(),
+            Some(OCI_MANIFEST)
+        );
+        assert_eq!(
+            sniff_manifest(br#"{"schemaVersion":1,"fsLayers":[]}"#),
+            None
+        );
+        assert_eq!(
+            sniff_manifest(br#"{"schemaVersion":2,"mediaType":"text/html"}"#),
+            None
+        );
+        assert_eq!(sniff_manifest(b"\x1f\x8b binary layer"), None);
     }
 
     #[test]

@@ -107,11 +107,17 @@ mod tests {
             tag_ttl: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            max_stale: Duration::from_secs(1),
+            offline: false,
             username: None,
             password: None,
             password_file: None,
         };
-        Upstreams::new(&[make("docker.io"), make("ghcr.io"), make("localhost:5001")]).unwrap()
+        Upstreams::new(
+            &[make("docker.io"), make("ghcr.io"), make("localhost:5001")],
+            false,
+        )
+        .unwrap()
     }
 
     fn resolved(name: &str, ns: Option<&str>) -> (String, String) {

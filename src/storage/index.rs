@@ -164,6 +164,19 @@ impl Index {
         Ok(())
     }
 
+    /// The cached tags of one repository.
+    pub fn tags_of(&self, upstream: &str, repo: &RepoName) -> Result<Vec<String>, IndexError> {
+        let prefix = format!("{upstream}/{repo}:");
+        self.tags
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|key| {
+                let key = key?;
+                Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
     pub fn link(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> Result<(), IndexError> {
         self.links
             .insert(link_key(upstream, repo, digest), &[] as &[u8])?;
@@ -179,9 +192,14 @@ impl Index {
         Ok(self.links.contains_key(link_key(upstream, repo, digest))?)
     }
 
-    /// Writes everything to disk now (sled otherwise flushes on its own timer).
+    /// Writes everything to disk now (sled otherwise flushes on its own timer). Blocks.
     pub fn flush(&self) -> Result<(), IndexError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    pub async fn flush_async(&self) -> Result<(), IndexError> {
+        self.db.flush_async().await?;
         Ok(())
     }
 }

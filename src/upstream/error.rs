@@ -34,6 +34,8 @@ pub enum UpstreamError {
         retry_after: Option<Duration>,
         reason: String,
     },
+    #[error("upstream {upstream} is offline (configured); only cached content is served")]
+    Offline { upstream: String },
     #[error("upstream {upstream} broke the protocol: {detail}")]
     Protocol { upstream: String, detail: String },
 }

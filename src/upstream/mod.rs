@@ -64,10 +64,12 @@ pub struct Upstream {
     http: reqwest::Client,
     auth: Authenticator,
     settings: UpstreamSettings,
+    offline: bool,
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+    /// `offline` (global, or the upstream's own setting) stops every request before it is sent.
+    pub fn new(settings: &UpstreamSettings, offline: bool) -> Result<Self, String> {
         let base = Url::parse(&settings.url).map_err(|e| format!("{}: {e}", settings.url))?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -89,6 +91,7 @@ impl Upstream {
             base,
             http,
             settings: settings.clone(),
+            offline: offline || settings.offline,
         })
     }
 
@@ -98,6 +101,10 @@ impl Upstream {
 
     pub fn settings(&self) -> &UpstreamSettings {
         &self.settings
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// Docker Hub keeps official images under `library/`.
@@ -231,6 +238,11 @@ impl Upstream {
         accept: Option<&str>,
         small: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
+        if self.offline {
+            return Err(UpstreamError::Offline {
+                upstream: self.name.clone(),
+            });
+        }
         let scope = format!("repository:{repo}:pull");
         let url = self.url(path)?;
         let mut authorization = self.auth.authorization(&self.http, &scope).await?;
@@ -454,10 +466,10 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &[UpstreamSettings]) -> Result<Self, String> {
+    pub fn new(settings: &[UpstreamSettings], offline: bool) -> Result<Self, String> {
         let all = settings
             .iter()
-            .map(|s| Upstream::new(s).map(Arc::new))
+            .map(|s| Upstream::new(s, offline).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Upstreams { all: Arc::new(all) })
     }

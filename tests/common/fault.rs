@@ -21,7 +21,7 @@ pub enum Mode {
     FlipByte,
     /// Declare the full length, send this many bytes, then cut the connection.
     Truncate(usize),
-    /// Send the blob in 64 KiB chunks with this pause between them.
+    /// Send the blob in 64 KiB chunks with this pause between them; pause before manifests.
     Slow(Duration),
     /// Answer every request with this status (and `Retry-After: 7` for 429).
     Status(u16),
@@ -198,6 +198,9 @@ async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         );
     }
     if is_manifest {
+        if let Mode::Slow(pause) = mode {
+            tokio::time::sleep(pause).await;
+        }
         let found = state
             .content
             .lock()

@@ -79,18 +79,35 @@ impl Berth {
     pub fn start(config: &str) -> Berth {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let config_path = dir.path().join("berth.toml");
+        let mut berth = Berth::start_in(config, &data_dir);
+        berth._dir = Some(dir);
+        berth
+    }
+
+    /// Starts berth on an existing data directory (which outlives this `Berth`).
+    pub fn start_in(config: &str, data_dir: &Path) -> Berth {
+        let config_path = data_dir.with_extension(format!("{}.toml", std::process::id()));
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         std::fs::write(&config_path, config).unwrap();
         let mut berth = Berth {
             url: String::new(),
             addr: String::new(),
-            data_dir,
+            data_dir: data_dir.to_owned(),
             config: config_path,
             child: None,
-            _dir: Some(dir),
+            _dir: None,
         };
         berth.launch();
         berth
+    }
+
+    /// Keeps the data directory (and its temp parent) alive beyond this `Berth`.
+    pub fn into_data_dir(mut self) -> PathBuf {
+        self.kill();
+        if let Some(dir) = self._dir.take() {
+            let _ = dir.keep();
+        }
+        self.data_dir.clone()
     }
 
     fn launch(&mut self) {

@@ -1,0 +1,265 @@
+//! Manifest resolution for the mirror: the hot path (a fresh tag or a known digest, answered
+//! from memory with no coordination), and the slow path (revalidate or fetch upstream), which
+//! concurrent requests share through a single flight.
+
+use std::sync::Arc;
+
+use super::{now_ms, storage_error, upstream_error, ManifestReply, Mirror};
+use crate::cache::StoredManifest;
+use crate::metrics;
+use crate::registry::error::{ErrorCode, RegistryError};
+use crate::registry::media::{self, AcceptList};
+use crate::registry::name::{Digest, Reference, Tag};
+use crate::registry::namespace::MirrorRepo;
+use crate::storage::index::TagRecord;
+use crate::upstream::UpstreamError;
+
+impl Mirror {
+    pub async fn manifest(
+        &self,
+        target: &MirrorRepo,
+        reference: &Reference,
+        accept: &AcceptList,
+    ) -> Result<ManifestReply, RegistryError> {
+        if let Some(manifest) = self
+            .cached_without_upstream(target, reference, accept)
+            .await?
+        {
+            metrics::inc(&self.cache.metrics().manifest_hits);
+            return Ok(ManifestReply {
+                manifest,
+                stale: false,
+            });
+        }
+        let key = (
+            target.upstream.name().to_owned(),
+            target.repo.to_string(),
+            reference.to_string(),
+            accept.for_upstream(),
+        );
+        let this = self.clone();
+        let (target, reference, accept) = (target.clone(), reference.clone(), accept.clone());
+        let (reply, joined) = self
+            .manifest_flights
+            .run(key, async move {
+                this.resolve_manifest(&target, &reference, &accept).await
+            })
+            .await;
+        if joined {
+            metrics::inc(&self.cache.metrics().manifest_coalesced);
+        }
+        reply
+    }
+
+    /// A manifest that needs no upstream call: a stored digest, or a tag within its TTL (any
+    /// age when the upstream is offline).
+    async fn cached_without_upstream(
+        &self,
+        target: &MirrorRepo,
+        reference: &Reference,
+        accept: &AcceptList,
+    ) -> Result<Option<Arc<StoredManifest>>, RegistryError> {
+        let digest = match reference {
+            Reference::Digest(digest) => digest.clone(),
+            Reference::Tag(tag) => {
+                let Some(record) = self.acceptable_tag(target, tag, accept)? else {
+                    return Ok(None);
+                };
+                if !target.upstream.is_offline() && !is_fresh(target, &record) {
+                    return Ok(None);
+                }
+                match record.digest.parse() {
+                    Ok(digest) => digest,
+                    Err(_) => return Ok(None),
+                }
+            }
+        };
+        self.cache.manifest(&digest).await.map_err(storage_error)
+    }
+
+    fn acceptable_tag(
+        &self,
+        target: &MirrorRepo,
+        tag: &Tag,
+        accept: &AcceptList,
+    ) -> Result<Option<TagRecord>, RegistryError> {
+        Ok(self
+            .cache
+            .tag(target.upstream.name(), &target.repo, tag)
+            .map_err(storage_error)?
+            .filter(|record| accept.accepts(&record.media_type)))
+    }
+
+    /// The slow path, run once for all concurrent requests with the same key.
+    async fn resolve_manifest(
+        &self,
+        target: &MirrorRepo,
+        reference: &Reference,
+        accept: &AcceptList,
+    ) -> Result<ManifestReply, RegistryError> {
+        let tag = match reference {
+            Reference::Tag(tag) => tag,
+            Reference::Digest(_) => {
+                let manifest = self.fetch_manifest(target, reference, accept).await?;
+                return Ok(ManifestReply {
+                    manifest,
+                    stale: false,
+                });
+            }
+        };
+        if let Some(record) = self.acceptable_tag(target, tag, accept)? {
+            if let Some(reply) = self.revalidate(target, tag, record).await? {
+                return Ok(reply);
+            }
+        }
+        let manifest = self.fetch_manifest(target, reference, accept).await?;
+        if accept.covers_all_supported() {
+            self.remember_tag(target, tag, &manifest.digest, &manifest.media_type)
+                .await?;
+        }
+        Ok(ManifestReply {
+            manifest,
+            stale: false,
+        })
+    }
+
+    /// Asks upstream (with a HEAD) whether a cached tag still holds. Serves the cached
+    /// manifest when it does, or when upstream cannot say and the entry is within `max_stale`.
+    /// `None` means: fetch it again.
+    async fn revalidate(
+        &self,
+        target: &MirrorRepo,
+        tag: &Tag,
+        record: TagRecord,
+    ) -> Result<Option<ManifestReply>, RegistryError> {
+        let Ok(digest) = record.digest.parse::<Digest>() else {
+            return Ok(None);
+        };
+        let upstream = &target.upstream;
+        let metrics = self.cache.metrics();
+        let mut stale = false;
+        // A concurrent flight may have just confirmed it.
+        if !is_fresh(target, &record) {
+            metrics::inc(&metrics.upstream_manifest_heads);
+            match upstream
+                .head_manifest(
+                    &target.repo,
+                    &Reference::Tag(tag.clone()),
+                    &media::accept_all(),
+                )
+                .await
+            {
+                Ok(head) if head.digest.as_deref() == Some(record.digest.as_str()) => {
+                    self.remember_tag(target, tag, &digest, &record.media_type)
+                        .await?;
+                }
+                Ok(_) => return Ok(None),
+                Err(e) if e.is_not_found() => {
+                    self.cache
+                        .remove_tag(upstream.name(), &target.repo, tag)
+                        .map_err(storage_error)?;
+                    return Err(upstream_error(e, ErrorCode::ManifestUnknown));
+                }
+                Err(e) if e.is_transient() && within_max_stale(target, &record) => {
+                    metrics::inc(&metrics.upstream_errors);
+                    metrics::inc(&metrics.stale_serves);
+                    tracing::warn!(repo = %target.repo, %tag, error = %e, "upstream cannot revalidate; serving the cached tag");
+                    stale = true;
+                }
+                Err(e) => {
+                    metrics::inc(&metrics.upstream_errors);
+                    return Err(upstream_error(e, ErrorCode::ManifestUnknown));
+                }
+            }
+        }
+        let Some(manifest) = self.cache.manifest(&digest).await.map_err(storage_error)? else {
+            return Ok(None);
+        };
+        metrics::inc(&metrics.manifest_hits);
+        Ok(Some(ManifestReply { manifest, stale }))
+    }
+
+    async fn remember_tag(
+        &self,
+        target: &MirrorRepo,
+        tag: &Tag,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        let record = TagRecord {
+            digest: digest.to_string(),
+            media_type: media_type.to_owned(),
+            checked_at_ms: now_ms(),
+        };
+        self.cache
+            .put_tag(target.upstream.name(), &target.repo, tag, record)
+            .await
+            .map_err(storage_error)
+    }
+
+    /// GETs a manifest upstream, verifies its digest, stores it.
+    async fn fetch_manifest(
+        &self,
+        target: &MirrorRepo,
+        reference: &Reference,
+        accept: &AcceptList,
+    ) -> Result<Arc<StoredManifest>, RegistryError> {
+        let metrics = self.cache.metrics();
+        if !target.upstream.is_offline() {
+            metrics::inc(&metrics.manifest_misses);
+            metrics::inc(&metrics.upstream_manifest_gets);
+        }
+        let fetched = target
+            .upstream
+            .get_manifest(&target.repo, reference, &accept.for_upstream())
+            .await
+            .map_err(|e| {
+                if !matches!(e, UpstreamError::Offline { .. }) {
+                    metrics::inc(&metrics.upstream_errors);
+                }
+                upstream_error(e, ErrorCode::ManifestUnknown)
+            })?;
+        let digest = Digest::of(&fetched.body);
+        let expected = match reference {
+            Reference::Digest(d) => Some(d.to_string()),
+            Reference::Tag(_) => fetched.digest.clone(),
+        };
+        if let Some(expected) = expected.filter(|e| *e != digest.to_string()) {
+            metrics::inc(&metrics.upstream_errors);
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "upstream {} sent manifest {expected} for {}:{reference}, which hashes to {digest}; not served",
+                    target.upstream.name(),
+                    target.repo
+                ),
+            ));
+        }
+        let media_type = media::resolve_media_type(fetched.content_type.as_deref(), &fetched.body);
+        let manifest = self
+            .cache
+            .put_manifest(StoredManifest {
+                digest: digest.clone(),
+                media_type,
+                body: fetched.body,
+            })
+            .await
+            .map_err(storage_error)?;
+        self.cache
+            .link(target.upstream.name(), &target.repo, &digest)
+            .map_err(storage_error)?;
+        Ok(manifest)
+    }
+}
+
+fn age_ms(record: &TagRecord) -> u64 {
+    now_ms().saturating_sub(record.checked_at_ms)
+}
+
+fn is_fresh(target: &MirrorRepo, record: &TagRecord) -> bool {
+    u128::from(age_ms(record)) < target.upstream.settings().tag_ttl.as_millis()
+}
+
+fn within_max_stale(target: &MirrorRepo, record: &TagRecord) -> bool {
+    u128::from(age_ms(record)) <= target.upstream.settings().max_stale.as_millis()
+}

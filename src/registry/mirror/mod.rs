@@ -1,0 +1,261 @@
+//! The pull-through decisions for the mirror namespace.
+//!
+//! - Manifests by digest are immutable: once verified and stored, served forever.
+//! - Manifests by tag: within the upstream's `tag_ttl` the cached answer is served; after it a
+//!   HEAD upstream revalidates (Docker Hub does not count HEADs against its rate limit), and
+//!   the manifest is fetched again only when the digest changed. When upstream cannot answer
+//!   (unreachable, timeout, 429, 5xx) the stale answer is served and counted.
+//! - Blobs are local-first; a miss joins or starts one fill (see `cache::fill`).
+//! - An offline upstream is never contacted: what is cached is served, the rest is unknown.
+
+mod manifest;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::error::{ErrorCode, RegistryError};
+use super::name::Digest;
+use super::namespace::MirrorRepo;
+use crate::cache::fill::{Fill, FillError};
+use crate::cache::flight::Flights;
+use crate::cache::{BlobSource, Cache, StoredManifest};
+use crate::storage::StorageError;
+use crate::upstream::UpstreamError;
+
+#[derive(Clone)]
+pub struct ManifestReply {
+    pub manifest: Arc<StoredManifest>,
+    /// Served from cache although upstream could not confirm it.
+    pub stale: bool,
+}
+
+pub enum BlobReply {
+    Stored(Bytes),
+    Filling { fill: Arc<Fill>, size: Option<u64> },
+}
+
+pub struct TagsReply {
+    pub body: Bytes,
+    /// A `Link` header pointing at the next page, in the client's terms.
+    pub link: Option<String>,
+}
+
+/// What identifies one manifest resolution: upstream, repository, reference, `Accept` sent.
+type ManifestKey = (String, String, String, String);
+
+#[derive(Clone)]
+pub struct Mirror {
+    cache: Arc<Cache>,
+    manifest_flights: Arc<Flights<ManifestKey, Result<ManifestReply, RegistryError>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Mirror {
+    pub fn new(cache: Arc<Cache>) -> Self {
+        Mirror {
+            cache,
+            manifest_flights: Arc::default(),
+        }
+    }
+
+    pub async fn blob(
+        &self,
+        target: &MirrorRepo,
+        digest: &Digest,
+    ) -> Result<BlobReply, RegistryError> {
+        if target.upstream.is_offline()
+            && self
+                .cache
+                .blob_size(digest)
+                .map_err(storage_error)?
+                .is_none()
+        {
+            return Err(offline_error(target, ErrorCode::BlobUnknown));
+        }
+        let upstream = Arc::clone(&target.upstream);
+        let repo = target.repo.clone();
+        let d = digest.clone();
+        let source = self
+            .cache
+            .blob_or_fill(
+                digest,
+                move || async move { upstream.get_blob(&repo, &d).await },
+            )
+            .await
+            .map_err(storage_error)?;
+        match source {
+            BlobSource::Stored(bytes) => Ok(BlobReply::Stored(bytes)),
+            BlobSource::Filling(fill) => {
+                let size = fill.started().await.map_err(fill_error)?;
+                self.cache
+                    .link(target.upstream.name(), &target.repo, digest)
+                    .map_err(storage_error)?;
+                Ok(BlobReply::Filling { fill, size })
+            }
+        }
+    }
+
+    /// The size of a blob, for HEAD: from the cache, or a HEAD upstream (no download).
+    pub async fn blob_size(
+        &self,
+        target: &MirrorRepo,
+        digest: &Digest,
+    ) -> Result<u64, RegistryError> {
+        if let Some(size) = self.cache.blob_size(digest).map_err(storage_error)? {
+            return Ok(size);
+        }
+        target
+            .upstream
+            .head_blob(&target.repo, digest)
+            .await
+            .map_err(|e| upstream_error(e, ErrorCode::BlobUnknown))
+    }
+
+    pub async fn tags(
+        &self,
+        target: &MirrorRepo,
+        query: &[(String, String)],
+        ns: Option<&str>,
+    ) -> Result<TagsReply, RegistryError> {
+        if target.upstream.is_offline() {
+            return self.cached_tags(target, query, ns);
+        }
+        let page = target
+            .upstream
+            .get_tags(&target.repo, query)
+            .await
+            .map_err(|e| upstream_error(e, ErrorCode::NameUnknown))?;
+        let link = page.next.map(|mut pairs| {
+            if let Some(ns) = ns {
+                pairs.push(("ns".to_owned(), ns.to_owned()));
+            }
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            format!(
+                "</v2/{}/tags/list?{query}>; rel=\"next\"",
+                target.client_name
+            )
+        });
+        Ok(TagsReply {
+            body: page.body,
+            link,
+        })
+    }
+}
+
+impl Mirror {
+    /// The tag list from the cache alone, paginated like upstream would (sorted, `n`, `last`).
+    fn cached_tags(
+        &self,
+        target: &MirrorRepo,
+        query: &[(String, String)],
+        ns: Option<&str>,
+    ) -> Result<TagsReply, RegistryError> {
+        let mut tags = self
+            .cache
+            .tags_of(target.upstream.name(), &target.repo)
+            .map_err(storage_error)?;
+        tags.sort();
+        let param = |key: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        if let Some(last) = param("last") {
+            tags.retain(|t| t.as_str() > last);
+        }
+        let mut link = None;
+        if let Some(n) = param("n").and_then(|n| n.parse::<usize>().ok()) {
+            if tags.len() > n {
+                tags.truncate(n);
+                let mut pairs = vec![
+                    ("last", tags.last().cloned().unwrap_or_default()),
+                    ("n", n.to_string()),
+                ];
+                if let Some(ns) = ns {
+                    pairs.push(("ns", ns.to_owned()));
+                }
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish();
+                link = Some(format!(
+                    "</v2/{}/tags/list?{query}>; rel=\"next\"",
+                    target.client_name
+                ));
+            }
+        }
+        let body =
+            serde_json::to_vec(&serde_json::json!({"name": target.repo.as_str(), "tags": tags}))
+                .map_err(|e| RegistryError::internal("cannot render the tag list", e))?;
+        Ok(TagsReply {
+            body: Bytes::from(body),
+            link,
+        })
+    }
+}
+
+/// Upstream trouble in the spec's terms; `not_found` says what a 404 means here.
+pub fn upstream_error(e: UpstreamError, not_found: ErrorCode) -> RegistryError {
+    let message = e.to_string();
+    match &e {
+        UpstreamError::NotFound { .. } => RegistryError::new(not_found, message),
+        UpstreamError::Unauthorized { .. } => RegistryError::new(
+            ErrorCode::Denied,
+            format!("{message} (the repository may not exist upstream, or may need credentials)"),
+        ),
+        UpstreamError::TooManyRequests { retry_after, .. } => {
+            RegistryError::new(ErrorCode::TooManyRequests, message).with_retry_after(*retry_after)
+        }
+        UpstreamError::Status {
+            status,
+            retry_after,
+            ..
+        } if *status >= 500 => {
+            RegistryError::new(ErrorCode::Unavailable, message).with_retry_after(*retry_after)
+        }
+        UpstreamError::Status { .. } => RegistryError::new(ErrorCode::Denied, message),
+        UpstreamError::Offline { .. } => {
+            RegistryError::new(not_found, format!("not in the cache, and {message}"))
+        }
+        UpstreamError::Unreachable { .. }
+        | UpstreamError::Timeout { .. }
+        | UpstreamError::Protocol { .. } => {
+            RegistryError::new(ErrorCode::Unavailable, message).with_source(e)
+        }
+    }
+}
+
+fn offline_error(target: &MirrorRepo, not_found: ErrorCode) -> RegistryError {
+    upstream_error(
+        UpstreamError::Offline {
+            upstream: target.upstream.name().to_owned(),
+        },
+        not_found,
+    )
+}
+
+fn fill_error(e: Arc<FillError>) -> RegistryError {
+    match &*e {
+        FillError::Upstream(u) => upstream_error(u.clone(), ErrorCode::BlobUnknown),
+        FillError::DigestMismatch { .. } | FillError::SizeMismatch { .. } => {
+            RegistryError::new(ErrorCode::Unavailable, e.to_string())
+        }
+        FillError::Storage(_) | FillError::Vanished => {
+            RegistryError::internal("cache storage failed", e.to_string())
+        }
+    }
+}
+
+pub fn storage_error(e: StorageError) -> RegistryError {
+    RegistryError::internal("cache storage failed", e)
+}
