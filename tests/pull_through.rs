@@ -177,3 +177,55 @@ async fn podman_pulls_through_berth() {
         assert_eq!(digest, seeded_image.manifest.digest, "{repo}");
     }
 }
+
+/// containerd (through `ctr` and a `hosts.toml` mirror entry, which adds `?ns=docker.io`)
+/// pulls and unpacks single- and multi-arch images through berth.
+#[tokio::test]
+async fn containerd_pulls_through_berth_with_hosts_toml() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let containerd = common::containerd::Containerd::start();
+    let hosts = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(hosts.path().join("docker.io")).unwrap();
+    std::fs::write(
+        hosts.path().join("docker.io/hosts.toml"),
+        format!(
+            "server = \"https://registry-1.docker.io\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            berth.addr
+        ),
+    )
+    .unwrap();
+    let hosts_dir = hosts.path().to_str().unwrap();
+    for (repo, seeded_image, all_platforms) in [
+        ("library/ctd-docker", &s.docker, false),
+        ("library/ctd-oci", &s.oci, false),
+        ("library/ctd-multi-docker", &s.docker_list, true),
+        ("library/ctd-multi-oci", &s.oci_index, true),
+    ] {
+        s.upstream.push(repo, "1", seeded_image).await;
+        let reference = format!("docker.io/{repo}:1");
+        let mut args = vec![
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts_dir,
+            "--snapshotter",
+            "native",
+        ];
+        if all_platforms {
+            args.push("--all-platforms");
+        } else {
+            args.extend(["--platform", "linux/amd64"]);
+        }
+        args.push(&reference);
+        containerd.ctr(&args);
+        let listed = containerd.ctr(&["images", "ls"]);
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&reference))
+            .unwrap_or_else(|| panic!("{reference} not in:\n{listed}"));
+        assert!(line.contains(&seeded_image.manifest.digest), "{line}");
+    }
+    // Every request carried containerd's ?ns=docker.io and was answered by berth.
+    assert!(berth.metric("berth_upstream_blob_gets_total").await > 0);
+}

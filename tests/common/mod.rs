@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cdn;
+pub mod containerd;
 pub mod fault;
 pub mod images;
 pub mod upstream;
