@@ -43,8 +43,14 @@ pub struct Cache {
     inflight: Mutex<HashMap<Digest, Arc<Fill>>>,
     manifests: moka::future::Cache<Digest, Arc<StoredManifest>>,
     tags: moka::sync::Cache<Vec<u8>, TagRecord>,
+    /// Mappings of recently served blobs, reused by later hits. Holding one keeps an unlinked
+    /// file's space allocated, so removal must invalidate it here first.
+    mapped: moka::sync::Cache<Digest, Bytes>,
     metrics: Arc<Metrics>,
 }
+
+/// How many blob mappings stay open for reuse.
+const MAPPED_BLOBS: u64 = 64;
 
 impl Cache {
     pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, hot_entries: u64) -> Self {
@@ -56,6 +62,10 @@ impl Cache {
                 .build(),
             tags: moka::sync::Cache::builder()
                 .max_capacity(hot_entries)
+                .build(),
+            mapped: moka::sync::Cache::builder()
+                .max_capacity(MAPPED_BLOBS)
+                .time_to_idle(std::time::Duration::from_secs(60))
                 .build(),
             metrics,
         }
@@ -73,6 +83,9 @@ impl Cache {
     /// Maps a stored blob into memory. `None` (and the index entry dropped) when its file has
     /// gone missing underneath the index.
     pub async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
+        if let Some(mapped) = self.mapped.get(digest) {
+            return Ok(Some(mapped));
+        }
         let storage = Arc::clone(&self.storage);
         let d = digest.clone();
         let mapped = blocking(move || -> Result<Option<Bytes>, StorageError> {
@@ -85,10 +98,14 @@ impl Cache {
             }
             // SAFETY: blob files are immutable once renamed into place: nothing writes to or
             // truncates them, and eviction unlinks (an existing mapping stays valid).
-            let map = unsafe { memmap2::Mmap::map(&file)? };
+            // Populating maps the page cache in one go instead of one fault per page.
+            let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
             Ok(Some(Bytes::from_owner(map)))
         })
         .await?;
+        if let Some(mapped) = &mapped {
+            self.mapped.insert(digest.clone(), mapped.clone());
+        }
         Ok(mapped)
     }
 
