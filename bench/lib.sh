@@ -17,13 +17,21 @@ mkdir -p "$OUT_DIR"
 
 WORK="$(mktemp -d "${BENCH_TMP:-/tmp}/berth-bench.XXXXXX")"
 BENCH_PIDS=()
+# Background subshells (client jobs, samplers): on exit their direct children are killed first
+# (by parent pid), then the subshell itself.
+BENCH_JOBS=()
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 cleanup() {
     local rc=$?
-    local pid
+    local pid child
+    for pid in "${BENCH_JOBS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        for child in $(pgrep -P "$pid" || true); do kill "$child" 2>/dev/null || true; done
+        kill "$pid" 2>/dev/null || true
+    done
     for pid in "${BENCH_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -126,6 +134,8 @@ build_berth() {
 # start_registry NAME [PROXY_REMOTE_URL]
 #   Runs Distribution (docker-registry) with its own storage dir under $WORK/NAME.
 #   Sets REG_PORT, REG_PID, REG_URL, REG_LOG, REG_ROOT.
+#   REG_QUIET=1 (environment, per call): log level warn and no access log -- Distribution
+#   otherwise writes two log lines per request, which costs it CPU under a request flood.
 start_registry() {
     local name=$1 remote=${2:-}
     local dir="$WORK/$name"
@@ -136,7 +146,13 @@ start_registry() {
     {
         echo "version: 0.1"
         echo "log:"
-        echo "  level: info"
+        if [[ "${REG_QUIET:-0}" == 1 ]]; then
+            echo "  level: warn"
+            echo "  accesslog:"
+            echo "    disabled: true"
+        else
+            echo "  level: info"
+        fi
         echo "  formatter: text"
         echo "storage:"
         echo "  filesystem:"
@@ -296,3 +312,24 @@ metric() {
 # peak_rss_kib PID: VmHWM in KiB.
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# log_lines FILE: current line count (0 if missing).
+log_lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
+
+# settle_log FILE [MAX_S]: wait until FILE has not grown for 2 s (bounded by MAX_S, default 30),
+# so that requests still in flight after a phase land in that phase's slice of the log.
+settle_log() {
+    local file=$1 max=${2:-30} last=-1 cur stable=0 i
+    for i in $(seq 1 $((max * 5))); do
+        cur=$(stat -c %s "$file" 2>/dev/null || echo 0)
+        if [[ $cur == "$last" ]]; then
+            stable=$((stable + 1))
+            [[ $stable -ge 10 ]] && return 0
+        else
+            stable=0
+            last=$cur
+        fi
+        sleep 0.2
+    done
+    log "WARNING: $file still growing after ${max}s"
+}

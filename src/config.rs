@@ -59,6 +59,74 @@ pub struct ServerSettings {
 pub struct StorageSettings {
     pub data_dir: PathBuf,
     pub manifest_cache_entries: u64,
+    /// Disk budget for cached content; `None` is unlimited.
+    #[serde(default)]
+    pub max_size: ByteSize,
+    /// Eviction stops once the cache is down to this percentage of `max_size`.
+    #[serde(default = "default_low_water")]
+    pub low_water_percent: u8,
+}
+
+fn default_low_water() -> u8 {
+    90
+}
+
+/// A size in bytes, written humanely (`"50GiB"`, `"512 MB"`, `1048576`), or `"unlimited"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteSize(pub Option<u64>);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("unlimited") || text == "0" {
+            return Ok(ByteSize(None));
+        }
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like \"50GiB\""))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+        };
+        Ok(ByteSize(Some((number * multiplier as f64) as u64)))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(0) => Ok(ByteSize(None)),
+            Raw::Number(n) => Ok(ByteSize(Some(n))),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => serializer.serialize_str("unlimited"),
+            Some(n) => serializer.serialize_u64(n),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +246,11 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
+        if !(1..=100).contains(&self.storage.low_water_percent) {
+            return Err(ConfigError::Invalid(
+                "storage.low_water_percent must be between 1 and 100".into(),
+            ));
+        }
         for upstream in &self.upstreams {
             if upstream.name.is_empty() || upstream.name.contains('/') {
                 return Err(ConfigError::Invalid(format!(
@@ -260,6 +333,19 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"));
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        let parse = |t: &str| ByteSize::parse(t).unwrap().0;
+        assert_eq!(parse("unlimited"), None);
+        assert_eq!(parse("0"), None);
+        assert_eq!(parse("512"), Some(512));
+        assert_eq!(parse("50GiB"), Some(50 << 30));
+        assert_eq!(parse("1.5 MiB"), Some(1_572_864));
+        assert_eq!(parse("2gb"), Some(2_000_000_000));
+        assert!(ByteSize::parse("lots").is_err());
+        assert!(ByteSize::parse("5 parsecs").is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use berth::config::Settings;
+use berth::registry::media;
+use berth::storage::{gc, Storage};
 
 /// berth: a registry mirror daemon (pull-through cache for OCI / Docker registries).
 #[derive(Parser)]
@@ -29,6 +31,19 @@ enum Command {
     Serve,
     /// Print the effective configuration (secrets redacted) and exit.
     CheckConfig,
+    /// Inspect or clean the cache (berth must not be running on the same data directory).
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Count what is cached.
+    Stats,
+    /// Remove blobs no cached manifest references, and leftovers in tmp/.
+    Gc,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +67,45 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => serve(settings),
+        Command::Cache { action } => cache_command(&settings, action),
+    }
+}
+
+fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
+    let storage = match Storage::open(&settings.storage.data_dir) {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!(
+                "berth: cannot open {} (is berth running on it?): {e}",
+                settings.storage.data_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match action {
+        CacheCommand::Stats => storage.blob_stats().map(|(count, bytes)| {
+            println!("blobs: {count}\nbytes: {bytes}");
+        }),
+        CacheCommand::Gc => storage
+            .recover()
+            .and_then(|_| gc::collect(&storage, media::sniff_manifest, media::references))
+            .map(|report| {
+                println!(
+                    "manifests: {}\nblobs kept: {}\nblobs removed: {}\nbytes removed: {}\ntemp files removed: {}",
+                    report.manifests,
+                    report.blobs_kept,
+                    report.blobs_removed,
+                    report.bytes_removed,
+                    report.temp_files_removed
+                );
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

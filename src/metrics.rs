@@ -20,6 +20,7 @@ pub struct Metrics {
     pub upstream_errors: AtomicU64,
     pub upstream_bytes: AtomicU64,
     pub fills_failed: AtomicU64,
+    pub evictions: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -98,6 +99,11 @@ impl Metrics {
                 "berth_blob_fills_failed_total",
                 "Blob fetches discarded (cut off, wrong digest, storage error).",
                 &self.fills_failed,
+            ),
+            (
+                "berth_evictions_total",
+                "Blobs evicted to keep the cache within storage.max_size.",
+                &self.evictions,
             ),
         ];
         let mut out = String::new();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
+use crate::cache::evict::Budget;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -49,12 +50,19 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         files_removed = recovery.files_removed,
         "storage ready"
     );
+    let stored_bytes = storage.total_size().map_err(storage_error)?;
     let upstreams = Upstreams::new(&settings.upstreams, settings.mirror.offline)
         .map_err(StartError::Upstream)?;
+    let budget = Budget {
+        max_bytes: settings.storage.max_size.0,
+        low_water_percent: settings.storage.low_water_percent,
+    };
     let cache = Arc::new(Cache::new(
         Arc::new(storage),
         Arc::new(Metrics::default()),
         settings.storage.manifest_cache_entries,
+        budget,
+        stored_bytes,
     ));
     Ok(Arc::new(Registry::new(upstreams, cache)))
 }

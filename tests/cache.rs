@@ -229,3 +229,117 @@ async fn a_crash_mid_fill_leaves_nothing_servable_and_recovers() {
     let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&body), digest);
 }
+
+#[tokio::test]
+async fn eviction_keeps_the_disk_under_max_size_least_recently_used_first() {
+    const MIB: usize = 1024 * 1024;
+    let upstream = FaultyUpstream::start();
+    let blobs: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(100 + i, 2 * MIB)).collect();
+    let digests: Vec<String> = blobs.iter().map(|b| upstream.put_blob(b)).collect();
+    let berth = Berth::start(&format!(
+        "[storage]\nmax_size = \"6MiB\"\nlow_water_percent = 70\n{}",
+        config_for(&upstream.url(), "5m", "")
+    ));
+    let client = reqwest::Client::new();
+    let get = |i: usize| {
+        let url = format!("{}/v2/library/x/blobs/{}", berth.url, digests[i]);
+        let client = client.clone();
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    for (i, blob) in blobs.iter().enumerate().take(3) {
+        assert_eq!(get(i).await, *blob);
+    }
+    assert_eq!(berth.blob_files().len(), 3, "6 MiB fit the budget");
+    // Use blob 0 again, so 1 and 2 are now the least recently used.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(0).await, blobs[0]);
+    assert_eq!(get(3).await, blobs[3]);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let on_disk = loop {
+        let files = berth.blob_files();
+        let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+        if bytes <= 6 * MIB as u64 || std::time::Instant::now() > deadline {
+            break files;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let kept: Vec<bool> = digests
+        .iter()
+        .map(|d| on_disk.iter().any(|f| f.ends_with(&d[7..])))
+        .collect();
+    assert_eq!(kept, [true, false, false, true], "evicted the wrong blobs");
+    assert_eq!(berth.metric("berth_evictions_total").await, 2);
+    // An evicted blob is fetched again on demand.
+    let before = FaultyUpstream::count(&upstream.blob_gets);
+    assert_eq!(get(1).await, blobs[1]);
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), before + 1);
+}
+
+#[tokio::test]
+async fn cache_gc_removes_unreferenced_blobs_only() {
+    let upstream = FaultyUpstream::start();
+    let layer = random_bytes(11, 100_000);
+    let layer_digest = upstream.put_blob(&layer);
+    let orphan = random_bytes(12, 50_000);
+    let orphan_digest = upstream.put_blob(&orphan);
+    upstream.put_blob(b"{}");
+    upstream.put_manifest("v1", OCI_MANIFEST, &manifest_body(&layer_digest));
+    let mut berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let client = reqwest::Client::new();
+    for path in [
+        "manifests/v1".to_owned(),
+        format!("blobs/{layer_digest}"),
+        format!("blobs/{}", sha256(b"{}")),
+        format!("blobs/{orphan_digest}"),
+    ] {
+        let response = client
+            .get(format!("{}/v2/library/app/{path}", berth.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.bytes().await.unwrap();
+    }
+    berth.kill();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--data-dir")
+        .arg(&berth.data_dir)
+        .args(["cache", "gc"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("blobs removed: 1\n"), "{report}");
+    assert!(report.contains("manifests: 1\n"), "{report}");
+
+    // What the manifest needs is still served without upstream; the orphan is gone.
+    let dir = berth.into_data_dir();
+    let berth = Berth::start_in(&config_for(&upstream.url(), "5m", "offline = true\n"), &dir);
+    for (path, status) in [
+        ("manifests/v1".to_owned(), 200),
+        (format!("blobs/{layer_digest}"), 200),
+        (format!("blobs/{orphan_digest}"), 404),
+    ] {
+        let response = client
+            .get(format!("{}/v2/library/app/{path}", berth.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+}

@@ -5,6 +5,7 @@
 //! only writer of the [`Storage`]. It decides nothing about upstreams: the registry layer hands
 //! it a future that fetches, and it runs that future at most once per digest at a time.
 
+pub mod evict;
 pub mod fill;
 pub mod flight;
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use self::evict::{Budget, ServingGuard, Usage};
 use self::fill::{Fill, FillError};
 use crate::metrics::{self, Metrics};
 use crate::registry::media;
@@ -32,8 +34,9 @@ pub struct StoredManifest {
 
 /// Where a blob request stands once the cache has looked.
 pub enum BlobSource {
-    /// On disk, verified: the whole file, memory-mapped.
-    Stored(Bytes),
+    /// On disk, verified: the whole file, memory-mapped, protected from eviction while the
+    /// guard lives.
+    Stored(Bytes, ServingGuard),
     /// Being fetched; read along.
     Filling(Arc<Fill>),
 }
@@ -41,11 +44,13 @@ pub enum BlobSource {
 pub struct Cache {
     storage: Arc<Storage>,
     inflight: Mutex<HashMap<Digest, Arc<Fill>>>,
-    manifests: moka::future::Cache<Digest, Arc<StoredManifest>>,
+    manifests: moka::sync::Cache<Digest, Arc<StoredManifest>>,
     tags: moka::sync::Cache<Vec<u8>, TagRecord>,
     /// Mappings of recently served blobs, reused by later hits. Holding one keeps an unlinked
     /// file's space allocated, so removal must invalidate it here first.
     mapped: moka::sync::Cache<Digest, Bytes>,
+    budget: Budget,
+    usage: Arc<Usage>,
     metrics: Arc<Metrics>,
 }
 
@@ -53,11 +58,20 @@ pub struct Cache {
 const MAPPED_BLOBS: u64 = 64;
 
 impl Cache {
-    pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, hot_entries: u64) -> Self {
+    /// `stored_bytes` is what the storage holds now (see [`Storage::total_size`]).
+    pub fn new(
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+        hot_entries: u64,
+        budget: Budget,
+        stored_bytes: u64,
+    ) -> Self {
         Cache {
             storage,
             inflight: Mutex::new(HashMap::new()),
-            manifests: moka::future::Cache::builder()
+            budget,
+            usage: Arc::new(Usage::new(stored_bytes)),
+            manifests: moka::sync::Cache::builder()
                 .max_capacity(hot_entries)
                 .build(),
             tags: moka::sync::Cache::builder()
@@ -125,9 +139,11 @@ impl Cache {
             return Ok(BlobSource::Filling(fill));
         }
         if self.blob_size(digest)?.is_some() {
+            let guard = ServingGuard::new(&self.usage, digest);
             if let Some(map) = self.map_blob(digest).await? {
                 metrics::inc(&self.metrics.blob_hits);
-                return Ok(BlobSource::Stored(map));
+                self.storage.index.touch(digest)?;
+                return Ok(BlobSource::Stored(map, guard));
             }
         }
         let storage = Arc::clone(&self.storage);
@@ -158,19 +174,16 @@ impl Cache {
                     .map_err(|e| e.to_string())?;
                 storage
                     .index
-                    .put_blob(
-                        &commit_digest,
-                        &BlobRecord {
-                            size,
-                            media_type: None,
-                        },
-                    )
+                    .put_blob(&commit_digest, &BlobRecord::new(size, None))
                     .and_then(|()| storage.index.flush())
                     .map_err(|e| e.to_string())
             };
             let result = writer.run(response.await, commit).await;
             match result {
-                Ok(bytes) => metrics::add(&cache.metrics.upstream_bytes, bytes),
+                Ok(bytes) => {
+                    metrics::add(&cache.metrics.upstream_bytes, bytes);
+                    cache.usage.add(bytes);
+                }
                 Err(e) => {
                     metrics::inc(&cache.metrics.fills_failed);
                     if matches!(&*e, FillError::Upstream(_)) {
@@ -184,8 +197,13 @@ impl Cache {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&d);
+            cache.evict_if_needed();
         });
         Ok(BlobSource::Filling(fill))
+    }
+
+    fn is_in_flight(&self, digest: &Digest) -> bool {
+        self.inflight_fill(digest).is_some()
     }
 
     fn inflight_fill(&self, digest: &Digest) -> Option<Arc<Fill>> {
@@ -201,7 +219,7 @@ impl Cache {
         &self,
         digest: &Digest,
     ) -> Result<Option<Arc<StoredManifest>>, StorageError> {
-        if let Some(hot) = self.manifests.get(digest).await {
+        if let Some(hot) = self.manifests.get(digest) {
             return Ok(Some(hot));
         }
         let Some(record) = self.storage.index.blob(digest)? else {
@@ -227,13 +245,9 @@ impl Cache {
                 let Some(sniffed) = media::sniff_manifest(&body) else {
                     return Ok(None);
                 };
-                self.storage.index.put_blob(
-                    digest,
-                    &BlobRecord {
-                        size: record.size,
-                        media_type: Some(sniffed.clone()),
-                    },
-                )?;
+                self.storage
+                    .index
+                    .put_blob(digest, &BlobRecord::new(record.size, Some(sniffed.clone())))?;
                 sniffed
             }
         };
@@ -242,15 +256,13 @@ impl Cache {
             media_type,
             body: Bytes::from(body),
         });
-        self.manifests
-            .insert(digest.clone(), Arc::clone(&manifest))
-            .await;
+        self.manifests.insert(digest.clone(), Arc::clone(&manifest));
         Ok(Some(manifest))
     }
 
     /// Stores a manifest whose digest the caller computed from `body`.
     pub async fn put_manifest(
-        &self,
+        self: &Arc<Self>,
         manifest: StoredManifest,
     ) -> Result<Arc<StoredManifest>, StorageError> {
         let manifest = Arc::new(manifest);
@@ -261,20 +273,18 @@ impl Cache {
                 storage.blobs.write_verified(&m.digest, &m.body)?;
                 storage.index.put_blob(
                     &m.digest,
-                    &BlobRecord {
-                        size: m.body.len() as u64,
-                        media_type: Some(m.media_type.clone()),
-                    },
+                    &BlobRecord::new(m.body.len() as u64, Some(m.media_type.clone())),
                 )?;
                 // Durable before the client hears of it, like the blob file itself.
                 storage.index.flush()?;
                 Ok(())
             })
             .await?;
+            self.usage.add(manifest.body.len() as u64);
+            self.evict_if_needed();
         }
         self.manifests
-            .insert(manifest.digest.clone(), Arc::clone(&manifest))
-            .await;
+            .insert(manifest.digest.clone(), Arc::clone(&manifest));
         Ok(manifest)
     }
 

@@ -8,15 +8,18 @@ use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
 use bytes::Bytes;
 use futures_util::{stream, Stream};
 
+use crate::cache::evict::ServingGuard;
 use crate::cache::fill::FillReader;
 
 const SLICE: usize = 1024 * 1024;
 
-/// `mapped[start..=end]` as a stream of slices of the same mapping.
-pub fn mapped(mapped: Bytes, start: u64, end: u64) -> BoxBody {
+/// `mapped[start..=end]` as a stream of slices of the same mapping; `guard` lives as long as
+/// the body does.
+pub fn mapped(mapped: Bytes, start: u64, end: u64, guard: ServingGuard) -> BoxBody {
     let (start, end) = (start as usize, end as usize + 1);
     let size = (end - start) as u64;
     let slices = (start..end).step_by(SLICE).map(move |offset| {
+        let _serving = &guard;
         Ok::<_, std::io::Error>(mapped.slice(offset..(offset + SLICE).min(end)))
     });
     SizedStream::new(size, stream::iter(slices)).boxed()

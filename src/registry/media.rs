@@ -88,6 +88,24 @@ pub fn sniff_manifest(body: &[u8]) -> Option<String> {
     }
 }
 
+/// Every digest a manifest or index body points at: config, layers, child manifests, subject.
+pub fn references(body: &[u8]) -> Vec<super::name::Digest> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let digest_of = |d: &serde_json::Value| d.get("digest")?.as_str()?.parse().ok();
+    let mut found: Vec<_> = ["config", "subject"]
+        .iter()
+        .filter_map(|k| value.get(k).and_then(digest_of))
+        .collect();
+    for list in ["layers", "manifests", "blobs"] {
+        if let Some(items) = value.get(list).and_then(|v| v.as_array()) {
+            found.extend(items.iter().filter_map(digest_of));
+        }
+    }
+    found
+}
+
 /// The media type of a manifest body: upstream's `Content-Type` when it names a manifest type,
 /// else the body's own `mediaType` field, else a guess from its shape.
 pub fn resolve_media_type(content_type: Option<&str>, body: &[u8]) -> String {
@@ -135,6 +153,24 @@ mod tests {
         assert!(old.accepts(DOCKER_MANIFEST));
         assert!(!old.accepts(OCI_INDEX));
         assert_eq!(old.for_upstream(), DOCKER_MANIFEST);
+    }
+
+    #[test]
+    fn references_of_manifests_and_indexes() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let c = format!("sha256:{}", "c".repeat(64));
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{a}"}},"layers":[{{"digest":"{b}"}},{{"digest":"bad"}}],"subject":{{"digest":"{c}"}}}}"#
+        );
+        let found: Vec<String> = references(image.as_bytes())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(found, [a.clone(), c, b]);
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{a}"}}]}}"#);
+        assert_eq!(references(index.as_bytes()).len(), 1);
+        assert!(references(b"not json").is_empty());
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! | `blobs` | `sha256:<hex>`                        | [`BlobRecord`] |
 //! | `tags`  | `<upstream>/<repo>:<tag>`             | [`TagRecord`]  |
 //! | `links` | `<upstream>/<repo>@sha256:<hex>`      | empty          |
+//! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
 //!
 //! Upstream names contain no `/`, repository names no `:` or `@`, tags no `:`, so each key
 //! splits back unambiguously. Values are JSON, so records can gain optional fields.
 //! An entry in `blobs` exists only for a verified file in the blob store; `links` records which
-//! repository a blob was fetched through.
+//! repository a blob was fetched through. `access` is the inverse of each blob's
+//! `last_access_ms`, so that a scan in key order visits blobs least recently used first; the
+//! two trees change together, in one transaction.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +37,31 @@ pub struct BlobRecord {
     /// Set for manifests, whose media type must be answered as `Content-Type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// When the blob was stored or last served, in ms since the Unix epoch (LRU order).
+    #[serde(default)]
+    pub last_access_ms: u64,
 }
+
+impl BlobRecord {
+    /// A record for a blob stored now.
+    pub fn new(size: u64, media_type: Option<String>) -> Self {
+        BlobRecord {
+            size,
+            media_type,
+            last_access_ms: now_ms(),
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Served blobs are re-stamped at most this often, to keep hits from writing the index.
+const TOUCH_GRANULARITY_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
@@ -49,6 +76,7 @@ pub struct Index {
     blobs: sled::Tree,
     tags: sled::Tree,
     links: sled::Tree,
+    access: sled::Tree,
 }
 
 pub fn blob_key(digest: &Digest) -> Vec<u8> {
@@ -57,6 +85,20 @@ pub fn blob_key(digest: &Digest) -> Vec<u8> {
 
 pub fn parse_blob_key(key: &[u8]) -> Option<Digest> {
     std::str::from_utf8(key).ok()?.parse().ok()
+}
+
+pub fn access_key(last_access_ms: u64, digest: &Digest) -> Vec<u8> {
+    let mut key = last_access_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(&blob_key(digest));
+    key
+}
+
+pub fn parse_access_key(key: &[u8]) -> Option<(u64, Digest)> {
+    let (stamp, digest) = key.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(stamp.try_into().ok()?),
+        parse_blob_key(digest)?,
+    ))
 }
 
 pub fn tag_key(upstream: &str, repo: &RepoName, tag: &Tag) -> Vec<u8> {
@@ -85,6 +127,13 @@ pub fn parse_link_key(key: &[u8]) -> Option<(String, RepoName, Digest)> {
     ))
 }
 
+fn transaction_error(e: sled::transaction::TransactionError) -> IndexError {
+    match e {
+        sled::transaction::TransactionError::Storage(e)
+        | sled::transaction::TransactionError::Abort(e) => IndexError::Db(e),
+    }
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, IndexError> {
     serde_json::from_slice(value).map_err(|source| IndexError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -107,6 +156,7 @@ impl Index {
             blobs: db.open_tree("blobs")?,
             tags: db.open_tree("tags")?,
             links: db.open_tree("links")?,
+            access: db.open_tree("access")?,
             db,
         })
     }
@@ -116,14 +166,58 @@ impl Index {
         self.blobs.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
+    /// Inserts or replaces a blob's record, moving its `access` entry along.
     pub fn put_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<(), IndexError> {
-        self.blobs.insert(blob_key(digest), encode(record))?;
-        Ok(())
+        use sled::Transactional;
+        let key = blob_key(digest);
+        let value = encode(record);
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| {
+                if let Some(old) = blobs.insert(key.as_slice(), value.as_slice())? {
+                    if let Ok(old) = serde_json::from_slice::<BlobRecord>(&old) {
+                        access.remove(access_key(old.last_access_ms, digest))?;
+                    }
+                }
+                access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
+                Ok(())
+            })
+            .map_err(transaction_error)
     }
 
-    pub fn remove_blob(&self, digest: &Digest) -> Result<(), IndexError> {
-        self.blobs.remove(blob_key(digest))?;
-        Ok(())
+    /// Removes a blob's record and its `access` entry; returns the record that was there.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
+        use sled::Transactional;
+        let key = blob_key(digest);
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| {
+                let old = blobs.remove(key.as_slice())?;
+                let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
+                if let Some(old) = &old {
+                    access.remove(access_key(old.last_access_ms, digest))?;
+                }
+                Ok(old)
+            })
+            .map_err(transaction_error)
+    }
+
+    /// Marks a blob as just used (coarsely: at most once per second).
+    pub fn touch(&self, digest: &Digest) -> Result<(), IndexError> {
+        let now = now_ms();
+        match self.blob(digest)? {
+            Some(mut record) if record.last_access_ms + TOUCH_GRANULARITY_MS <= now => {
+                record.last_access_ms = now;
+                self.put_blob(digest, &record)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Blobs from least to most recently used.
+    pub fn least_recently_used(&self) -> impl Iterator<Item = Result<Digest, IndexError>> + '_ {
+        self.access.iter().keys().filter_map(|key| match key {
+            Err(e) => Some(Err(e.into())),
+            Ok(key) => parse_access_key(&key).map(|(_, digest)| Ok(digest)),
+        })
     }
 
     /// Every indexed blob. Entries whose key does not parse are skipped.
@@ -235,6 +329,31 @@ mod tests {
     }
 
     #[test]
+    fn access_order_follows_puts_and_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (a, b, c) = (digest(1), digest(2), digest(3));
+        for (d, stamp) in [(&a, 30), (&b, 10), (&c, 20)] {
+            let mut record = BlobRecord::new(1, None);
+            record.last_access_ms = stamp;
+            index.put_blob(d, &record).unwrap();
+        }
+        let order = |index: &Index| -> Vec<Digest> {
+            index
+                .least_recently_used()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(order(&index), vec![b.clone(), c.clone(), a.clone()]);
+        index.touch(&b).unwrap();
+        assert_eq!(order(&index), vec![c.clone(), a.clone(), b.clone()]);
+        assert_eq!(index.remove_blob(&a).unwrap().map(|r| r.size), Some(1));
+        assert_eq!(order(&index), vec![c.clone(), b.clone()]);
+        assert_eq!(index.remove_blob(&a).unwrap(), None);
+        assert_eq!(parse_access_key(&access_key(7, &c)), Some((7, c)));
+    }
+
+    #[test]
     fn records_persist_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let repo: RepoName = "library/x".parse().unwrap();
@@ -242,15 +361,7 @@ mod tests {
         let d = digest(7);
         {
             let index = Index::open(dir.path()).unwrap();
-            index
-                .put_blob(
-                    &d,
-                    &BlobRecord {
-                        size: 3,
-                        media_type: None,
-                    },
-                )
-                .unwrap();
+            index.put_blob(&d, &BlobRecord::new(3, None)).unwrap();
             let record = TagRecord {
                 digest: d.to_string(),
                 media_type: "application/vnd.oci.image.manifest.v1+json".into(),

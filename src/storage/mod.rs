@@ -7,6 +7,7 @@
 //! all three; nothing else ever needs to.
 
 pub mod blobs;
+pub mod gc;
 pub mod index;
 
 use std::io;
@@ -47,6 +48,22 @@ impl Storage {
         })
     }
 
+    /// Bytes of all indexed blobs.
+    pub fn total_size(&self) -> Result<u64, StorageError> {
+        Ok(self.blob_stats()?.1)
+    }
+
+    /// How many blobs are indexed, and their bytes.
+    pub fn blob_stats(&self) -> Result<(usize, u64), StorageError> {
+        let mut count = 0;
+        let mut total = 0;
+        for entry in self.index.blobs() {
+            count += 1;
+            total += entry?.1.size;
+        }
+        Ok((count, total))
+    }
+
     /// Reconciles disk and index after an unclean stop. Blocks; run before serving.
     pub fn recover(&self) -> Result<Recovery, StorageError> {
         let mut report = Recovery {
@@ -79,13 +96,7 @@ impl Storage {
             }
             match blobs::hash_file(&path) {
                 Ok((actual, size)) if actual == digest => {
-                    self.index.put_blob(
-                        &digest,
-                        &BlobRecord {
-                            size,
-                            media_type: None,
-                        },
-                    )?;
+                    self.index.put_blob(&digest, &BlobRecord::new(size, None))?;
                     report.files_reindexed += 1;
                 }
                 _ => {
@@ -126,13 +137,7 @@ mod tests {
             storage.blobs.write_verified(&good_digest, &good).unwrap();
             storage
                 .index
-                .put_blob(
-                    &good_digest,
-                    &BlobRecord {
-                        size: good.len() as u64,
-                        media_type: None,
-                    },
-                )
+                .put_blob(&good_digest, &BlobRecord::new(good.len() as u64, None))
                 .unwrap();
             // Crash between rename and index.
             storage
@@ -142,13 +147,7 @@ mod tests {
             // An index entry whose file is gone.
             storage
                 .index
-                .put_blob(
-                    &lost_digest,
-                    &BlobRecord {
-                        size: 9,
-                        media_type: None,
-                    },
-                )
+                .put_blob(&lost_digest, &BlobRecord::new(9, None))
                 .unwrap();
             // A file whose content does not match its name, and a partial temp file.
             let corrupt_path = storage.blobs.path(&corrupt_digest);

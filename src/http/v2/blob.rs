@@ -26,7 +26,7 @@ pub async fn get(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok());
     match registry.mirror.blob(target, &digest).await? {
-        BlobReply::Stored(mapped) => {
+        BlobReply::Stored(mapped, guard) => {
             let size = mapped.len() as u64;
             match range::parse(range_header, size) {
                 RangeRequest::Full if size == 0 => {
@@ -36,6 +36,7 @@ pub async fn get(
                     mapped,
                     0,
                     size - 1,
+                    guard,
                 ))),
                 RangeRequest::Partial { start, end } => {
                     Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
@@ -43,7 +44,7 @@ pub async fn get(
                             header::CONTENT_RANGE,
                             format!("bytes {start}-{end}/{size}"),
                         ))
-                        .body(body::mapped(mapped, start, end)))
+                        .body(body::mapped(mapped, start, end, guard)))
                 }
                 RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
             }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::error::{ErrorCode, RegistryError};
 use super::name::Digest;
 use super::namespace::MirrorRepo;
+use crate::cache::evict::ServingGuard;
 use crate::cache::fill::{Fill, FillError};
 use crate::cache::flight::Flights;
 use crate::cache::{BlobSource, Cache, StoredManifest};
@@ -32,8 +33,12 @@ pub struct ManifestReply {
 }
 
 pub enum BlobReply {
-    Stored(Bytes),
-    Filling { fill: Arc<Fill>, size: Option<u64> },
+    /// The mapped blob, and the guard that keeps it from eviction while it is streamed.
+    Stored(Bytes, ServingGuard),
+    Filling {
+        fill: Arc<Fill>,
+        size: Option<u64>,
+    },
 }
 
 pub struct TagsReply {
@@ -92,7 +97,7 @@ impl Mirror {
             .await
             .map_err(storage_error)?;
         match source {
-            BlobSource::Stored(bytes) => Ok(BlobReply::Stored(bytes)),
+            BlobSource::Stored(bytes, guard) => Ok(BlobReply::Stored(bytes, guard)),
             BlobSource::Filling(fill) => {
                 let size = fill.started().await.map_err(fill_error)?;
                 self.cache

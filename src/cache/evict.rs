@@ -1,0 +1,236 @@
+//! Keeping the cache within its disk budget: least recently used blobs go first, down to the
+//! low-water mark; a blob that is being served or fetched is never evicted.
+//!
+//! Usage is tracked in memory (summed from the index at startup, then adjusted on every store
+//! and removal). Eviction runs on a blocking thread, one run at a time, whenever a store takes
+//! usage past the budget.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::Cache;
+use crate::metrics;
+use crate::registry::name::Digest;
+use crate::storage::StorageError;
+
+/// The disk budget and where eviction stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub max_bytes: Option<u64>,
+    pub low_water_percent: u8,
+}
+
+impl Budget {
+    pub fn unlimited() -> Self {
+        Budget {
+            max_bytes: None,
+            low_water_percent: 90,
+        }
+    }
+
+    fn target(&self, max: u64) -> u64 {
+        max / 100 * u64::from(self.low_water_percent)
+    }
+}
+
+/// Bytes stored, and who is reading which blob right now.
+#[derive(Default)]
+pub struct Usage {
+    bytes: AtomicU64,
+    evicting: AtomicBool,
+    serving: Mutex<HashMap<Digest, usize>>,
+}
+
+impl Usage {
+    pub fn new(bytes: u64) -> Self {
+        Usage {
+            bytes: AtomicU64::new(bytes),
+            ..Usage::default()
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            });
+    }
+
+    fn is_serving(&self, digest: &Digest) -> bool {
+        self.serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(digest)
+    }
+}
+
+/// Held by a response body for as long as it streams a stored blob.
+pub struct ServingGuard {
+    usage: Arc<Usage>,
+    digest: Digest,
+}
+
+impl ServingGuard {
+    pub(super) fn new(usage: &Arc<Usage>, digest: &Digest) -> Self {
+        *usage
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.clone())
+            .or_insert(0) += 1;
+        ServingGuard {
+            usage: Arc::clone(usage),
+            digest: digest.clone(),
+        }
+    }
+}
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        let mut serving = self.usage.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = serving.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                serving.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// What one eviction run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Eviction {
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+impl Cache {
+    /// Starts an eviction run in the background if usage is past the budget.
+    pub(super) fn evict_if_needed(self: &Arc<Self>) {
+        let Some(max) = self.budget.max_bytes else {
+            return;
+        };
+        if self.usage.bytes() <= max || self.usage.evicting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            match cache.evict_to(cache.budget.target(max)) {
+                Ok(done) if done.blobs > 0 => {
+                    tracing::info!(
+                        blobs = done.blobs,
+                        bytes = done.bytes,
+                        "evicted least recently used blobs"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "eviction failed"),
+            }
+            cache.usage.evicting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Evicts least recently used blobs until usage is at most `target` bytes. Blocks.
+    pub fn evict_to(&self, target: u64) -> Result<Eviction, StorageError> {
+        let mut done = Eviction::default();
+        if self.usage.bytes() <= target {
+            return Ok(done);
+        }
+        let candidates: Vec<Digest> = self
+            .storage
+            .index
+            .least_recently_used()
+            .collect::<Result<_, _>>()?;
+        for digest in candidates {
+            if self.usage.bytes() <= target {
+                break;
+            }
+            if self.usage.is_serving(&digest) || self.is_in_flight(&digest) {
+                continue;
+            }
+            // Index first, so no new request finds it; then the copies held in memory; then
+            // the file (an unlink: mappings still being read stay valid).
+            let Some(record) = self.storage.index.remove_blob(&digest)? else {
+                continue;
+            };
+            self.mapped.invalidate(&digest);
+            self.manifests.invalidate(&digest);
+            self.storage.blobs.remove(&digest)?;
+            self.usage.sub(record.size);
+            metrics::inc(&self.metrics.evictions);
+            done.blobs += 1;
+            done.bytes += record.size;
+        }
+        self.storage.index.flush()?;
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::index::BlobRecord;
+    use crate::storage::Storage;
+
+    fn cache_with(blobs: &[(&[u8], u64)]) -> (tempfile::TempDir, Arc<Cache>, Vec<Digest>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut digests = Vec::new();
+        for (data, stamp) in blobs {
+            let digest = Digest::of(data);
+            storage.blobs.write_verified(&digest, data).unwrap();
+            let mut record = BlobRecord::new(data.len() as u64, None);
+            record.last_access_ms = *stamp;
+            storage.index.put_blob(&digest, &record).unwrap();
+            digests.push(digest);
+        }
+        let total = storage.total_size().unwrap();
+        let budget = Budget {
+            max_bytes: Some(1),
+            low_water_percent: 90,
+        };
+        let cache = Cache::new(Arc::new(storage), Arc::default(), 10, budget, total);
+        (dir, Arc::new(cache), digests)
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first_and_spares_what_is_served() {
+        let (_dir, cache, d) =
+            cache_with(&[(b"aaaa", 10), (b"bbbb", 20), (b"cccc", 30), (b"dddd", 40)]);
+        assert_eq!(cache.usage.bytes(), 16);
+        // The oldest blob is being served: it must survive.
+        let guard = ServingGuard::new(&cache.usage, &d[0]);
+        let done = cache.evict_to(8).unwrap();
+        assert_eq!(done, Eviction { blobs: 2, bytes: 8 });
+        assert_eq!(cache.usage.bytes(), 8);
+        assert!(
+            cache.blob_size(&d[0]).unwrap().is_some(),
+            "a blob in use was evicted"
+        );
+        assert!(cache.blob_size(&d[1]).unwrap().is_none());
+        assert!(cache.blob_size(&d[2]).unwrap().is_none());
+        assert!(cache.blob_size(&d[3]).unwrap().is_some());
+        assert!(!cache.storage.blobs.path(&d[1]).exists());
+        // Released, it is the least recently used and goes next.
+        drop(guard);
+        assert_eq!(cache.evict_to(4).unwrap(), Eviction { blobs: 1, bytes: 4 });
+        assert!(cache.blob_size(&d[0]).unwrap().is_none());
+        assert_eq!(cache.metrics().evictions.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn nothing_to_do_under_budget() {
+        let (_dir, cache, _) = cache_with(&[(b"aaaa", 10)]);
+        assert_eq!(cache.evict_to(100).unwrap(), Eviction::default());
+    }
+}

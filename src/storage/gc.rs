@@ -1,0 +1,133 @@
+//! Offline garbage collection: removes blobs that no stored manifest references, and
+//! leftovers in `tmp/`. It needs the index to itself (sled's lock guarantees that no berth is
+//! serving from the same data directory meanwhile).
+//!
+//! What counts as referenced is decided by the caller's `references` function, so this layer
+//! stays ignorant of manifest formats.
+
+use std::collections::HashSet;
+
+use super::index::BlobRecord;
+use super::{Storage, StorageError};
+use crate::registry::name::Digest;
+
+/// Manifests are small; anything larger is not read as one.
+const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub manifests: usize,
+    pub blobs_kept: usize,
+    pub blobs_removed: usize,
+    pub bytes_removed: u64,
+    pub temp_files_removed: usize,
+}
+
+/// `sniff` says whether a body is a manifest (its media type); `references` lists the
+/// digests a manifest body points at.
+pub fn collect(
+    storage: &Storage,
+    sniff: impl Fn(&[u8]) -> Option<String>,
+    references: impl Fn(&[u8]) -> Vec<Digest>,
+) -> Result<GcReport, StorageError> {
+    let mut report = GcReport {
+        temp_files_removed: storage.blobs.sweep_tmp()?,
+        ..GcReport::default()
+    };
+    let entries: Vec<(Digest, BlobRecord)> = storage.index.blobs().collect::<Result<_, _>>()?;
+    let mut referenced = HashSet::new();
+    let mut manifests = HashSet::new();
+    for (digest, record) in &entries {
+        let is_manifest_sized = record.size <= MAX_MANIFEST_BYTES;
+        if record.media_type.is_none() && !is_manifest_sized {
+            continue;
+        }
+        let Some(body) = storage.blobs.read_small(digest, MAX_MANIFEST_BYTES)? else {
+            continue;
+        };
+        let media_type = record.media_type.clone().or_else(|| sniff(&body));
+        if let Some(media_type) = media_type {
+            if record.media_type.is_none() {
+                let mut fixed = record.clone();
+                fixed.media_type = Some(media_type);
+                storage.index.put_blob(digest, &fixed)?;
+            }
+            manifests.insert(digest.clone());
+            referenced.extend(references(&body));
+        }
+    }
+    report.manifests = manifests.len();
+    for (digest, record) in entries {
+        if manifests.contains(&digest) || referenced.contains(&digest) {
+            report.blobs_kept += 1;
+            continue;
+        }
+        storage.index.remove_blob(&digest)?;
+        storage.blobs.remove(&digest)?;
+        report.blobs_removed += 1;
+        report.bytes_removed += record.size;
+    }
+    storage.index.flush()?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::media;
+
+    #[test]
+    fn removes_only_what_no_manifest_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let put = |data: &[u8], media_type: Option<&str>| {
+            let digest = Digest::of(data);
+            storage.blobs.write_verified(&digest, data).unwrap();
+            storage
+                .index
+                .put_blob(
+                    &digest,
+                    &BlobRecord::new(data.len() as u64, media_type.map(str::to_owned)),
+                )
+                .unwrap();
+            digest
+        };
+        let layer = put(b"layer", None);
+        let config = put(b"{}", None);
+        let orphan = put(b"orphan", None);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"digest":"{config}"}},"layers":[{{"digest":"{layer}"}}]}}"#,
+            media::OCI_MANIFEST
+        );
+        // Indexed without a media type, as recovery leaves manifests: sniffed.
+        let manifest = put(manifest.as_bytes(), None);
+        std::fs::write(dir.path().join("tmp/blob-x"), b"partial").unwrap();
+
+        let report = collect(&storage, media::sniff_manifest, media::references).unwrap();
+        assert_eq!(
+            report,
+            GcReport {
+                manifests: 1,
+                blobs_kept: 3,
+                blobs_removed: 1,
+                bytes_removed: 6,
+                temp_files_removed: 1,
+            }
+        );
+        assert!(storage.index.blob(&orphan).unwrap().is_none());
+        assert!(!storage.blobs.path(&orphan).exists());
+        for kept in [&layer, &config, &manifest] {
+            assert!(storage.index.blob(kept).unwrap().is_some());
+        }
+        assert_eq!(
+            storage
+                .index
+                .blob(&manifest)
+                .unwrap()
+                .unwrap()
+                .media_type
+                .as_deref(),
+            Some(media::OCI_MANIFEST)
+        );
+    }
+}
