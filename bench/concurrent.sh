@@ -6,17 +6,19 @@
 # 1. A plain Distribution registry ("upstream") gets library/bigimg:v1 (one LAYER_MIB MiB random
 #    layer + config) from seed.py.
 # 2. berth and a Distribution proxy start with empty caches (both mirror that upstream).
-# 3. For each mirror in turn (ORDER, default "berth distribution"): CLIENTS background
+# 3. For each mirror in turn (ORDER, default "berth distribution direct"; "direct" pulls from the
+#    upstream itself, a baseline for what the clients alone cost): CLIENTS background
 #    `skopeo copy --src-tls-verify=false docker://127.0.0.1:PORT/library/bigimg:v1 dir:...`
 #    jobs are started back to back, then waited for; the batch wall time runs from before the
 #    first start to after the last exit. While the batch runs, the mirror's RssAnon/RssFile
-#    are sampled every 0.1 s.
+#    are sampled every 0.1 s; the CPU time (utime+stime) of the mirror and of the upstream
+#    over the batch is read from /proc/PID/stat.
 # 4. After the batch: the upstream log is allowed to settle (no growth for 2 s), every
 #    destination's layer and config are checked with sha256sum and deleted right away.
 # 5. Upstream requests are counted from the upstream's access log, using only the lines written
 #    during that mirror's phase AND the mirror's User-Agent (berth/..., Go-http-client/...).
 #
-# Usage: bench/concurrent.sh   (env: LAYER_MIB=300 CLIENTS=8 ORDER="berth distribution"
+# Usage: bench/concurrent.sh   (env: LAYER_MIB=300 CLIENTS=8 ORDER="berth distribution direct"
 #                               BERTH_NO_BUILD=1 BENCH_KEEP=1)
 # Output: tables on stdout and in bench/out/concurrent.txt; per-client times in
 # bench/out/concurrent-times.csv; upstream log / berth log copies in bench/out/.
@@ -25,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAYER_MIB=${LAYER_MIB:-300}
 CLIENTS=${CLIENTS:-8}
-ORDER=${ORDER:-"berth distribution"}
+ORDER=${ORDER:-"berth distribution direct"}
 REPO=library/bigimg
 TAG=v1
 # shellcheck disable=SC2206
@@ -44,7 +46,7 @@ build_berth
 wait_quiet
 
 start_registry upstream
-UP_URL=$REG_URL UP_LOG=$REG_LOG
+UP_URL=$REG_URL UP_LOG=$REG_LOG UP_PORT=$REG_PORT UP_PID=$REG_PID
 seed "$UP_URL" "$REPO" "$TAG" "$WORK/seed.json" "$LAYER_MIB"
 read -r LAYER_DIGEST LAYER_SIZE CONFIG_DIGEST < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["layers"][0]["digest"], d["layers"][0]["size"], d["config"]["digest"])' "$WORK/seed.json")
 LAYER_HEX=${LAYER_DIGEST#sha256:}
@@ -54,8 +56,8 @@ start_berth berth "$UP_URL"
 start_registry distproxy "$UP_URL"
 DIST_PORT=$REG_PORT DIST_PID=$REG_PID DIST_ROOT=$REG_ROOT
 
-declare -A PORT=([berth]=$BERTH_PORT [distribution]=$DIST_PORT)
-declare -A PID=([berth]=$BERTH_PID [distribution]=$DIST_PID)
+declare -A PORT=([berth]=$BERTH_PORT [distribution]=$DIST_PORT [direct]=$UP_PORT)
+declare -A PID=([berth]=$BERTH_PID [distribution]=$DIST_PID [direct]=$UP_PID)
 declare -A CACHE_FILE=(
     [berth]="$BERTH_DATA/blobs/sha256/${LAYER_HEX:0:2}/$LAYER_HEX"
     [distribution]="$DIST_ROOT/docker/registry/v2/blobs/sha256/${LAYER_HEX:0:2}/$LAYER_HEX/data"
@@ -64,7 +66,7 @@ declare -A CACHE_FILE=(
 CSV="$OUT_DIR/concurrent-times.csv"
 echo "mirror,client,exit,start_offset_s,seconds" >"$CSV"
 
-declare -A WALL FAILED BAD CLIENT_STATS HWM MAX_ANON MAX_FILE LINES_FROM LINES_TO CACHED METRICS_BEFORE METRICS_AFTER
+declare -A WALL FAILED BAD CLIENT_STATS HWM MAX_ANON MAX_FILE LINES_FROM LINES_TO CACHED METRICS_BEFORE METRICS_AFTER CPU UPCPU
 
 # sampler PID OUTFILE STOPFILE: one "RssAnon RssFile" line (KiB) every 0.1 s until STOPFILE
 # exists (at most 20 min).
@@ -90,7 +92,9 @@ run_batch() { # MIRROR
     BENCH_JOBS+=("$spid")
 
     log "$m: starting $CLIENTS concurrent cold pulls of $REPO:$TAG"
-    local t0 t1 i jpids=()
+    local t0 t1 i c0 u0 jpids=()
+    c0=$(cpu_ticks "$pid")
+    u0=$(cpu_ticks "$UP_PID")
     t0=$(now)
     for i in $(seq 1 "$CLIENTS"); do
         (
@@ -107,6 +111,8 @@ run_batch() { # MIRROR
     local p
     for p in "${jpids[@]}"; do wait "$p" || true; done
     t1=$(now)
+    CPU[$m]=$(cpu_secs "$c0" "$(cpu_ticks "$pid")")
+    UPCPU[$m]=$(cpu_secs "$u0" "$(cpu_ticks "$UP_PID")")
     touch "$bdir/rss.stop"
     wait "$spid" || true
     WALL[$m]=$(elapsed "$t0" "$t1")
@@ -132,15 +138,19 @@ run_batch() { # MIRROR
     CLIENT_STATS[$m]=$(python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{min(v):.2f} / {statistics.median(v):.2f} / {max(v):.2f}")' $times)
 
     HWM[$m]=$(peak_rss_kib "$pid")
-    read -r MAX_ANON["$m"] MAX_FILE["$m"] < <(awk 'NF == 2 { if ($1 > a) a = $1; if ($2 > f) f = $2 } END { print a + 0, f + 0 }' "$bdir/rss.samples")
+    read -r "MAX_ANON[$m]" "MAX_FILE[$m]" < <(awk 'NF == 2 { if ($1 > a) a = $1; if ($2 > f) f = $2 } END { print a + 0, f + 0 }' "$bdir/rss.samples")
 
     # Let the mirror finish any background fill and the upstream finish logging.
-    local f=${CACHE_FILE[$m]}
-    for _ in $(seq 1 300); do
-        [[ -f $f && $(stat -c %s "$f") == "$LAYER_SIZE" ]] && break
-        sleep 0.1
-    done
-    if [[ -f $f && $(stat -c %s "$f") == "$LAYER_SIZE" ]]; then CACHED[$m]=yes; else CACHED[$m]=no; fi
+    local f=${CACHE_FILE[$m]:-}
+    if [[ -z $f ]]; then
+        CACHED[$m]=n/a
+    else
+        for _ in $(seq 1 300); do
+            [[ -f $f && $(stat -c %s "$f") == "$LAYER_SIZE" ]] && break
+            sleep 0.1
+        done
+        if [[ -f $f && $(stat -c %s "$f") == "$LAYER_SIZE" ]]; then CACHED[$m]=yes; else CACHED[$m]=no; fi
+    fi
     settle_log "$UP_LOG" 60
     LINES_TO[$m]=$(log_lines "$UP_LOG")
     if [[ $m == berth ]]; then METRICS_AFTER[$m]=$(curl -s --max-time 5 "$BERTH_URL/metrics"); fi
@@ -185,13 +195,17 @@ mib() { echo $(($1 / 1024)); }
     echo "# batch wall = from before the first skopeo start to after the last exit; mirrors run one after the other: ${ORDER_ARR[*]}"
     load_note
     echo
-    printf '%-13s %14s %26s %8s %10s %12s\n' mirror "batch wall (s)" "client min / med / max (s)" failed "bad blobs" "cache filled"
+    printf '%-13s %14s %26s %8s %10s %12s %12s %14s\n' mirror "batch wall (s)" "client min / med / max (s)" failed "bad blobs" "cache filled" "CPU s (srv)" "upstream CPU s"
     for m in "${ORDER_ARR[@]}"; do
-        printf '%-13s %14s %26s %8s %10s %12s\n' "$m" "${WALL[$m]}" "${CLIENT_STATS[$m]}" "${FAILED[$m]}/$CLIENTS" "${BAD[$m]}" "${CACHED[$m]}"
+        printf '%-13s %14s %26s %8s %10s %12s %12s %14s\n' "$m" "${WALL[$m]}" "${CLIENT_STATS[$m]}" "${FAILED[$m]}/$CLIENTS" "${BAD[$m]}" "${CACHED[$m]}" "${CPU[$m]}" "${UPCPU[$m]}"
     done
+    echo "(CPU s = utime+stime during the batch of the mirror process (for direct: the upstream) and of the upstream)"
+    echo
     if [[ -n ${WALL[berth]:-} && -n ${WALL[distribution]:-} ]]; then
-        echo
         echo "ratio berth/distribution (batch wall time): $(ratio "${WALL[berth]}" "${WALL[distribution]}")   (< 1 means berth is faster)"
+    fi
+    if [[ -n ${WALL[berth]:-} && -n ${WALL[direct]:-} ]]; then
+        echo "ratio berth/direct       (batch wall time): $(ratio "${WALL[berth]}" "${WALL[direct]}")   (direct = the same 8 clients pulling from the upstream itself)"
     fi
     echo
     echo "Upstream requests during each mirror's phase, by that mirror's User-Agent (upstream access log)"
@@ -199,7 +213,7 @@ mib() { echo $(($1 / 1024)); }
 import json, sys
 seed = json.load(open(sys.argv[1]))
 layer, config = seed["layers"][0], seed["config"]
-ua = {"berth": "berth", "distribution": "distribution"}
+ua = {"berth": "berth", "distribution": "distribution", "direct": "direct"}
 print(f"{'mirror':<13} {'layer GETs':>10} {'layer MiB sent':>14} {'config GETs':>11}   other requests")
 for m in sys.argv[3:]:
     d = json.load(open(f"{sys.argv[2]}/upstream-{m}.json"))
@@ -217,6 +231,7 @@ EOF
     echo "Peak memory of each mirror process"
     printf '%-13s %12s %18s %18s\n' mirror "VmHWM (MiB)" "max RssAnon (MiB)" "max RssFile (MiB)"
     for m in "${ORDER_ARR[@]}"; do
+        [[ $m == direct ]] && continue
         printf '%-13s %12s %18s %18s\n' "$m" "$(mib "${HWM[$m]}")" "$(mib "${MAX_ANON[$m]}")" "$(mib "${MAX_FILE[$m]}")"
     done
     echo "(VmHWM = peak RSS over the process lifetime, read after the batch; RssAnon/RssFile sampled every 0.1 s during it."

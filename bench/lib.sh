@@ -134,8 +134,9 @@ build_berth() {
 # start_registry NAME [PROXY_REMOTE_URL]
 #   Runs Distribution (docker-registry) with its own storage dir under $WORK/NAME.
 #   Sets REG_PORT, REG_PID, REG_URL, REG_LOG, REG_ROOT.
-#   REG_QUIET=1 (environment, per call): log level warn and no access log -- Distribution
-#   otherwise writes two log lines per request, which costs it CPU under a request flood.
+#   Environment, per call: REG_LOG_LEVEL (default info) and REG_ACCESS_LOG=0 (no access log).
+#   Distribution writes two lines per request by default (an info-level "response completed"
+#   and an access-log line), which costs it CPU under a request flood.
 start_registry() {
     local name=$1 remote=${2:-}
     local dir="$WORK/$name"
@@ -146,12 +147,10 @@ start_registry() {
     {
         echo "version: 0.1"
         echo "log:"
-        if [[ "${REG_QUIET:-0}" == 1 ]]; then
-            echo "  level: warn"
+        echo "  level: ${REG_LOG_LEVEL:-info}"
+        if [[ "${REG_ACCESS_LOG:-1}" == 0 ]]; then
             echo "  accesslog:"
             echo "    disabled: true"
-        else
-            echo "  level: info"
         fi
         echo "  formatter: text"
         echo "storage:"
@@ -333,3 +332,8 @@ settle_log() {
     done
     log "WARNING: $file still growing after ${max}s"
 }
+
+# cpu_ticks PID: utime + stime of PID so far, in clock ticks (getconf CLK_TCK per second).
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# cpu_secs TICKS_BEFORE TICKS_AFTER: the difference in seconds.
+cpu_secs() { python3 -c 'import os,sys; t=os.sysconf("SC_CLK_TCK"); print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / t:.1f}")' "$1" "$2"; }

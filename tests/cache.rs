@@ -343,3 +343,147 @@ async fn cache_gc_removes_unreferenced_blobs_only() {
         assert_eq!(response.status(), status, "{path}");
     }
 }
+
+/// A mounted tmpfs of a fixed size, unmounted on drop (the tests run as root, as CI does).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk { path, _dir: dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_fill_cleanly_and_the_cache_stays_usable() {
+    let upstream = FaultyUpstream::start();
+    let big = random_bytes(21, 24 * 1024 * 1024);
+    let big_digest = upstream.put_blob(&big);
+    let small = random_bytes(22, 64 * 1024);
+    let small_digest = upstream.put_blob(&small);
+    let disk = SmallDisk::mount("12m");
+    let berth = Berth::start_in(
+        &config_for(&upstream.url(), "5m", ""),
+        &disk.path.join("data"),
+    );
+    let client = reqwest::Client::new();
+
+    let response = client
+        .get(format!("{}/v2/library/x/blobs/{big_digest}", berth.url))
+        .send()
+        .await
+        .unwrap();
+    let outcome = match response.status().as_u16() {
+        200 => response.bytes().await.map(|b| b.len()),
+        status => Ok(status as usize),
+    };
+    assert!(
+        !matches!(outcome, Ok(len) if len == big.len()),
+        "a blob larger than the disk was served complete"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(berth.blob_files().is_empty(), "a partial blob was kept");
+    assert_eq!(
+        berth.temp_files(),
+        0,
+        "the temp file of the failed fill was left"
+    );
+    assert_eq!(berth.metric("berth_blob_fills_failed_total").await, 1);
+    assert!(
+        berth.log().contains("No space left on device"),
+        "{}",
+        berth.log()
+    );
+
+    // Space is back; the cache works and the big blob is simply unknown to it.
+    let got = client
+        .get(format!("{}/v2/library/x/blobs/{small_digest}", berth.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, small);
+    assert_eq!(berth.blob_files().len(), 1);
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_while_streaming_big_blobs_to_many_clients() {
+    let upstream = FaultyUpstream::start();
+    let blob = random_bytes(31, 64 * 1024 * 1024);
+    let digest = upstream.put_blob(&blob);
+    drop(blob);
+    let berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let baseline = berth.rss_anon_kib();
+    let url = format!("{}/v2/library/x/blobs/{digest}", berth.url);
+    let client = reqwest::Client::new();
+    let sampling = {
+        let pid = berth.pid();
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            for _ in 0..600 {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let anon = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("RssAnon:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                peak = peak.max(anon);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        })
+    };
+    // 6 clients cold (one fill, read along), then 6 warm (memory-mapped).
+    for _round in 0..2 {
+        let downloads = (0..6).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                use sha2::Digest as _;
+                let mut response = client.get(&url).send().await.unwrap();
+                let mut hasher = sha2::Sha256::new();
+                while let Some(chunk) = response.chunk().await.unwrap() {
+                    hasher.update(&chunk);
+                }
+                format!("sha256:{}", hex::encode(hasher.finalize()))
+            })
+        });
+        for got in futures_util::future::join_all(downloads).await {
+            assert_eq!(got.unwrap(), digest);
+        }
+    }
+    sampling.abort();
+    let peak = berth.rss_anon_kib().max(baseline);
+    let sampled = sampling.await.unwrap_or(peak);
+    let peak = sampled.max(peak);
+    // 12 transfers of 64 MiB; the heap may hold a few buffers, never a blob.
+    assert!(
+        peak < baseline + 40 * 1024,
+        "anonymous memory peaked at {peak} KiB (baseline {baseline} KiB)"
+    );
+}
