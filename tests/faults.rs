@@ -40,11 +40,13 @@ async fn corrupt_or_cut_blobs_are_never_served_or_kept() {
     let berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
     let url = format!("{}/v2/library/x/blobs/{digest}", berth.url);
 
-    for mode in [
+    let modes = [
         Mode::FlipByte,
         Mode::Truncate(1024 * 1024),
         Mode::Truncate(0),
-    ] {
+        Mode::ShortBody(blob.len() - 1),
+    ];
+    for mode in modes.clone() {
         upstream.set_mode(mode.clone());
         match fetch(&url).await {
             Err(_) => {}
@@ -64,7 +66,10 @@ async fn corrupt_or_cut_blobs_are_never_served_or_kept() {
         );
         assert_eq!(berth.temp_files(), 0, "{mode:?}: a temp file was left");
     }
-    assert_eq!(berth.metric("berth_blob_fills_failed_total").await, 3);
+    assert_eq!(
+        berth.metric("berth_blob_fills_failed_total").await,
+        modes.len() as u64
+    );
 
     // The next request retries cleanly, and then it is cached.
     upstream.set_mode(Mode::Normal);
@@ -271,4 +276,55 @@ async fn tag_list_pagination_links_point_back_at_berth() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_does_not_abort_the_fill() {
+    let upstream = FaultyUpstream::start();
+    let blob = random_bytes(77, 2 * 1024 * 1024);
+    let digest = upstream.put_blob(&blob);
+    upstream.set_mode(Mode::Slow(Duration::from_millis(10)));
+    let berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let url = format!("{}/v2/library/x/blobs/{digest}", berth.url);
+    let mut response = reqwest::get(&url).await.unwrap();
+    assert!(response.chunk().await.unwrap().is_some());
+    drop(response);
+    // The fill finishes on its own and is cached: the next request is a hit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while berth.blob_files().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        berth.blob_files().len(),
+        1,
+        "the fill stopped with its client"
+    );
+    let (_, body) = fetch(&url).await.unwrap();
+    assert_eq!(body, blob);
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_times_out_and_nothing_is_kept() {
+    let upstream = FaultyUpstream::start();
+    let blob = random_bytes(78, 512 * 1024);
+    let digest = upstream.put_blob(&blob);
+    upstream.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    let config = config_for(&upstream.url(), "5m", "")
+        .replace("read_timeout = \"5s\"", "read_timeout = \"500ms\"");
+    let berth = Berth::start(&config);
+    let started = Instant::now();
+    let result = fetch(&format!("{}/v2/library/x/blobs/{digest}", berth.url)).await;
+    assert!(
+        !matches!(&result, Ok((200, body)) if *body == blob),
+        "served despite the stall"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(berth.blob_files().is_empty());
+    assert_eq!(berth.temp_files(), 0);
 }

@@ -23,6 +23,8 @@ pub enum Mode {
     Truncate(usize),
     /// Send the blob in 64 KiB chunks with this pause between them; pause before manifests.
     Slow(Duration),
+    /// Send only the first this many bytes, and declare just that length.
+    ShortBody(usize),
     /// Answer every request with this status (and `Retry-After: 7` for 429).
     Status(u16),
 }
@@ -251,6 +253,7 @@ async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
                 });
             HttpResponse::Ok().body(SizedStream::new(size, stream))
         }
+        Mode::ShortBody(len) => HttpResponse::Ok().body(data[..len.min(data.len())].to_vec()),
         Mode::Normal | Mode::Status(_) => HttpResponse::Ok().body(data),
     }
 }
