@@ -279,23 +279,59 @@ skopeo_pull() {
     }
 }
 
-# wait_quiet: the benchmarks share the machine; wait (bounded by BENCH_QUIET_WAIT seconds,
-# default 180) while compilers (rustc, cc1, ld) run elsewhere, then record the load average.
+# busy_procs: comma-separated pids of compiler/cargo processes running elsewhere (empty if none).
+BENCH_BUSY_RE='rustc|cargo|cc1|cc1plus|ld|ld.lld|mold'
+busy_procs() { pgrep -x -d, "$BENCH_BUSY_RE" || true; }
+
+# wait_quiet [LIMIT_S]: the benchmarks share the machine; wait (bounded by LIMIT_S, default
+# BENCH_QUIET_WAIT or 180 seconds) until no compiler or cargo process (rustc, cargo, cc1, ld, ...)
+# has run elsewhere for 3 s in a row, then record the load average.
 wait_quiet() {
-    local limit=${BENCH_QUIET_WAIT:-180} i busy=""
+    local limit=${1:-${BENCH_QUIET_WAIT:-180}} i busy="" quiet=0 said=0
     for i in $(seq 1 "$limit"); do
-        busy=""
-        local n
-        for n in rustc cc1 cc1plus ld ld.lld mold; do
-            busy+=$(pgrep -x -d, "$n" | tr '\n' ',' || true)
-        done
-        busy=${busy%,}
-        [[ -z $busy ]] && break
-        [[ $i == 1 ]] && log "waiting up to ${limit}s for other compiler processes ($busy) to finish"
+        busy=$(busy_procs)
+        if [[ -z $busy ]]; then
+            quiet=$((quiet + 1))
+            [[ $quiet -ge 3 ]] && break
+        else
+            quiet=0
+            [[ $said == 0 ]] && log "waiting up to ${limit}s for other compiler/cargo processes ($busy) to finish"
+            said=1
+        fi
         sleep 1
     done
-    [[ -n $busy ]] && log "WARNING: still busy ($busy); numbers may be disturbed"
+    if [[ -n $busy ]]; then log "WARNING: still busy ($busy); numbers may be disturbed"; fi
     BENCH_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+}
+
+# busy_watch OUTFILE STOPFILE: once a second (at most 30 min) append the busy_procs list to
+# OUTFILE until STOPFILE exists; shows whether compilers ran during a measurement.
+busy_watch() {
+    local out=$1 stop=$2 i b
+    for i in $(seq 1 1800); do
+        [[ -e $stop ]] && break
+        b=$(busy_procs)
+        [[ -n $b ]] && echo "$b" >>"$out"
+        sleep 1
+    done
+    return 0
+}
+
+# busy_summary OUTFILE: "none" or "yes (N samples)" from a busy_watch file.
+busy_summary() {
+    if [[ -s $1 ]]; then echo "yes ($(wc -l <"$1") s)"; else echo none; fi
+}
+
+# stop_pid PID: SIGTERM one process we started, wait up to 5 s, then SIGKILL it.
+stop_pid() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 # load_note: one line on the machine's state during the run, for the report.

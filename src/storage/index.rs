@@ -60,6 +60,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+const INDEX_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Served blobs are re-stamped at most this often, to keep hits from writing the index.
 const TOUCH_GRANULARITY_MS: u64 = 1000;
 
@@ -150,6 +152,9 @@ impl Index {
     pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
         let db = sled::Config::new()
             .path(path)
+            // sled's default page cache is 1 GiB; the index is small and its hot part is in
+            // moka already.
+            .cache_capacity(INDEX_CACHE_BYTES)
             .flush_every_ms(Some(500))
             .open()?;
         Ok(Index {
