@@ -38,6 +38,77 @@ pub struct Settings {
     pub log: LogSettings,
     pub mirror: MirrorSettings,
     pub upstreams: Vec<UpstreamSettings>,
+    /// berth's own token service; without it berth is an open, anonymous, read-only mirror.
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
+    /// Private projects: repositories whose first component is a project name are berth's
+    /// own, and accept pushes. Require `[auth]`.
+    #[serde(default)]
+    pub projects: Vec<ProjectSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The token audience (`service`), as clients and other registries name berth.
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// The token issuer (`iss`).
+    #[serde(default = "default_service")]
+    pub issuer: String,
+    /// PEM private key that signs tokens: EC P-256 (PKCS#8 or SEC1) or RSA.
+    pub signing_key: PathBuf,
+    /// Optional PEM certificate of that key, sent as `x5c` so other registries can verify.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// htpasswd file with bcrypt hashes (`htpasswd -B`); re-read when it changes.
+    #[serde(default)]
+    pub htpasswd: Option<PathBuf>,
+    /// Anonymous pull of the mirror namespace and public projects.
+    #[serde(default = "default_true")]
+    pub anonymous_pull: bool,
+    /// Users with every right on every project.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    #[serde(with = "humantime_serde", default = "default_token_ttl")]
+    pub token_ttl: Duration,
+    #[serde(with = "humantime_serde", default = "default_refresh_ttl")]
+    pub refresh_token_ttl: Duration,
+}
+
+fn default_service() -> String {
+    "berth".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_refresh_ttl() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// pull
+    Guest,
+    /// pull, push
+    Developer,
+    /// pull, push, delete
+    Maintainer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    pub name: String,
+    /// Anyone may pull (anonymously too, with `auth.anonymous_pull`).
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub members: std::collections::BTreeMap<String, Role>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +123,13 @@ pub struct MirrorSettings {
 pub struct ServerSettings {
     pub listen: String,
     pub workers: usize,
+    /// The URL clients reach berth at (`https://registry.example`), when a proxy is in front.
+    /// Used for the token realm and `Location` headers; without it, `Location`s are relative.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Proxies (CIDRs) whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +324,42 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
+        if !self.projects.is_empty() && self.auth.is_none() {
+            return Err(ConfigError::Invalid(
+                "[[projects]] need an [auth] section: pushes must be authenticated".into(),
+            ));
+        }
+        let mut project_names = std::collections::HashSet::new();
+        for project in &self.projects {
+            let valid = !project.name.is_empty()
+                && !project.name.contains('/')
+                && project
+                    .name
+                    .parse::<crate::registry::name::RepoName>()
+                    .is_ok();
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "project name {:?} must be one repository name component",
+                    project.name
+                )));
+            }
+            if !project_names.insert(project.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "project {:?} is declared twice",
+                    project.name
+                )));
+            }
+            if self.upstreams.iter().any(|u| u.name == project.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "project {:?} has the name of an upstream",
+                    project.name
+                )));
+            }
+        }
+        if let Some(url) = &self.server.external_url {
+            url::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("server.external_url {url:?}: {e}")))?;
+        }
         if !(1..=100).contains(&self.storage.low_water_percent) {
             return Err(ConfigError::Invalid(
                 "storage.low_water_percent must be between 1 and 100".into(),
@@ -333,6 +447,36 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"));
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn auth_and_projects() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[auth]\nsigning_key = \"k.pem\"\nadmins = [\"root\"]\n[[projects]]\nname = \"team\"\nmembers = {{ alice = \"developer\", bob = \"guest\" }}"
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(f.path()), no_env()).unwrap();
+        let auth = s.auth.unwrap();
+        assert_eq!(auth.service, "berth");
+        assert!(auth.anonymous_pull);
+        assert_eq!(auth.token_ttl, Duration::from_secs(300));
+        assert_eq!(s.projects[0].members["alice"], Role::Developer);
+        assert!(!s.projects[0].public);
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[[projects]]\nname = \"team\"").unwrap();
+        let err = Settings::load_with_env(Some(f.path()), no_env()).unwrap_err();
+        assert!(err.to_string().contains("[auth]"), "{err}");
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[auth]\nsigning_key = \"k\"\n[[projects]]\nname = \"Team/x\""
+        )
+        .unwrap();
+        assert!(Settings::load_with_env(Some(f.path()), no_env()).is_err());
     }
 
     #[test]
