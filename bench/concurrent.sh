@@ -217,7 +217,7 @@ mib() { echo $(($1 / 1024)); }
     echo "# $CLIENTS concurrent skopeo copy docker://... dir:..., image $REPO:$TAG = one ${LAYER_MIB} MiB layer + config; empty mirror caches"
     echo "# berth=$BERTH_BIN_INFO"
     echo "# batch wall = from before the first skopeo start to after the last exit; one batch at a time, $ROUNDS round(s), fresh mirrors every round"
-    echo "# load average at start: $LOAD_FIRST, at end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs (8 skopeo clients + mirror + upstream share them)"
+    echo "# load average at start: $LOAD_FIRST, at end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs ($CLIENTS skopeo clients + mirror + upstream share them)"
     echo
     printf '%-5s %-13s %10s %26s %7s %5s %7s %8s %8s %10s\n' round target "wall (s)" "client min / med / max (s)" failed "bad" "cached" "CPU s" "up CPU s" "compilers"
     for k in "${BATCHES[@]}"; do

@@ -280,8 +280,9 @@ skopeo_pull() {
 }
 
 # busy_procs: comma-separated pids of compiler/cargo processes running elsewhere (empty if none).
-BENCH_BUSY_RE='rustc|cargo|cc1|cc1plus|ld|ld.lld|mold'
-busy_procs() { pgrep -x -d, "$BENCH_BUSY_RE" || true; }
+busy_procs() {
+    ps -eo pid=,comm= | awk '$2 ~ /^(rustc|cargo|cc1|cc1plus|ld|ld\.lld|mold)$/ { print $1 }' | paste -sd, -
+}
 
 # wait_quiet [LIMIT_S]: the benchmarks share the machine; wait (bounded by LIMIT_S, default
 # BENCH_QUIET_WAIT or 180 seconds) until no compiler or cargo process (rustc, cargo, cc1, ld, ...)

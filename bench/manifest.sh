@@ -34,6 +34,7 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 ORDER=${ORDER:-"berth distribution"}
 DIST_QUIET=${DIST_QUIET:-1}
+RUN_QUIET_WAIT=${RUN_QUIET_WAIT:-120}
 LAYER_MIB=${LAYER_MIB:-1}
 REPO=library/mfimg
 TAG=v1
@@ -45,6 +46,7 @@ check_tools
 need wrk wrk
 build_berth
 wait_quiet
+LOAD_FIRST=$BENCH_LOAD_START
 
 REG_LOG_LEVEL=warn start_registry upstream
 UP_URL=$REG_URL UP_LOG=$REG_LOG UP_PID=$REG_PID
@@ -84,14 +86,19 @@ for t in "${ORDER_ARR[@]}"; do
 done
 MANIFEST_SIZE=$(stat -c %s "$WORK/check.body")
 
-declare -A RPS REQS NON2XX SOCKERR P50 P99 LMAX LINES_FROM LINES_TO CPU UPCPU BYTES_PER_REQ MET_BEFORE MET_AFTER
+declare -A RPS REQS NON2XX SOCKERR P50 P99 LMAX LINES_FROM LINES_TO CPU UPCPU BYTES_PER_REQ MET_BEFORE MET_AFTER BUSY LOADS
 for t in "${ORDER_ARR[@]}"; do
+    wait_quiet "$RUN_QUIET_WAIT"
     settle_log "$UP_LOG" 10
     LINES_FROM[$t]=$(log_lines "$UP_LOG")
     if [[ $t == berth ]]; then MET_BEFORE[$t]=$(curl -s --max-time 5 "$BERTH_URL/metrics"); fi
     c0=$(cpu_ticks "${PID[$t]}")
     u0=$(cpu_ticks "$UP_PID")
     log "$t: wrk -t$THREADS -c$CONNS -d${DURATION}s"
+    rm -f "$WORK/busy-$t" "$WORK/stop-$t"
+    busy_watch "$WORK/busy-$t" "$WORK/stop-$t" &
+    BENCH_JOBS+=("$!")
+    bw=$!
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -H "Accept: $ACCEPT" \
         "${BASE[$t]}/v2/$REPO/manifests/$TAG" >"$WORK/wrk-$t.txt" 2>&1 || {
         cat "$WORK/wrk-$t.txt" >&2
@@ -99,6 +106,10 @@ for t in "${ORDER_ARR[@]}"; do
     }
     c1=$(cpu_ticks "${PID[$t]}")
     u1=$(cpu_ticks "$UP_PID")
+    touch "$WORK/stop-$t"
+    wait "$bw" || true
+    BUSY[$t]=$(busy_summary "$WORK/busy-$t")
+    LOADS[$t]="$BENCH_LOAD_START -> $(cut -d' ' -f1-3 /proc/loadavg)"
     CPU[$t]=$(cpu_secs "$c0" "$c1")
     UPCPU[$t]=$(cpu_secs "$u0" "$u1")
     settle_log "$UP_LOG" 30
@@ -138,14 +149,16 @@ cp "$BERTH_LOG" "$OUT_DIR/manifest-berth.log"
     echo "# Distribution proxy: $([[ $DIST_QUIET == 1 ]] && echo 'log level warn, access log off' || echo 'default logging (info + access log)'); upstream: level warn + access log"
     echo "# wrk ($THREADS threads), the mirror and the upstream share this machine's $(nproc) CPUs: the load generator takes"
     echo "# a large part of them, so these are requests/s on this box, not either server's capacity."
-    load_note
+    echo "# load average at start: $LOAD_FIRST, at end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
     echo
-    printf '%-13s %11s %9s %8s %8s %9s %9s %9s %10s %12s\n' target "requests/s" requests non-2xx "sock err" "p50" "p99" "max" "bytes/resp" "CPU s (srv)"
+    printf '%-13s %11s %9s %8s %8s %9s %9s %9s %10s %12s %10s\n' target "requests/s" requests non-2xx "sock err" "p50" "p99" "max" "bytes/resp" "CPU s (srv)" compilers
     for t in "${ORDER_ARR[@]}"; do
-        printf '%-13s %11s %9s %8s %8s %9s %9s %9s %10s %12s\n' "$t" "${RPS[$t]}" "${REQS[$t]}" "${NON2XX[$t]}" "${SOCKERR[$t]}" \
-            "${P50[$t]}" "${P99[$t]}" "${LMAX[$t]}" "${BYTES_PER_REQ[$t]}" "${CPU[$t]}"
+        printf '%-13s %11s %9s %8s %8s %9s %9s %9s %10s %12s %10s\n' "$t" "${RPS[$t]}" "${REQS[$t]}" "${NON2XX[$t]}" "${SOCKERR[$t]}" \
+            "${P50[$t]}" "${P99[$t]}" "${LMAX[$t]}" "${BYTES_PER_REQ[$t]}" "${CPU[$t]}" "${BUSY[$t]}"
     done
-    echo "(bytes/resp = wrk's bytes read / requests, headers included; CPU s = utime+stime of the mirror process during the run)"
+    echo "(bytes/resp = wrk's bytes read / requests, headers included; CPU s = utime+stime of the mirror process during"
+    echo " the run; compilers = whether rustc/cargo/cc/ld ran elsewhere on the machine during the run)"
+    for t in "${ORDER_ARR[@]}"; do echo "load average around the $t run: ${LOADS[$t]}"; done
     if [[ -n ${RPS[berth]:-} && -n ${RPS[distribution]:-} ]]; then
         echo
         echo "ratio berth/distribution (requests/s): $(ratio "${RPS[berth]}" "${RPS[distribution]}")x"

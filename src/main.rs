@@ -91,12 +91,13 @@ fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
             .and_then(|_| gc::collect(&storage, media::sniff_manifest, media::references))
             .map(|report| {
                 println!(
-                    "manifests: {}\nblobs kept: {}\nblobs removed: {}\nbytes removed: {}\ntemp files removed: {}",
+                    "manifests: {}\nblobs kept: {}\nblobs removed: {}\nbytes removed: {}\ntemp files removed: {}\nexpired uploads removed: {}",
                     report.manifests,
                     report.blobs_kept,
                     report.blobs_removed,
                     report.bytes_removed,
-                    report.temp_files_removed
+                    report.temp_files_removed,
+                    report.uploads_removed
                 );
             }),
     };

@@ -1,5 +1,6 @@
 //! Keeping the cache within its disk budget: least recently used blobs go first, down to the
-//! low-water mark; a blob that is being served or fetched is never evicted.
+//! low-water mark; a blob that is being served or fetched, or that belongs to a private
+//! project, is never evicted.
 //!
 //! Usage is tracked in memory (summed from the index at startup, then adjusted on every store
 //! and removal). Eviction runs on a blocking thread, one run at a time, whenever a store takes
@@ -155,7 +156,10 @@ impl Cache {
             if self.usage.bytes() <= target {
                 break;
             }
-            if self.usage.is_serving(&digest) || self.is_in_flight(&digest) {
+            if self.usage.is_serving(&digest)
+                || self.is_in_flight(&digest)
+                || self.storage.index.is_private_blob(&digest)?
+            {
                 continue;
             }
             // Index first, so no new request finds it; then the copies held in memory; then

@@ -21,6 +21,7 @@ pub struct GcReport {
     pub blobs_removed: usize,
     pub bytes_removed: u64,
     pub temp_files_removed: usize,
+    pub uploads_removed: usize,
 }
 
 /// `sniff` says whether a body is a manifest (its media type); `references` lists the
@@ -32,6 +33,7 @@ pub fn collect(
 ) -> Result<GcReport, StorageError> {
     let mut report = GcReport {
         temp_files_removed: storage.blobs.sweep_tmp()?,
+        uploads_removed: storage.expire_uploads(super::UPLOAD_EXPIRY)?,
         ..GcReport::default()
     };
     let entries: Vec<(Digest, BlobRecord)> = storage.index.blobs().collect::<Result<_, _>>()?;
@@ -58,7 +60,10 @@ pub fn collect(
     }
     report.manifests = manifests.len();
     for (digest, record) in entries {
-        if manifests.contains(&digest) || referenced.contains(&digest) {
+        if manifests.contains(&digest)
+            || referenced.contains(&digest)
+            || storage.index.is_private_blob(&digest)?
+        {
             report.blobs_kept += 1;
             continue;
         }
@@ -112,6 +117,7 @@ mod tests {
                 blobs_removed: 1,
                 bytes_removed: 6,
                 temp_files_removed: 1,
+                uploads_removed: 0,
             }
         );
         assert!(storage.index.blob(&orphan).unwrap().is_none());

@@ -24,6 +24,9 @@ pub enum StorageError {
     Index(#[from] IndexError),
 }
 
+/// Abandoned uploads are removed after this long.
+pub const UPLOAD_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 pub struct Storage {
     pub blobs: BlobStore,
     pub index: Index,
@@ -33,6 +36,7 @@ pub struct Storage {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
     pub temp_files_removed: usize,
+    pub uploads_removed: usize,
     pub entries_dropped: usize,
     pub files_reindexed: usize,
     pub files_removed: usize,
@@ -64,12 +68,38 @@ impl Storage {
         Ok((count, total))
     }
 
+    /// Removes uploads older than `max_age`, upload records without a file and upload files
+    /// without a record. Returns how many uploads went.
+    pub fn expire_uploads(&self, max_age: std::time::Duration) -> Result<usize, StorageError> {
+        let now = index::now_ms();
+        let mut removed = 0;
+        let mut live = std::collections::HashSet::new();
+        for (id, record) in self.index.uploads()? {
+            let expired = now.saturating_sub(record.started_ms) > max_age.as_millis() as u64;
+            if expired || !self.blobs.upload_path(&id).exists() {
+                self.index.remove_upload(&id)?;
+                self.blobs.remove_upload(&id)?;
+                removed += 1;
+            } else {
+                live.insert(id);
+            }
+        }
+        for id in self.blobs.upload_ids()? {
+            if !live.contains(&id) {
+                self.blobs.remove_upload(&id)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Reconciles disk and index after an unclean stop. Blocks; run before serving.
     pub fn recover(&self) -> Result<Recovery, StorageError> {
         let mut report = Recovery {
             temp_files_removed: self.blobs.sweep_tmp()?,
             ..Recovery::default()
         };
+        report.uploads_removed = self.expire_uploads(UPLOAD_EXPIRY)?;
         // Index entries must point at a file of the recorded size.
         let mut dangling = Vec::new();
         for entry in self.index.blobs() {
@@ -162,6 +192,7 @@ mod tests {
             report,
             Recovery {
                 temp_files_removed: 1,
+                uploads_removed: 0,
                 entries_dropped: 1,
                 files_reindexed: 1,
                 files_removed: 1,

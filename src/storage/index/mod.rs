@@ -8,12 +8,18 @@
 //! | `links` | `<upstream>/<repo>@sha256:<hex>`      | empty          |
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
 //!
+//! Private projects keep their own trees, described in [`projects`].
+//!
 //! Upstream names contain no `/`, repository names no `:` or `@`, tags no `:`, so each key
 //! splits back unambiguously. Values are JSON, so records can gain optional fields.
 //! An entry in `blobs` exists only for a verified file in the blob store; `links` records which
 //! repository a blob was fetched through. `access` is the inverse of each blob's
 //! `last_access_ms`, so that a scan in key order visits blobs least recently used first; the
 //! two trees change together, in one transaction.
+
+mod projects;
+
+pub use self::projects::{ReferrerRecord, UploadRecord};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +85,8 @@ pub struct Index {
     tags: sled::Tree,
     links: sled::Tree,
     access: sled::Tree,
+    /// Private projects' trees: see [`projects`].
+    project: projects::Trees,
 }
 
 pub fn blob_key(digest: &Digest) -> Vec<u8> {
@@ -129,21 +137,21 @@ pub fn parse_link_key(key: &[u8]) -> Option<(String, RepoName, Digest)> {
     ))
 }
 
-fn transaction_error(e: sled::transaction::TransactionError) -> IndexError {
+pub(crate) fn transaction_error(e: sled::transaction::TransactionError) -> IndexError {
     match e {
         sled::transaction::TransactionError::Storage(e)
         | sled::transaction::TransactionError::Abort(e) => IndexError::Db(e),
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, IndexError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, IndexError> {
     serde_json::from_slice(value).map_err(|source| IndexError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing these plain records cannot fail; an empty value would read back as corrupt.
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -162,6 +170,7 @@ impl Index {
             tags: db.open_tree("tags")?,
             links: db.open_tree("links")?,
             access: db.open_tree("access")?,
+            project: projects::Trees::open(&db)?,
             db,
         })
     }

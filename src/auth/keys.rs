@@ -1,0 +1,815 @@
+//! The key that signs berth's tokens, and the verifier that accepts only what that key signed.
+//!
+//! Why the care: a JWT verifier that trusts the token's own `alg` header can be fooled into
+//! `none`, or into HMAC keyed with the (public) verification key. Here each configured key
+//! carries its one algorithm (ES256 for EC P-256, RS256 for RSA), and a token is checked only
+//! against the key its `kid` names, with that key's algorithm.
+//!
+//! The `kid` is the libtrust fingerprint Distribution expects, so that other registries
+//! configured with berth's certificate (sent as `x5c`) can verify berth's tokens too.
+//! Every PEM is read with `rustls-pemfile`; the DER containers are converted by hand
+//! ([`super::der`]) into what ring and jsonwebtoken accept.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SystemRandom;
+use ring::signature::{self, KeyPair as _};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::der::{self, DerError, Reader};
+use super::AuthError;
+
+/// Clock skew tolerated on `exp` and `nbf`, between berth and the clients' registries.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// The fixed DER prefix of an EC P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point
+/// follows. (SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 0-unused-bits … }.)
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The public half of a signing key: what a token must be verified with.
+#[derive(Clone)]
+pub struct PublicKey {
+    kid: String,
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    spki: Vec<u8>,
+}
+
+impl PublicKey {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The SubjectPublicKeyInfo DER (what `openssl pkey -pubout -outform DER` prints).
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The private key that signs tokens, with its certificate chain when one is configured.
+pub struct SigningKey {
+    encoding: EncodingKey,
+    public: PublicKey,
+    /// Base64 (standard) DER certificates, leaf first, for the `x5c` header.
+    x5c: Option<Vec<String>>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("public", &self.public)
+            .field("x5c", &self.x5c.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads a PEM private key (EC P-256 as PKCS#8 or SEC1; RSA as PKCS#1 or PKCS#8) and,
+    /// optionally, the PEM certificate (chain) of that key.
+    pub fn load(key_path: &Path, certificate_path: Option<&Path>) -> Result<Self, AuthError> {
+        let key_pem = read(key_path)?;
+        let certificate = match certificate_path {
+            Some(path) => Some((read(path)?, path)),
+            None => None,
+        };
+        Self::from_pem(
+            &key_pem,
+            key_path,
+            certificate.as_ref().map(|(pem, path)| (pem.as_slice(), *path)),
+        )
+    }
+
+    /// Like [`SigningKey::load`] from bytes; the paths only label errors.
+    pub fn from_pem(
+        key_pem: &[u8],
+        key_path: &Path,
+        certificate: Option<(&[u8], &Path)>,
+    ) -> Result<Self, AuthError> {
+        let key_error = |reason: String| AuthError::Key {
+            path: key_path.to_path_buf(),
+            reason,
+        };
+        let (encoding, public) = parse_private_key(key_pem).map_err(key_error)?;
+        let x5c = match certificate {
+            Some((pem, path)) => Some(certificate_chain(pem, &public).map_err(|reason| {
+                AuthError::Key {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?),
+            None => None,
+        };
+        Ok(SigningKey {
+            encoding,
+            public,
+            x5c,
+        })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.public.algorithm
+    }
+
+    /// The libtrust key ID (`ABCD:EFGH:…`, 12 groups of 4).
+    pub fn kid(&self) -> &str {
+        &self.public.kid
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    pub fn x5c(&self) -> Option<&[String]> {
+        self.x5c.as_deref()
+    }
+
+    /// Signs `claims` as a JWT with this key's algorithm, `kid` and (when configured) `x5c`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
+        let mut header = Header::new(self.public.algorithm);
+        header.kid = Some(self.public.kid.clone());
+        header.x5c = self.x5c.clone();
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| AuthError::Crypto(e.to_string()))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, AuthError> {
+    std::fs::read(path).map_err(|source| AuthError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn der_reason(e: DerError) -> String {
+    e.to_string()
+}
+
+/// Finds the one private key in a PEM file and turns it into a signing and a public key.
+fn parse_private_key(pem: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+    use rustls_pemfile::Item;
+
+    let mut found = None;
+    for item in rustls_pemfile::read_all(&mut &pem[..]) {
+        let item = item.map_err(|e| format!("not a readable PEM file: {e}"))?;
+        let key = match item {
+            Item::Pkcs8Key(key) => KeyDer::Pkcs8(key.secret_pkcs8_der().to_vec()),
+            Item::Sec1Key(key) => KeyDer::Sec1(key.secret_sec1_der().to_vec()),
+            Item::Pkcs1Key(key) => KeyDer::Pkcs1(key.secret_pkcs1_der().to_vec()),
+            // Certificates next to the key are allowed and ignored here.
+            _ => continue,
+        };
+        if found.is_some() {
+            return Err("more than one private key in the file".into());
+        }
+        found = Some(key);
+    }
+    match found {
+        Some(KeyDer::Pkcs8(der)) => from_pkcs8(&der),
+        Some(KeyDer::Sec1(der)) => ec_from_pkcs8(&sec1_to_pkcs8(&der)?),
+        Some(KeyDer::Pkcs1(der)) => rsa_from_pkcs1(&der),
+        None => Err(
+            "no private key found (expected PEM \"PRIVATE KEY\", \"EC PRIVATE KEY\" or \
+             \"RSA PRIVATE KEY\"; encrypted keys are not supported)"
+                .into(),
+        ),
+    }
+}
+
+enum KeyDer {
+    Pkcs8(Vec<u8>),
+    Sec1(Vec<u8>),
+    Pkcs1(Vec<u8>),
+}
+
+/// PKCS#8 says in its AlgorithmIdentifier what it holds; dispatch on that.
+fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+    let mut info = der::nested(der, der::SEQUENCE, "PKCS#8: not a SEQUENCE").map_err(der_reason)?;
+    info.expect(der::INTEGER, "PKCS#8: no version")
+        .map_err(der_reason)?;
+    let algorithm = info
+        .expect(der::SEQUENCE, "PKCS#8: no algorithm")
+        .map_err(der_reason)?;
+    let mut algorithm = Reader::new(algorithm.value);
+    let oid = algorithm
+        .expect(der::OID, "PKCS#8: no algorithm OID")
+        .map_err(der_reason)?;
+    if oid.value == der::OID_EC_PUBLIC_KEY {
+        let curve = algorithm.next().map_err(der_reason)?;
+        if curve.tag != der::OID || curve.value != der::OID_P256 {
+            return Err("EC key on an unsupported curve: only P-256 (ES256) is supported".into());
+        }
+        ec_from_pkcs8(der)
+    } else if oid.value == der::OID_RSA {
+        let private_key = info
+            .expect(der::OCTET_STRING, "PKCS#8: no private key")
+            .map_err(der_reason)?;
+        rsa_from_pkcs1(private_key.value)
+    } else {
+        Err("unsupported key type: use EC P-256 or RSA".into())
+    }
+}
+
+/// Wraps a SEC1 `ECPrivateKey` into PKCS#8, the only EC form ring and jsonwebtoken take.
+fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, String> {
+    let mut key = der::nested(sec1, der::SEQUENCE, "SEC1: not a SEQUENCE").map_err(der_reason)?;
+    key.expect(der::INTEGER, "SEC1: no version")
+        .map_err(der_reason)?;
+    key.expect(der::OCTET_STRING, "SEC1: no private key")
+        .map_err(der_reason)?;
+    if key.peek_tag() == Some(der::CONTEXT_0) {
+        let parameters = key.next().map_err(der_reason)?;
+        let mut parameters = Reader::new(parameters.value);
+        let curve = parameters.next().map_err(der_reason)?;
+        if curve.tag != der::OID || curve.value != der::OID_P256 {
+            return Err("EC key on an unsupported curve: only P-256 (ES256) is supported".into());
+        }
+    }
+    let version = der::encode(der::INTEGER, &[0]);
+    let algorithm = der::sequence(&[
+        &der::encode(der::OID, der::OID_EC_PUBLIC_KEY),
+        &der::encode(der::OID, der::OID_P256),
+    ]);
+    let private_key = der::encode(der::OCTET_STRING, sec1);
+    Ok(der::sequence(&[&version, &algorithm, &private_key]))
+}
+
+fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+    let pair = signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8,
+        &SystemRandom::new(),
+    )
+    // ring insists on the public key being stored next to the private one.
+    .map_err(|e| format!("not a usable EC P-256 key ({e}); keys without their public part are not supported"))?;
+    let point = pair.public_key().as_ref();
+    let spki = [&P256_SPKI_PREFIX[..], point].concat();
+    let public = PublicKey {
+        kid: libtrust_kid(&spki),
+        algorithm: Algorithm::ES256,
+        decoding: DecodingKey::from_ec_der(point),
+        spki,
+    };
+    Ok((EncodingKey::from_ec_der(pkcs8), public))
+}
+
+fn rsa_from_pkcs1(pkcs1: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+    let pair = signature::RsaKeyPair::from_der(pkcs1)
+        .map_err(|e| format!("not a usable RSA key ({e}); at least 2048 bits are required"))?;
+    // ring's public key is the PKCS#1 RSAPublicKey; PKIX wraps it with its algorithm.
+    let rsa_public = pair.public().as_ref();
+    let mut bit_string = Vec::with_capacity(rsa_public.len() + 1);
+    bit_string.push(0); // no unused bits
+    bit_string.extend_from_slice(rsa_public);
+    let spki = der::sequence(&[
+        &der::sequence(&[
+            &der::encode(der::OID, der::OID_RSA),
+            &der::encode(der::NULL, &[]),
+        ]),
+        &der::encode(der::BIT_STRING, &bit_string),
+    ]);
+    let public = PublicKey {
+        kid: libtrust_kid(&spki),
+        algorithm: Algorithm::RS256,
+        decoding: DecodingKey::from_rsa_der(rsa_public),
+        spki,
+    };
+    Ok((EncodingKey::from_rsa_der(pkcs1), public))
+}
+
+/// The certificates of a PEM file as `x5c` entries, after checking that the first one
+/// certifies `public`: a mismatch would make every other registry reject berth's tokens.
+fn certificate_chain(pem: &[u8], public: &PublicKey) -> Result<Vec<String>, String> {
+    let mut chain = Vec::new();
+    for certificate in rustls_pemfile::certs(&mut &pem[..]) {
+        let certificate = certificate.map_err(|e| format!("not a readable PEM file: {e}"))?;
+        chain.push(certificate.as_ref().to_vec());
+    }
+    let leaf = chain
+        .first()
+        .ok_or("no certificate found (expected PEM \"CERTIFICATE\")")?;
+    let spki = certificate_spki(leaf).map_err(der_reason)?;
+    if spki != public.spki.as_slice() {
+        return Err("the certificate is not for the signing key".into());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(chain.iter().map(|der| b64.encode(der)).collect())
+}
+
+/// The SubjectPublicKeyInfo element of an X.509 certificate.
+fn certificate_spki(certificate: &[u8]) -> Result<&[u8], DerError> {
+    let mut outer = der::nested(certificate, der::SEQUENCE, "certificate: not a SEQUENCE")?;
+    let tbs = outer.expect(der::SEQUENCE, "certificate: no TBSCertificate")?;
+    let mut tbs = Reader::new(tbs.value);
+    if tbs.peek_tag() == Some(der::CONTEXT_0) {
+        tbs.next()?; // version
+    }
+    tbs.expect(der::INTEGER, "certificate: no serial number")?;
+    // signature algorithm, issuer, validity, subject
+    for _ in 0..4 {
+        tbs.expect(der::SEQUENCE, "certificate: unexpected field")?;
+    }
+    Ok(tbs.expect(der::SEQUENCE, "certificate: no public key")?.raw)
+}
+
+/// The libtrust key ID: the first 240 bits of SHA-256 over the PKIX public key, in base32,
+/// as 12 colon-separated groups of 4.
+pub fn libtrust_kid(spki_der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
+    let encoded = base32(&digest.as_ref()[..30]);
+    let groups: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(4)
+        // base32 output is ASCII, so every chunk is valid UTF-8.
+        .map(|chunk| std::str::from_utf8(chunk).unwrap_or_default())
+        .collect();
+    groups.join(":")
+}
+
+/// RFC 4648 base32 without padding (30 bytes in, 48 characters out, so none is needed).
+fn base32(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for &byte in data {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 0x1f) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 0x1f) as usize]));
+    }
+    out
+}
+
+/// Verifies tokens signed by the configured key(s): signature, pinned algorithm, `iss`, `aud`,
+/// `exp` and `nbf` (with [`LEEWAY_SECS`]).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: Vec<PublicKey>,
+    issuer: String,
+}
+
+impl Verifier {
+    pub fn new(keys: impl IntoIterator<Item = PublicKey>, issuer: impl Into<String>) -> Self {
+        Verifier {
+            keys: keys.into_iter().collect(),
+            issuer: issuer.into(),
+        }
+    }
+
+    /// Checks `token` and returns its claims; `audience` is the `aud` it must carry.
+    pub fn verify<T: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T, AuthError> {
+        let invalid = |reason: &str| AuthError::InvalidToken(reason.to_owned());
+        // The header is read unverified only to pick the key; the algorithm it names must
+        // still be that key's own.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
+        let kid = header.kid.as_deref().ok_or_else(|| invalid("no key ID"))?;
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.kid == kid)
+            .ok_or_else(|| invalid("signed by an unknown key"))?;
+        if header.alg != key.algorithm {
+            return Err(invalid("algorithm does not match the key"));
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.required_spec_claims = ["exp", "nbf", "aud", "iss"]
+            .into_iter()
+            .map(String::from)
+            .collect::<HashSet<_>>();
+        jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                invalid(match e.kind() {
+                    ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::InvalidAlgorithm => "algorithm not allowed",
+                    ErrorKind::ExpiredSignature => "expired",
+                    ErrorKind::ImmatureSignature => "not yet valid",
+                    ErrorKind::InvalidAudience => "wrong audience",
+                    ErrorKind::InvalidIssuer => "wrong issuer",
+                    ErrorKind::MissingRequiredClaim(_) => "missing a required claim",
+                    _ => "malformed",
+                })
+            })
+    }
+}
+
+/// A new EC P-256 private key as PKCS#8 PEM (`berth keygen`).
+pub fn generate_ec_pem() -> Result<String, AuthError> {
+    let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &SystemRandom::new(),
+    )
+    .map_err(|e| AuthError::Crypto(format!("key generation: {e}")))?;
+    Ok(pem_encode("PRIVATE KEY", pkcs8.as_ref()))
+}
+
+/// PEM with the customary 64-column lines.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Where a key came from, for error messages of keys built in memory.
+pub fn memory_path() -> PathBuf {
+    PathBuf::from("<memory>")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    // A throwaway P-256 key, in both the SEC1 and the PKCS#8 form `openssl` writes.
+    pub(crate) const EC_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIO9BUVQxfY7lgjFzvXLbfEmvPDFYIruuJc9fSy7s66POoAoGCCqGSM49
+AwEHoUQDQgAEYQy1vxrxVk/mEeUJma4U4WpCMBIIKul/0rZftG03fuI5777rFBPS
++2vpI7we16Fg/td9E6TWnZABoJ5/H3H/Lw==
+-----END EC PRIVATE KEY-----
+";
+    const EC_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg70FRVDF9juWCMXO9
+ctt8Sa88MVgiu64lz19LLuzro86hRANCAARhDLW/GvFWT+YR5QmZrhThakIwEggq
+6X/Stl+0bTd+4jnvvusUE9L7a+kjvB7XoWD+130TpNadkAGgnn8fcf8v
+-----END PRIVATE KEY-----
+";
+    /// Computed independently: `openssl pkey -pubout -outform DER | sha256`, first 30 bytes,
+    /// Python's `base64.b32encode`, grouped by 4.
+    const EC_KID: &str = "KO6E:WY7C:WMIQ:DF4J:XHWT:UP4M:R7GP:YJUO:VZSX:53AV:IXEN:IBOZ";
+
+    // A throwaway 2048-bit RSA key, as PKCS#1 (`openssl genrsa -traditional`) and PKCS#8.
+    const RSA_PKCS1: &str = "-----BEGIN RSA PRIVATE KEY-----
+MIIEogIBAAKCAQEAqd/QeigpX153PxP58+srVfuXTsnWOyE9snQRXYbxjoVn5ilg
+1ZJmctoLHmfsseas+d5BBgT2LvCsmM4m8lHiTk7pmG1JgzPsVUfxCjGh6cfndnaW
+KuoAgqGXZLUhpclwyGVRsxbKZgN3ShF2usCoLPpjfRa6YUIzaaXKPI0CRZc9Qz+p
+okgvye/fcdRBo78OCB/UtI3z3esSxLMhQ/SEDUITIrkB9R+LDbqN7Uobnnt3568D
+meI1WxGKUcdBcq1RTJbANXynK7lCfyDGQxwwG+clphISaD6NPTHMdNDu2hf5DYAT
+Y6aHfjQ7snAYHCd1BkSOBoaLaaFPLzcyU2A0iQIDAQABAoIBADtWPpAs7yas7KJP
+7ANTpfOGyjdvMTG+TrrC6D3vIPlTiBNRaM2xMa/0keWxD3Ckzs8I31Wm7gc/ckp9
+2ATUrWQFFHt10TPPM0Imuv+AjroGZcdvbMzYqAz5PNSkoHg0gPy+x2bzEwfHNifd
+KcfZ++SaIZ5UDg5i/WptytKTvrNnqZCHG6RLea9nfQ6FZGE+k+HmbJl3sspuCj7D
+kS/qr7st8z6NAS3RbHk+UGuREiPFrbCe3qV4Pi20dyyD8dMzkhbdGhaEoF2z0+bd
+kn8/PsYdmx4Nbr24qF0ufOpsIoCU79cBBj/cPUVUkUI+MuDEq6YVzW3OkN5+Wop4
+L3zenHECgYEA8BLLPhnYDfbSrU/GIewpyDbU0s9MldoQfiMpr/DqOk+geCRTXUev
+YC+szIv46zm7BHkNYOTEGoN6OcxVfKZEy2Rh38bSzc+uWFGv5uKZtG8Sx/CbMVBm
+XWXYbb/6MNMNt7iRAZj/Bfeiip1QieURPnaYIxgGSEBwFiEnotiQq18CgYEAtSTR
+Jaso5aDSiIhI3nf8dNNHtsrFUrgGL8B4lE92ivvKJmrHhPnPmXWS5z83AHn056oS
+3COpiaptWKbHicMWpkQBVcSbjCBeRuBZ/9fVqWAzI4+0YGjFYE9VJEbJclVTszg0
+1knX+4lSaXrwWdiHYT/PoIZSHSv5bkbLgGSwkRcCgYBgEvVZFdibxgILr5gX7T3P
+TPognysD8S+WexXsvhnOWh1a1xaxhsWNVabueLmV0RWhtZwAAazk+2bHiJlRd+yi
+BLsSZavpB0q7N32QhXCDf8vhTc2dj5JXoDFbwm8qaNvdgTQukn7EcZSPqmMXvB8J
+g0ZhDPU+puL0SDJnfglvOwKBgBWKMDiLdsx/aCmGEywpFmMJ8KAi0n34lfu9plj0
+bgMu16Xj0p/UWMRFv9cxpCexWNbnWWDF+NX+5wvAoT+XbC0PLx10yI5MFwnUib8r
+eiOu5cXXw7onGzlNlbE/nZqz3MUV7OqCU2V8uckDLmtwnQCKZvUOo9sGLJ3ZWz+E
+OZ63AoGAQ0Sv3QDU4HVcUPaYVFWzkacIXHU3xuK4suEVhKdZHFg1TPuUswOgEI3Z
+YH04wwE/7p9viisWkqbKUwnB4GScCNwEr0evQSJNB/bCWCouGW+xdzEzeZNv2H2F
+pRv2j0oPeTj9hO2PE/hqxEa/tAh+u33l0wmwHyY36WJoGzG5i5A=
+-----END RSA PRIVATE KEY-----
+";
+    const RSA_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCp39B6KClfXnc/
+E/nz6ytV+5dOydY7IT2ydBFdhvGOhWfmKWDVkmZy2gseZ+yx5qz53kEGBPYu8KyY
+zibyUeJOTumYbUmDM+xVR/EKMaHpx+d2dpYq6gCCoZdktSGlyXDIZVGzFspmA3dK
+EXa6wKgs+mN9FrphQjNppco8jQJFlz1DP6miSC/J799x1EGjvw4IH9S0jfPd6xLE
+syFD9IQNQhMiuQH1H4sNuo3tShuee3fnrwOZ4jVbEYpRx0FyrVFMlsA1fKcruUJ/
+IMZDHDAb5yWmEhJoPo09Mcx00O7aF/kNgBNjpod+NDuycBgcJ3UGRI4GhotpoU8v
+NzJTYDSJAgMBAAECggEAO1Y+kCzvJqzsok/sA1Ol84bKN28xMb5OusLoPe8g+VOI
+E1FozbExr/SR5bEPcKTOzwjfVabuBz9ySn3YBNStZAUUe3XRM88zQia6/4COugZl
+x29szNioDPk81KSgeDSA/L7HZvMTB8c2J90px9n75JohnlQODmL9am3K0pO+s2ep
+kIcbpEt5r2d9DoVkYT6T4eZsmXeyym4KPsORL+qvuy3zPo0BLdFseT5Qa5ESI8Wt
+sJ7epXg+LbR3LIPx0zOSFt0aFoSgXbPT5t2Sfz8+xh2bHg1uvbioXS586mwigJTv
+1wEGP9w9RVSRQj4y4MSrphXNbc6Q3n5aingvfN6ccQKBgQDwEss+GdgN9tKtT8Yh
+7CnINtTSz0yV2hB+Iymv8Oo6T6B4JFNdR69gL6zMi/jrObsEeQ1g5MQag3o5zFV8
+pkTLZGHfxtLNz65YUa/m4pm0bxLH8JsxUGZdZdhtv/ow0w23uJEBmP8F96KKnVCJ
+5RE+dpgjGAZIQHAWISei2JCrXwKBgQC1JNElqyjloNKIiEjed/x000e2ysVSuAYv
+wHiUT3aK+8omaseE+c+ZdZLnPzcAefTnqhLcI6mJqm1YpseJwxamRAFVxJuMIF5G
+4Fn/19WpYDMjj7RgaMVgT1UkRslyVVOzODTWSdf7iVJpevBZ2IdhP8+ghlIdK/lu
+RsuAZLCRFwKBgGAS9VkV2JvGAguvmBftPc9M+iCfKwPxL5Z7Fey+Gc5aHVrXFrGG
+xY1Vpu54uZXRFaG1nAABrOT7ZseImVF37KIEuxJlq+kHSrs3fZCFcIN/y+FNzZ2P
+klegMVvCbypo292BNC6SfsRxlI+qYxe8HwmDRmEM9T6m4vRIMmd+CW87AoGAFYow
+OIt2zH9oKYYTLCkWYwnwoCLSffiV+72mWPRuAy7XpePSn9RYxEW/1zGkJ7FY1udZ
+YMX41f7nC8ChP5dsLQ8vHXTIjkwXCdSJvyt6I67lxdfDuicbOU2VsT+dmrPcxRXs
+6oJTZXy5yQMua3CdAIpm9Q6j2wYsndlbP4Q5nrcCgYBDRK/dANTgdVxQ9phUVbOR
+pwhcdTfG4riy4RWEp1kcWDVM+5SzA6AQjdlgfTjDAT/un2+KKxaSpspTCcHgZJwI
+3ASvR69BIk0H9sJYKi4Zb7F3MTN5k2/YfYWlG/aPSg95OP2E7Y8T+GrERr+0CH67
+feXTCbAfJjfpYmgbMbmLkA==
+-----END PRIVATE KEY-----
+";
+    /// Computed independently, as [`EC_KID`].
+    const RSA_KID: &str = "N4HK:QKA7:V6YG:PPIG:6BED:SCUE:OGQI:B47R:UT4C:QT3Z:35WE:D2CI";
+
+    pub(crate) fn key(pem: &str) -> SigningKey {
+        SigningKey::from_pem(pem.as_bytes(), &memory_path(), None).unwrap()
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Claims {
+        iss: String,
+        aud: String,
+        sub: String,
+        exp: u64,
+        nbf: u64,
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            iss: "berth".into(),
+            aud: "registry".into(),
+            sub: "alice".into(),
+            exp: now() + 300,
+            nbf: now(),
+        }
+    }
+
+    fn verifier(key: &SigningKey) -> Verifier {
+        Verifier::new([key.public_key().clone()], "berth")
+    }
+
+    fn b64url(data: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+    }
+
+    fn assert_rejected(verifier: &Verifier, token: &str, why: &str) {
+        match verifier.verify::<Claims>(token, "registry") {
+            Err(AuthError::InvalidToken(reason)) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("expected rejection ({why}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn known_kids_match_an_independent_computation() {
+        assert_eq!(key(EC_SEC1).kid(), EC_KID);
+        assert_eq!(key(EC_PKCS8).kid(), EC_KID);
+        assert_eq!(key(RSA_PKCS1).kid(), RSA_KID);
+        assert_eq!(key(RSA_PKCS8).kid(), RSA_KID);
+        assert_eq!(key(EC_SEC1).algorithm(), Algorithm::ES256);
+        assert_eq!(key(RSA_PKCS8).algorithm(), Algorithm::RS256);
+    }
+
+    #[test]
+    fn kid_has_twelve_groups_of_four() {
+        let generated = key(&generate_ec_pem().unwrap());
+        let groups: Vec<&str> = generated.kid().split(':').collect();
+        assert_eq!(groups.len(), 12);
+        for group in groups {
+            assert_eq!(group.len(), 4);
+            assert!(group
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        }
+    }
+
+    #[test]
+    fn base32_follows_rfc4648() {
+        assert_eq!(base32(b""), "");
+        assert_eq!(base32(b"f"), "MY");
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+    }
+
+    #[test]
+    fn sign_verify_roundtrip_for_every_key_form() {
+        for pem in [EC_SEC1, EC_PKCS8, RSA_PKCS1, RSA_PKCS8] {
+            let key = key(pem);
+            let token = key.sign(&claims()).unwrap();
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.kid.as_deref(), Some(key.kid()));
+            assert_eq!(header.alg, key.algorithm());
+            assert!(header.x5c.is_none());
+            let back: Claims = verifier(&key).verify(&token, "registry").unwrap();
+            assert_eq!(back.sub, "alice");
+        }
+        // The same key in either container verifies the other's tokens.
+        let token = key(EC_SEC1).sign(&claims()).unwrap();
+        verifier(&key(EC_PKCS8))
+            .verify::<Claims>(&token, "registry")
+            .unwrap();
+    }
+
+    #[test]
+    fn generated_keys_work() {
+        let key = key(&generate_ec_pem().unwrap());
+        let token = key.sign(&claims()).unwrap();
+        verifier(&key).verify::<Claims>(&token, "registry").unwrap();
+    }
+
+    #[test]
+    fn tampered_tokens_are_rejected() {
+        let key = key(EC_PKCS8);
+        let verifier = verifier(&key);
+        let token = key.sign(&claims()).unwrap();
+        let (message, signature) = token.rsplit_once('.').unwrap();
+
+        // A flipped signature byte.
+        let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature)
+            .unwrap();
+        sig[10] ^= 1;
+        assert_rejected(&verifier, &format!("{message}.{}", b64url(&sig)), "signature");
+
+        // Other claims under the original signature.
+        let (header, _) = message.split_once('.').unwrap();
+        let mut forged = claims();
+        forged.sub = "root".into();
+        let payload = b64url(&serde_json::to_vec(&forged).unwrap());
+        assert_rejected(&verifier, &format!("{header}.{payload}.{signature}"), "signature");
+    }
+
+    #[test]
+    fn alg_none_is_rejected() {
+        let key = key(EC_PKCS8);
+        let header = b64url(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, key.kid()).as_bytes());
+        let payload = b64url(&serde_json::to_vec(&claims()).unwrap());
+        assert_rejected(&verifier(&key), &format!("{header}.{payload}."), "malformed");
+    }
+
+    #[test]
+    fn hmac_with_the_public_key_is_rejected() {
+        for pem in [EC_PKCS8, RSA_PKCS1] {
+            let key = key(pem);
+            for secret in [key.public_key().spki_der().to_vec(), key.kid().as_bytes().to_vec()] {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some(key.kid().to_owned());
+                let token =
+                    jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&secret))
+                        .unwrap();
+                assert_rejected(&verifier(&key), &token, "algorithm");
+            }
+        }
+    }
+
+    #[test]
+    fn other_algorithms_and_keys_are_rejected() {
+        let ec = key(EC_PKCS8);
+        let rsa = key(RSA_PKCS1);
+        // An RS256 token presenting the EC key's kid.
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(ec.kid().to_owned());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_rsa_pem(RSA_PKCS1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_rejected(&verifier(&ec), &token, "algorithm");
+        // A token from another key entirely.
+        assert_rejected(&verifier(&ec), &rsa.sign(&claims()).unwrap(), "unknown key");
+        let other = key(&generate_ec_pem().unwrap());
+        assert_rejected(&verifier(&ec), &other.sign(&claims()).unwrap(), "unknown key");
+        // A token without a kid.
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims(),
+            &EncodingKey::from_ec_pem(EC_PKCS8.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_rejected(&verifier(&ec), &token, "key ID");
+    }
+
+    #[test]
+    fn time_audience_and_issuer_are_checked() {
+        let key = key(EC_SEC1);
+        let verifier = verifier(&key);
+        let mut expired = claims();
+        expired.exp = now() - LEEWAY_SECS - 5;
+        assert_rejected(&verifier, &key.sign(&expired).unwrap(), "expired");
+        // Within the leeway, a just-expired token still passes.
+        let mut recent = claims();
+        recent.exp = now() - 5;
+        verifier
+            .verify::<Claims>(&key.sign(&recent).unwrap(), "registry")
+            .unwrap();
+        let mut early = claims();
+        early.nbf = now() + LEEWAY_SECS + 60;
+        assert_rejected(&verifier, &key.sign(&early).unwrap(), "not yet valid");
+        let mut audience = claims();
+        audience.aud = "elsewhere".into();
+        assert_rejected(&verifier, &key.sign(&audience).unwrap(), "audience");
+        let mut issuer = claims();
+        issuer.iss = "mallory".into();
+        assert_rejected(&verifier, &key.sign(&issuer).unwrap(), "issuer");
+        // Claims that are required must be there.
+        #[derive(Serialize)]
+        struct NoNbf {
+            iss: &'static str,
+            aud: &'static str,
+            exp: u64,
+        }
+        let token = key
+            .sign(&NoNbf {
+                iss: "berth",
+                aud: "registry",
+                exp: now() + 60,
+            })
+            .unwrap();
+        assert_rejected(&verifier, &token, "required");
+    }
+
+    #[test]
+    fn certificates_are_sent_as_x5c_and_must_match_the_key() {
+        let key_pair = rcgen::KeyPair::from_pem(EC_PKCS8).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["registry.test".to_string()]).unwrap();
+        let certificate = params.self_signed(&key_pair).unwrap();
+        let cert_pem = certificate.pem();
+        let key = SigningKey::from_pem(
+            EC_SEC1.as_bytes(),
+            &memory_path(),
+            Some((cert_pem.as_bytes(), Path::new("cert.pem"))),
+        )
+        .unwrap();
+        let x5c = key.x5c().unwrap();
+        assert_eq!(x5c.len(), 1);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&x5c[0])
+                .unwrap(),
+            certificate.der().as_ref()
+        );
+        let token = key.sign(&claims()).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.x5c.as_deref(), Some(x5c));
+        verifier(&key).verify::<Claims>(&token, "registry").unwrap();
+
+        let err = SigningKey::from_pem(
+            RSA_PKCS1.as_bytes(),
+            &memory_path(),
+            Some((cert_pem.as_bytes(), Path::new("cert.pem"))),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not for the signing key"), "{err}");
+    }
+
+    #[test]
+    fn unusable_key_files_are_explained() {
+        let err = |pem: &str| {
+            SigningKey::from_pem(pem.as_bytes(), Path::new("k.pem"), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("hello").contains("no private key"));
+        assert!(err(&format!("{EC_SEC1}{EC_PKCS8}")).contains("more than one"));
+        // A P-384 key (SEC1, as `openssl ecparam -name secp384r1 -genkey` writes).
+        let p384 = "-----BEGIN EC PRIVATE KEY-----
+MIGkAgEBBDBsZHveFeAouD8VJ3zP89LOFkpul97AegMJbviu62Ha9E0ytXnlb49X
+th2abnuSDhqgBwYFK4EEACKhZANiAAR8bMirutcerHc06O7/cLQU8NQzq1FFiwJ+
+WEwQtSY6PUGoKfXtTzQ11cG2aIsAqzzjZp3lWh3EQV9rrtFzM5ucKv+pIAcsDL03
++M1SM/M310loxqWa444/oFTSw8Akox4=
+-----END EC PRIVATE KEY-----
+";
+        assert!(err(p384).contains("only P-256"), "{}", err(p384));
+        let missing = SigningKey::load(Path::new("/nonexistent/k.pem"), None).unwrap_err();
+        assert!(matches!(missing, AuthError::Io { .. }));
+    }
+
+    #[test]
+    fn generated_pem_is_pkcs8() {
+        let pem = generate_ec_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(pem.lines().all(|line| line.len() <= 64));
+    }
+}

@@ -1,0 +1,65 @@
+//! berth's own token service: Docker token authentication (and its OAuth2 form) so that docker,
+//! containerd and podman can log in, and so that pushes to private projects can be authorized.
+//!
+//! The pieces are separate because they change for different reasons:
+//! - [`keys`]: what signs and verifies tokens (PEM loading, libtrust `kid`, algorithm pinning);
+//! - [`scope`]: the `type:name:actions` grammar clients ask in;
+//! - [`users`]: who can log in (an htpasswd file that may change under us);
+//! - [`policy`]: who may do what to which repository (projects, roles, the read-only mirror);
+//! - [`token`]: the service gluing them together, used by `http::token` and by request checks.
+//!
+//! Nothing here knows actix; the HTTP layer turns an [`AuthError`] into a registry error.
+
+mod der;
+pub mod keys;
+pub mod policy;
+pub mod scope;
+pub mod token;
+pub mod users;
+
+use std::path::PathBuf;
+
+pub use self::keys::{SigningKey, Verifier};
+pub use self::policy::Policy;
+pub use self::scope::Scope;
+pub use self::token::{AccessClaims, TokenResponse, TokenService};
+pub use self::users::Htpasswd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A key or certificate file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A key or certificate file was read but is not something berth can sign with.
+    #[error("{path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    /// Unknown user, wrong password, or a user who is no longer in the htpasswd file.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// An `Authorization` header (or form) that is not well-formed Basic credentials.
+    #[error("malformed credentials: {0}")]
+    MalformedCredentials(&'static str),
+    /// A token that must not be accepted; the reason is for logs and the client alike (it
+    /// reveals nothing the client does not already have).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// A `scope` parameter that does not follow `type:name:actions`.
+    #[error("invalid scope {scope:?}: {reason}")]
+    InvalidScope { scope: String, reason: &'static str },
+    /// Signing failed or the system's random source failed: a server fault.
+    #[error("token signing failed: {0}")]
+    Crypto(String),
+}
+
+impl AuthError {
+    /// Whether the fault is the server's (answered 500 and logged) rather than the client's.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Io { .. } | AuthError::Key { .. } | AuthError::Crypto(_)
+        )
+    }
+}

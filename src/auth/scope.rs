@@ -1,0 +1,265 @@
+//! Scopes, the unit clients ask for and tokens grant: `type:name:action,action`.
+//!
+//! The name itself may contain `:` (a host with a port, `localhost:5000/team/app`), so the
+//! type ends at the first colon and the actions start after the last one. The same type
+//! serializes as a token's `access` entry (`{"type","name","actions"}`), so what was asked,
+//! what was granted and what is checked are one shape.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+
+pub const REPOSITORY: &str = "repository";
+pub const REGISTRY: &str = "registry";
+pub const CATALOG: &str = "catalog";
+
+pub const PULL: &str = "pull";
+pub const PUSH: &str = "push";
+pub const DELETE: &str = "delete";
+/// Every action (the catalog's only action; for a repository, "whatever I may").
+pub const ALL: &str = "*";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl Scope {
+    pub fn new(
+        resource_type: impl Into<String>,
+        name: impl Into<String>,
+        actions: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let mut scope = Scope {
+            resource_type: resource_type.into(),
+            name: name.into(),
+            actions: Vec::new(),
+        };
+        for action in actions {
+            scope.add_action(action.into());
+        }
+        scope
+    }
+
+    pub fn repository(name: impl Into<String>, actions: &[&str]) -> Self {
+        Scope::new(REPOSITORY, name, actions.iter().copied())
+    }
+
+    /// `registry:catalog:*`
+    pub fn catalog() -> Self {
+        Scope::new(REGISTRY, CATALOG, [ALL])
+    }
+
+    pub fn has_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == action || a == ALL)
+    }
+
+    fn add_action(&mut self, action: String) {
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+
+    fn same_resource(&self, other: &Scope) -> bool {
+        self.resource_type == other.resource_type && self.name == other.name
+    }
+}
+
+impl FromStr for Scope {
+    type Err = AuthError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| AuthError::InvalidScope {
+            scope: text.to_owned(),
+            reason,
+        };
+        let (resource_type, rest) = text
+            .split_once(':')
+            .ok_or_else(|| invalid("expected type:name:actions"))?;
+        let (name, actions) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("expected type:name:actions"))?;
+        if resource_type.is_empty() || !resource_type.bytes().all(is_type_byte) {
+            return Err(invalid("bad resource type"));
+        }
+        if name.is_empty() || !name.bytes().all(is_name_byte) {
+            return Err(invalid("bad resource name"));
+        }
+        let mut scope = Scope::new(resource_type, name, std::iter::empty::<String>());
+        for action in actions.split(',').filter(|a| !a.is_empty()) {
+            if !action.bytes().all(is_action_byte) {
+                return Err(invalid("bad action"));
+            }
+            scope.add_action(action.to_owned());
+        }
+        Ok(scope)
+    }
+}
+
+/// `repository`, `registry`, and Distribution's classed form `repository(plugin)`.
+fn is_type_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'(' | b')' | b'_' | b'-' | b'.')
+}
+
+/// Repository names, with a host (`[::1]:5000` too) in front; nothing that could break out of
+/// a quoted challenge parameter or a log line.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'[' | b']')
+}
+
+fn is_action_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'*' | b'_' | b'-')
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            self.resource_type,
+            self.name,
+            self.actions.join(",")
+        )
+    }
+}
+
+/// Parses every `scope` value of a request: GET repeats the parameter, the OAuth2 POST form
+/// separates scopes with spaces, and either may do both. Scopes on the same resource are
+/// merged, in the order first asked.
+pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, AuthError> {
+    let mut scopes: Vec<Scope> = Vec::new();
+    for text in values.into_iter().flat_map(str::split_whitespace) {
+        let scope: Scope = text.parse()?;
+        match scopes.iter_mut().find(|s| s.same_resource(&scope)) {
+            Some(existing) => {
+                for action in scope.actions {
+                    existing.add_action(action);
+                }
+            }
+            None => scopes.push(scope),
+        }
+    }
+    Ok(scopes)
+}
+
+/// Several scopes as one space-separated string (a challenge's `scope` parameter).
+pub fn join(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(Scope::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Scope {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn simple_scopes() {
+        let scope = parse("repository:library/alpine:pull");
+        assert_eq!(scope, Scope::repository("library/alpine", &[PULL]));
+        assert_eq!(parse("registry:catalog:*"), Scope::catalog());
+        assert_eq!(
+            parse("repository:team/app:pull,push,delete").actions,
+            ["pull", "push", "delete"]
+        );
+    }
+
+    #[test]
+    fn names_with_hosts_and_ports() {
+        let scope = parse("repository:localhost:5000/team/app:pull,push");
+        assert_eq!(scope.resource_type, "repository");
+        assert_eq!(scope.name, "localhost:5000/team/app");
+        assert_eq!(scope.actions, ["pull", "push"]);
+        assert_eq!(
+            parse("repository:ghcr.io/org/tool:pull").name,
+            "ghcr.io/org/tool"
+        );
+        assert_eq!(parse("repository:[::1]:5000/x:pull").name, "[::1]:5000/x");
+        // A name that looks like actions is still the name.
+        let scope = parse("repository:pull:push");
+        assert_eq!((scope.name.as_str(), &scope.actions[..]), ("pull", &["push".to_string()][..]));
+        assert_eq!(
+            parse("repository(plugin):vieux/sshfs:pull").resource_type,
+            "repository(plugin)"
+        );
+    }
+
+    #[test]
+    fn actions_are_deduplicated_and_empty_ones_dropped() {
+        assert_eq!(parse("repository:a:pull,,pull,push,").actions, ["pull", "push"]);
+        assert!(parse("repository:a:").actions.is_empty());
+    }
+
+    #[test]
+    fn malformed_scopes_are_errors() {
+        for bad in [
+            "",
+            "repository",
+            "repository:alpine",
+            ":alpine:pull",
+            "repository::pull",
+            "repository:al pine:pull",
+            "repository:a\"b:pull",
+            "repository:a:pu\"ll",
+            "repo sitory:a:pull",
+        ] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn render_roundtrips() {
+        for text in [
+            "repository:localhost:5000/team/app:pull,push",
+            "registry:catalog:*",
+            "repository:a/b/c:delete",
+        ] {
+            assert_eq!(parse(text).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn several_scopes_per_request() {
+        let scopes = parse_all([
+            "repository:team/app:pull repository:team/base:pull",
+            "repository:team/app:push",
+            "registry:catalog:*",
+        ])
+        .unwrap();
+        assert_eq!(
+            scopes,
+            [
+                Scope::repository("team/app", &[PULL, PUSH]),
+                Scope::repository("team/base", &[PULL]),
+                Scope::catalog(),
+            ]
+        );
+        assert_eq!(
+            join(&scopes),
+            "repository:team/app:pull,push repository:team/base:pull registry:catalog:*"
+        );
+        assert!(parse_all(["repository:ok:pull broken"]).is_err());
+        assert!(parse_all(std::iter::empty()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn access_entries_serialize_like_distribution() {
+        let json = serde_json::to_value(Scope::repository("a/b", &[PULL])).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "repository", "name": "a/b", "actions": ["pull"]})
+        );
+    }
+}
