@@ -356,6 +356,8 @@ impl Settings {
                 )));
             }
         }
+        crate::http::challenge::validate_trusted_proxies(&self.server.trusted_proxies)
+            .map_err(|e| ConfigError::Invalid(format!("server.trusted_proxies: {e}")))?;
         if let Some(url) = &self.server.external_url {
             url::Url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("server.external_url {url:?}: {e}")))?;

@@ -1,6 +1,7 @@
 //! berth: a registry mirror daemon. See `docs/architecture.md` for how the layers fit:
 //! `http` → `registry` → {`upstream`, `cache` → `storage`}.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod http;

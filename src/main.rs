@@ -31,6 +31,18 @@ enum Command {
     Serve,
     /// Print the effective configuration (secrets redacted) and exit.
     CheckConfig,
+    /// Write a new token signing key (EC P-256, PKCS#8 PEM) and a self-signed certificate
+    /// of it (for `auth.certificate`, and other registries' `rootcertbundle`).
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, default_value = "keys/token.key")]
+        key: PathBuf,
+        /// Where to write the certificate.
+        #[arg(long, default_value = "keys/token.crt")]
+        cert: PathBuf,
+    },
+    /// Hash a password (read from standard input) with bcrypt, for an htpasswd line.
+    HashPassword,
     /// Inspect or clean the cache (berth must not be running on the same data directory).
     Cache {
         #[command(subcommand)]
@@ -68,6 +80,83 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(settings),
         Command::Cache { action } => cache_command(&settings, action),
+        Command::Keygen { key, cert } => keygen(&key, &cert),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn keygen(key_path: &std::path::Path, cert_path: &std::path::Path) -> ExitCode {
+    let result = (|| -> Result<(), String> {
+        if key_path.exists() {
+            return Err(format!(
+                "{} exists; not overwriting a signing key",
+                key_path.display()
+            ));
+        }
+        let key_pem = berth::auth::keys::generate_ec_pem().map_err(|e| e.to_string())?;
+        let key_pair = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| e.to_string())?;
+        let mut params = rcgen::CertificateParams::new(vec!["berth-token-signer".to_owned()])
+            .map_err(|e| e.to_string())?;
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let cert = params.self_signed(&key_pair).map_err(|e| e.to_string())?;
+        for path in [key_path, cert_path] {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+        }
+        write_private(key_path, key_pem.as_bytes())?;
+        std::fs::write(cert_path, cert.pem())
+            .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+        println!(
+            "key: {}\ncertificate: {}",
+            key_path.display(),
+            cert_path.display()
+        );
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: keygen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Creates `path` readable by its owner only.
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(data)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn hash_password() -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("berth: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("berth: empty password");
+        return ExitCode::FAILURE;
+    }
+    match berth::auth::users::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
+use crate::auth::token::TokenService;
 use crate::cache::evict::Budget;
 use crate::cache::Cache;
 use crate::config::Settings;
@@ -23,6 +24,8 @@ pub enum StartError {
     },
     #[error("upstream configuration: {0}")]
     Upstream(String),
+    #[error("token service: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -64,7 +67,8 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         budget,
         stored_bytes,
     ));
-    Ok(Arc::new(Registry::new(upstreams, cache)))
+    let projects = settings.projects.iter().map(|p| p.name.clone());
+    Ok(Arc::new(Registry::new(upstreams, cache, projects)))
 }
 
 /// Serves until SIGINT/SIGTERM. Prints the bound address on stdout (useful with port 0).
@@ -81,15 +85,26 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    let tokens = match &settings.auth {
+        Some(auth) => Some(web::Data::new(
+            TokenService::new(auth, &settings.projects)
+                .map_err(|e| StartError::Auth(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let server_settings = web::Data::new(settings.server.clone());
     let data = web::Data::from(Arc::clone(&registry));
     let mut server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(data.clone())
-            .wrap(
-                actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
-                    .log_target("berth::access"),
-            )
-            .configure(crate::http::configure)
+            .app_data(server_settings.clone());
+        if let Some(tokens) = &tokens {
+            app = app.app_data(tokens.clone());
+        }
+        app.wrap(
+            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("berth::access"),
+        )
+        .configure(crate::http::configure)
     })
     .listen(listener)?;
     if settings.server.workers > 0 {

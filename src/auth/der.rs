@@ -88,7 +88,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next element, which must carry `tag`.
-    pub fn expect(&mut self, tag: u8, what: &'static str) -> Result<Tlv<'a>, DerError> {
+    pub fn take(&mut self, tag: u8, what: &'static str) -> Result<Tlv<'a>, DerError> {
         let tlv = self.next()?;
         if tlv.tag != tag {
             return Err(DerError(what));
@@ -100,7 +100,7 @@ impl<'a> Reader<'a> {
 /// Reads `input` as exactly one element with `tag` and returns a reader over its contents.
 pub fn nested<'a>(input: &'a [u8], tag: u8, what: &'static str) -> Result<Reader<'a>, DerError> {
     let mut outer = Reader::new(input);
-    let tlv = outer.expect(tag, what)?;
+    let tlv = outer.take(tag, what)?;
     if !outer.is_empty() {
         return Err(DerError("trailing data"));
     }

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -97,7 +97,9 @@ impl SigningKey {
         Self::from_pem(
             &key_pem,
             key_path,
-            certificate.as_ref().map(|(pem, path)| (pem.as_slice(), *path)),
+            certificate
+                .as_ref()
+                .map(|(pem, path)| (pem.as_slice(), *path)),
         )
     }
 
@@ -113,12 +115,14 @@ impl SigningKey {
         };
         let (encoding, public) = parse_private_key(key_pem).map_err(key_error)?;
         let x5c = match certificate {
-            Some((pem, path)) => Some(certificate_chain(pem, &public).map_err(|reason| {
-                AuthError::Key {
-                    path: path.to_path_buf(),
-                    reason,
-                }
-            })?),
+            Some((pem, path)) => {
+                Some(
+                    certificate_chain(pem, &public).map_err(|reason| AuthError::Key {
+                        path: path.to_path_buf(),
+                        reason,
+                    })?,
+                )
+            }
             None => None,
         };
         Ok(SigningKey {
@@ -206,14 +210,14 @@ enum KeyDer {
 /// PKCS#8 says in its AlgorithmIdentifier what it holds; dispatch on that.
 fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
     let mut info = der::nested(der, der::SEQUENCE, "PKCS#8: not a SEQUENCE").map_err(der_reason)?;
-    info.expect(der::INTEGER, "PKCS#8: no version")
+    info.take(der::INTEGER, "PKCS#8: no version")
         .map_err(der_reason)?;
     let algorithm = info
-        .expect(der::SEQUENCE, "PKCS#8: no algorithm")
+        .take(der::SEQUENCE, "PKCS#8: no algorithm")
         .map_err(der_reason)?;
     let mut algorithm = Reader::new(algorithm.value);
     let oid = algorithm
-        .expect(der::OID, "PKCS#8: no algorithm OID")
+        .take(der::OID, "PKCS#8: no algorithm OID")
         .map_err(der_reason)?;
     if oid.value == der::OID_EC_PUBLIC_KEY {
         let curve = algorithm.next().map_err(der_reason)?;
@@ -223,7 +227,7 @@ fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         ec_from_pkcs8(der)
     } else if oid.value == der::OID_RSA {
         let private_key = info
-            .expect(der::OCTET_STRING, "PKCS#8: no private key")
+            .take(der::OCTET_STRING, "PKCS#8: no private key")
             .map_err(der_reason)?;
         rsa_from_pkcs1(private_key.value)
     } else {
@@ -234,9 +238,9 @@ fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
 /// Wraps a SEC1 `ECPrivateKey` into PKCS#8, the only EC form ring and jsonwebtoken take.
 fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, String> {
     let mut key = der::nested(sec1, der::SEQUENCE, "SEC1: not a SEQUENCE").map_err(der_reason)?;
-    key.expect(der::INTEGER, "SEC1: no version")
+    key.take(der::INTEGER, "SEC1: no version")
         .map_err(der_reason)?;
-    key.expect(der::OCTET_STRING, "SEC1: no private key")
+    key.take(der::OCTET_STRING, "SEC1: no private key")
         .map_err(der_reason)?;
     if key.peek_tag() == Some(der::CONTEXT_0) {
         let parameters = key.next().map_err(der_reason)?;
@@ -262,7 +266,9 @@ fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         &SystemRandom::new(),
     )
     // ring insists on the public key being stored next to the private one.
-    .map_err(|e| format!("not a usable EC P-256 key ({e}); keys without their public part are not supported"))?;
+    .map_err(|e| {
+        format!("not a usable EC P-256 key ({e}); keys without their public part are not supported")
+    })?;
     let point = pair.public_key().as_ref();
     let spki = [&P256_SPKI_PREFIX[..], point].concat();
     let public = PublicKey {
@@ -320,17 +326,17 @@ fn certificate_chain(pem: &[u8], public: &PublicKey) -> Result<Vec<String>, Stri
 /// The SubjectPublicKeyInfo element of an X.509 certificate.
 fn certificate_spki(certificate: &[u8]) -> Result<&[u8], DerError> {
     let mut outer = der::nested(certificate, der::SEQUENCE, "certificate: not a SEQUENCE")?;
-    let tbs = outer.expect(der::SEQUENCE, "certificate: no TBSCertificate")?;
+    let tbs = outer.take(der::SEQUENCE, "certificate: no TBSCertificate")?;
     let mut tbs = Reader::new(tbs.value);
     if tbs.peek_tag() == Some(der::CONTEXT_0) {
         tbs.next()?; // version
     }
-    tbs.expect(der::INTEGER, "certificate: no serial number")?;
+    tbs.take(der::INTEGER, "certificate: no serial number")?;
     // signature algorithm, issuer, validity, subject
     for _ in 0..4 {
-        tbs.expect(der::SEQUENCE, "certificate: unexpected field")?;
+        tbs.take(der::SEQUENCE, "certificate: unexpected field")?;
     }
-    Ok(tbs.expect(der::SEQUENCE, "certificate: no public key")?.raw)
+    Ok(tbs.take(der::SEQUENCE, "certificate: no public key")?.raw)
 }
 
 /// The libtrust key ID: the first 240 bits of SHA-256 over the PKIX public key, in base32,
@@ -362,7 +368,9 @@ fn base32(data: &[u8]) -> String {
         }
     }
     if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 0x1f) as usize]));
+        out.push(char::from(
+            ALPHABET[((buffer << (5 - bits)) & 0x1f) as usize],
+        ));
     }
     out
 }
@@ -448,15 +456,11 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// Where a key came from, for error messages of keys built in memory.
-pub fn memory_path() -> PathBuf {
-    PathBuf::from("<memory>")
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use serde::Deserialize;
+    use std::path::PathBuf;
     use std::time::{SystemTime, UNIX_EPOCH};
 
     // A throwaway P-256 key, in both the SEC1 and the PKCS#8 form `openssl` writes.
@@ -536,6 +540,11 @@ feXTCbAfJjfpYmgbMbmLkA==
 ";
     /// Computed independently, as [`EC_KID`].
     const RSA_KID: &str = "N4HK:QKA7:V6YG:PPIG:6BED:SCUE:OGQI:B47R:UT4C:QT3Z:35WE:D2CI";
+
+    /// What labels errors of keys built in memory.
+    fn memory_path() -> PathBuf {
+        PathBuf::from("<memory>")
+    }
 
     pub(crate) fn key(pem: &str) -> SigningKey {
         SigningKey::from_pem(pem.as_bytes(), &memory_path(), None).unwrap()
@@ -650,29 +659,45 @@ feXTCbAfJjfpYmgbMbmLkA==
             .decode(signature)
             .unwrap();
         sig[10] ^= 1;
-        assert_rejected(&verifier, &format!("{message}.{}", b64url(&sig)), "signature");
+        assert_rejected(
+            &verifier,
+            &format!("{message}.{}", b64url(&sig)),
+            "signature",
+        );
 
         // Other claims under the original signature.
         let (header, _) = message.split_once('.').unwrap();
         let mut forged = claims();
         forged.sub = "root".into();
         let payload = b64url(&serde_json::to_vec(&forged).unwrap());
-        assert_rejected(&verifier, &format!("{header}.{payload}.{signature}"), "signature");
+        assert_rejected(
+            &verifier,
+            &format!("{header}.{payload}.{signature}"),
+            "signature",
+        );
     }
 
     #[test]
     fn alg_none_is_rejected() {
         let key = key(EC_PKCS8);
-        let header = b64url(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, key.kid()).as_bytes());
+        let header =
+            b64url(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, key.kid()).as_bytes());
         let payload = b64url(&serde_json::to_vec(&claims()).unwrap());
-        assert_rejected(&verifier(&key), &format!("{header}.{payload}."), "malformed");
+        assert_rejected(
+            &verifier(&key),
+            &format!("{header}.{payload}."),
+            "malformed",
+        );
     }
 
     #[test]
     fn hmac_with_the_public_key_is_rejected() {
         for pem in [EC_PKCS8, RSA_PKCS1] {
             let key = key(pem);
-            for secret in [key.public_key().spki_der().to_vec(), key.kid().as_bytes().to_vec()] {
+            for secret in [
+                key.public_key().spki_der().to_vec(),
+                key.kid().as_bytes().to_vec(),
+            ] {
                 let mut header = Header::new(Algorithm::HS256);
                 header.kid = Some(key.kid().to_owned());
                 let token =
@@ -700,7 +725,11 @@ feXTCbAfJjfpYmgbMbmLkA==
         // A token from another key entirely.
         assert_rejected(&verifier(&ec), &rsa.sign(&claims()).unwrap(), "unknown key");
         let other = key(&generate_ec_pem().unwrap());
-        assert_rejected(&verifier(&ec), &other.sign(&claims()).unwrap(), "unknown key");
+        assert_rejected(
+            &verifier(&ec),
+            &other.sign(&claims()).unwrap(),
+            "unknown key",
+        );
         // A token without a kid.
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::ES256),
@@ -747,7 +776,13 @@ feXTCbAfJjfpYmgbMbmLkA==
                 exp: now() + 60,
             })
             .unwrap();
-        assert_rejected(&verifier, &token, "required");
+        // (Read as untyped JSON, so that it is the verifier, not serde, that objects.)
+        match verifier.verify::<serde_json::Value>(&token, "registry") {
+            Err(AuthError::InvalidToken(reason)) => {
+                assert!(reason.contains("required"), "{reason}")
+            }
+            other => panic!("token without nbf accepted: {other:?}"),
+        }
     }
 
     #[test]

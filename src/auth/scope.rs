@@ -189,7 +189,10 @@ mod tests {
         assert_eq!(parse("repository:[::1]:5000/x:pull").name, "[::1]:5000/x");
         // A name that looks like actions is still the name.
         let scope = parse("repository:pull:push");
-        assert_eq!((scope.name.as_str(), &scope.actions[..]), ("pull", &["push".to_string()][..]));
+        assert_eq!(
+            (scope.name.as_str(), &scope.actions[..]),
+            ("pull", &["push".to_string()][..])
+        );
         assert_eq!(
             parse("repository(plugin):vieux/sshfs:pull").resource_type,
             "repository(plugin)"
@@ -198,7 +201,10 @@ mod tests {
 
     #[test]
     fn actions_are_deduplicated_and_empty_ones_dropped() {
-        assert_eq!(parse("repository:a:pull,,pull,push,").actions, ["pull", "push"]);
+        assert_eq!(
+            parse("repository:a:pull,,pull,push,").actions,
+            ["pull", "push"]
+        );
         assert!(parse("repository:a:").actions.is_empty());
     }
 

@@ -168,13 +168,19 @@ mod tests {
         assert!(users.verify("alice", "one").unwrap());
 
         // A different size is noticed even within the file system's timestamp resolution.
-        write(&file, &format!("alice:{}\ncarol:{}\n", hash("two"), hash("three")));
+        write(
+            &file,
+            &format!("alice:{}\ncarol:{}\n", hash("two"), hash("three")),
+        );
         assert!(!users.verify("alice", "one").unwrap());
         assert!(users.verify("alice", "two").unwrap());
         assert!(users.verify("carol", "three").unwrap());
 
         std::fs::remove_file(&file).unwrap();
-        assert!(matches!(users.verify("alice", "two"), Err(AuthError::Io { .. })));
+        assert!(matches!(
+            users.verify("alice", "two"),
+            Err(AuthError::Io { .. })
+        ));
         assert!(Htpasswd::open(&file).is_err());
     }
 

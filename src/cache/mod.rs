@@ -89,6 +89,22 @@ impl Cache {
         &self.metrics
     }
 
+    /// The storage below, for the private projects, which write through it directly.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Keeps `digest` from eviction while the guard lives.
+    pub fn serving(&self, digest: &Digest) -> ServingGuard {
+        ServingGuard::new(&self.usage, digest)
+    }
+
+    /// Accounts for `bytes` stored by someone else (a finished upload).
+    pub fn note_stored(self: &Arc<Self>, bytes: u64) {
+        self.usage.add(bytes);
+        self.evict_if_needed();
+    }
+
     /// The size of a stored blob, if it is stored.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         Ok(self.storage.index.blob(digest)?.map(|r| r.size))

@@ -15,6 +15,9 @@ pub fn error_response(err: &RegistryError, head: bool) -> HttpResponse {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     response.insert_header((super::v2::API_VERSION_HEADER, super::v2::API_VERSION));
+    if let Some(challenge) = err.challenge() {
+        response.insert_header((header::WWW_AUTHENTICATE, challenge));
+    }
     if let Some(retry) = err.retry_after() {
         response.insert_header((header::RETRY_AFTER, retry.as_secs().max(1).to_string()));
     }

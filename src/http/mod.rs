@@ -6,9 +6,11 @@
 //! of the path.
 
 pub mod body;
+pub mod challenge;
 pub mod error;
 pub mod range;
 pub mod routes;
+pub mod token;
 pub mod v2;
 
 use actix_web::{web, HttpResponse};
@@ -19,6 +21,11 @@ use crate::registry::Registry;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").to(healthz))
         .service(web::resource("/metrics").to(metrics))
+        .service(
+            web::resource("/token")
+                .route(web::get().to(token::get))
+                .route(web::post().to(token::post)),
+        )
         .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(v2::dispatch));
 }
 

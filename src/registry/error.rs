@@ -93,6 +93,8 @@ pub struct RegistryError {
     message: String,
     detail: Option<serde_json::Value>,
     retry_after: Option<Duration>,
+    /// `WWW-Authenticate` for a 401: how to get a sufficient token.
+    challenge: Option<String>,
     /// The underlying fault, logged for 5xx answers and never sent to the client.
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -104,6 +106,7 @@ impl RegistryError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            challenge: None,
             source: None,
         }
     }
@@ -119,6 +122,15 @@ impl RegistryError {
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = Some(detail);
         self
+    }
+
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    pub fn challenge(&self) -> Option<&str> {
+        self.challenge.as_deref()
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
@@ -187,6 +199,7 @@ impl Clone for RegistryError {
             message: self.message.clone(),
             detail: self.detail.clone(),
             retry_after: self.retry_after,
+            challenge: self.challenge.clone(),
             source: self.source.as_ref().map(|s| s.to_string().into()),
         }
     }

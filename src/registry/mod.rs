@@ -9,12 +9,14 @@ pub mod media;
 pub mod mirror;
 pub mod name;
 pub mod namespace;
+pub mod private;
 
 use std::sync::Arc;
 
 pub use self::error::{ErrorCode, RegistryError};
 use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
+use self::private::Projects;
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -23,14 +25,20 @@ use crate::upstream::Upstreams;
 pub struct Registry {
     upstreams: Upstreams,
     pub mirror: Mirror,
+    pub projects: Projects,
     cache: Arc<Cache>,
 }
 
 impl Registry {
-    pub fn new(upstreams: Upstreams, cache: Arc<Cache>) -> Self {
+    pub fn new(
+        upstreams: Upstreams,
+        cache: Arc<Cache>,
+        projects: impl IntoIterator<Item = String>,
+    ) -> Self {
         Registry {
             upstreams,
             mirror: Mirror::new(Arc::clone(&cache)),
+            projects: Projects::new(projects, Arc::clone(&cache)),
             cache,
         }
     }

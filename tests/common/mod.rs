@@ -6,6 +6,7 @@ pub mod cdn;
 pub mod containerd;
 pub mod fault;
 pub mod images;
+pub mod private;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

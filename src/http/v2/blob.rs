@@ -1,12 +1,15 @@
-//! `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single `Range` requests.
+//! `/v2/<name>/blobs/<digest>`: `GET`/`HEAD` (with single `Range` requests) for the mirror
+//! and private projects, `DELETE` for private projects.
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
 
+use crate::cache::evict::ServingGuard;
 use crate::http::body;
 use crate::http::range::{self, RangeRequest};
 use crate::registry::mirror::BlobReply;
-use crate::registry::name::Digest;
+use crate::registry::name::{Digest, RepoName};
 use crate::registry::namespace::MirrorRepo;
 use crate::registry::{ErrorCode, Registry, RegistryError};
 
@@ -19,38 +22,12 @@ pub async fn get(
     let digest: Digest = digest.parse()?;
     if req.method() == Method::HEAD {
         let size = registry.mirror.blob_size(target, &digest).await?;
-        return Ok(blob_headers(StatusCode::OK, &digest).body(body::head_only(size)));
+        return Ok(head(&digest, size));
     }
-    let range_header = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
     match registry.mirror.blob(target, &digest).await? {
-        BlobReply::Stored(mapped, guard) => {
-            let size = mapped.len() as u64;
-            match range::parse(range_header, size) {
-                RangeRequest::Full if size == 0 => {
-                    Ok(blob_headers(StatusCode::OK, &digest).body(mapped))
-                }
-                RangeRequest::Full => Ok(blob_headers(StatusCode::OK, &digest).body(body::mapped(
-                    mapped,
-                    0,
-                    size - 1,
-                    guard,
-                ))),
-                RangeRequest::Partial { start, end } => {
-                    Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
-                        .insert_header((
-                            header::CONTENT_RANGE,
-                            format!("bytes {start}-{end}/{size}"),
-                        ))
-                        .body(body::mapped(mapped, start, end, guard)))
-                }
-                RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
-            }
-        }
+        BlobReply::Stored(mapped, guard) => stored(req, &digest, mapped, guard),
         BlobReply::Filling { fill, size } => {
-            match (range::parse(range_header, size.unwrap_or(0)), size) {
+            match (range::parse(range_header(req), size.unwrap_or(0)), size) {
                 (RangeRequest::Partial { start, end }, Some(size)) => {
                     Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
                         .insert_header((
@@ -62,13 +39,70 @@ pub async fn get(
                             Some(end - start + 1),
                         )))
                 }
-                (RangeRequest::Unsatisfiable, Some(size)) if range_header.is_some() => {
+                (RangeRequest::Unsatisfiable, Some(size)) if range_header(req).is_some() => {
                     Err(unsatisfiable(size))
                 }
                 _ => Ok(blob_headers(StatusCode::OK, &digest)
                     .body(body::filling(fill.reader(0, None), size))),
             }
         }
+    }
+}
+
+pub async fn get_private(
+    req: &HttpRequest,
+    registry: &Registry,
+    repo: &RepoName,
+    digest: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let digest: Digest = digest.parse()?;
+    if req.method() == Method::HEAD {
+        let size = registry.projects.blob_size(repo, &digest)?;
+        return Ok(head(&digest, size));
+    }
+    let (mapped, guard) = registry.projects.blob(repo, &digest).await?;
+    stored(req, &digest, mapped, guard)
+}
+
+pub fn delete_private(
+    registry: &Registry,
+    repo: &RepoName,
+    digest: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let digest: Digest = digest.parse()?;
+    registry.projects.delete_blob(repo, &digest)?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+fn range_header(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn head(digest: &Digest, size: u64) -> HttpResponse {
+    blob_headers(StatusCode::OK, digest).body(body::head_only(size))
+}
+
+/// A stored blob, whole or the requested range.
+fn stored(
+    req: &HttpRequest,
+    digest: &Digest,
+    mapped: Bytes,
+    guard: ServingGuard,
+) -> Result<HttpResponse, RegistryError> {
+    let size = mapped.len() as u64;
+    match range::parse(range_header(req), size) {
+        RangeRequest::Full if size == 0 => Ok(blob_headers(StatusCode::OK, digest).body(mapped)),
+        RangeRequest::Full => {
+            Ok(blob_headers(StatusCode::OK, digest).body(body::mapped(mapped, 0, size - 1, guard)))
+        }
+        RangeRequest::Partial { start, end } => {
+            Ok(blob_headers(StatusCode::PARTIAL_CONTENT, digest)
+                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")))
+                .body(body::mapped(mapped, start, end, guard)))
+        }
+        RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
     }
 }
 

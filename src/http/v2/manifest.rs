@@ -1,12 +1,18 @@
-//! `GET`/`HEAD /v2/<name>/manifests/<reference>`.
+//! `/v2/<name>/manifests/<reference>`: `GET`/`HEAD` for the mirror and private projects,
+//! `PUT` and `DELETE` for private projects.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 
+use super::location;
+use crate::cache::StoredManifest;
 use crate::registry::media::AcceptList;
-use crate::registry::name::Reference;
+use crate::registry::name::{Reference, RepoName};
 use crate::registry::namespace::MirrorRepo;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::upstream::MAX_MANIFEST_BYTES;
 
 pub async fn get(
     req: &HttpRequest,
@@ -24,14 +30,82 @@ pub async fn get(
         .mirror
         .manifest(target, &reference, &accept)
         .await?;
-    let manifest = reply.manifest;
+    Ok(respond(&reply.manifest, reply.stale))
+}
+
+pub async fn get_private(
+    registry: &Registry,
+    repo: &RepoName,
+    reference: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let reference: Reference = reference.parse()?;
+    let manifest = registry.projects.manifest(repo, &reference).await?;
+    Ok(respond(&manifest, false))
+}
+
+fn respond(manifest: &StoredManifest, stale: bool) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, manifest.media_type.as_str()))
         .insert_header(("Docker-Content-Digest", manifest.digest.to_string()))
         .insert_header((header::ETAG, format!("\"{}\"", manifest.digest)));
-    if reply.stale {
+    if stale {
         response.insert_header((header::WARNING, "110 - \"Response is Stale\""));
     }
-    Ok(response.body(manifest.body.clone()))
+    response.body(manifest.body.clone())
+}
+
+pub async fn put(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    registry: &Registry,
+    repo: &RepoName,
+    reference: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let reference: Reference = reference.parse()?;
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("the request body broke off: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let put = registry
+        .projects
+        .put_manifest(repo, &reference, content_type, body.freeze())
+        .await?;
+    let mut response = HttpResponse::Created();
+    response
+        .insert_header((
+            header::LOCATION,
+            location(req, &format!("/v2/{repo}/manifests/{}", put.digest)),
+        ))
+        .insert_header(("Docker-Content-Digest", put.digest.to_string()));
+    if let Some(subject) = put.subject {
+        response.insert_header(("OCI-Subject", subject.to_string()));
+    }
+    Ok(response.finish())
+}
+
+pub async fn delete(
+    registry: &Registry,
+    repo: &RepoName,
+    reference: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let reference: Reference = reference.parse()?;
+    registry.projects.delete_manifest(repo, &reference).await?;
+    Ok(HttpResponse::Accepted().finish())
 }

@@ -3,7 +3,8 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::query_param;
+use super::{next_link, page_params, query_param};
+use crate::registry::name::RepoName;
 use crate::registry::namespace::MirrorRepo;
 use crate::registry::{ErrorCode, Registry, RegistryError};
 
@@ -33,4 +34,20 @@ pub async fn list(
         response.insert_header((header::LINK, link));
     }
     Ok(response.body(reply.body))
+}
+
+/// A private repository's tags, sorted, paginated with `n`/`last`.
+pub fn list_private(
+    req: &HttpRequest,
+    registry: &Registry,
+    repo: &RepoName,
+) -> Result<HttpResponse, RegistryError> {
+    let (n, last) = page_params(req)?;
+    let page = registry.projects.tags(repo, n, last.as_deref())?;
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/json");
+    if let Some(link) = next_link(&format!("/v2/{repo}/tags/list"), page.next) {
+        response.insert_header((header::LINK, link));
+    }
+    Ok(response.body(page.body))
 }

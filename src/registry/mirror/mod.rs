@@ -261,6 +261,6 @@ fn fill_error(e: Arc<FillError>) -> RegistryError {
     }
 }
 
-pub fn storage_error(e: StorageError) -> RegistryError {
-    RegistryError::internal("cache storage failed", e)
+pub fn storage_error(e: impl Into<StorageError>) -> RegistryError {
+    RegistryError::internal("cache storage failed", e.into())
 }

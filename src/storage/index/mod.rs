@@ -144,7 +144,10 @@ pub(crate) fn transaction_error(e: sled::transaction::TransactionError) -> Index
     }
 }
 
-pub(crate) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, IndexError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    key: &[u8],
+    value: &[u8],
+) -> Result<T, IndexError> {
     serde_json::from_slice(value).map_err(|source| IndexError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         source,

@@ -51,7 +51,11 @@ pub struct ReferrerRecord {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
-    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<serde_json::Value>,
@@ -127,7 +131,11 @@ impl Index {
         self.link_repo_blob(repo, digest)
     }
 
-    pub fn repo_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>, IndexError> {
+    pub fn repo_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<String>, IndexError> {
         Ok(self
             .project
             .repo_manifests
@@ -137,7 +145,11 @@ impl Index {
 
     /// Removes a manifest from a repository with every tag pointing at it and its referrer
     /// entries; returns false when it was not there.
-    pub fn remove_repo_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, IndexError> {
+    pub fn remove_repo_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, IndexError> {
         if self
             .project
             .repo_manifests
@@ -164,7 +176,12 @@ impl Index {
         Ok(true)
     }
 
-    pub fn put_repo_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), IndexError> {
+    pub fn put_repo_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), IndexError> {
         self.project
             .repo_tags
             .insert(repo_tag_key(repo, tag), digest.to_string().as_bytes())?;
@@ -180,7 +197,11 @@ impl Index {
     }
 
     pub fn remove_repo_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, IndexError> {
-        Ok(self.project.repo_tags.remove(repo_tag_key(repo, tag))?.is_some())
+        Ok(self
+            .project
+            .repo_tags
+            .remove(repo_tag_key(repo, tag))?
+            .is_some())
     }
 
     /// A repository's tags with the digests they point at, sorted by tag.
@@ -227,7 +248,11 @@ impl Index {
         Ok(())
     }
 
-    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ReferrerRecord>, IndexError> {
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<ReferrerRecord>, IndexError> {
         self.project
             .referrers
             .scan_prefix(referrer_prefix(repo, subject))
@@ -262,7 +287,10 @@ impl Index {
             .iter()
             .map(|item| {
                 let (key, value) = item?;
-                Ok((String::from_utf8_lossy(&key).into_owned(), decode(&key, &value)?))
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode(&key, &value)?,
+                ))
             })
             .collect()
     }
@@ -291,9 +319,17 @@ mod tests {
         let (v1, v2): (Tag, Tag) = ("v1".parse().unwrap(), "v2".parse().unwrap());
         index.put_repo_tag(&repo, &v2, &d).unwrap();
         index.put_repo_tag(&repo, &v1, &d).unwrap();
-        let tags: Vec<String> = index.repo_tags(&repo).unwrap().into_iter().map(|(t, _)| t.to_string()).collect();
+        let tags: Vec<String> = index
+            .repo_tags(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t.to_string())
+            .collect();
         assert_eq!(tags, ["v1", "v2"]);
-        assert!(index.repo_tags(&other).unwrap().is_empty(), "prefix scan leaked into team/app2");
+        assert!(
+            index.repo_tags(&other).unwrap().is_empty(),
+            "prefix scan leaked into team/app2"
+        );
         assert_eq!(index.repositories().unwrap(), ["team/app", "team/app2"]);
 
         let record = ReferrerRecord {
@@ -307,10 +343,16 @@ mod tests {
         assert_eq!(index.referrers(&repo, &d).unwrap(), vec![record]);
 
         assert!(index.remove_repo_manifest(&repo, &d).unwrap());
-        assert!(index.repo_tags(&repo).unwrap().is_empty(), "tags of a deleted manifest remain");
+        assert!(
+            index.repo_tags(&repo).unwrap().is_empty(),
+            "tags of a deleted manifest remain"
+        );
         assert!(index.repo_manifest(&repo, &d).unwrap().is_none());
         assert!(index.repo_manifest(&other, &d).unwrap().is_some());
         assert!(!index.remove_repo_manifest(&repo, &d).unwrap());
-        assert_eq!(parse_repo_tag_key(b"team/app:v1").map(|(r, t)| (r.to_string(), t.to_string())), Some(("team/app".into(), "v1".into())));
+        assert_eq!(
+            parse_repo_tag_key(b"team/app:v1").map(|(r, t)| (r.to_string(), t.to_string())),
+            Some(("team/app".into(), "v1".into()))
+        );
     }
 }

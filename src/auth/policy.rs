@@ -1,0 +1,304 @@
+//! Who may do what: the one place that decides, so that the token service (what a token
+//! grants) and request handling (what a request needs) cannot disagree.
+//!
+//! Two namespaces share one name space. A repository whose first component is a configured
+//! project is berth's own: members act by role, admins do everything, others may pull only a
+//! public project. Every other name is the read-only mirror: anyone authenticated pulls,
+//! anonymous clients pull when `anonymous_pull` allows, and nobody pushes or deletes there.
+
+use std::collections::{HashMap, HashSet};
+
+use super::scope::{self, Scope, ALL, DELETE, PULL, PUSH};
+use crate::config::{AuthSettings, ProjectSettings, Role};
+
+const NOTHING: &[&str] = &[];
+const PULL_ONLY: &[&str] = &[PULL];
+const PULL_PUSH: &[&str] = &[PULL, PUSH];
+const EVERYTHING: &[&str] = &[PULL, PUSH, DELETE];
+const CATALOG: &[&str] = &[ALL];
+
+fn role_actions(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Guest => PULL_ONLY,
+        Role::Developer => PULL_PUSH,
+        Role::Maintainer => EVERYTHING,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    anonymous_pull: bool,
+    admins: HashSet<String>,
+    projects: HashMap<String, ProjectSettings>,
+}
+
+impl Policy {
+    pub fn new(auth: &AuthSettings, projects: &[ProjectSettings]) -> Self {
+        Policy {
+            anonymous_pull: auth.anonymous_pull,
+            admins: auth.admins.iter().cloned().collect(),
+            projects: projects
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+        }
+    }
+
+    /// The project a repository belongs to, if it is a private-project repository rather
+    /// than part of the mirror namespace.
+    pub fn is_project_repo(&self, name: &str) -> Option<&ProjectSettings> {
+        let first = name.split('/').next().unwrap_or(name);
+        self.projects.get(first)
+    }
+
+    /// Everything `subject` (`None`: anonymous) may do to a resource, whatever was asked.
+    pub fn permitted(
+        &self,
+        subject: Option<&str>,
+        resource_type: &str,
+        name: &str,
+    ) -> &'static [&'static str] {
+        let may_read = subject.is_some() || self.anonymous_pull;
+        match resource_type {
+            // The catalog is filtered per caller where it is served; reaching it is a read.
+            scope::REGISTRY if name == scope::CATALOG => {
+                if may_read {
+                    CATALOG
+                } else {
+                    NOTHING
+                }
+            }
+            scope::REPOSITORY => match self.is_project_repo(name) {
+                Some(project) => {
+                    if let Some(user) = subject {
+                        if self.admins.contains(user) {
+                            return EVERYTHING;
+                        }
+                        if let Some(&role) = project.members.get(user) {
+                            return role_actions(role);
+                        }
+                    }
+                    if project.public && may_read {
+                        PULL_ONLY
+                    } else {
+                        NOTHING
+                    }
+                }
+                None if may_read => PULL_ONLY,
+                None => NOTHING,
+            },
+            // Unknown types, and classed ones like `repository(plugin)`, grant nothing.
+            _ => NOTHING,
+        }
+    }
+
+    /// What a token may grant for `asked`: the asked actions that are permitted, never more
+    /// (`*` asks for everything permitted). `None` when that is nothing.
+    pub fn grant(&self, subject: Option<&str>, asked: &Scope) -> Option<Scope> {
+        let permitted = self.permitted(subject, &asked.resource_type, &asked.name);
+        let actions: Vec<&str> = if asked.actions.iter().any(|a| a == ALL) {
+            permitted.to_vec()
+        } else {
+            asked
+                .actions
+                .iter()
+                .map(String::as_str)
+                .filter(|a| permitted.contains(a))
+                .collect()
+        };
+        if actions.is_empty() {
+            return None;
+        }
+        Some(Scope::new(
+            asked.resource_type.clone(),
+            asked.name.clone(),
+            actions,
+        ))
+    }
+
+    /// Whether `subject` may take `action` on repository `repo`.
+    pub fn may(&self, subject: Option<&str>, repo: &str, action: &str) -> bool {
+        self.permitted(subject, scope::REPOSITORY, repo)
+            .contains(&action)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub(crate) fn settings(anonymous_pull: bool) -> AuthSettings {
+        AuthSettings {
+            service: "berth".into(),
+            issuer: "berth".into(),
+            signing_key: PathBuf::from("k.pem"),
+            certificate: None,
+            htpasswd: None,
+            anonymous_pull,
+            admins: vec!["root".into()],
+            token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    pub(crate) fn projects() -> Vec<ProjectSettings> {
+        let members: BTreeMap<String, Role> = [
+            ("gina".to_string(), Role::Guest),
+            ("dave".to_string(), Role::Developer),
+            ("mona".to_string(), Role::Maintainer),
+        ]
+        .into_iter()
+        .collect();
+        vec![
+            ProjectSettings {
+                name: "secret".into(),
+                public: false,
+                members: members.clone(),
+            },
+            ProjectSettings {
+                name: "open".into(),
+                public: true,
+                members,
+            },
+        ]
+    }
+
+    fn actions(policy: &Policy, subject: Option<&str>, repo: &str) -> Vec<&'static str> {
+        policy.permitted(subject, scope::REPOSITORY, repo).to_vec()
+    }
+
+    #[test]
+    fn project_repos_are_recognized_by_their_first_component() {
+        let policy = Policy::new(&settings(true), &projects());
+        assert_eq!(policy.is_project_repo("secret/app").unwrap().name, "secret");
+        assert_eq!(
+            policy.is_project_repo("secret/a/b/c").unwrap().name,
+            "secret"
+        );
+        assert_eq!(policy.is_project_repo("secret").unwrap().name, "secret");
+        assert!(policy.is_project_repo("secretive/app").is_none());
+        assert!(policy.is_project_repo("library/secret").is_none());
+        assert!(policy.is_project_repo("docker.io/secret/app").is_none());
+    }
+
+    #[test]
+    fn matrix() {
+        let pull = vec![PULL];
+        let push = vec![PULL, PUSH];
+        let all = vec![PULL, PUSH, DELETE];
+        let none: Vec<&str> = vec![];
+        // (anonymous_pull, subject, repo, expected)
+        let cases: Vec<(bool, Option<&str>, &str, &Vec<&str>)> = vec![
+            // private project
+            (true, None, "secret/app", &none),
+            (true, Some("gina"), "secret/app", &pull),
+            (true, Some("dave"), "secret/app", &push),
+            (true, Some("mona"), "secret/app", &all),
+            (true, Some("root"), "secret/app", &all),
+            (true, Some("stranger"), "secret/app", &none),
+            // public project
+            (true, None, "open/app", &pull),
+            (false, None, "open/app", &none),
+            (false, Some("stranger"), "open/app", &pull),
+            (true, Some("gina"), "open/app", &pull),
+            (true, Some("dave"), "open/app", &push),
+            (true, Some("mona"), "open/app", &all),
+            (false, Some("root"), "open/app", &all),
+            // mirror namespace: read-only for everyone, admins included
+            (true, None, "library/alpine", &pull),
+            (false, None, "library/alpine", &none),
+            (false, Some("stranger"), "ghcr.io/org/tool", &pull),
+            (true, Some("dave"), "library/alpine", &pull),
+            (true, Some("mona"), "library/alpine", &pull),
+            (true, Some("root"), "library/alpine", &pull),
+        ];
+        for (anonymous_pull, subject, repo, expected) in cases {
+            let policy = Policy::new(&settings(anonymous_pull), &projects());
+            assert_eq!(
+                &actions(&policy, subject, repo),
+                expected,
+                "anonymous_pull={anonymous_pull} subject={subject:?} repo={repo}"
+            );
+            for action in [PULL, PUSH, DELETE] {
+                assert_eq!(
+                    policy.may(subject, repo, action),
+                    expected.contains(&action),
+                    "{subject:?} {action} {repo}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn catalog_and_unknown_types() {
+        let open = Policy::new(&settings(true), &projects());
+        let closed = Policy::new(&settings(false), &projects());
+        assert_eq!(open.permitted(None, "registry", "catalog"), [ALL]);
+        assert!(closed.permitted(None, "registry", "catalog").is_empty());
+        assert_eq!(closed.permitted(Some("gina"), "registry", "catalog"), [ALL]);
+        assert!(open.permitted(Some("root"), "registry", "other").is_empty());
+        assert!(open
+            .permitted(Some("root"), "repository(plugin)", "secret/app")
+            .is_empty());
+        assert!(open
+            .permitted(Some("root"), "blob", "secret/app")
+            .is_empty());
+    }
+
+    #[test]
+    fn grants_are_the_intersection_of_asked_and_permitted() {
+        let policy = Policy::new(&settings(true), &projects());
+        let asked = Scope::repository("secret/app", &[PULL, PUSH, DELETE]);
+        assert_eq!(
+            policy.grant(Some("dave"), &asked),
+            Some(Scope::repository("secret/app", &[PULL, PUSH]))
+        );
+        // Never more than asked, even for an admin.
+        assert_eq!(
+            policy.grant(Some("root"), &Scope::repository("secret/app", &[PULL])),
+            Some(Scope::repository("secret/app", &[PULL]))
+        );
+        assert_eq!(policy.grant(Some("stranger"), &asked), None);
+        assert_eq!(policy.grant(None, &asked), None);
+        // Push to the mirror is never granted; pull still is.
+        assert_eq!(
+            policy.grant(
+                Some("root"),
+                &Scope::repository("library/alpine", &[PUSH, PULL])
+            ),
+            Some(Scope::repository("library/alpine", &[PULL]))
+        );
+        assert_eq!(
+            policy.grant(Some("root"), &Scope::repository("library/alpine", &[PUSH])),
+            None
+        );
+        // Unknown actions are dropped.
+        assert_eq!(
+            policy.grant(
+                Some("mona"),
+                &Scope::repository("secret/app", &["pull", "own"])
+            ),
+            Some(Scope::repository("secret/app", &[PULL]))
+        );
+        // `*` asks for everything permitted, spelled out.
+        assert_eq!(
+            policy.grant(Some("mona"), &Scope::repository("secret/app", &[ALL])),
+            Some(Scope::repository("secret/app", &[PULL, PUSH, DELETE]))
+        );
+        assert_eq!(
+            policy.grant(None, &Scope::repository("open/app", &[ALL])),
+            Some(Scope::repository("open/app", &[PULL]))
+        );
+        assert_eq!(
+            policy.grant(None, &Scope::catalog()),
+            Some(Scope::catalog())
+        );
+        assert_eq!(
+            policy.grant(Some("gina"), &Scope::new("registry", "catalog", ["pull"])),
+            None
+        );
+    }
+}

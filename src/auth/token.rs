@@ -1,0 +1,586 @@
+//! The token service: authenticates a client, asks the [`Policy`] what it may have, and signs
+//! that into a Docker-spec bearer token; and, on the registry side, accepts those tokens.
+//!
+//! Refresh tokens (OAuth2 `access_type=offline`, docker's "identity token") are signed JWTs
+//! too, so berth keeps no session state. They carry no access, a `token_use` marker and a
+//! different audience, so no verifier (berth's or another registry's) can take one for an
+//! access token; using one re-evaluates the policy and checks the user still exists.
+//!
+//! Verified access tokens are cached until their `exp`, keyed by the token itself: a client
+//! sends the same token with every request of a pull, and its signature needs checking once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use moka::sync::Cache;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{SigningKey, Verifier};
+use super::policy::Policy;
+use super::scope::Scope;
+use super::users::Htpasswd;
+use super::AuthError;
+use crate::config::{AuthSettings, ProjectSettings};
+
+/// Verified tokens kept at once; a token is a few hundred bytes.
+const VERIFIED_CACHE_ENTRIES: u64 = 10_000;
+const REFRESH_TOKEN_USE: &str = "refresh";
+
+/// The claims of an access token, as the Docker token spec defines them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// The authenticated user; empty for anonymous tokens (as Distribution's token servers do).
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    /// What was granted. Required, so a token without it (a refresh token) does not parse.
+    pub access: Vec<Scope>,
+}
+
+impl AccessClaims {
+    /// The user the token was issued to; `None` for an anonymous token.
+    pub fn subject(&self) -> Option<&str> {
+        Some(self.sub.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// Whether the token grants `action` on the resource (`*` grants every action).
+    pub fn allows(&self, resource_type: &str, name: &str, action: &str) -> bool {
+        self.access.iter().any(|granted| {
+            granted.resource_type == resource_type
+                && granted.name == name
+                && granted.has_action(action)
+        })
+    }
+}
+
+/// What an access token is parsed as before it is accepted: the marker must be absent.
+#[derive(Deserialize)]
+struct AccessTokenBody {
+    #[serde(flatten)]
+    claims: AccessClaims,
+    #[serde(default)]
+    token_use: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RefreshClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    token_use: String,
+}
+
+/// The token endpoint's JSON answer. `token` and `access_token` are the same: the first is
+/// the Docker spec's, the second OAuth2's, and clients read either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: u64,
+    /// RFC 3339.
+    pub issued_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+pub struct TokenService {
+    service: String,
+    issuer: String,
+    key: SigningKey,
+    verifier: Verifier,
+    users: Option<Htpasswd>,
+    policy: Policy,
+    token_ttl: Duration,
+    refresh_ttl: Duration,
+    verified: Cache<String, Arc<AccessClaims>>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("service", &self.service)
+            .field("issuer", &self.issuer)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// Loads the signing key (and certificate) and the htpasswd file named in `auth`.
+    pub fn new(auth: &AuthSettings, projects: &[ProjectSettings]) -> Result<Self, AuthError> {
+        let key = SigningKey::load(&auth.signing_key, auth.certificate.as_deref())?;
+        Self::with_key(auth, projects, key)
+    }
+
+    /// Like [`TokenService::new`] with a key already loaded (tests, key rotation).
+    pub fn with_key(
+        auth: &AuthSettings,
+        projects: &[ProjectSettings],
+        key: SigningKey,
+    ) -> Result<Self, AuthError> {
+        let users = auth.htpasswd.as_deref().map(Htpasswd::open).transpose()?;
+        let verifier = Verifier::new([key.public_key().clone()], auth.issuer.clone());
+        Ok(TokenService {
+            service: auth.service.clone(),
+            issuer: auth.issuer.clone(),
+            key,
+            verifier,
+            users,
+            policy: Policy::new(auth, projects),
+            token_ttl: auth.token_ttl,
+            refresh_ttl: auth.refresh_token_ttl,
+            verified: Cache::builder()
+                .max_capacity(VERIFIED_CACHE_ENTRIES)
+                .expire_after(UntilExp)
+                .build(),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The audience berth's tokens are for (`service` in challenges and token requests).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Checks a user's password. Runs bcrypt: call it off the async executor.
+    pub fn authenticate(&self, username: &str, password: &str) -> Result<(), AuthError> {
+        match &self.users {
+            Some(users) if !username.is_empty() && users.verify(username, password)? => Ok(()),
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    /// The user named by an `Authorization: Basic …` header; `Ok(None)` without a header
+    /// (anonymous). Wrong credentials are an error, never a fall-back to anonymous. Runs
+    /// bcrypt: call it off the async executor.
+    pub fn authenticate_basic(&self, header: Option<&str>) -> Result<Option<String>, AuthError> {
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let (scheme, encoded) =
+            header
+                .trim()
+                .split_once(' ')
+                .ok_or(AuthError::MalformedCredentials(
+                    "expected Basic credentials",
+                ))?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(AuthError::MalformedCredentials(
+                "only Basic credentials are accepted here",
+            ));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| AuthError::MalformedCredentials("Basic credentials are not base64"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| AuthError::MalformedCredentials("Basic credentials are not UTF-8"))?;
+        let (username, password) =
+            decoded
+                .split_once(':')
+                .ok_or(AuthError::MalformedCredentials(
+                    "Basic credentials without ':'",
+                ))?;
+        self.authenticate(username, password)?;
+        Ok(Some(username.to_owned()))
+    }
+
+    /// Signs a token granting `subject` (`None`: anonymous) what the policy allows of
+    /// `scopes`; with `offline` and a subject, a refresh token too.
+    pub fn issue(
+        &self,
+        subject: Option<&str>,
+        scopes: &[Scope],
+        offline: bool,
+    ) -> Result<TokenResponse, AuthError> {
+        let access: Vec<Scope> = scopes
+            .iter()
+            .filter_map(|asked| self.policy.grant(subject, asked))
+            .collect();
+        let now = now_secs();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: subject.unwrap_or_default().to_owned(),
+            aud: self.service.clone(),
+            exp: now + self.token_ttl.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: self.jti()?,
+            access,
+        };
+        let token = self.key.sign(&claims)?;
+        tracing::debug!(subject = ?subject, asked = scopes.len(), granted = ?claims.access, "token issued");
+        let refresh_token = match subject {
+            Some(subject) if offline => Some(self.key.sign(&RefreshClaims {
+                iss: self.issuer.clone(),
+                sub: subject.to_owned(),
+                aud: self.refresh_audience(),
+                exp: now + self.refresh_ttl.as_secs(),
+                nbf: now,
+                iat: now,
+                jti: self.jti()?,
+                token_use: REFRESH_TOKEN_USE.to_owned(),
+            })?),
+            _ => None,
+        };
+        Ok(TokenResponse {
+            access_token: token.clone(),
+            token,
+            expires_in: self.token_ttl.as_secs(),
+            issued_at: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now))
+                .to_string(),
+            refresh_token,
+        })
+    }
+
+    /// A new access token for the refresh token's user, granted by the policy as it is now.
+    /// A user removed from the htpasswd file can no longer refresh. Reads the htpasswd file
+    /// when it changed: call it off the async executor.
+    pub fn refresh(
+        &self,
+        refresh_token: &str,
+        scopes: &[Scope],
+    ) -> Result<TokenResponse, AuthError> {
+        let claims: RefreshClaims = self
+            .verifier
+            .verify(refresh_token, &self.refresh_audience())?;
+        if claims.token_use != REFRESH_TOKEN_USE || claims.sub.is_empty() {
+            return Err(AuthError::InvalidToken("not a refresh token".into()));
+        }
+        match &self.users {
+            Some(users) if users.contains(&claims.sub)? => {}
+            _ => return Err(AuthError::InvalidCredentials),
+        }
+        self.issue(Some(&claims.sub), scopes, false)
+    }
+
+    /// Accepts an access token signed by berth for this service, checking its signature only
+    /// the first time it is seen.
+    pub fn verify_access(&self, token: &str) -> Result<Arc<AccessClaims>, AuthError> {
+        if let Some(claims) = self.verified.get(token) {
+            return Ok(claims);
+        }
+        let body: AccessTokenBody = self.verifier.verify(token, &self.service)?;
+        if body.token_use.is_some() {
+            return Err(AuthError::InvalidToken("not an access token".into()));
+        }
+        let claims = Arc::new(body.claims);
+        self.verified.insert(token.to_owned(), Arc::clone(&claims));
+        Ok(claims)
+    }
+
+    /// Refresh tokens are for berth's token endpoint only, never for a registry.
+    fn refresh_audience(&self) -> String {
+        format!("{}:refresh", self.service)
+    }
+
+    /// A random token ID, so that every token is distinct (and could be revoked by ID).
+    fn jti(&self) -> Result<String, AuthError> {
+        let mut bytes = [0u8; 16];
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| AuthError::Crypto("no randomness available".into()))?;
+        Ok(hex::encode(bytes))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Cache entries live until their token's `exp`.
+struct UntilExp;
+
+impl moka::Expiry<String, Arc<AccessClaims>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _token: &String,
+        claims: &Arc<AccessClaims>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(claims.exp.saturating_sub(now_secs())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::tests::{key, EC_SEC1};
+    use crate::auth::policy::tests::{projects, settings};
+    use crate::auth::scope::{PULL, PUSH};
+    use std::io::Write;
+
+    struct Fixture {
+        service: TokenService,
+        htpasswd: tempfile::NamedTempFile,
+    }
+
+    fn fixture() -> Fixture {
+        let mut htpasswd = tempfile::NamedTempFile::new().unwrap();
+        for (user, password) in [("dave", "dev"), ("gina", "guest"), ("root", "admin")] {
+            writeln!(htpasswd, "{user}:{}", bcrypt::hash(password, 4).unwrap()).unwrap();
+        }
+        let mut auth = settings(true);
+        auth.service = "registry.test".into();
+        auth.issuer = "berth-issuer".into();
+        auth.htpasswd = Some(htpasswd.path().to_path_buf());
+        let service = TokenService::with_key(&auth, &projects(), key(EC_SEC1)).unwrap();
+        Fixture { service, htpasswd }
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    #[test]
+    fn basic_authentication() {
+        let f = fixture();
+        let s = &f.service;
+        assert_eq!(s.authenticate_basic(None).unwrap(), None);
+        assert_eq!(
+            s.authenticate_basic(Some(&basic("dave", "dev")))
+                .unwrap()
+                .as_deref(),
+            Some("dave")
+        );
+        assert!(matches!(
+            s.authenticate_basic(Some(&basic("dave", "wrong"))),
+            Err(AuthError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            s.authenticate_basic(Some(&basic("nobody", "dev"))),
+            Err(AuthError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            s.authenticate_basic(Some(&basic("", ""))),
+            Err(AuthError::InvalidCredentials)
+        ));
+        for malformed in ["Basic", "Basic !!!", "Bearer abc", "Basic ZGF2ZQ=="] {
+            assert!(
+                matches!(
+                    s.authenticate_basic(Some(malformed)),
+                    Err(AuthError::MalformedCredentials(_))
+                ),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn issued_tokens_carry_the_spec_claims() {
+        let f = fixture();
+        let s = &f.service;
+        let asked = [
+            Scope::repository("secret/app", &[PULL, PUSH]),
+            Scope::repository("library/alpine", &[PULL, PUSH]),
+            Scope::repository("other/private", &[PULL]),
+        ];
+        let response = s.issue(Some("dave"), &asked, false).unwrap();
+        assert_eq!(response.token, response.access_token);
+        assert_eq!(response.expires_in, 300);
+        assert!(response.refresh_token.is_none());
+        assert!(humantime::parse_rfc3339(&response.issued_at).is_ok());
+
+        let claims = s.verify_access(&response.token).unwrap();
+        assert_eq!(claims.iss, "berth-issuer");
+        assert_eq!(claims.aud, "registry.test");
+        assert_eq!(claims.subject(), Some("dave"));
+        assert_eq!(claims.exp, claims.iat + 300);
+        assert_eq!(claims.jti.len(), 32);
+        assert_eq!(
+            claims.access,
+            [
+                Scope::repository("secret/app", &[PULL, PUSH]),
+                Scope::repository("library/alpine", &[PULL]),
+                Scope::repository("other/private", &[PULL]),
+            ]
+        );
+        assert!(claims.allows("repository", "secret/app", "push"));
+        assert!(!claims.allows("repository", "secret/app", "delete"));
+        assert!(!claims.allows("repository", "library/alpine", "push"));
+        assert!(!claims.allows("repository", "secret/other", "pull"));
+        assert!(!claims.allows("registry", "catalog", "*"));
+
+        // Each token is distinct.
+        let again = s.issue(Some("dave"), &asked, false).unwrap();
+        assert_ne!(again.token, response.token);
+    }
+
+    #[test]
+    fn anonymous_tokens() {
+        let f = fixture();
+        let s = &f.service;
+        let response = s
+            .issue(
+                None,
+                &[Scope::repository("secret/app", &[PULL]), Scope::catalog()],
+                true,
+            )
+            .unwrap();
+        // Anonymous clients get no refresh token, whatever they ask.
+        assert!(response.refresh_token.is_none());
+        let claims = s.verify_access(&response.token).unwrap();
+        assert_eq!(claims.subject(), None);
+        assert_eq!(claims.access, [Scope::catalog()]);
+        assert!(claims.allows("registry", "catalog", "*"));
+    }
+
+    #[test]
+    fn verified_tokens_are_cached() {
+        let f = fixture();
+        let s = &f.service;
+        let token = s.issue(Some("gina"), &[], false).unwrap().token;
+        let first = s.verify_access(&token).unwrap();
+        let second = s.verify_access(&token).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn refresh_tokens_refresh_and_nothing_else() {
+        let f = fixture();
+        let s = &f.service;
+        let asked = [Scope::repository("secret/app", &[PULL, PUSH])];
+        let response = s.issue(Some("dave"), &asked, true).unwrap();
+        let refresh = response.refresh_token.unwrap();
+
+        // A refresh token is not an access token, even to a verifier that skips the marker.
+        assert!(matches!(
+            s.verify_access(&refresh),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // An access token is not a refresh token.
+        assert!(matches!(
+            s.refresh(&response.token, &asked),
+            Err(AuthError::InvalidToken(_))
+        ));
+
+        let refreshed = s.refresh(&refresh, &asked).unwrap();
+        assert!(refreshed.refresh_token.is_none());
+        let claims = s.verify_access(&refreshed.token).unwrap();
+        assert_eq!(claims.subject(), Some("dave"));
+        assert!(claims.allows("repository", "secret/app", "push"));
+
+        // Removing the user revokes their refresh tokens.
+        let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();
+        writeln!(file, "gina:{}", bcrypt::hash("guest", 4).unwrap()).unwrap();
+        drop(file);
+        assert!(matches!(
+            s.refresh(&refresh, &asked),
+            Err(AuthError::InvalidCredentials)
+        ));
+    }
+
+    #[test]
+    fn forged_refresh_claims_are_rejected_as_access_tokens() {
+        // Even a refresh-marked token with the service audience and an access list is refused.
+        let f = fixture();
+        let s = &f.service;
+        #[derive(Serialize)]
+        struct Marked<'a> {
+            #[serde(flatten)]
+            claims: &'a AccessClaims,
+            token_use: &'a str,
+        }
+        let now = now_secs();
+        let claims = AccessClaims {
+            iss: "berth-issuer".into(),
+            sub: "dave".into(),
+            aud: "registry.test".into(),
+            exp: now + 60,
+            nbf: now,
+            iat: now,
+            jti: "x".into(),
+            access: vec![Scope::repository("secret/app", &[PULL])],
+        };
+        let token = s
+            .signing_key()
+            .sign(&Marked {
+                claims: &claims,
+                token_use: REFRESH_TOKEN_USE,
+            })
+            .unwrap();
+        assert!(matches!(
+            s.verify_access(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // The same claims without the marker are fine (the control).
+        assert!(s
+            .verify_access(&s.signing_key().sign(&claims).unwrap())
+            .is_ok());
+    }
+
+    #[test]
+    fn expired_and_foreign_tokens_are_rejected() {
+        let f = fixture();
+        let s = &f.service;
+        let now = now_secs();
+        let mut claims = AccessClaims {
+            iss: "berth-issuer".into(),
+            sub: "dave".into(),
+            aud: "registry.test".into(),
+            exp: now - 120,
+            nbf: now - 400,
+            iat: now - 400,
+            jti: "x".into(),
+            access: vec![],
+        };
+        let expired = s.signing_key().sign(&claims).unwrap();
+        assert!(matches!(
+            s.verify_access(&expired),
+            Err(AuthError::InvalidToken(_))
+        ));
+        claims.exp = now + 60;
+        claims.aud = "someone-else".into();
+        let foreign = s.signing_key().sign(&claims).unwrap();
+        assert!(matches!(
+            s.verify_access(&foreign),
+            Err(AuthError::InvalidToken(_))
+        ));
+        claims.aud = "registry.test".into();
+        claims.iss = "mallory".into();
+        let forged = s.signing_key().sign(&claims).unwrap();
+        assert!(matches!(
+            s.verify_access(&forged),
+            Err(AuthError::InvalidToken(_))
+        ));
+        assert!(matches!(
+            s.verify_access("garbage"),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn without_htpasswd_nobody_logs_in() {
+        let auth = settings(true);
+        let s = TokenService::with_key(&auth, &projects(), key(EC_SEC1)).unwrap();
+        assert!(matches!(
+            s.authenticate_basic(Some(&basic("root", "admin"))),
+            Err(AuthError::InvalidCredentials)
+        ));
+        assert!(s.issue(None, &[], false).is_ok());
+    }
+}

@@ -1,0 +1,332 @@
+//! The `WWW-Authenticate: Bearer …` challenge, and the externally visible base URL its realm
+//! (berth's `/token`) is built on.
+//!
+//! Clients follow the realm blindly and send their credentials there, so it must not be
+//! steerable by whoever sends the request: `X-Forwarded-Proto`/`X-Forwarded-Host` are believed
+//! only from a configured trusted proxy (by TCP peer address), and the configured
+//! `external_url` beats everything. actix's `connection_info()` trusts those headers from
+//! anyone, which is why it is not used here.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+
+use crate::config::ServerSettings;
+
+/// The base URL clients reach berth at, without a trailing `/`.
+pub fn external_base(req: &HttpRequest, server: &ServerSettings) -> String {
+    if let Some(url) = &server.external_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let trusted = req
+        .peer_addr()
+        .is_some_and(|peer| is_trusted(peer.ip(), &server.trusted_proxies));
+    let forwarded = |name: &str| -> Option<&str> {
+        if !trusted {
+            return None;
+        }
+        // With several proxies, the first value is what the client used.
+        let value = req.headers().get(name)?.to_str().ok()?;
+        Some(value.split(',').next()?.trim()).filter(|v| !v.is_empty())
+    };
+    let scheme = forwarded("x-forwarded-proto")
+        .map(str::to_ascii_lowercase)
+        .filter(|s| s == "http" || s == "https")
+        .unwrap_or_else(|| {
+            if req.app_config().secure() {
+                "https".to_owned()
+            } else {
+                "http".to_owned()
+            }
+        });
+    let host = forwarded("x-forwarded-host")
+        .filter(|h| is_valid_host(h))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| is_valid_host(h))
+        })
+        .or_else(|| {
+            // HTTP/2 carries the host as the `:authority` pseudo-header.
+            req.uri()
+                .authority()
+                .map(|a| a.as_str())
+                .filter(|h| is_valid_host(h))
+        })
+        .unwrap_or_else(|| req.app_config().host());
+    format!("{scheme}://{host}")
+}
+
+/// A host (name, IPv4 or bracketed IPv6) with an optional port: nothing that could escape the
+/// quoted realm or point it at a path.
+fn is_valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// Whether `peer` falls in one of the `trusted` CIDRs; entries that do not parse trust
+/// nothing.
+pub fn is_trusted(peer: IpAddr, trusted: &[String]) -> bool {
+    trusted
+        .iter()
+        .filter_map(|entry| entry.parse::<Cidr>().ok())
+        .any(|cidr| cidr.contains(peer))
+}
+
+/// Checks every `trusted_proxies` entry, so a typo is reported at startup rather than
+/// silently trusting nobody.
+pub fn validate_trusted_proxies(trusted: &[String]) -> Result<(), CidrError> {
+    trusted
+        .iter()
+        .try_for_each(|entry| entry.parse::<Cidr>().map(drop))
+}
+
+/// An address block: `10.0.0.0/8`, `::1/128`, or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address or a CIDR block like 10.0.0.0/8")]
+pub struct CidrError(String);
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || CidrError(text.to_owned());
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| error())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| error())?
+            }
+            Some(_) => return Err(error()),
+            None => max,
+        };
+        if prefix > max {
+            return Err(error());
+        }
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, address: IpAddr) -> bool {
+        // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+        match (self.network, address.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(addr)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(addr) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(addr)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(addr) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// `Bearer realm="<base>/token",service="<service>"[,scope="<scope>"][,error="insufficient_scope"]`.
+/// `scope` is one or more space-separated scopes.
+pub fn bearer_challenge(
+    base: &str,
+    service: &str,
+    scope: Option<&str>,
+    insufficient: bool,
+) -> String {
+    let mut challenge = format!(
+        "Bearer realm=\"{}/token\",service=\"{}\"",
+        quote(base.trim_end_matches('/')),
+        quote(service)
+    );
+    if let Some(scope) = scope {
+        challenge.push_str(&format!(",scope=\"{}\"", quote(scope)));
+    }
+    if insufficient {
+        challenge.push_str(",error=\"insufficient_scope\"");
+    }
+    challenge
+}
+
+/// The inside of an RFC 7230 quoted-string.
+fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        // Control characters cannot appear in a header value at all.
+        if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+    use std::net::SocketAddr;
+
+    fn server(external_url: Option<&str>, trusted: &[&str]) -> ServerSettings {
+        ServerSettings {
+            listen: "127.0.0.1:5000".into(),
+            workers: 1,
+            external_url: external_url.map(String::from),
+            trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn request(peer: &str) -> TestRequest {
+        TestRequest::default()
+            .peer_addr(peer.parse::<SocketAddr>().unwrap())
+            .insert_header(("Host", "berth.internal:5000"))
+            .insert_header(("X-Forwarded-Proto", "https"))
+            .insert_header(("X-Forwarded-Host", "registry.example.com, proxy.local"))
+    }
+
+    #[test]
+    fn external_url_wins() {
+        let req = request("10.1.2.3:4444").to_http_request();
+        let settings = server(Some("https://registry.example/"), &["10.0.0.0/8"]);
+        assert_eq!(external_base(&req, &settings), "https://registry.example");
+    }
+
+    #[test]
+    fn forwarded_headers_only_from_trusted_proxies() {
+        let settings = server(None, &["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        for peer in [
+            "10.1.2.3:4444",
+            "127.0.0.1:1",
+            "[::1]:1",
+            "[::ffff:10.9.9.9]:1",
+        ] {
+            let req = request(peer).to_http_request();
+            assert_eq!(
+                external_base(&req, &settings),
+                "https://registry.example.com",
+                "{peer}"
+            );
+        }
+        for peer in ["192.168.1.5:4444", "11.0.0.1:1", "127.0.0.2:1", "[::2]:1"] {
+            let req = request(peer).to_http_request();
+            assert_eq!(
+                external_base(&req, &settings),
+                "http://berth.internal:5000",
+                "{peer}"
+            );
+        }
+        // No trusted proxies configured: headers never count.
+        let req = request("127.0.0.1:1").to_http_request();
+        assert_eq!(
+            external_base(&req, &server(None, &[])),
+            "http://berth.internal:5000"
+        );
+    }
+
+    #[test]
+    fn hostile_host_values_are_not_used() {
+        let settings = server(None, &["127.0.0.1"]);
+        let req = TestRequest::default()
+            .peer_addr("127.0.0.1:1".parse().unwrap())
+            .insert_header(("Host", "berth.internal"))
+            .insert_header(("X-Forwarded-Proto", "javascript"))
+            .insert_header(("X-Forwarded-Host", "evil.example/\"x"))
+            .to_http_request();
+        assert_eq!(external_base(&req, &settings), "http://berth.internal");
+        let req = TestRequest::default()
+            .insert_header(("Host", "a\"b"))
+            .to_http_request();
+        // Falls back to the server's own idea of its host.
+        assert_eq!(
+            external_base(&req, &server(None, &[])),
+            format!("http://{}", req.app_config().host())
+        );
+    }
+
+    #[test]
+    fn cidrs() {
+        let cidr: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(cidr.contains("10.255.0.1".parse().unwrap()));
+        assert!(!cidr.contains("11.0.0.1".parse().unwrap()));
+        assert!(!cidr.contains("::1".parse().unwrap()));
+        let any: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("8.8.8.8".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12:3456::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        let single: Cidr = "192.168.0.7".parse().unwrap();
+        assert_eq!(single.to_string(), "192.168.0.7/32");
+        assert!(single.contains("192.168.0.7".parse().unwrap()));
+        assert!(!single.contains("192.168.0.8".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "host/8",
+            "10.0.0/8",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
+        }
+        assert!(validate_trusted_proxies(&["10.0.0.0/8".into(), "::1".into()]).is_ok());
+        assert!(validate_trusted_proxies(&["10.0.0.0/8".into(), "nope".into()]).is_err());
+    }
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            bearer_challenge("https://r.example/", "berth", None, false),
+            r#"Bearer realm="https://r.example/token",service="berth""#
+        );
+        assert_eq!(
+            bearer_challenge(
+                "https://r.example",
+                "berth",
+                Some("repository:team/app:pull,push"),
+                false
+            ),
+            r#"Bearer realm="https://r.example/token",service="berth",scope="repository:team/app:pull,push""#
+        );
+        assert_eq!(
+            bearer_challenge(
+                "http://localhost:5000",
+                "berth",
+                Some("repository:a:pull repository:b:pull"),
+                true
+            ),
+            r#"Bearer realm="http://localhost:5000/token",service="berth",scope="repository:a:pull repository:b:pull",error="insufficient_scope""#
+        );
+        assert_eq!(
+            bearer_challenge("http://x", "a\"b", None, false),
+            r#"Bearer realm="http://x/token",service="a\"b""#
+        );
+    }
+}

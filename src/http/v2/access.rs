@@ -1,0 +1,125 @@
+//! Who may do what, at the HTTP edge: the bearer token is checked against the scope an
+//! endpoint needs before any handler runs. A missing or insufficient token gets 401 with the
+//! challenge that tells the client where to get a sufficient one.
+//!
+//! Without `[auth]` berth is an open, read-only mirror: pulls need no token, and everything
+//! that writes is refused further in (the mirror namespace is read-only, and private projects
+//! cannot exist without `[auth]`).
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+
+use crate::auth::token::{AccessClaims, TokenService};
+use crate::config::ServerSettings;
+use crate::http::challenge::{bearer_challenge, external_base};
+use crate::registry::{ErrorCode, RegistryError};
+
+/// The caller, as far as its token says.
+pub struct Caller {
+    claims: Option<Arc<AccessClaims>>,
+}
+
+impl Caller {
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.as_ref().and_then(|c| c.subject())
+    }
+
+    pub fn allows(&self, resource_type: &str, name: &str, action: &str) -> bool {
+        self.claims
+            .as_ref()
+            .is_some_and(|c| c.allows(resource_type, name, action))
+    }
+}
+
+pub fn token_service(req: &HttpRequest) -> Option<&TokenService> {
+    req.app_data::<web::Data<TokenService>>()
+        .map(|d| d.get_ref())
+}
+
+fn server_settings(req: &HttpRequest) -> Option<&ServerSettings> {
+    req.app_data::<web::Data<ServerSettings>>()
+        .map(|d| d.get_ref())
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(
+    req: &HttpRequest,
+    tokens: &TokenService,
+    scope: Option<&str>,
+    insufficient: bool,
+    message: String,
+) -> RegistryError {
+    let base = match server_settings(req) {
+        Some(server) => external_base(req, server),
+        None => String::new(),
+    };
+    RegistryError::new(ErrorCode::Unauthorized, message).with_challenge(bearer_challenge(
+        &base,
+        tokens.service(),
+        scope,
+        insufficient,
+    ))
+}
+
+/// Checks that the request's token grants `action` on `resource_type:name`. `None` for
+/// `action` asks only for a valid token (the `/v2/` base).
+pub fn require(
+    req: &HttpRequest,
+    resource_type: &str,
+    name: &str,
+    action: Option<&str>,
+) -> Result<Caller, RegistryError> {
+    let Some(tokens) = token_service(req) else {
+        return Ok(Caller { claims: None });
+    };
+    let scope = action.map(|a| format!("{resource_type}:{name}:{a}"));
+    let Some(token) = bearer(req) else {
+        return Err(unauthorized(
+            req,
+            tokens,
+            scope.as_deref(),
+            false,
+            "authentication required: get a token from the realm in WWW-Authenticate".into(),
+        ));
+    };
+    let claims = tokens.verify_access(token).map_err(|e| {
+        unauthorized(
+            req,
+            tokens,
+            scope.as_deref(),
+            false,
+            format!("the bearer token was refused: {e}"),
+        )
+    })?;
+    let caller = Caller {
+        claims: Some(claims),
+    };
+    if let Some(action) = action {
+        if !caller.allows(resource_type, name, action) {
+            return Err(unauthorized(
+                req,
+                tokens,
+                scope.as_deref(),
+                true,
+                format!("the token does not grant {action} on {name}"),
+            ));
+        }
+    }
+    Ok(caller)
+}
+
+/// What a caller without any token may still do (anonymous pull), for listings that are
+/// filtered rather than refused.
+pub fn may_pull(req: &HttpRequest, caller: &Caller, repo: &str) -> bool {
+    match token_service(req) {
+        None => true,
+        Some(tokens) => tokens.policy().may(caller.subject(), repo, "pull"),
+    }
+}

@@ -1,0 +1,106 @@
+//! Private projects: repositories whose first component names a configured project are
+//! berth's own. They accept pushes (see [`upload`] and [`manifest`]), are listed by the tag,
+//! catalog and referrers APIs ([`listing`]), and are never evicted.
+//!
+//! Who may do what is decided before these functions are called (the token service's
+//! policy); this module only keeps the repository consistent: a manifest is accepted only
+//! when everything it references is already in the repository, and a blob only when its bytes
+//! hash to the digest the client named.
+
+pub mod listing;
+pub mod manifest;
+pub mod upload;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::error::{ErrorCode, RegistryError};
+use super::mirror::storage_error;
+use super::name::{Digest, RepoName};
+use crate::cache::evict::ServingGuard;
+use crate::cache::Cache;
+use crate::storage::Storage;
+
+pub struct Projects {
+    names: HashSet<String>,
+    cache: Arc<Cache>,
+    /// One lock per upload id: appends to the same upload never interleave.
+    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Projects {
+    pub fn new(names: impl IntoIterator<Item = String>, cache: Arc<Cache>) -> Self {
+        Projects {
+            names: names.into_iter().collect(),
+            cache,
+            upload_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The repository, when `name` belongs to a private project.
+    pub fn repo_of(&self, name: &str) -> Option<Result<RepoName, RegistryError>> {
+        let first = name.split('/').next()?;
+        if !self.names.contains(first) {
+            return None;
+        }
+        Some(name.parse())
+    }
+
+    fn storage(&self) -> &Arc<Storage> {
+        self.cache.storage()
+    }
+
+    /// Size of a blob in the repository.
+    pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
+        let index = &self.storage().index;
+        if !index.repo_has_blob(repo, digest).map_err(storage_error)? {
+            return Err(blob_unknown(repo, digest));
+        }
+        index
+            .blob(digest)
+            .map_err(storage_error)?
+            .map(|record| record.size)
+            .ok_or_else(|| blob_unknown(repo, digest))
+    }
+
+    /// A blob of the repository, memory-mapped, with the guard that keeps it while served.
+    pub async fn blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(Bytes, ServingGuard), RegistryError> {
+        self.blob_size(repo, digest)?;
+        let guard = self.cache.serving(digest);
+        let mapped = self
+            .cache
+            .map_blob(digest)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| blob_unknown(repo, digest))?;
+        Ok((mapped, guard))
+    }
+
+    /// Removes a blob from the repository (its bytes stay while other repositories use them).
+    pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        let index = &self.storage().index;
+        if index
+            .unlink_repo_blob(repo, digest)
+            .map_err(storage_error)?
+        {
+            index.flush().map_err(storage_error)?;
+            Ok(())
+        } else {
+            Err(blob_unknown(repo, digest))
+        }
+    }
+}
+
+fn blob_unknown(repo: &RepoName, digest: &Digest) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::BlobUnknown,
+        format!("blob {digest} is not in repository {repo}"),
+    )
+    .with_detail(serde_json::json!({ "digest": digest.to_string() }))
+}
