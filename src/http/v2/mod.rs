@@ -40,11 +40,12 @@ pub async fn dispatch(
     response
 }
 
-/// The action a method needs on a repository.
-fn action_for(method: &Method) -> &'static str {
-    match *method {
-        Method::GET | Method::HEAD => "pull",
-        Method::DELETE => "delete",
+/// The action a request needs on a repository. Cancelling an upload is part of pushing.
+fn action_for(route: &Route<'_>, method: &Method) -> &'static str {
+    match (route, method) {
+        (Route::Upload { .. } | Route::UploadStart { .. }, _) => "push",
+        (_, &Method::GET | &Method::HEAD) => "pull",
+        (_, &Method::DELETE) => "delete",
         _ => "push",
     }
 }
@@ -92,7 +93,12 @@ async fn private(
     route: Route<'_>,
 ) -> Result<HttpResponse, RegistryError> {
     let method = req.method().clone();
-    let caller = access::require(req, "repository", repo.as_str(), Some(action_for(&method)))?;
+    let caller = access::require(
+        req,
+        "repository",
+        repo.as_str(),
+        Some(action_for(&route, &method)),
+    )?;
     match (route, method) {
         (Route::Manifest { reference, .. }, Method::GET | Method::HEAD) => {
             manifest::get_private(registry, repo, reference).await
