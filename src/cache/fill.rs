@@ -26,7 +26,7 @@ use crate::upstream::{BlobResponse, UpstreamError};
 /// Bytes gathered from upstream before they are written out and shown to readers.
 const WRITE_BLOCK: usize = 256 * 1024;
 /// Largest chunk a reader hands to its client at once.
-const READ_CHUNK: u64 = 1024 * 1024;
+const READ_CHUNK: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {

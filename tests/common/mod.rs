@@ -2,10 +2,10 @@
 //! itself as a real process, and the skopeo client.
 #![allow(dead_code)]
 
-pub mod cdn;
 pub mod containerd;
 pub mod fault;
 pub mod images;
+pub mod nginx;
 pub mod private;
 pub mod upstream;
 

@@ -17,8 +17,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use super::cdn::Cdn;
 use super::images::{Blob, Image};
+use super::nginx::Nginx;
 
 pub const SERVICE: &str = "test-registry";
 pub const ISSUER: &str = "test-issuer";
@@ -226,7 +226,7 @@ pub struct UpstreamRegistry {
     pub log: PathBuf,
     pub issuer: TokenIssuer,
     /// Where blob GETs are redirected, like Docker Hub's CDN.
-    pub cdn: Cdn,
+    pub cdn: Nginx,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -240,7 +240,7 @@ impl UpstreamRegistry {
         let port = free_port();
         let root = dir.path().join("data");
         std::fs::create_dir_all(&root).unwrap();
-        let cdn = Cdn::start(&root, &dir.path().join("cdn"));
+        let cdn = Nginx::cdn(&root, &dir.path().join("cdn"));
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {cdn}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
             root = root.display(),

@@ -66,7 +66,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-const INDEX_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const INDEX_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Served blobs are re-stamped at most this often, to keep hits from writing the index.
 const TOUCH_GRANULARITY_MS: u64 = 1000;

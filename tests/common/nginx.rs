@@ -1,6 +1,6 @@
-//! nginx playing Docker Hub's blob CDN: the upstream registry redirects blob GETs to it, on
-//! another origin, and it refuses any request that carries an `Authorization` header, as a
-//! signed-URL CDN does. A mirror that forwards the registry token there fails.
+//! nginx in two roles: Docker Hub's blob CDN (the upstream registry redirects blob GETs to it,
+//! on another origin, and it refuses any request that carries an `Authorization` header, as a
+//! signed-URL CDN does), and a TLS-terminating proxy in front of berth.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -8,22 +8,21 @@ use std::time::Duration;
 
 use super::upstream::{free_port, reap_with_parent, wait_for_port};
 
-pub struct Cdn {
+/// One nginx process serving one `server { … }` block.
+pub struct Nginx {
     pub port: u16,
     access_log: std::path::PathBuf,
     child: Child,
 }
 
-impl Cdn {
-    /// Serves the files under `root` on `http://localhost:<port>/`.
-    pub fn start(root: &Path, work: &Path) -> Cdn {
-        let port = free_port();
+impl Nginx {
+    /// Starts nginx with `server` (which must `listen 127.0.0.1:<port>`) in `work`.
+    pub fn start(port: u16, server: &str, work: &Path) -> Nginx {
         std::fs::create_dir_all(work).unwrap();
         let config = format!(
-            "worker_processes 1;\n{user}\npid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {work}/access.log;\n  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fastcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;\n  sendfile on;\n  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{\n      if ($http_authorization) {{ return 403; }}\n    }}\n  }}\n}}\n",
+            "worker_processes 1;\n{user}\npid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {work}/access.log;\n  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fastcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;\n  sendfile on;\n  {server}\n}}\n",
             user = if is_root() { "user root;" } else { "" },
             work = work.display(),
-            root = root.display(),
         );
         let conf = work.join("nginx.conf");
         std::fs::write(&conf, config).unwrap();
@@ -40,11 +39,21 @@ impl Cdn {
             .expect("nginx is installed (run the README's test command)");
         reap_with_parent(child.id());
         wait_for_port(port, Duration::from_secs(10));
-        Cdn {
+        Nginx {
             port,
             access_log: work.join("access.log"),
             child,
         }
+    }
+
+    /// The CDN: serves the files under `root` on `http://localhost:<port>/`.
+    pub fn cdn(root: &Path, work: &Path) -> Nginx {
+        let port = free_port();
+        let server = format!(
+            "server {{\n    listen 127.0.0.1:{port};\n    root {};\n    location / {{\n      if ($http_authorization) {{ return 403; }}\n    }}\n  }}",
+            root.display()
+        );
+        Nginx::start(port, &server, work)
     }
 
     /// The base URL the registry redirects to: `localhost`, a different origin than the
@@ -52,10 +61,8 @@ impl Cdn {
     pub fn base_url(&self) -> String {
         format!("http://localhost:{}/", self.port)
     }
-}
 
-impl Cdn {
-    /// Requests the CDN answered with `status`.
+    /// Requests answered with `status`.
     pub fn answered(&self, status: u16) -> usize {
         let log = std::fs::read_to_string(&self.access_log).unwrap_or_default();
         let needle = format!("\" {status} ");
@@ -71,7 +78,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-impl Drop for Cdn {
+impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
