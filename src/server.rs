@@ -11,7 +11,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::storage::Storage;
+use crate::storage::{Storage, UPLOAD_EXPIRY};
 use crate::upstream::Upstreams;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,9 +112,27 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     }
     println!("berth listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     server.run().await?;
+    sweeper.abort();
     if let Err(e) = registry.cache().flush() {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }
     Ok(())
+}
+
+/// Abandoned uploads go after [`UPLOAD_EXPIRY`]; checking hourly bounds how long they linger.
+async fn expire_uploads_periodically(registry: Arc<Registry>) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let storage = Arc::clone(registry.cache().storage());
+        let swept = tokio::task::spawn_blocking(move || storage.expire_uploads(UPLOAD_EXPIRY)).await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "expired abandoned uploads"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "upload expiry failed"),
+            Err(e) => tracing::warn!(error = %e, "upload expiry task failed"),
+        }
+    }
 }
