@@ -127,7 +127,8 @@ async fn expire_uploads_periodically(registry: Arc<Registry>) {
     loop {
         hourly.tick().await;
         let storage = Arc::clone(registry.cache().storage());
-        let swept = tokio::task::spawn_blocking(move || storage.expire_uploads(UPLOAD_EXPIRY)).await;
+        let swept =
+            tokio::task::spawn_blocking(move || storage.expire_uploads(UPLOAD_EXPIRY)).await;
         match swept {
             Ok(Ok(0)) => {}
             Ok(Ok(removed)) => tracing::info!(removed, "expired abandoned uploads"),

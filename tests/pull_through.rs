@@ -128,34 +128,8 @@ async fn names_select_upstreams_and_library_prefix() {
 async fn podman_pulls_through_berth() {
     let s = seeded().await;
     let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
-    let store = tempfile::tempdir().unwrap();
-    let root = store.path().join("root");
-    let runroot = store.path().join("run");
-    let podman = |args: &[&str]| {
-        let output = std::process::Command::new("podman")
-            .arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&runroot)
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args)
-            .output()
-            .expect("podman is installed (run the README's test command)");
-        assert!(
-            output.status.success(),
-            "podman {args:?} failed:\n{}\nberth log:\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            berth.log()
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
+    let podman = common::Podman::new();
+    let podman = |args: &[&str]| podman.run(&berth, args);
     // Repositories of its own, so that the blob counts of the skopeo test stay exact.
     for (repo, seeded_image) in [
         ("library/podman-docker", &s.docker),

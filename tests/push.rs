@@ -195,32 +195,8 @@ async fn podman_pushes_and_pulls() {
         .tempdir()
         .unwrap();
     write_oci_layout(&image, source.path());
-    let store = tempfile::tempdir().unwrap();
-    let podman = |args: &[&str]| {
-        let output = std::process::Command::new("podman")
-            .arg("--root")
-            .arg(store.path().join("root"))
-            .arg("--runroot")
-            .arg(store.path().join("run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "podman {args:?}: {}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            berth.log()
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
+    let podman = common::Podman::new();
+    let podman = |args: &[&str]| podman.run(&berth, args);
     let target = format!("{}/team/podman:1", berth.addr);
     podman(&[
         "pull",

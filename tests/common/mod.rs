@@ -273,3 +273,42 @@ pub fn assert_dir_matches(dest: &Path, image: &Image) {
         );
     }
 }
+
+/// podman with a private image store (vfs, no daemon); panics with berth's log on failure.
+pub struct Podman {
+    store: tempfile::TempDir,
+}
+
+impl Podman {
+    pub fn new() -> Podman {
+        Podman {
+            store: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn run(&self, berth: &Berth, args: &[&str]) -> String {
+        let output = Command::new("podman")
+            .arg("--root")
+            .arg(self.store.path().join("root"))
+            .arg("--runroot")
+            .arg(self.store.path().join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args)
+            .output()
+            .expect("podman is installed (run the README's test command)");
+        assert!(
+            output.status.success(),
+            "podman {args:?} failed:\n{}\nberth log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            berth.log()
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
