@@ -93,6 +93,7 @@ async fn offline_serves_the_cache_and_never_calls_upstream() {
             .await
             .unwrap();
         assert_eq!(b.bytes().await.unwrap(), layer);
+        berth.settle();
         berth.kill();
         berth.into_data_dir()
     };
@@ -258,6 +259,7 @@ async fn eviction_keeps_the_disk_under_max_size_least_recently_used_first() {
     for (i, blob) in blobs.iter().enumerate().take(3) {
         assert_eq!(get(i).await, *blob);
     }
+    berth.settle();
     assert_eq!(berth.blob_files().len(), 3, "6 MiB fit the budget");
     // Use blob 0 again, so 1 and 2 are now the least recently used.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -311,6 +313,7 @@ async fn cache_gc_removes_unreferenced_blobs_only() {
         assert_eq!(response.status(), 200, "{path}");
         response.bytes().await.unwrap();
     }
+    berth.settle();
     berth.kill();
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -429,6 +432,7 @@ async fn a_full_disk_fails_the_fill_cleanly_and_the_cache_stays_usable() {
         .await
         .unwrap();
     assert_eq!(got, small);
+    berth.settle();
     assert_eq!(berth.blob_files().len(), 1);
 }
 

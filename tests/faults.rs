@@ -80,6 +80,7 @@ async fn corrupt_or_cut_blobs_are_never_served_or_kept() {
     let (_, again) = fetch(&url).await.unwrap();
     assert_eq!(again, blob);
     assert_eq!(FaultyUpstream::count(&upstream.blob_gets) - before, 1);
+    berth.settle();
     assert_eq!(berth.blob_files().len(), 1);
 }
 

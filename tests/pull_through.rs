@@ -49,6 +49,7 @@ async fn cold_warm_and_restarted_pulls_of_every_manifest_type() {
         berth.metric("berth_upstream_blob_gets_total").await,
         distinct_blobs as u64
     );
+    berth.settle();
     assert_eq!(
         berth.temp_files(),
         0,

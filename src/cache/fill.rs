@@ -6,9 +6,10 @@
 //! then waits for more. A client hanging up therefore never aborts the fill, and a client
 //! arriving late starts at byte 0 of the same fetch instead of opening a second one.
 //!
-//! Readers withhold the last byte until the fill has verified the digest and committed the
-//! file, so no client ever receives a complete body for a blob that failed verification: on a
-//! failure every reader errors, which aborts its response.
+//! Readers withhold the last byte until the fill has verified the digest, so no client ever
+//! receives a complete body for a blob that failed verification: on a failure every reader
+//! errors, which aborts its response. Committing the verified file (fsync, rename, index)
+//! happens after, without holding clients up.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -53,6 +54,8 @@ pub enum Phase {
     /// Waiting for upstream's response headers.
     Connecting,
     Streaming,
+    /// Every byte is in and hashes to the digest: safe to deliver whole, not yet durable.
+    Verified,
     /// Verified, on disk under its digest, indexed.
     Committed,
     Failed(Arc<FillError>),
@@ -113,7 +116,7 @@ impl Fill {
             let current = state.borrow_and_update().clone();
             match current.phase {
                 Phase::Connecting => {}
-                Phase::Streaming | Phase::Committed => return Ok(current.size),
+                Phase::Streaming | Phase::Verified | Phase::Committed => return Ok(current.size),
                 Phase::Failed(e) => return Err(e),
             }
             if state.changed().await.is_err() {
@@ -130,7 +133,7 @@ impl Fill {
             match phase {
                 Phase::Committed => return Ok(()),
                 Phase::Failed(e) => return Err(e),
-                Phase::Connecting | Phase::Streaming => {}
+                Phase::Connecting | Phase::Streaming | Phase::Verified => {}
             }
             if state.changed().await.is_err() {
                 return Err(Arc::new(FillError::Vanished));
@@ -238,6 +241,7 @@ where
             actual,
         }));
     }
+    state.send_modify(|s| s.phase = Phase::Verified);
     tokio::task::spawn_blocking(move || commit(temp, written))
         .await
         .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?
@@ -293,7 +297,9 @@ impl FillReader {
             let current = self.state.borrow_and_update().clone();
             let committed = match &current.phase {
                 Phase::Failed(e) => return Err(std::io::Error::other(e.to_string())),
-                Phase::Committed => true,
+                // Verified bytes may go out in full; durability (fsync, rename, index) follows
+                // and does not hold clients up.
+                Phase::Verified | Phase::Committed => true,
                 Phase::Connecting | Phase::Streaming => false,
             };
             // The final byte waits for verification.

@@ -207,6 +207,15 @@ impl Berth {
         found
     }
 
+    /// Waits (up to 10 s) until no fill is in flight: clients get verified bytes before the
+    /// fill has committed them, so a test that inspects the disk must let it finish.
+    pub fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.temp_files() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn temp_files(&self) -> usize {
         std::fs::read_dir(self.data_dir.join("tmp"))
             .map(|d| d.count())
