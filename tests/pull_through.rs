@@ -204,3 +204,35 @@ async fn containerd_pulls_through_berth_with_hosts_toml() {
     // Every request carried containerd's ?ns=docker.io and was answered by berth.
     assert!(berth.metric("berth_upstream_blob_gets_total").await > 0);
 }
+
+/// dockerd with berth as its `registry-mirrors` entry pulls (and unpacks) Docker Hub names,
+/// single- and multi-arch, through berth.
+#[tokio::test]
+async fn dockerd_pulls_through_berth_as_registry_mirror() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let dockerd = common::dockerd::Dockerd::start(&berth.addr);
+    for (repo, seeded_image) in [
+        ("library/dk-docker", &s.docker),
+        ("library/dk-multi-docker", &s.docker_list),
+        ("library/dk-oci", &s.oci),
+        ("library/dk-multi-oci", &s.oci_index),
+    ] {
+        s.upstream.push(repo, "1", seeded_image).await;
+        // A Docker Hub name: dockerd asks its mirror, which is berth.
+        let name = format!("{}:1", repo.trim_start_matches("library/"));
+        dockerd.docker(&["pull", "--quiet", &name]);
+        let digests = dockerd.docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            &name,
+        ]);
+        assert!(
+            digests.contains(&seeded_image.manifest.digest),
+            "{repo}: {digests}"
+        );
+    }
+    assert!(berth.metric("berth_upstream_blob_gets_total").await > 0);
+}

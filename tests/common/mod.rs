@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod containerd;
+pub mod dockerd;
 pub mod fault;
 pub mod images;
 pub mod nginx;
