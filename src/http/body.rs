@@ -1,8 +1,9 @@
 //! Response bodies for blobs.
 //!
 //! A stored blob is one memory map; the body hands actix 1 MiB `Bytes` slices of it, which
-//! share the mapping instead of copying through a read buffer (measured about twice as fast
-//! as nginx's sendfile on this class of machine, and far ahead of `NamedFile`).
+//! share the mapping instead of copying through a read buffer. Measured here on a 300 MiB
+//! cache hit: 0.117 s, against nginx's sendfile 0.125 s and Distribution's 0.289 s
+//! (`bench/blob.sh`).
 
 use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
 use bytes::Bytes;
