@@ -45,7 +45,7 @@ async fn get_all(url: &str, n: usize) -> Vec<(u16, String)> {
 async fn concurrent_manifest_requests_make_one_upstream_call() {
     let upstream = FaultyUpstream::start();
     let digest = upstream.put_manifest("latest", OCI_MANIFEST, &manifest_body("sha256:a"));
-    upstream.set_mode(Mode::Slow(Duration::from_millis(300)));
+    upstream.set_mode(Mode::Slow(Duration::from_millis(800)));
     let berth = Berth::start(&config_for(&upstream.url(), "1s", ""));
     let url = format!("{}/v2/library/app/manifests/latest", berth.url);
 
