@@ -116,6 +116,14 @@ pub struct ProjectSettings {
 pub struct MirrorSettings {
     /// Never contact any upstream: serve only what is cached (an air-gapped site).
     pub offline: bool,
+    /// How long upstream's acceptance of a client's credentials for a guarded repository is
+    /// trusted before it is checked again.
+    #[serde(with = "humantime_serde", default = "default_guard_ttl")]
+    pub guard_ttl: Duration,
+}
+
+fn default_guard_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -68,7 +68,12 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         stored_bytes,
     ));
     let projects = settings.projects.iter().map(|p| p.name.clone());
-    Ok(Arc::new(Registry::new(upstreams, cache, projects)))
+    Ok(Arc::new(Registry::new(
+        upstreams,
+        cache,
+        projects,
+        settings.mirror.guard_ttl,
+    )))
 }
 
 /// Serves until SIGINT/SIGTERM. Prints the bound address on stdout (useful with port 0).
@@ -85,13 +90,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    // Without [auth], an open mirror still runs a token service: it lets clients pass their
+    // upstream credentials through, with a key kept in data_dir.
     let tokens = match &settings.auth {
-        Some(auth) => Some(web::Data::new(
-            TokenService::new(auth, &settings.projects)
-                .map_err(|e| StartError::Auth(e.to_string()))?,
-        )),
-        None => None,
-    };
+        Some(auth) => TokenService::new(auth, &settings.projects),
+        None => TokenService::open(&settings.storage.data_dir),
+    }
+    .map_err(|e| StartError::Auth(e.to_string()))?;
+    let tokens = Some(web::Data::new(tokens));
     let server_settings = web::Data::new(settings.server.clone());
     let data = web::Data::from(Arc::clone(&registry));
     let mut server = HttpServer::new(move || {

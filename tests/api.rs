@@ -147,12 +147,12 @@ async fn bad_input_gets_spec_errors_and_touches_nothing() {
             404,
             "NAME_UNKNOWN",
         ),
-        // Upstream refuses anonymous access to `private/*`.
+        // Upstream refuses anonymous access to `private/*`: log in (with upstream credentials).
         (
             Method::GET,
             "/v2/private/secret/manifests/1".into(),
-            403,
-            "DENIED",
+            401,
+            "UNAUTHORIZED",
         ),
         // The mirror namespace is read-only.
         (
@@ -301,8 +301,13 @@ async fn head_range_and_headers_on_blobs_and_manifests() {
     );
     assert!(head.bytes().await.unwrap().is_empty());
 
+    // The base challenges even on an open mirror: that is how clients learn where to log in.
     let base = request(Method::GET, &format!("{}/v2/", berth.url)).await;
-    assert_eq!(base.status(), 200);
+    assert_eq!(base.status(), 401);
+    assert!(base.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer realm="));
     assert_eq!(
         base.headers()["docker-distribution-api-version"],
         "registry/2.0"

@@ -41,6 +41,10 @@ pub struct AccessClaims {
     pub jti: String,
     /// What was granted. Required, so a token without it (a refresh token) does not parse.
     pub access: Vec<Scope>,
+    /// For a client whose own upstream credentials were passed through: the opaque id its
+    /// upstream grant is kept under, server-side. Never the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upid: Option<String>,
 }
 
 impl AccessClaims {
@@ -104,6 +108,7 @@ pub struct TokenService {
     refresh_ttl: Duration,
     verified: Cache<String, Arc<AccessClaims>>,
     rng: SystemRandom,
+    open: bool,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -145,6 +150,7 @@ impl TokenService {
                 .expire_after(UntilExp)
                 .build(),
             rng: SystemRandom::new(),
+            open: false,
         })
     }
 
@@ -225,6 +231,7 @@ impl TokenService {
             iat: now,
             jti: self.jti()?,
             access,
+            upid: None,
         };
         let token = self.key.sign(&claims)?;
         tracing::debug!(subject = ?subject, asked = scopes.len(), granted = ?claims.access, "token issued");
@@ -249,6 +256,96 @@ impl TokenService {
                 .to_string(),
             refresh_token,
         })
+    }
+
+    /// A token for a client that logged in with its upstream credentials: pull on `repos`
+    /// (mirror names upstream accepted), tied to the upstream grant kept under `upid`, and
+    /// expiring no later than that grant.
+    pub fn issue_for_upstream(
+        &self,
+        subject: &str,
+        repos: &[String],
+        upid: &str,
+        lifetime: Duration,
+    ) -> Result<TokenResponse, AuthError> {
+        let now = now_secs();
+        let ttl = lifetime.min(self.token_ttl).as_secs().max(1);
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: self.service.clone(),
+            exp: now + ttl,
+            nbf: now,
+            iat: now,
+            jti: self.jti()?,
+            access: repos
+                .iter()
+                .map(|name| Scope::repository(name.clone(), &["pull"]))
+                .collect(),
+            upid: Some(upid.to_owned()),
+        };
+        let token = self.key.sign(&claims)?;
+        Ok(TokenResponse {
+            access_token: token.clone(),
+            token,
+            expires_in: ttl,
+            issued_at: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now))
+                .to_string(),
+            refresh_token: None,
+        })
+    }
+
+    /// Whether `username` is one of berth's own users (whose wrong password must never be
+    /// passed to an upstream).
+    pub fn is_local_user(&self, username: &str) -> bool {
+        self.users
+            .as_ref()
+            .is_some_and(|users| users.contains(username).unwrap_or(true))
+    }
+
+    /// Whether this is the token service of an open mirror (no `[auth]`): it has no users and
+    /// exists so that clients can pass their upstream credentials through.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The token service of an open mirror: a key kept in `data_dir` (made on first start),
+    /// no users, anonymous pull.
+    pub fn open(data_dir: &std::path::Path) -> Result<Self, AuthError> {
+        let key_path = data_dir.join("token.key");
+        if !key_path.exists() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let pem = super::keys::generate_ec_pem()?;
+            std::fs::create_dir_all(data_dir).map_err(|source| AuthError::Io {
+                path: data_dir.to_owned(),
+                source,
+            })?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .and_then(|mut f| f.write_all(pem.as_bytes()))
+                .map_err(|source| AuthError::Io {
+                    path: key_path.clone(),
+                    source,
+                })?;
+        }
+        let settings = AuthSettings {
+            service: "berth".to_owned(),
+            issuer: "berth".to_owned(),
+            signing_key: key_path,
+            certificate: None,
+            htpasswd: None,
+            anonymous_pull: true,
+            admins: Vec::new(),
+            token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(3600),
+        };
+        let mut service = TokenService::new(&settings, &[])?;
+        service.open = true;
+        Ok(service)
     }
 
     /// A new access token for the refresh token's user, granted by the policy as it is now.
@@ -515,6 +612,7 @@ mod tests {
             iat: now,
             jti: "x".into(),
             access: vec![Scope::repository("secret/app", &[PULL])],
+            upid: None,
         };
         let token = s
             .signing_key()
@@ -547,6 +645,7 @@ mod tests {
             iat: now - 400,
             jti: "x".into(),
             access: vec![],
+            upid: None,
         };
         let expired = s.signing_key().sign(&claims).unwrap();
         assert!(matches!(

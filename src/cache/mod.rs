@@ -49,6 +49,8 @@ pub struct Cache {
     /// Mappings of recently served blobs, reused by later hits. Holding one keeps an unlinked
     /// file's space allocated, so removal must invalidate it here first.
     mapped: moka::sync::Cache<Digest, Bytes>,
+    /// `upstream/repo` → guarded, in front of the index's `guarded` tree.
+    guarded: moka::sync::Cache<String, bool>,
     budget: Budget,
     usage: Arc<Usage>,
     metrics: Arc<Metrics>,
@@ -75,6 +77,9 @@ impl Cache {
                 .max_capacity(hot_entries)
                 .build(),
             tags: moka::sync::Cache::builder()
+                .max_capacity(hot_entries)
+                .build(),
+            guarded: moka::sync::Cache::builder()
                 .max_capacity(hot_entries)
                 .build(),
             mapped: moka::sync::Cache::builder()
@@ -344,6 +349,23 @@ impl Cache {
     ) -> Result<(), StorageError> {
         self.tags.invalidate(&tag_key(upstream, repo, tag));
         self.storage.index.remove_tag(upstream, repo, tag)?;
+        Ok(())
+    }
+
+    /// Whether `upstream/repo` is guarded (upstream serves it only with credentials).
+    pub fn is_guarded(&self, key: &str) -> Result<bool, StorageError> {
+        if let Some(known) = self.guarded.get(key) {
+            return Ok(known);
+        }
+        let guarded = self.storage.index.is_guarded(key)?;
+        self.guarded.insert(key.to_owned(), guarded);
+        Ok(guarded)
+    }
+
+    pub fn mark_guarded(&self, key: &str) -> Result<(), StorageError> {
+        self.storage.index.mark_guarded(key)?;
+        self.storage.index.flush()?;
+        self.guarded.insert(key.to_owned(), true);
         Ok(())
     }
 

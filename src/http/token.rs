@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::error_response;
 use crate::auth::{scope, AuthError, TokenResponse, TokenService};
-use crate::registry::{ErrorCode, RegistryError};
+use crate::registry::{ErrorCode, Registry, RegistryError};
 
 /// `GET /token`
 pub async fn get(req: HttpRequest) -> HttpResponse {
@@ -42,7 +42,10 @@ async fn get_token(req: &HttpRequest) -> Result<TokenResponse, RegistryError> {
     };
     let account = params.first("account").map(str::to_owned);
     let offline = params.first("offline_token") == Some("true");
-    blocking(move || {
+    let basic = authorization.as_deref().and_then(decode_basic);
+    let (local_tokens, local_scopes) = (tokens.clone(), scopes.clone());
+    let local = blocking(move || {
+        let (tokens, scopes) = (local_tokens, local_scopes);
         let subject = tokens.authenticate_basic(authorization.as_deref())?;
         if let (Some(subject), Some(account)) = (&subject, &account) {
             if subject != account {
@@ -53,7 +56,96 @@ async fn get_token(req: &HttpRequest) -> Result<TokenResponse, RegistryError> {
         }
         tokens.issue(subject.as_deref(), &scopes, offline)
     })
-    .await
+    .await;
+    match (local, basic) {
+        (Err(e), Some((username, password)))
+            if passthrough_applies(&e, &tokens, &username, &scopes) =>
+        {
+            passthrough(req, &tokens, &username, &password, &scopes).await
+        }
+        (result, _) => result,
+    }
+}
+
+/// `user:password` of a Basic header.
+fn decode_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let (user, password) = String::from_utf8(decoded)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some((user, password))
+}
+
+/// Credentials berth does not know may be an upstream's: passed through when every scope asked
+/// for is a repository of the mirror namespace. A local user's wrong password never is.
+fn passthrough_applies(
+    error: &RegistryError,
+    tokens: &TokenService,
+    username: &str,
+    scopes: &[scope::Scope],
+) -> bool {
+    error.code() == ErrorCode::Unauthorized
+        && !tokens.is_local_user(username)
+        && (!scopes.is_empty() || tokens.is_open())
+        && scopes.iter().all(|s| {
+            s.resource_type == scope::REPOSITORY
+                && tokens.policy().is_project_repo(&s.name).is_none()
+        })
+}
+
+/// Exchanges the client's credentials upstream and issues berth's token tied to that grant.
+async fn passthrough(
+    req: &HttpRequest,
+    tokens: &TokenService,
+    username: &str,
+    password: &str,
+    scopes: &[scope::Scope],
+) -> Result<TokenResponse, RegistryError> {
+    let registry = req
+        .app_data::<web::Data<Registry>>()
+        .ok_or_else(|| unauthorized("credentials cannot be passed through here"))?;
+    if scopes.is_empty() {
+        // A login: check the credentials at the default upstream; grant nothing yet.
+        let target = registry.resolve("library/login-check", None)?;
+        registry
+            .mirror
+            .verify_login(&target, username, password)
+            .await?;
+        return tokens.issue(Some(username), &[], false).map_err(auth_error);
+    }
+    let mut grant: Option<(String, String, std::time::Duration)> = None;
+    let mut repos = Vec::new();
+    for asked in scopes {
+        let target = registry.resolve(&asked.name, None)?;
+        let (id, lifetime) = registry
+            .mirror
+            .passthrough_login(&target, username, password)
+            .await?;
+        if let Some((upstream, ..)) = &grant {
+            if upstream != target.upstream.name() {
+                return Err(unauthorized(
+                    "one token cannot carry credentials for two upstreams",
+                ));
+            }
+        }
+        let shortest = grant.as_ref().map_or(lifetime, |(.., l)| lifetime.min(*l));
+        grant = Some((target.upstream.name().to_owned(), id, shortest));
+        repos.push(asked.name.clone());
+    }
+    let Some((_, id, lifetime)) = grant else {
+        return Err(unauthorized("nothing to pass credentials through for"));
+    };
+    tokens
+        .issue_for_upstream(username, &repos, &id, lifetime)
+        .map_err(auth_error)
 }
 
 async fn post_token(req: &HttpRequest, body: &[u8]) -> Result<TokenResponse, RegistryError> {
@@ -72,11 +164,20 @@ async fn post_token(req: &HttpRequest, body: &[u8]) -> Result<TokenResponse, Reg
                 ));
             };
             let (username, password) = (username.to_owned(), password.to_owned());
-            blocking(move || {
-                tokens.authenticate(&username, &password)?;
-                tokens.issue(Some(&username), &scopes, offline)
+            let (local_tokens, local_scopes, user) =
+                (tokens.clone(), scopes.clone(), username.clone());
+            let (secret, local_user) = (password.clone(), username.clone());
+            let local = blocking(move || {
+                local_tokens.authenticate(&local_user, &secret)?;
+                local_tokens.issue(Some(&user), &local_scopes, offline)
             })
-            .await
+            .await;
+            match local {
+                Err(e) if passthrough_applies(&e, &tokens, &username, &scopes) => {
+                    passthrough(req, &tokens, &username, &password, &scopes).await
+                }
+                result => result,
+            }
         }
         Some("refresh_token") => {
             let Some(refresh_token) = params.first("refresh_token") else {

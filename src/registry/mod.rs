@@ -34,10 +34,11 @@ impl Registry {
         upstreams: Upstreams,
         cache: Arc<Cache>,
         projects: impl IntoIterator<Item = String>,
+        guard_ttl: std::time::Duration,
     ) -> Self {
         Registry {
             upstreams,
-            mirror: Mirror::new(Arc::clone(&cache)),
+            mirror: Mirror::new(Arc::clone(&cache), guard_ttl),
             projects: Projects::new(projects, Arc::clone(&cache)),
             cache,
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::error::{ErrorCode, RegistryError};
 use super::name::RepoName;
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::{Identity, Upstream, Upstreams};
 
 /// A repository on a particular upstream.
 #[derive(Clone)]
@@ -19,6 +19,9 @@ pub struct MirrorRepo {
     pub repo: RepoName,
     /// The name as the client wrote it (`nginx`, `ghcr.io/org/tool`), for links back.
     pub client_name: String,
+    /// Who berth speaks as upstream for this request: the client's passed-through grant, or
+    /// the upstream's default (site credentials, else anonymous).
+    pub identity: Identity,
 }
 
 fn looks_like_host(component: &str) -> bool {
@@ -88,6 +91,7 @@ pub fn resolve(
         repo = repo.prefixed("library")?;
     }
     Ok(MirrorRepo {
+        identity: upstream.default_identity(),
         upstream: Arc::clone(upstream),
         repo,
         client_name: client_name.to_owned(),

@@ -27,6 +27,9 @@ pub enum Identity {
     Anonymous,
     /// The credentials configured for this upstream.
     Site,
+    /// A client's own upstream credentials, passed through: an opaque id, never the secret.
+    /// Its tokens exist only if the client logged in through berth's token endpoint.
+    Client(String),
 }
 
 #[derive(Clone)]
@@ -103,7 +106,8 @@ impl Authenticator {
         }
     }
 
-    fn identity(&self) -> Identity {
+    /// Who berth speaks as when the client brought no credentials of its own.
+    pub fn default_identity(&self) -> Identity {
         if self.credentials.is_some() {
             Identity::Site
         } else {
@@ -123,20 +127,39 @@ impl Authenticator {
         &self,
         http: &reqwest::Client,
         scope: &str,
+        identity: &Identity,
     ) -> Result<Option<Arc<str>>, UpstreamError> {
-        match self.current_scheme() {
-            AuthScheme::Unknown | AuthScheme::Open => Ok(None),
-            AuthScheme::Basic => Ok(self
+        match (self.current_scheme(), identity) {
+            (AuthScheme::Unknown | AuthScheme::Open, _) => Ok(None),
+            (_, Identity::Client(_)) => {
+                let key = (scope.to_owned(), identity.clone());
+                match self.tokens.get(&key).await {
+                    Some(token) => Ok(Some(token.header)),
+                    None => Err(UpstreamError::Unauthorized {
+                        upstream: self.upstream.clone(),
+                        reason: "no upstream grant for these credentials and this repository; log in again".into(),
+                    }),
+                }
+            }
+            (AuthScheme::Basic, _) => Ok(self
                 .credentials
                 .as_ref()
                 .map(|c| Arc::from(c.basic_header()))),
-            AuthScheme::Bearer { realm, service } => {
-                let key = (scope.to_owned(), self.identity());
+            (AuthScheme::Bearer { realm, service }, _) => {
+                let key = (scope.to_owned(), identity.clone());
                 let fetched = self
                     .tokens
                     .try_get_with(
                         key,
-                        self.fetch_token(http, &realm, service.as_deref(), scope),
+                        self.fetch_token(
+                            http,
+                            &realm,
+                            service.as_deref(),
+                            scope,
+                            self.credentials
+                                .as_ref()
+                                .filter(|_| *identity == Identity::Site),
+                        ),
                     )
                     .await
                     .map_err(|e: Arc<UpstreamError>| self.unshare(e))?;
@@ -147,9 +170,9 @@ impl Authenticator {
 
     /// Learns from a 401's `WWW-Authenticate` header and drops the token that was refused.
     /// Returns false when the challenge offers nothing berth can answer.
-    pub async fn learn(&self, header: Option<&str>, scope: &str) -> bool {
+    pub async fn learn(&self, header: Option<&str>, scope: &str, identity: &Identity) -> bool {
         self.tokens
-            .invalidate(&(scope.to_owned(), self.identity()))
+            .invalidate(&(scope.to_owned(), identity.clone()))
             .await;
         let challenges = header.map(challenge::parse).unwrap_or_default();
         let bearer = challenges.iter().find(|c| c.scheme == Scheme::Bearer);
@@ -179,12 +202,44 @@ impl Authenticator {
         }
     }
 
+    /// Exchanges a client's credentials for a token for `scope` at the upstream's realm and
+    /// keeps it (only the token) under `identity`. The scheme must be known (Bearer).
+    pub async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        scope: &str,
+        credentials: &Credentials,
+        identity: &Identity,
+    ) -> Result<Duration, UpstreamError> {
+        let AuthScheme::Bearer { realm, service } = self.current_scheme() else {
+            return Err(UpstreamError::Unauthorized {
+                upstream: self.upstream.clone(),
+                reason:
+                    "this upstream does not use bearer tokens; credentials cannot be passed through"
+                        .into(),
+            });
+        };
+        let token = self
+            .fetch_token(http, &realm, service.as_deref(), scope, Some(credentials))
+            .await?;
+        let lifetime = token.lifetime;
+        self.tokens
+            .insert((scope.to_owned(), identity.clone()), token)
+            .await;
+        Ok(lifetime)
+    }
+
+    pub fn scheme_known(&self) -> bool {
+        self.current_scheme() != AuthScheme::Unknown
+    }
+
     async fn fetch_token(
         &self,
         http: &reqwest::Client,
         realm: &str,
         service: Option<&str>,
         scope: &str,
+        credentials: Option<&Credentials>,
     ) -> Result<CachedToken, UpstreamError> {
         let mut url = url::Url::parse(realm).map_err(|e| {
             UpstreamError::protocol(&self.upstream, format!("token realm {realm:?}: {e}"))
@@ -194,10 +249,13 @@ impl Authenticator {
             if let Some(service) = service {
                 query.append_pair("service", service);
             }
-            query.append_pair("scope", scope);
+            // No scope: a login check, as `docker login` makes.
+            if !scope.is_empty() {
+                query.append_pair("scope", scope);
+            }
         }
         let mut request = http.get(url);
-        if let Some(credentials) = &self.credentials {
+        if let Some(credentials) = credentials {
             request = request.header(reqwest::header::AUTHORIZATION, credentials.basic_header());
         }
         let response = request

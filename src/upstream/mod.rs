@@ -17,7 +17,8 @@ use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, 
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use self::auth::{Authenticator, Credentials};
+use self::auth::Authenticator;
+pub use self::auth::{Credentials, Identity};
 pub use self::error::UpstreamError;
 use crate::config::UpstreamSettings;
 use crate::registry::name::{Digest, Reference, RepoName};
@@ -107,6 +108,44 @@ impl Upstream {
         self.offline
     }
 
+    /// Who berth speaks as for a client without credentials of its own.
+    pub fn default_identity(&self) -> Identity {
+        self.auth.default_identity()
+    }
+
+    /// Exchanges a client's credentials at the upstream's token realm for pull on `repo`; the
+    /// grant is kept under `identity` (the credentials are not). Returns how long it lasts.
+    /// `repo: None` only checks the credentials (a login).
+    pub async fn exchange(
+        &self,
+        repo: Option<&RepoName>,
+        credentials: &Credentials,
+        identity: &Identity,
+    ) -> Result<Duration, UpstreamError> {
+        if self.offline {
+            return Err(UpstreamError::Offline {
+                upstream: self.name.clone(),
+            });
+        }
+        if !self.auth.scheme_known() {
+            // Learn the scheme from the upstream's challenge to an anonymous ping.
+            let url = self.url("/v2/")?;
+            let response = self.follow(Method::GET, url, None, None, true).await?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
+                self.auth.learn(challenge.as_deref(), "", identity).await;
+            } else {
+                self.auth.mark_open_if_unknown();
+            }
+        }
+        let scope = repo
+            .map(|repo| format!("repository:{repo}:pull"))
+            .unwrap_or_default();
+        self.auth
+            .exchange(&self.http, &scope, credentials, identity)
+            .await
+    }
+
     /// Docker Hub keeps official images under `library/`.
     pub fn uses_library_prefix(&self) -> bool {
         self.name == "docker.io"
@@ -123,10 +162,11 @@ impl Upstream {
         repo: &RepoName,
         reference: &Reference,
         accept: &str,
+        identity: &Identity,
     ) -> Result<FetchedManifest, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let response = self
-            .send(Method::GET, &path, repo, Some(accept), true)
+            .send(Method::GET, &path, repo, Some(accept), true, identity)
             .await?;
         let response = self
             .check(response, &format!("manifest {repo}:{reference}"))
@@ -157,10 +197,11 @@ impl Upstream {
         repo: &RepoName,
         reference: &Reference,
         accept: &str,
+        identity: &Identity,
     ) -> Result<ManifestHead, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let response = self
-            .send(Method::HEAD, &path, repo, Some(accept), true)
+            .send(Method::HEAD, &path, repo, Some(accept), true, identity)
             .await?;
         let response = self
             .check(response, &format!("manifest {repo}:{reference}"))
@@ -175,9 +216,12 @@ impl Upstream {
         &self,
         repo: &RepoName,
         digest: &Digest,
+        identity: &Identity,
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let response = self.send(Method::GET, &path, repo, None, false).await?;
+        let response = self
+            .send(Method::GET, &path, repo, None, false, identity)
+            .await?;
         let response = self
             .check(response, &format!("blob {digest} in {repo}"))
             .await?;
@@ -193,9 +237,16 @@ impl Upstream {
     }
 
     /// The size of a blob, from a HEAD (no download).
-    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, UpstreamError> {
+    pub async fn head_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        identity: &Identity,
+    ) -> Result<u64, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let response = self.send(Method::HEAD, &path, repo, None, true).await?;
+        let response = self
+            .send(Method::HEAD, &path, repo, None, true, identity)
+            .await?;
         let response = self
             .check(response, &format!("blob {digest} in {repo}"))
             .await?;
@@ -208,6 +259,7 @@ impl Upstream {
         &self,
         repo: &RepoName,
         query: &[(String, String)],
+        identity: &Identity,
     ) -> Result<TagPage, UpstreamError> {
         let mut url = self.url(&format!("/v2/{repo}/tags/list"))?;
         if !query.is_empty() {
@@ -218,7 +270,14 @@ impl Upstream {
             None => url.path().to_owned(),
         };
         let response = self
-            .send(Method::GET, &path, repo, Some("application/json"), true)
+            .send(
+                Method::GET,
+                &path,
+                repo,
+                Some("application/json"),
+                true,
+                identity,
+            )
             .await?;
         let response = self.check(response, &format!("repository {repo}")).await?;
         let next = header_string(response.headers(), "link").and_then(|l| next_link_query(&l));
@@ -237,6 +296,7 @@ impl Upstream {
         repo: &RepoName,
         accept: Option<&str>,
         small: bool,
+        identity: &Identity,
     ) -> Result<reqwest::Response, UpstreamError> {
         if self.offline {
             return Err(UpstreamError::Offline {
@@ -245,7 +305,10 @@ impl Upstream {
         }
         let scope = format!("repository:{repo}:pull");
         let url = self.url(path)?;
-        let mut authorization = self.auth.authorization(&self.http, &scope).await?;
+        let mut authorization = self
+            .auth
+            .authorization(&self.http, &scope, identity)
+            .await?;
         let mut answered_challenge = false;
         loop {
             let response = self
@@ -263,15 +326,23 @@ impl Upstream {
                 }
                 return Ok(response);
             }
-            if answered_challenge {
+            // A passed-through grant cannot be renewed here: the client must log in again.
+            if answered_challenge || matches!(identity, Identity::Client(_)) {
                 return Ok(response);
             }
             answered_challenge = true;
             let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
-            if !self.auth.learn(challenge.as_deref(), &scope).await {
+            if !self
+                .auth
+                .learn(challenge.as_deref(), &scope, identity)
+                .await
+            {
                 return Ok(response);
             }
-            authorization = self.auth.authorization(&self.http, &scope).await?;
+            authorization = self
+                .auth
+                .authorization(&self.http, &scope, identity)
+                .await?;
         }
     }
 

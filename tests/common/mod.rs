@@ -32,6 +32,11 @@ pub struct Seeded {
 
 static SEEDED: OnceCell<Seeded> = OnceCell::const_new();
 
+/// An upstream account that may pull `private/*`.
+pub const PRIVATE_USER: (&str, &str) = ("priv", "priv-pw");
+/// An upstream account that may pull nothing berth's tests use.
+pub const OTHER_USER: (&str, &str) = ("other", "other-pw");
+
 const MIB: usize = 1024 * 1024;
 
 /// The shared upstream with its seeded images:
@@ -40,8 +45,11 @@ const MIB: usize = 1024 * 1024;
 pub async fn seeded() -> &'static Seeded {
     SEEDED
         .get_or_init(|| async {
-            let upstream =
-                UpstreamRegistry::start(vec![(SEEDER.0, SEEDER.1, "", "pull,push,delete")]);
+            let upstream = UpstreamRegistry::start(vec![
+                (SEEDER.0, SEEDER.1, "", "pull,push,delete"),
+                (PRIVATE_USER.0, PRIVATE_USER.1, "private/", "pull"),
+                (OTHER_USER.0, OTHER_USER.1, "elsewhere/", "pull"),
+            ]);
             let seeded = Seeded {
                 oci: images::image(Flavor::Oci, 1, &[3 * MIB, MIB], "amd64"),
                 docker: images::image(Flavor::Docker, 2, &[2 * MIB, MIB / 2], "amd64"),

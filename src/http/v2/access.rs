@@ -26,6 +26,12 @@ impl Caller {
         self.claims.as_ref().and_then(|c| c.subject())
     }
 
+    /// The id of the caller's passed-through upstream grant, if it logged in with upstream
+    /// credentials.
+    pub fn upstream_identity(&self) -> Option<&str> {
+        self.claims.as_ref().and_then(|c| c.upid.as_deref())
+    }
+
     pub fn allows(&self, resource_type: &str, name: &str, action: &str) -> bool {
         self.claims
             .as_ref()
@@ -80,6 +86,11 @@ pub fn require(
         return Ok(Caller { claims: None });
     };
     let scope = action.map(|a| format!("{resource_type}:{name}:{a}"));
+    // An open mirror takes anonymous requests; a token only adds passed-through credentials.
+    // The `/v2/` base still challenges, which is how clients learn where to log in.
+    if tokens.is_open() && action.is_some() && bearer(req).is_none() {
+        return Ok(Caller { claims: None });
+    }
     let Some(token) = bearer(req) else {
         return Err(unauthorized(
             req,
@@ -113,6 +124,28 @@ pub fn require(
         }
     }
     Ok(caller)
+}
+
+/// Gives a 401 that lacks one the challenge for pulling `name`, so the client can log in
+/// (with upstream credentials, on the mirror) and retry.
+pub fn challenge_pull(req: &HttpRequest, name: &str, err: RegistryError) -> RegistryError {
+    if err.code() != ErrorCode::Unauthorized || err.challenge().is_some() {
+        return err;
+    }
+    let Some(tokens) = token_service(req) else {
+        return err;
+    };
+    let base = match server_settings(req) {
+        Some(server) => external_base(req, server),
+        None => String::new(),
+    };
+    let scope = format!("repository:{name}:pull");
+    err.with_challenge(bearer_challenge(
+        &base,
+        tokens.service(),
+        Some(&scope),
+        false,
+    ))
 }
 
 /// What a caller without any token may still do (anonymous pull), for listings that are

@@ -19,6 +19,7 @@ use super::routes::{self, Route};
 use crate::config::ServerSettings;
 use crate::registry::name::RepoName;
 use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::upstream::Identity;
 
 pub const API_VERSION_HEADER: &str = "Docker-Distribution-API-Version";
 pub const API_VERSION: &str = "registry/2.0";
@@ -156,8 +157,12 @@ async fn mirror(
             ),
         ));
     }
-    access::require(req, "repository", name, Some("pull"))?;
-    match route {
+    let caller = access::require(req, "repository", name, Some("pull"))?;
+    let mut target = target;
+    if let Some(id) = caller.upstream_identity() {
+        target.identity = Identity::Client(id.to_owned());
+    }
+    let result = match route {
         Route::Manifest { reference, .. } => manifest::get(req, registry, &target, reference).await,
         Route::Blob { digest, .. } => blob::get(req, registry, &target, digest).await,
         Route::Tags { .. } => tags::list(req, registry, &target, ns.as_deref()).await,
@@ -166,7 +171,8 @@ async fn mirror(
             "the referrers API is not mirrored",
         )),
         _ => Err(method_not_allowed(req)),
-    }
+    };
+    result.map_err(|e| access::challenge_pull(req, name, e))
 }
 
 fn method_not_allowed(req: &HttpRequest) -> RegistryError {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::guard::Probe;
 use super::{now_ms, storage_error, upstream_error, ManifestReply, Mirror};
 use crate::cache::StoredManifest;
 use crate::metrics;
@@ -21,6 +22,7 @@ impl Mirror {
         reference: &Reference,
         accept: &AcceptList,
     ) -> Result<ManifestReply, RegistryError> {
+        self.admit(target, Probe::Manifest(reference)).await?;
         if let Some(manifest) = self
             .cached_without_upstream(target, reference, accept)
             .await?
@@ -35,7 +37,7 @@ impl Mirror {
             target.upstream.name().to_owned(),
             target.repo.to_string(),
             reference.to_string(),
-            accept.for_upstream(),
+            format!("{}|{:?}", accept.for_upstream(), target.identity),
         );
         let this = self.clone();
         let (target, reference, accept) = (target.clone(), reference.clone(), accept.clone());
@@ -146,6 +148,7 @@ impl Mirror {
                     &target.repo,
                     &Reference::Tag(tag.clone()),
                     &media::accept_all(),
+                    &target.identity,
                 )
                 .await
             {
@@ -211,13 +214,18 @@ impl Mirror {
         }
         let fetched = target
             .upstream
-            .get_manifest(&target.repo, reference, &accept.for_upstream())
+            .get_manifest(
+                &target.repo,
+                reference,
+                &accept.for_upstream(),
+                &target.identity,
+            )
             .await
             .map_err(|e| {
                 if !matches!(e, UpstreamError::Offline { .. }) {
                     metrics::inc(&metrics.upstream_errors);
                 }
-                upstream_error(e, ErrorCode::ManifestUnknown)
+                self.refused(target, e, ErrorCode::ManifestUnknown)
             })?;
         let digest = Digest::of(&fetched.body);
         let expected = match reference {

@@ -8,6 +8,7 @@
 //! - Blobs are local-first; a miss joins or starts one fill (see `cache::fill`).
 //! - An offline upstream is never contacted: what is cached is served, the rest is unknown.
 
+mod guard;
 mod manifest;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ type ManifestKey = (String, String, String, String);
 pub struct Mirror {
     cache: Arc<Cache>,
     manifest_flights: Arc<Flights<ManifestKey, Result<ManifestReply, RegistryError>>>,
+    guard: Arc<guard::Guard>,
 }
 
 fn now_ms() -> u64 {
@@ -64,8 +66,9 @@ fn now_ms() -> u64 {
 }
 
 impl Mirror {
-    pub fn new(cache: Arc<Cache>) -> Self {
+    pub fn new(cache: Arc<Cache>, guard_ttl: std::time::Duration) -> Self {
         Mirror {
+            guard: Arc::new(guard::Guard::new(guard_ttl)),
             cache,
             manifest_flights: Arc::default(),
         }
@@ -85,21 +88,27 @@ impl Mirror {
         {
             return Err(offline_error(target, ErrorCode::BlobUnknown));
         }
+        self.admit(target, guard::Probe::Blob(digest)).await?;
         let upstream = Arc::clone(&target.upstream);
         let repo = target.repo.clone();
+        let identity = target.identity.clone();
         let d = digest.clone();
         let source = self
             .cache
-            .blob_or_fill(
-                digest,
-                move || async move { upstream.get_blob(&repo, &d).await },
-            )
+            .blob_or_fill(digest, move || async move {
+                upstream.get_blob(&repo, &d, &identity).await
+            })
             .await
             .map_err(storage_error)?;
         match source {
             BlobSource::Stored(bytes, guard) => Ok(BlobReply::Stored(bytes, guard)),
             BlobSource::Filling(fill) => {
-                let size = fill.started().await.map_err(fill_error)?;
+                let size = fill.started().await.map_err(|e| match &*e {
+                    FillError::Upstream(u) => {
+                        self.refused(target, u.clone(), ErrorCode::BlobUnknown)
+                    }
+                    _ => fill_error(e),
+                })?;
                 self.cache
                     .link(target.upstream.name(), &target.repo, digest)
                     .map_err(storage_error)?;
@@ -114,14 +123,15 @@ impl Mirror {
         target: &MirrorRepo,
         digest: &Digest,
     ) -> Result<u64, RegistryError> {
+        self.admit(target, guard::Probe::Blob(digest)).await?;
         if let Some(size) = self.cache.blob_size(digest).map_err(storage_error)? {
             return Ok(size);
         }
         target
             .upstream
-            .head_blob(&target.repo, digest)
+            .head_blob(&target.repo, digest, &target.identity)
             .await
-            .map_err(|e| upstream_error(e, ErrorCode::BlobUnknown))
+            .map_err(|e| self.refused(target, e, ErrorCode::BlobUnknown))
     }
 
     pub async fn tags(
@@ -135,9 +145,9 @@ impl Mirror {
         }
         let page = target
             .upstream
-            .get_tags(&target.repo, query)
+            .get_tags(&target.repo, query, &target.identity)
             .await
-            .map_err(|e| upstream_error(e, ErrorCode::NameUnknown))?;
+            .map_err(|e| self.refused(target, e, ErrorCode::NameUnknown))?;
         let link = page.next.map(|mut pairs| {
             if let Some(ns) = ns {
                 pairs.push(("ns".to_owned(), ns.to_owned()));

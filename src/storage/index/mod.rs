@@ -7,6 +7,7 @@
 //! | `tags`  | `<upstream>/<repo>:<tag>`             | [`TagRecord`]  |
 //! | `links` | `<upstream>/<repo>@sha256:<hex>`      | empty          |
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
+//! | `guarded` | `<upstream>/<repo>`                 | empty          |
 //!
 //! Private projects keep their own trees, described in [`projects`].
 //!
@@ -85,6 +86,8 @@ pub struct Index {
     tags: sled::Tree,
     links: sled::Tree,
     access: sled::Tree,
+    /// `upstream/repo` of mirrored repositories upstream serves only with credentials.
+    guarded: sled::Tree,
     /// Private projects' trees: see [`projects`].
     project: projects::Trees,
 }
@@ -173,6 +176,7 @@ impl Index {
             tags: db.open_tree("tags")?,
             links: db.open_tree("links")?,
             access: db.open_tree("access")?,
+            guarded: db.open_tree("guarded")?,
             project: projects::Trees::open(&db)?,
             db,
         })
@@ -272,6 +276,15 @@ impl Index {
 
     pub fn remove_tag(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> Result<(), IndexError> {
         self.tags.remove(tag_key(upstream, repo, tag))?;
+        Ok(())
+    }
+
+    pub fn is_guarded(&self, key: &str) -> Result<bool, IndexError> {
+        Ok(self.guarded.contains_key(key.as_bytes())?)
+    }
+
+    pub fn mark_guarded(&self, key: &str) -> Result<(), IndexError> {
+        self.guarded.insert(key.as_bytes(), &[] as &[u8])?;
         Ok(())
     }
 

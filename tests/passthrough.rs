@@ -1,0 +1,231 @@
+//! Token passthrough: a client's own upstream credentials, presented to berth's token endpoint,
+//! pull content that upstream serves only with credentials. The upstream is a real
+//! `docker-registry` whose token issuer lets `priv` pull `private/*`.
+
+mod common;
+
+use common::images::sha256;
+use common::{config_for, seeded, skopeo, Berth, OTHER_USER, PRIVATE_USER};
+
+fn creds(user: (&str, &str)) -> String {
+    format!("{}:{}", user.0, user.1)
+}
+
+/// `skopeo inspect --raw` through berth; the manifest bytes on success.
+fn inspect(berth: &Berth, image: &str, creds: Option<&str>) -> Result<Vec<u8>, String> {
+    let reference = format!("docker://{}/{image}", berth.addr);
+    let mut args = vec![
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--retry-times",
+        "0",
+    ];
+    match creds {
+        Some(c) => args.extend(["--creds", c]),
+        None => args.push("--no-creds"),
+    }
+    args.push(&reference);
+    let output = skopeo(&args);
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn pull(berth: &Berth, image: &str, creds: Option<&str>) -> Result<tempfile::TempDir, String> {
+    let dest = tempfile::tempdir().unwrap();
+    let source = format!("docker://{}/{image}", berth.addr);
+    let target = format!("dir:{}", dest.path().display());
+    let mut args = vec!["copy", "--src-tls-verify=false", "--retry-times", "0"];
+    match creds {
+        Some(c) => args.extend(["--src-creds", c]),
+        None => args.push("--src-no-creds"),
+    }
+    args.extend([source.as_str(), target.as_str()]);
+    let output = skopeo(&args);
+    if output.status.success() {
+        Ok(dest)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn credentials_pass_through_and_guarded_content_stays_guarded() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let repo = ["private/secret"];
+    let priv_creds = creds(PRIVATE_USER);
+
+    // Anonymous: refused, with a challenge to log in.
+    assert!(inspect(&berth, "private/secret:1", None).is_err());
+    // With the upstream account: the whole image, byte for byte.
+    let dest = pull(&berth, "private/secret:1", Some(&priv_creds))
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    common::assert_dir_matches(dest.path(), &s.oci);
+    let gets = s.upstream.blob_gets(&repo);
+    assert!(gets > 0);
+
+    // Again: from the cache, no blob GET upstream.
+    let dest = pull(&berth, "private/secret:1", Some(&priv_creds)).unwrap();
+    common::assert_dir_matches(dest.path(), &s.oci);
+    assert_eq!(
+        s.upstream.blob_gets(&repo),
+        gets,
+        "the cached pull fetched blobs upstream"
+    );
+
+    // Cached, but still refused without credentials, with wrong ones, and to another account.
+    assert!(
+        inspect(&berth, "private/secret:1", None).is_err(),
+        "served guarded content anonymously"
+    );
+    assert!(pull(&berth, "private/secret:1", None).is_err());
+    assert!(inspect(&berth, "private/secret:1", Some("priv:wrong")).is_err());
+    assert!(pull(&berth, "private/secret:1", Some(&creds(OTHER_USER))).is_err());
+    // A blob of the guarded repository, asked for directly without a token.
+    let layer = &s.oci.blobs[1].digest;
+    let direct = reqwest::get(format!("{}/v2/private/secret/blobs/{layer}", berth.url))
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+    let challenge = direct.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with(&format!("Bearer realm=\"{}/token\"", berth.url)),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("scope=\"repository:private/secret:pull\""),
+        "{challenge}"
+    );
+
+    // Public repositories stay anonymous, and credentials appear in no log.
+    assert!(inspect(&berth, "library/oci:1", None).is_ok());
+    assert!(
+        !berth.log().contains(PRIVATE_USER.1),
+        "a password reached the log"
+    );
+}
+
+#[tokio::test]
+async fn two_users_at_once_each_get_what_upstream_grants_them() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let allowed = creds(PRIVATE_USER);
+    let refused = creds(OTHER_USER);
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| pull(&berth, "private/secret:1", Some(&allowed)));
+        let b = scope.spawn(|| pull(&berth, "private/secret:1", Some(&refused)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let dest = a.unwrap_or_else(|e| panic!("{e}"));
+    common::assert_dir_matches(dest.path(), &s.oci);
+    assert!(
+        b.is_err(),
+        "an account upstream refuses got guarded content"
+    );
+}
+
+#[tokio::test]
+async fn podman_passes_credentials_through() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let podman = common::Podman::new();
+    let reference = format!("{}/private/secret:1", berth.addr);
+    podman.run(
+        &berth,
+        &[
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            "--creds",
+            &creds(PRIVATE_USER),
+            &reference,
+        ],
+    );
+    let digest = podman.run(
+        &berth,
+        &["image", "inspect", "--format", "{{.Digest}}", &reference],
+    );
+    assert_eq!(digest, s.oci.manifest.digest);
+}
+
+#[tokio::test]
+async fn site_credentials_open_guarded_content_to_every_client() {
+    let s = seeded().await;
+    let site = format!(
+        "username = \"{}\"\npassword = \"{}\"\n",
+        PRIVATE_USER.0, PRIVATE_USER.1
+    );
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", &site));
+    let raw = inspect(&berth, "private/secret:1", None)
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    assert_eq!(sha256(&raw), s.oci.manifest.digest);
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--config")
+        .arg(
+            berth
+                .data_dir
+                .with_extension(format!("{}.toml", std::process::id())),
+        )
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        !shown.is_empty() && !shown.contains(PRIVATE_USER.1),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn logging_in_to_the_mirror_checks_the_upstream_credentials() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    let auth = tempfile::tempdir().unwrap();
+    let authfile = auth.path().join("auth.json");
+    let login = |password: &str| {
+        skopeo(&[
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            authfile.to_str().unwrap(),
+            "--username",
+            PRIVATE_USER.0,
+            "--password",
+            password,
+            &berth.addr,
+        ])
+    };
+    assert!(
+        !login("wrong").status.success(),
+        "a wrong password logged in"
+    );
+    let ok = login(PRIVATE_USER.1);
+    assert!(
+        ok.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&ok.stderr),
+        berth.log()
+    );
+    // The stored login then opens guarded content.
+    let output = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        authfile.to_str().unwrap(),
+        &format!("docker://{}/private/secret:1", berth.addr),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(sha256(&output.stdout), s.oci.manifest.digest);
+}
