@@ -16,7 +16,7 @@ use super::{storage_error, upstream_error, Mirror};
 use crate::config::Secret;
 use crate::registry::error::{ErrorCode, RegistryError};
 use crate::registry::media;
-use crate::registry::name::{Digest, Reference};
+use crate::registry::name::{Digest, Reference, RepoName};
 use crate::registry::namespace::MirrorRepo;
 use crate::upstream::{Credentials, Identity, UpstreamError};
 
@@ -91,6 +91,29 @@ impl Mirror {
         username: &str,
         password: &str,
     ) -> Result<(String, Duration), RegistryError> {
+        self.exchange(target, Some(&target.repo), username, password)
+            .await
+    }
+
+    /// Checks upstream credentials without a repository (`docker login` against the mirror).
+    pub async fn verify_login(
+        &self,
+        target: &MirrorRepo,
+        username: &str,
+        password: &str,
+    ) -> Result<(), RegistryError> {
+        self.exchange(target, None, username, password)
+            .await
+            .map(|_| ())
+    }
+
+    async fn exchange(
+        &self,
+        target: &MirrorRepo,
+        repo: Option<&RepoName>,
+        username: &str,
+        password: &str,
+    ) -> Result<(String, Duration), RegistryError> {
         let id = identity_id(
             &self.guard.secret,
             target.upstream.name(),
@@ -103,11 +126,7 @@ impl Mirror {
         };
         let lifetime = target
             .upstream
-            .exchange(
-                Some(&target.repo),
-                &credentials,
-                &Identity::Client(id.clone()),
-            )
+            .exchange(repo, &credentials, &Identity::Client(id.clone()))
             .await
             .map_err(|e| match &e {
                 UpstreamError::Unauthorized { reason, .. } => RegistryError::new(
@@ -120,41 +139,6 @@ impl Mirror {
                 _ => upstream_error(e, ErrorCode::NameUnknown),
             })?;
         Ok((id, lifetime))
-    }
-
-    /// Checks upstream credentials without a repository (`docker login` against the mirror),
-    /// at the upstream names without a host go to.
-    pub async fn verify_login(
-        &self,
-        target: &MirrorRepo,
-        username: &str,
-        password: &str,
-    ) -> Result<(), RegistryError> {
-        let id = identity_id(
-            &self.guard.secret,
-            target.upstream.name(),
-            username,
-            password,
-        );
-        let credentials = Credentials {
-            username: username.to_owned(),
-            password: Secret::new(password),
-        };
-        target
-            .upstream
-            .exchange(None, &credentials, &Identity::Client(id))
-            .await
-            .map(|_| ())
-            .map_err(|e| match &e {
-                UpstreamError::Unauthorized { reason, .. } => RegistryError::new(
-                    ErrorCode::Unauthorized,
-                    format!(
-                        "upstream {} refused these credentials: {reason}",
-                        target.upstream.name()
-                    ),
-                ),
-                _ => upstream_error(e, ErrorCode::NameUnknown),
-            })
     }
 
     /// Lets a request through unless the repository is guarded and the caller is not
