@@ -451,13 +451,7 @@ async fn memory_stays_bounded_while_streaming_big_blobs_to_many_clients() {
         tokio::spawn(async move {
             let mut peak = 0u64;
             for _ in 0..600 {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let anon = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("RssAnon:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                    .unwrap_or(0);
+                let anon = common::rss_anon_kib(pid);
                 peak = peak.max(anon);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

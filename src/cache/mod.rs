@@ -159,11 +159,11 @@ impl Cache {
             metrics::inc(&self.metrics.blob_coalesced);
             return Ok(BlobSource::Filling(fill));
         }
-        if self.blob_size(digest)?.is_some() {
+        if let Some(record) = self.storage.index.blob(digest)? {
             let guard = ServingGuard::new(&self.usage, digest);
             if let Some(map) = self.map_blob(digest).await? {
                 metrics::inc(&self.metrics.blob_hits);
-                self.storage.index.touch(digest)?;
+                self.storage.index.touch(digest, record)?;
                 return Ok(BlobSource::Stored(map, guard));
             }
         }

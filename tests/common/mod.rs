@@ -238,6 +238,16 @@ impl Drop for Berth {
     }
 }
 
+/// Anonymous (heap) memory of process `pid`, in KiB (0 once it is gone).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs skopeo with TLS verification off for the source (berth speaks plain HTTP here).
 pub fn skopeo(args: &[&str]) -> Output {
     let output = Command::new("skopeo")

@@ -222,15 +222,14 @@ impl Index {
     }
 
     /// Marks a blob as just used (coarsely: at most once per second).
-    pub fn touch(&self, digest: &Digest) -> Result<(), IndexError> {
+    /// `record` is the blob's record as just read, so a hit reads the index once.
+    pub fn touch(&self, digest: &Digest, mut record: BlobRecord) -> Result<(), IndexError> {
         let now = now_ms();
-        match self.blob(digest)? {
-            Some(mut record) if record.last_access_ms + TOUCH_GRANULARITY_MS <= now => {
-                record.last_access_ms = now;
-                self.put_blob(digest, &record)
-            }
-            _ => Ok(()),
+        if record.last_access_ms + TOUCH_GRANULARITY_MS > now {
+            return Ok(());
         }
+        record.last_access_ms = now;
+        self.put_blob(digest, &record)
     }
 
     /// Blobs from least to most recently used.
@@ -375,7 +374,7 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(order(&index), vec![b.clone(), c.clone(), a.clone()]);
-        index.touch(&b).unwrap();
+        index.touch(&b, index.blob(&b).unwrap().unwrap()).unwrap();
         assert_eq!(order(&index), vec![c.clone(), a.clone(), b.clone()]);
         assert_eq!(index.remove_blob(&a).unwrap().map(|r| r.size), Some(1));
         assert_eq!(order(&index), vec![c.clone(), b.clone()]);
