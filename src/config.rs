@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize, Serializer};
 /// The documented example configuration, which is also the embedded default.
 pub const DEFAULTS_TOML: &str = include_str!("../config/berth.toml");
 
+/// Keys whose environment variable holds a comma-separated list.
+const LIST_KEYS: [&str; 3] = [
+    "mirror.pinned",
+    "mirror.pin_platforms",
+    "server.trusted_proxies",
+];
+
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "BERTH";
 
@@ -120,6 +127,19 @@ pub struct MirrorSettings {
     /// trusted before it is checked again.
     #[serde(with = "humantime_serde", default = "default_guard_ttl")]
     pub guard_ttl: Duration,
+    /// Images kept in the cache for good, written as clients write them (`alpine:3.20`).
+    #[serde(default)]
+    pub pinned: Vec<String>,
+    /// Platforms of a pinned multi-platform image to fetch (`linux/amd64`); empty for all.
+    #[serde(default)]
+    pub pin_platforms: Vec<String>,
+    /// How often pinned images are fetched again (a moved tag brings its new content).
+    #[serde(with = "humantime_serde", default = "default_pin_refresh")]
+    pub pin_refresh: Duration,
+}
+
+fn default_pin_refresh() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_guard_ttl() -> Duration {
@@ -300,10 +320,27 @@ impl Settings {
             // Arrays are replaced, not merged: a file's [[upstreams]] is the whole list.
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
-        let env_map = env
+        let mut env_map: std::collections::HashMap<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
             .collect();
+        // Lists come comma-separated. config's own list parsing would also turn every other
+        // value that looks like a number or a boolean into one (a password "1.50" into "1.5").
+        for key in LIST_KEYS {
+            let var = format!(
+                "{ENV_PREFIX}__{}",
+                key.replace('.', "__").to_ascii_uppercase()
+            );
+            if let Some(text) = env_map.remove(&var) {
+                let items: Vec<String> = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                builder = builder.set_override(key, items)?;
+            }
+        }
         builder = builder.add_source(
             Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
@@ -363,6 +400,23 @@ impl Settings {
                     project.name
                 )));
             }
+        }
+        for pin in &self.mirror.pinned {
+            pin.parse::<crate::registry::pins::PinSpec>()
+                .map_err(|e| ConfigError::Invalid(format!("mirror.pinned {pin:?}: {e}")))?;
+        }
+        for platform in &self.mirror.pin_platforms {
+            let parts = platform.split('/').count();
+            if !(2..=3).contains(&parts) || platform.split('/').any(str::is_empty) {
+                return Err(ConfigError::Invalid(format!(
+                    "mirror.pin_platforms {platform:?}: expected os/architecture[/variant]"
+                )));
+            }
+        }
+        if self.mirror.pin_refresh.is_zero() {
+            return Err(ConfigError::Invalid(
+                "mirror.pin_refresh must not be 0".into(),
+            ));
         }
         crate::http::challenge::validate_trusted_proxies(&self.server.trusted_proxies)
             .map_err(|e| ConfigError::Invalid(format!("server.trusted_proxies: {e}")))?;
@@ -457,6 +511,46 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"));
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn pins_from_file_and_lists_from_env() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[mirror]\npinned = [\"alpine:3.20\"]\npin_refresh = \"10m\""
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(s.mirror.pinned, ["alpine:3.20"]);
+        assert!(s.mirror.pin_platforms.is_empty());
+        assert_eq!(s.mirror.pin_refresh, Duration::from_secs(600));
+
+        let env = vec![
+            (
+                "BERTH__MIRROR__PINNED".to_string(),
+                "busybox:1, localhost:5000/x/y:2".to_string(),
+            ),
+            (
+                "BERTH__MIRROR__PIN_PLATFORMS".to_string(),
+                "linux/amd64,linux/arm64/v8".to_string(),
+            ),
+        ];
+        let s = Settings::load_with_env(Some(f.path()), env).unwrap();
+        assert_eq!(s.mirror.pinned, ["busybox:1", "localhost:5000/x/y:2"]);
+        assert_eq!(s.mirror.pin_platforms, ["linux/amd64", "linux/arm64/v8"]);
+
+        for (key, bad) in [
+            ("BERTH__MIRROR__PINNED", "alpine:bad tag"),
+            ("BERTH__MIRROR__PIN_PLATFORMS", "amd64"),
+            ("BERTH__MIRROR__PIN_REFRESH", "0s"),
+        ] {
+            let env = vec![(key.to_string(), bad.to_string())];
+            assert!(
+                Settings::load_with_env(None, env).is_err(),
+                "{key}={bad} accepted"
+            );
+        }
     }
 
     #[test]

@@ -172,9 +172,7 @@ fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
         }
     };
     let result = match action {
-        CacheCommand::Stats => storage.blob_stats().map(|(count, bytes)| {
-            println!("blobs: {count}\nbytes: {bytes}");
-        }),
+        CacheCommand::Stats => print_stats(&storage),
         CacheCommand::Gc => storage
             .recover()
             .and_then(|_| gc::collect(&storage, media::sniff_manifest, media::references))
@@ -197,6 +195,21 @@ fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_stats(storage: &Storage) -> Result<(), berth::storage::StorageError> {
+    let (count, bytes) = storage.blob_stats()?;
+    println!("blobs: {count}\nbytes: {bytes}");
+    let pins = storage.index.pins()?;
+    println!("pinned images: {}", pins.len());
+    for (pin, record) in pins {
+        println!(
+            "  {pin} -> {} ({} blobs)",
+            record.digest,
+            record.blobs.len()
+        );
+    }
+    Ok(())
 }
 
 fn serve(settings: Settings) -> ExitCode {

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub upstream_bytes: AtomicU64,
     pub fills_failed: AtomicU64,
     pub evictions: AtomicU64,
+    pub pin_seeds: AtomicU64,
+    pub pin_failures: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -104,6 +106,16 @@ impl Metrics {
                 "berth_evictions_total",
                 "Blobs evicted to keep the cache within storage.max_size.",
                 &self.evictions,
+            ),
+            (
+                "berth_pin_seeds_total",
+                "Times a pinned image was found or made complete in the cache.",
+                &self.pin_seeds,
+            ),
+            (
+                "berth_pin_failures_total",
+                "Times a pinned image could not be made complete (retried).",
+                &self.pin_failures,
             ),
         ];
         let mut out = String::new();

@@ -10,7 +10,8 @@ use crate::cache::evict::Budget;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::pins::{keep_pinned, PinPlan};
+use crate::registry::{Registry, RegistryError};
 use crate::storage::{Storage, UPLOAD_EXPIRY};
 use crate::upstream::Upstreams;
 
@@ -26,6 +27,8 @@ pub enum StartError {
     Upstream(String),
     #[error("token service: {0}")]
     Auth(String),
+    #[error("mirror.pinned: {0}")]
+    Pin(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -84,6 +87,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
+    let plan = pin_plan(&settings)?;
+    let pins = registry
+        .prepare_pins(&plan)
+        .map_err(|e| StartError::Pin(e.to_string()))?;
     let listener =
         TcpListener::bind(&settings.server.listen).map_err(|source| StartError::Listen {
             addr: settings.server.listen.clone(),
@@ -119,12 +126,34 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     println!("berth listening on http://{addr}");
     tracing::info!(%addr, "listening");
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
+    let pinner = (!pins.is_empty())
+        .then(|| actix_web::rt::spawn(keep_pinned(Arc::clone(&registry), pins, plan)));
     server.run().await?;
     sweeper.abort();
+    if let Some(pinner) = pinner {
+        pinner.abort();
+    }
     if let Err(e) = registry.cache().flush() {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }
     Ok(())
+}
+
+fn pin_plan(settings: &Settings) -> Result<PinPlan, StartError> {
+    let pins = settings
+        .mirror
+        .pinned
+        .iter()
+        .map(|text| {
+            text.parse()
+                .map_err(|e: RegistryError| StartError::Pin(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PinPlan {
+        pins,
+        platforms: settings.mirror.pin_platforms.clone(),
+        refresh: settings.mirror.pin_refresh,
+    })
 }
 
 /// Abandoned uploads go after [`UPLOAD_EXPIRY`]; checking hourly bounds how long they linger.

@@ -1,6 +1,6 @@
 //! Keeping the cache within its disk budget: least recently used blobs go first, down to the
-//! low-water mark; a blob that is being served or fetched, or that belongs to a private
-//! project, is never evicted.
+//! low-water mark; a blob that is being served or fetched, that a pinned image holds, or that
+//! belongs to a private project, is never evicted.
 //!
 //! Usage is tracked in memory (summed from the index at startup, then adjusted on every store
 //! and removal). Eviction runs on a blocking thread, one run at a time, whenever a store takes
@@ -152,12 +152,14 @@ impl Cache {
             .index
             .least_recently_used()
             .collect::<Result<_, _>>()?;
+        let pinned = self.storage.index.pinned_blobs()?;
         for digest in candidates {
             if self.usage.bytes() <= target {
                 break;
             }
             if self.usage.is_serving(&digest)
                 || self.is_in_flight(&digest)
+                || pinned.contains(&digest)
                 || self.storage.index.is_private_blob(&digest)?
             {
                 continue;
@@ -230,6 +232,24 @@ mod tests {
         assert_eq!(cache.evict_to(4).unwrap(), Eviction { blobs: 1, bytes: 4 });
         assert!(cache.blob_size(&d[0]).unwrap().is_none());
         assert_eq!(cache.metrics().evictions.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn pinned_blobs_are_never_evicted() {
+        let (_dir, cache, d) = cache_with(&[(b"aaaa", 10), (b"bbbb", 20), (b"cccc", 30)]);
+        let pin = crate::storage::index::PinRecord {
+            digest: d[0].to_string(),
+            blobs: vec![d[0].to_string(), d[1].to_string()],
+            seeded_ms: 1,
+        };
+        cache.storage.index.put_pin("app:1", &pin).unwrap();
+        assert_eq!(cache.evict_to(0).unwrap(), Eviction { blobs: 1, bytes: 4 });
+        assert!(cache.blob_size(&d[0]).unwrap().is_some());
+        assert!(cache.blob_size(&d[1]).unwrap().is_some());
+        assert!(cache.blob_size(&d[2]).unwrap().is_none());
+        // Unpinned, they are ordinary cache content again.
+        cache.storage.index.remove_pin("app:1").unwrap();
+        assert_eq!(cache.evict_to(0).unwrap(), Eviction { blobs: 2, bytes: 8 });
     }
 
     #[test]

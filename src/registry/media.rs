@@ -106,6 +106,78 @@ pub fn references(body: &[u8]) -> Vec<super::name::Digest> {
     found
 }
 
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
+}
+
+/// What one image is made of, one level down: an index's child manifests, or an image
+/// manifest's config and layers. A `subject` is another image, so it is not a part.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub manifests: Vec<ChildManifest>,
+    pub blobs: Vec<super::name::Digest>,
+}
+
+/// An index entry: a manifest, and the platform it is for (`linux/arm64/v8`), if it says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChildManifest {
+    pub digest: super::name::Digest,
+    pub platform: Option<String>,
+}
+
+/// `os/architecture[/variant]` of an index entry's `platform`.
+fn platform_of(entry: &serde_json::Value) -> Option<String> {
+    let platform = entry.get("platform")?;
+    let field = |key: &str| platform.get(key).and_then(|v| v.as_str());
+    let mut text = format!("{}/{}", field("os")?, field("architecture")?);
+    if let Some(variant) = field("variant").filter(|v| !v.is_empty()) {
+        text.push('/');
+        text.push_str(variant);
+    }
+    Some(text)
+}
+
+pub fn parts(media_type: &str, body: &[u8]) -> Parts {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Parts::default();
+    };
+    let digest_of = |d: &serde_json::Value| d.get("digest")?.as_str()?.parse().ok();
+    let list = |key: &str| -> Vec<super::name::Digest> {
+        value
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|items| items.iter().filter_map(digest_of).collect())
+            .unwrap_or_default()
+    };
+    if is_index(media_type) {
+        let entries = value.get("manifests").and_then(|v| v.as_array());
+        let manifests = entries
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                Some(ChildManifest {
+                    digest: digest_of(entry)?,
+                    platform: platform_of(entry),
+                })
+            })
+            .collect();
+        return Parts {
+            manifests,
+            blobs: Vec::new(),
+        };
+    }
+    let mut blobs: Vec<_> = value
+        .get("config")
+        .and_then(digest_of)
+        .into_iter()
+        .collect();
+    blobs.extend(list("layers"));
+    Parts {
+        manifests: Vec::new(),
+        blobs,
+    }
+}
+
 /// The media type of a manifest body: upstream's `Content-Type` when it names a manifest type,
 /// else the body's own `mediaType` field, else a guess from its shape.
 pub fn resolve_media_type(content_type: Option<&str>, body: &[u8]) -> String {
@@ -153,6 +225,47 @@ mod tests {
         assert!(old.accepts(DOCKER_MANIFEST));
         assert!(!old.accepts(OCI_INDEX));
         assert_eq!(old.for_upstream(), DOCKER_MANIFEST);
+    }
+
+    #[test]
+    fn parts_split_child_manifests_from_blobs_and_leave_the_subject_out() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let digest = |c: char| d(c).parse::<super::super::name::Digest>().unwrap();
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}],"subject":{{"digest":"{}"}}}}"#,
+            d('a'),
+            d('b'),
+            d('c')
+        );
+        assert_eq!(
+            parts(OCI_MANIFEST, image.as_bytes()),
+            Parts {
+                manifests: vec![],
+                blobs: vec![digest('a'), digest('b')]
+            }
+        );
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},{{"digest":"{}"}}]}}"#,
+            d('d'),
+            d('e')
+        );
+        assert_eq!(
+            parts(DOCKER_MANIFEST_LIST, index.as_bytes()),
+            Parts {
+                manifests: vec![
+                    ChildManifest {
+                        digest: digest('d'),
+                        platform: Some("linux/arm64/v8".into())
+                    },
+                    ChildManifest {
+                        digest: digest('e'),
+                        platform: None
+                    }
+                ],
+                blobs: vec![]
+            }
+        );
+        assert_eq!(parts(OCI_MANIFEST, b"not json"), Parts::default());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod media;
 pub mod mirror;
 pub mod name;
 pub mod namespace;
+pub mod pins;
 pub mod private;
 
 use std::sync::Arc;

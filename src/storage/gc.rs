@@ -1,5 +1,5 @@
-//! Offline garbage collection: removes blobs that no stored manifest references, and
-//! leftovers in `tmp/`. It needs the index to itself (sled's lock guarantees that no berth is
+//! Offline garbage collection: removes blobs that no stored manifest references and no pin
+//! holds, and leftovers in `tmp/`. It needs the index to itself (sled's lock guarantees that no berth is
 //! serving from the same data directory meanwhile).
 //!
 //! What counts as referenced is decided by the caller's `references` function, so this layer
@@ -59,9 +59,11 @@ pub fn collect(
         }
     }
     report.manifests = manifests.len();
+    let pinned = storage.index.pinned_blobs()?;
     for (digest, record) in entries {
         if manifests.contains(&digest)
             || referenced.contains(&digest)
+            || pinned.contains(&digest)
             || storage.index.is_private_blob(&digest)?
         {
             report.blobs_kept += 1;

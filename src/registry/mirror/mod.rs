@@ -10,12 +10,14 @@
 
 mod guard;
 mod manifest;
+mod seed;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+pub use self::seed::SeededImage;
 use super::error::{ErrorCode, RegistryError};
 use super::name::Digest;
 use super::namespace::MirrorRepo;

@@ -103,7 +103,7 @@ impl Projects {
                 "unsupported manifest media type {media_type}"
             )));
         }
-        let is_index = media_type == media::OCI_INDEX || media_type == media::DOCKER_MANIFEST_LIST;
+        let is_index = media::is_index(&media_type);
         let digest = Digest::of(&body);
         if let Reference::Digest(named) = reference {
             if named != &digest {

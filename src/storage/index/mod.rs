@@ -9,7 +9,8 @@
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
 //! | `guarded` | `<upstream>/<repo>`                 | empty          |
 //!
-//! Private projects keep their own trees, described in [`projects`].
+//! Private projects keep their own trees, described in [`projects`]; pinned images theirs, in
+//! [`pins`].
 //!
 //! Upstream names contain no `/`, repository names no `:` or `@`, tags no `:`, so each key
 //! splits back unambiguously. Values are JSON, so records can gain optional fields.
@@ -18,8 +19,10 @@
 //! `last_access_ms`, so that a scan in key order visits blobs least recently used first; the
 //! two trees change together, in one transaction.
 
+mod pins;
 mod projects;
 
+pub use self::pins::PinRecord;
 pub use self::projects::{ReferrerRecord, UploadRecord};
 
 use serde::{Deserialize, Serialize};
@@ -88,6 +91,8 @@ pub struct Index {
     access: sled::Tree,
     /// `upstream/repo` of mirrored repositories upstream serves only with credentials.
     guarded: sled::Tree,
+    /// Pinned images and the digests each holds: see [`pins`].
+    pins: sled::Tree,
     /// Private projects' trees: see [`projects`].
     project: projects::Trees,
 }
@@ -177,6 +182,7 @@ impl Index {
             links: db.open_tree("links")?,
             access: db.open_tree("access")?,
             guarded: db.open_tree("guarded")?,
+            pins: db.open_tree("pins")?,
             project: projects::Trees::open(&db)?,
             db,
         })

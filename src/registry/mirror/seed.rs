@@ -1,0 +1,112 @@
+//! Fetching a whole image into the cache with no client asking: what pinning an image does.
+//!
+//! It walks the image as a client would, through the same paths (single flights, fills,
+//! stale answers when upstream is down), and waits for every blob to be committed.
+
+use std::collections::HashSet;
+
+use super::{fill_error, BlobReply, Mirror};
+use crate::registry::error::RegistryError;
+use crate::registry::media::{self, AcceptList};
+use crate::registry::name::{Digest, Reference};
+use crate::registry::namespace::MirrorRepo;
+
+/// An image now complete in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeededImage {
+    /// What the reference resolved to.
+    pub digest: Digest,
+    /// Every manifest and blob of the image, `digest` first.
+    pub holds: Vec<Digest>,
+}
+
+impl Mirror {
+    /// Caches every manifest and every blob of `reference`; of an index, only the entries for
+    /// `platforms` (all when empty).
+    pub async fn seed(
+        &self,
+        target: &MirrorRepo,
+        reference: &Reference,
+        platforms: &[String],
+    ) -> Result<SeededImage, RegistryError> {
+        // An empty Accept list takes every type, so the answer is the one any client gets.
+        let accept = AcceptList::default();
+        let root = self.manifest(target, reference, &accept).await?.manifest;
+        let mut holds = vec![root.digest.clone()];
+        let mut seen: HashSet<Digest> = HashSet::from([root.digest.clone()]);
+        let mut pending = vec![root.clone()];
+        while let Some(manifest) = pending.pop() {
+            let parts = media::parts(&manifest.media_type, &manifest.body);
+            let wanted = parts
+                .manifests
+                .into_iter()
+                .filter(|child| is_wanted(child.platform.as_deref(), platforms))
+                .map(|child| child.digest);
+            for child in wanted {
+                if seen.insert(child.clone()) {
+                    holds.push(child.clone());
+                    let reply = self
+                        .manifest(target, &Reference::Digest(child), &accept)
+                        .await?;
+                    pending.push(reply.manifest);
+                }
+            }
+            for blob in parts.blobs {
+                if seen.insert(blob.clone()) {
+                    self.seed_blob(target, &blob).await?;
+                    holds.push(blob);
+                }
+            }
+        }
+        Ok(SeededImage {
+            digest: root.digest.clone(),
+            holds,
+        })
+    }
+
+    /// Returns once `digest` is committed to the cache (at once if it already is).
+    async fn seed_blob(&self, target: &MirrorRepo, digest: &Digest) -> Result<(), RegistryError> {
+        match self.blob(target, digest).await? {
+            BlobReply::Stored(..) => Ok(()),
+            BlobReply::Filling { fill, .. } => fill.finished().await.map_err(fill_error),
+        }
+    }
+}
+
+/// Whether an index entry for `platform` is wanted: every entry when no platforms are
+/// configured, and an entry that names no platform always (nothing to judge it by).
+/// `linux/arm64` covers every variant of it; `linux/arm64/v8` only that one.
+fn is_wanted(platform: Option<&str>, platforms: &[String]) -> bool {
+    let Some(platform) = platform else {
+        return true;
+    };
+    platforms.is_empty()
+        || platforms.iter().any(|wanted| {
+            platform == wanted
+                || platform
+                    .strip_prefix(wanted.as_str())
+                    .is_some_and(|rest| rest.starts_with('/') && wanted.matches('/').count() == 1)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_wanted;
+
+    #[test]
+    fn platform_filter() {
+        let some = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_wanted(Some("linux/s390x"), &[]));
+        assert!(is_wanted(None, &some(&["linux/amd64"])));
+        assert!(is_wanted(Some("linux/amd64"), &some(&["linux/amd64"])));
+        assert!(is_wanted(Some("linux/arm64/v8"), &some(&["linux/arm64"])));
+        assert!(is_wanted(
+            Some("linux/arm64/v8"),
+            &some(&["linux/arm64/v8"])
+        ));
+        assert!(!is_wanted(Some("linux/arm/v7"), &some(&["linux/arm/v6"])));
+        assert!(!is_wanted(Some("linux/amd64"), &some(&["linux/arm64"])));
+        assert!(!is_wanted(Some("linux/amd64x"), &some(&["linux/amd64"])));
+        assert!(!is_wanted(Some("unknown/unknown"), &some(&["linux/amd64"])));
+    }
+}

@@ -1,0 +1,95 @@
+//! The `pins` tree: mirrored images the operator pinned, with every digest each one holds.
+//!
+//! | tree   | key                                | value          |
+//! |--------|------------------------------------|----------------|
+//! | `pins` | the pin as configured (`alpine:3.20`) | [`PinRecord`] |
+//!
+//! A record lists the whole closure of the pinned manifest (itself, child manifests, configs,
+//! layers), so eviction and gc can spare those blobs without reading any manifest.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, Index, IndexError};
+use crate::registry::name::Digest;
+
+/// One pinned image as last fetched completely.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// The manifest the pin's reference resolved to.
+    pub digest: String,
+    /// Every digest it holds, the manifest's own included.
+    pub blobs: Vec<String>,
+    pub seeded_ms: u64,
+}
+
+impl Index {
+    pub fn put_pin(&self, pin: &str, record: &PinRecord) -> Result<(), IndexError> {
+        self.pins.insert(pin.as_bytes(), encode(record))?;
+        Ok(())
+    }
+
+    pub fn pin(&self, pin: &str) -> Result<Option<PinRecord>, IndexError> {
+        self.pins
+            .get(pin.as_bytes())?
+            .map(|v| decode(pin.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub fn remove_pin(&self, pin: &str) -> Result<(), IndexError> {
+        self.pins.remove(pin.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every pin with its record.
+    pub fn pins(&self) -> Result<Vec<(String, PinRecord)>, IndexError> {
+        self.pins
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode(&key, &value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The digests no eviction or gc may remove, because a pin holds them.
+    pub fn pinned_blobs(&self) -> Result<HashSet<Digest>, IndexError> {
+        let mut pinned = HashSet::new();
+        for (_, record) in self.pins()? {
+            pinned.extend(record.blobs.iter().filter_map(|d| d.parse().ok()));
+        }
+        Ok(pinned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_blobs_are_the_union_of_every_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
+        let record = |blobs: &[&Digest]| PinRecord {
+            digest: blobs[0].to_string(),
+            blobs: blobs.iter().map(|d| d.to_string()).collect(),
+            seeded_ms: 1,
+        };
+        index.put_pin("alpine:3.20", &record(&[&a, &b])).unwrap();
+        index.put_pin("ghcr.io/x/y:1", &record(&[&b, &c])).unwrap();
+        assert_eq!(
+            index.pinned_blobs().unwrap(),
+            HashSet::from([a.clone(), b.clone(), c.clone()])
+        );
+        assert_eq!(index.pin("alpine:3.20").unwrap(), Some(record(&[&a, &b])));
+
+        index.remove_pin("alpine:3.20").unwrap();
+        assert_eq!(index.pinned_blobs().unwrap(), HashSet::from([b, c]));
+        assert_eq!(index.pins().unwrap().len(), 1);
+    }
+}
