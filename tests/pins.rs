@@ -138,3 +138,50 @@ async fn pinned_images_are_seeded_ahead_survive_eviction_and_serve_without_upstr
     let stats = cache_stats(&data_dir);
     assert!(stats.contains("pinned images: 0\n"), "{stats}");
 }
+
+#[tokio::test]
+async fn a_pinned_tag_that_moves_upstream_is_followed_on_refresh() {
+    use common::fault::FaultyUpstream;
+    use common::images::{random_bytes, sha256, OCI_MANIFEST};
+
+    let manifest = |layer: &str, size: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(b"{}"), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}],
+        }))
+        .unwrap()
+    };
+    let upstream = FaultyUpstream::start();
+    upstream.put_blob(b"{}");
+    let (first, second) = (random_bytes(51, 200_000), random_bytes(52, 300_000));
+    let first_digest = upstream.put_blob(&first);
+    let second_digest = upstream.put_blob(&second);
+    upstream.put_manifest("v1", OCI_MANIFEST, &manifest(&first_digest, first.len()));
+
+    let berth = Berth::start(&format!(
+        "[mirror]\npinned = [\"app:v1\"]\npin_refresh = \"1s\"\n{}",
+        config_for(&upstream.url(), "1ms", "")
+    ));
+    wait_for_metric(&berth, "berth_pin_seeds_total", 1).await;
+    berth.settle();
+    assert!(on_disk(&berth.blob_files(), &first_digest));
+    assert!(!on_disk(&berth.blob_files(), &second_digest));
+
+    // The tag moves; the next refresh fetches the new image with no client asking.
+    upstream.put_manifest("v1", OCI_MANIFEST, &manifest(&second_digest, second.len()));
+    let seeds = berth.metric("berth_pin_seeds_total").await;
+    wait_for_metric(&berth, "berth_pin_seeds_total", seeds + 2).await;
+    berth.settle();
+    assert!(
+        on_disk(&berth.blob_files(), &second_digest),
+        "{}",
+        berth.log()
+    );
+    assert_eq!(
+        FaultyUpstream::count(&upstream.blob_gets),
+        3,
+        "config and both layers, once each"
+    );
+}
