@@ -45,6 +45,8 @@ async fn corrupt_or_cut_blobs_are_never_served_or_kept() {
         Mode::Truncate(1024 * 1024),
         Mode::Truncate(0),
         Mode::ShortBody(blob.len() - 1),
+        Mode::LongBody(1),
+        Mode::LongBody(100_000),
     ];
     for mode in modes.clone() {
         upstream.set_mode(mode.clone());
@@ -54,7 +56,8 @@ async fn corrupt_or_cut_blobs_are_never_served_or_kept() {
                 assert_ne!(body, blob, "{mode:?}: full body served");
                 assert!(
                     status != 200 || body.len() < blob.len(),
-                    "{mode:?}: complete-looking body {status}"
+                    "{mode:?}: complete-looking body {status} of {} bytes",
+                    body.len()
                 );
             }
         }

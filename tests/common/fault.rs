@@ -25,6 +25,8 @@ pub enum Mode {
     Slow(Duration),
     /// Send only the first this many bytes, and declare just that length.
     ShortBody(usize),
+    /// Send the blob and then this many bytes more, declaring the padded length.
+    LongBody(usize),
     /// Answer every request with this status (and `Retry-After: 7` for 429).
     Status(u16),
 }
@@ -254,6 +256,11 @@ async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             HttpResponse::Ok().body(SizedStream::new(size, stream))
         }
         Mode::ShortBody(len) => HttpResponse::Ok().body(data[..len.min(data.len())].to_vec()),
+        Mode::LongBody(extra) => {
+            let mut data = data;
+            data.extend(std::iter::repeat_n(0x5a, extra));
+            HttpResponse::Ok().body(data)
+        }
         Mode::Normal | Mode::Status(_) => HttpResponse::Ok().body(data),
     }
 }
