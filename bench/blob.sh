@@ -22,6 +22,7 @@ TAG=v1
 
 check_tools
 build_berth
+# shellcheck disable=SC2119 # no argument: the default limit
 wait_quiet
 
 start_registry upstream

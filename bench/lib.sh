@@ -37,8 +37,7 @@ cleanup() {
     done
     for pid in "${BENCH_PIDS[@]}"; do
         # bounded wait: up to ~5s, then SIGKILL that one pid
-        local i
-        for i in $(seq 1 50); do
+        for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -83,8 +82,8 @@ free_port() {
 
 # wait_http URL [TIMEOUT_S]: wait until URL answers any HTTP status.
 wait_http() {
-    local url=$1 timeout=${2:-30} i
-    for i in $(seq 1 $((timeout * 10))); do
+    local url=$1 timeout=${2:-30}
+    for _ in $(seq 1 $((timeout * 10))); do
         if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
         sleep 0.1
     done
@@ -93,8 +92,8 @@ wait_http() {
 
 # wait_port PORT [TIMEOUT_S]: wait until something accepts on 127.0.0.1:PORT.
 wait_port() {
-    local port=$1 timeout=${2:-30} i
-    for i in $(seq 1 $((timeout * 10))); do
+    local port=$1 timeout=${2:-30}
+    for _ in $(seq 1 $((timeout * 10))); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
@@ -200,8 +199,8 @@ EOF
     "$BERTH_BIN" --config "$dir/berth.toml" serve >"$dir/berth.stdout" 2>"$BERTH_LOG" &
     BERTH_PID=$!
     BENCH_PIDS+=("$BERTH_PID")
-    local i line=""
-    for i in $(seq 1 300); do
+    local line=""
+    for _ in $(seq 1 300); do
         line=$(grep -m1 -o 'berth listening on http://127\.0\.0\.1:[0-9]*' "$dir/berth.stdout" 2>/dev/null || true)
         [[ -n "$line" ]] && break
         kill -0 "$BERTH_PID" 2>/dev/null || { cat "$BERTH_LOG" >&2; die "berth exited during startup"; }
@@ -279,6 +278,87 @@ skopeo_pull() {
     }
 }
 
+# start_containerd NAME: a private containerd daemon for `ctr content fetch`, with its own root,
+#   state, gRPC/ttrpc sockets and opt dir under $WORK/NAME (nothing under /var/lib, /run or /opt)
+#   and the CRI plugin off. Stopped by the cleanup trap.
+#   Sets CTRD_SOCK, CTRD_PID, CTRD_LOG, CTRD_ROOT, CTRD_BLOBS (the content store's sha256 dir).
+start_containerd() {
+    local name=$1
+    local dir="$WORK/$name"
+    mkdir -p "$dir"
+    CTRD_ROOT="$dir/root"
+    CTRD_SOCK="$dir/containerd.sock"
+    CTRD_LOG="$dir/containerd.log"
+    CTRD_BLOBS="$CTRD_ROOT/io.containerd.content.v1.content/blobs/sha256"
+    cat >"$dir/config.toml" <<EOF
+version = 2
+root = "$CTRD_ROOT"
+state = "$dir/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CTRD_SOCK"
+[ttrpc]
+  address = "$dir/containerd.ttrpc.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable = true
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/opt"
+EOF
+    containerd --config "$dir/config.toml" </dev/null >"$dir/containerd.stdout" 2>"$CTRD_LOG" &
+    CTRD_PID=$!
+    BENCH_PIDS+=("$CTRD_PID")
+    for _ in $(seq 1 200); do
+        if [[ -S $CTRD_SOCK ]] && ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; then break; fi
+        kill -0 "$CTRD_PID" 2>/dev/null || { tail -20 "$CTRD_LOG" >&2; die "containerd exited during startup"; }
+        sleep 0.1
+    done
+    ctr --address "$CTRD_SOCK" version >/dev/null 2>&1 || die "containerd did not answer within 20s; see $CTRD_LOG"
+    log "containerd $name (pid $CTRD_PID) on $CTRD_SOCK, content store $CTRD_BLOBS"
+}
+
+# ctr_pull HOSTPORT IMAGE [NAMESPACE]: `ctr content fetch` of an image into the private containerd
+#   (manifest, config and layers fetched concurrently and digest-checked, nothing unpacked).
+#   `--debug` (debug log lines on stderr instead of the progress display) matters for timing:
+#   with the progress display ctr polls the content store every 100 ms and, once the fetch is
+#   done, waits for the next 100 ms tick before it exits, so wall times come in 100 ms steps.
+ctr_pull() {
+    local hostport=$1 image=$2 ns=${3:-berth-bench}
+    ctr --debug --address "$CTRD_SOCK" --namespace "$ns" content fetch --plain-http \
+        "$hostport/$image" >"$WORK/ctr.last.log" 2>&1 || {
+        cat "$WORK/ctr.last.log" >&2
+        return 1
+    }
+}
+
+# ctr_clear [NAMESPACE]: empty the private containerd's content store, so that the next fetch
+#   downloads every blob again (containerd shares content between namespaces, so a fresh
+#   namespace alone is not enough). Removes the namespace's images with a synchronous garbage
+#   collection, deletes any content still listed, then waits (bounded, 30 s) until the content
+#   store holds no file at all (blobs and ingests) and dies otherwise.
+ctr_clear() {
+    local ns=${1:-berth-bench}
+    local c=(ctr --address "$CTRD_SOCK" --namespace "$ns")
+    local content_dir="${CTRD_BLOBS%/blobs/sha256}" imgs left
+    imgs=$("${c[@]}" images ls -q)
+    if [[ -n $imgs ]]; then
+        # shellcheck disable=SC2086
+        "${c[@]}" images rm --sync $imgs >/dev/null
+    fi
+    left=$("${c[@]}" content ls -q)
+    if [[ -n $left ]]; then
+        # shellcheck disable=SC2086
+        "${c[@]}" content rm $left >/dev/null
+    fi
+    for _ in $(seq 1 300); do
+        if [[ -z $(find "$content_dir" -type f -print -quit 2>/dev/null) && -z $("${c[@]}" content ls -q) ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    find "$content_dir" -type f >&2
+    die "containerd's content store still holds files 30s after clearing it"
+}
+
 # busy_procs: comma-separated pids of compiler/cargo processes running elsewhere (empty if none).
 busy_procs() {
     ps -eo pid=,comm= | awk '$2 ~ /^(rustc|cargo|cc1|cc1plus|ld|ld\.lld|mold)$/ { print $1 }' | paste -sd, -
@@ -288,8 +368,8 @@ busy_procs() {
 # BENCH_QUIET_WAIT or 180 seconds) until no compiler or cargo process (rustc, cargo, cc1, ld, ...)
 # has run elsewhere for 3 s in a row, then record the load average.
 wait_quiet() {
-    local limit=${1:-${BENCH_QUIET_WAIT:-180}} i busy="" quiet=0 said=0
-    for i in $(seq 1 "$limit"); do
+    local limit=${1:-${BENCH_QUIET_WAIT:-180}} busy="" quiet=0 said=0
+    for _ in $(seq 1 "$limit"); do
         busy=$(busy_procs)
         if [[ -z $busy ]]; then
             quiet=$((quiet + 1))
@@ -308,8 +388,8 @@ wait_quiet() {
 # busy_watch OUTFILE STOPFILE: once a second (at most 30 min) append the busy_procs list to
 # OUTFILE until STOPFILE exists; shows whether compilers ran during a measurement.
 busy_watch() {
-    local out=$1 stop=$2 i b
-    for i in $(seq 1 1800); do
+    local out=$1 stop=$2 b
+    for _ in $(seq 1 1800); do
         [[ -e $stop ]] && break
         b=$(busy_procs)
         [[ -n $b ]] && echo "$b" >>"$out"
@@ -325,9 +405,9 @@ busy_summary() {
 
 # stop_pid PID: SIGTERM one process we started, wait up to 5 s, then SIGKILL it.
 stop_pid() {
-    local pid=$1 i
+    local pid=$1
     kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -355,8 +435,8 @@ log_lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
 # settle_log FILE [MAX_S]: wait until FILE has not grown for 2 s (bounded by MAX_S, default 30),
 # so that requests still in flight after a phase land in that phase's slice of the log.
 settle_log() {
-    local file=$1 max=${2:-30} last=-1 cur stable=0 i
-    for i in $(seq 1 $((max * 5))); do
+    local file=$1 max=${2:-30} last=-1 cur stable=0
+    for _ in $(seq 1 $((max * 5))); do
         cur=$(stat -c %s "$file" 2>/dev/null || echo 0)
         if [[ $cur == "$last" ]]; then
             stable=$((stable + 1))

@@ -4,73 +4,137 @@
 # 1. A plain Distribution registry ("upstream") gets a random image seeded (default layers
 #    30+20+10 MiB, see LAYERS).
 # 2. berth and a Distribution proxy, both with empty caches, mirror that upstream.
-# 3. One cold `skopeo copy docker://... dir:...` through each (and one direct from upstream),
-#    then WARM_RUNS warm pulls each, interleaved, order rotated every round.
+# 3. One cold pull through each (and one direct from upstream), then WARM_RUNS warm pulls each,
+#    interleaved, order rotated every round. The client (CLIENT) is
+#      skopeo (default): `skopeo copy docker://... dir:<fresh dir>`. It copies layers one after
+#               another and fsyncs each file, so a warm pull is bound by the client, not the server;
+#      ctr:     `ctr content fetch --plain-http HOST:PORT/REPO:TAG` into a private containerd
+#               started for the run (manifest, config and layers fetched concurrently and
+#               digest-checked into the content store, nothing unpacked). After every pull the
+#               content store is emptied (outside the timed section) and checked empty, so every
+#               pull, warm ones included, downloads every blob from the target again.
 # 4. Upstream requests are attributed by User-Agent in the upstream's access log
-#    (berth/x.y.z, Go-http-client = the Distribution proxy, skopeo/x.y.z = direct pulls),
-#    split into the cold and warm phases.
+#    (berth/x.y.z, Go-http-client = the Distribution proxy, skopeo/x.y.z or containerd/x.y.z =
+#    direct pulls), split into the cold and warm phases.
 #
-# Usage: bench/pull.sh            (env: LAYERS="30 20 10" WARM_RUNS=5 BERTH_NO_BUILD=1 BENCH_KEEP=1)
-# Output: table on stdout and in bench/out/pull.txt; raw timings in bench/out/pull-times.csv.
+# Usage: bench/pull.sh   (env: CLIENT=skopeo|ctr LAYERS="30 20 10" WARM_RUNS=5 BERTH_NO_BUILD=1 BENCH_KEEP=1)
+# Output: table on stdout and in bench/out/pull.txt; raw timings in bench/out/pull-times.csv
+# (CLIENT=ctr: pull-ctr.txt, pull-times-ctr.csv, ...; both can coexist).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAYERS=${LAYERS:-"30 20 10"}
 WARM_RUNS=${WARM_RUNS:-5}
+CLIENT=${CLIENT:-skopeo}
+case $CLIENT in
+skopeo) SUFFIX="" ;;
+ctr) SUFFIX="-ctr" ;;
+*) die "CLIENT must be skopeo or ctr, not '$CLIENT'" ;;
+esac
+CTR_NS=berth-bench # containerd namespace for CLIENT=ctr
 REPO=library/benchimg
 TAG=v1
 # shellcheck disable=SC2206
 LAYER_ARR=($LAYERS)
 
 check_tools
+if [[ $CLIENT == ctr ]]; then
+    need containerd containerd
+    need ctr containerd
+fi
 build_berth
+# shellcheck disable=SC2119 # no argument: the default limit
 wait_quiet
 
 start_registry upstream
-UP_URL=$REG_URL UP_PORT=$REG_PORT UP_LOG=$REG_LOG
+UP_URL=$REG_URL UP_PORT=$REG_PORT UP_LOG=$REG_LOG UP_PID=$REG_PID
 seed "$UP_URL" "$REPO" "$TAG" "$WORK/seed.json" "${LAYER_ARR[@]}"
 
 start_berth berth "$UP_URL"
 start_registry distproxy "$UP_URL"
-DIST_PORT=$REG_PORT DIST_PID=$REG_PID
+DIST_PORT=$REG_PORT DIST_PID=$REG_PID DIST_LOG=$REG_LOG
+if [[ $CLIENT == ctr ]]; then
+    start_containerd containerd
+    ctr_clear "$CTR_NS"
+fi
 
 declare -A HOSTPORT=(
     [berth]="127.0.0.1:$BERTH_PORT"
     [distribution]="127.0.0.1:$DIST_PORT"
     [direct]="127.0.0.1:$UP_PORT"
 )
+declare -A SERVER_PID=([berth]=$BERTH_PID [distribution]=$DIST_PID [direct]=$UP_PID)
 TARGETS=(berth distribution direct)
-CSV="$OUT_DIR/pull-times.csv"
+CSV="$OUT_DIR/pull-times$SUFFIX.csv"
 echo "target,phase,run,seconds" >"$CSV"
+# CPU time (clock ticks) per pull: the target's process, the upstream, the client process
+# (skopeo or ctr, as this shell's reaped-children time) and the containerd daemon (ctr only).
+CPU_CSV="$OUT_DIR/pull-cpu$SUFFIX.csv"
+echo "target,phase,run,server_ticks,upstream_ticks,client_ticks,containerd_ticks" >"$CPU_CSV"
+child_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"; }
 
-# verify DEST: every blob in the seed summary is present with the right sha256.
+# verify_pull DIR [sizes]: every blob in the seed summary is present in DIR as a file named by
+# its hex digest (skopeo's dir: layout and containerd's blobs/sha256/ alike) with the right sha256
+# (with `sizes`: the right size only). For ctr the manifest blob is checked as well.
 verify_pull() {
-    python3 - "$WORK/seed.json" "$1" <<'EOF'
+    python3 - "$WORK/seed.json" "$1" "${2:-sha256}" "$CLIENT" <<'EOF'
 import hashlib, json, os, sys
-seed, dest = json.load(open(sys.argv[1])), sys.argv[2]
-for blob in [seed["config"]] + seed["layers"]:
+seed, dest, mode, client = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+blobs = [seed["config"]] + seed["layers"]
+if client == "ctr":
+    blobs.append({"digest": seed["manifest_digest"], "size": None})
+for blob in blobs:
     hexd = blob["digest"].split(":", 1)[1]
     path = os.path.join(dest, hexd)
+    if not os.path.isfile(path):
+        sys.exit(f"verify: {path} is missing")
+    if blob["size"] is not None and os.path.getsize(path) != blob["size"]:
+        sys.exit(f"verify: {path} has {os.path.getsize(path)} bytes, expected {blob['size']}")
+    if mode == "sizes":
+        continue
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    if h.hexdigest() != hexd or os.path.getsize(path) != blob["size"]:
+    if h.hexdigest() != hexd:
         sys.exit(f"verify: {path} does not match {blob['digest']}")
 EOF
 }
 
 timed_pull() { # TARGET PHASE RUN -> prints seconds
     local target=$1 phase=$2 run=$3 dest="$WORK/dest-$1"
-    local t0 t1 s
+    local t0 t1 s me=$BASHPID srv=${SERVER_PID[$1]} s0 s1 u0 u1 c0 c1 d0=0 d1=0
+    if [[ $CLIENT == ctr ]]; then
+        # the content store was emptied after the previous pull (ctr_clear) and must still be empty
+        [[ -z $(find "${CTRD_BLOBS%/blobs/sha256}" -type f -print -quit) ]] || die "containerd's content store is not empty before a pull"
+        d0=$(cpu_ticks "$CTRD_PID")
+    fi
+    s0=$(cpu_ticks "$srv") u0=$(cpu_ticks "$UP_PID") c0=$(child_ticks "$me")
     t0=$(now)
-    skopeo_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest" || die "skopeo pull through $target failed (phase $phase run $run)"
+    if [[ $CLIENT == ctr ]]; then
+        ctr_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$CTR_NS" || die "ctr content fetch through $target failed (phase $phase run $run)"
+    else
+        skopeo_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest" || die "skopeo pull through $target failed (phase $phase run $run)"
+    fi
     t1=$(now)
+    s1=$(cpu_ticks "$srv") u1=$(cpu_ticks "$UP_PID") c1=$(child_ticks "$me")
+    if [[ $CLIENT == ctr ]]; then d1=$(cpu_ticks "$CTRD_PID"); fi
     s=$(elapsed "$t0" "$t1")
     echo "$target,$phase,$run,$s" >>"$CSV"
+    echo "$target,$phase,$run,$((s1 - s0)),$((u1 - u0)),$((c1 - c0)),$((d1 - d0))" >>"$CPU_CSV"
     log "$phase pull via $target #$run: ${s}s"
-    if [[ $phase == cold ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
-    rm -rf "$dest"
+    if [[ $CLIENT == ctr ]]; then
+        # cold: full sha256 check; warm: every blob is back in the (previously empty) store
+        if [[ $phase == cold ]]; then
+            verify_pull "$CTRD_BLOBS" || die "pull through $target returned wrong content"
+        else
+            verify_pull "$CTRD_BLOBS" sizes || die "pull through $target left incomplete content"
+        fi
+        ctr_clear "$CTR_NS"
+    else
+        if [[ $phase == cold ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
+        rm -rf "$dest"
+    fi
     echo "$s"
 }
 
@@ -82,6 +146,7 @@ for t in direct berth distribution; do
 done
 sleep 1 # let the registries finish writing access-log lines / background stores
 COLD_END_LINE=$(wc -l <"$UP_LOG")
+DIST_COLD_END_LINE=$(wc -l <"$DIST_LOG")
 BERTH_METRICS_COLD="$(curl -s "$BERTH_URL/metrics")"
 
 declare -A WARM_LIST
@@ -103,13 +168,21 @@ BERTH_METRICS_END="$(curl -s "$BERTH_URL/metrics")"
 BERTH_RSS_HWM=$(peak_rss_kib "$BERTH_PID")
 DIST_RSS_HWM=$(peak_rss_kib "$DIST_PID")
 
-cp "$UP_LOG" "$OUT_DIR/pull-upstream.log"
-cp "$BERTH_LOG" "$OUT_DIR/pull-berth.log"
+cp "$UP_LOG" "$OUT_DIR/pull-upstream$SUFFIX.log"
+cp "$BERTH_LOG" "$OUT_DIR/pull-berth$SUFFIX.log"
+if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
 
 {
     echo "# berth pull benchmark  $(date -u '+%F %T UTC')"
     echo "# image $REPO:$TAG layers(MiB)=[$LAYERS]  warm runs=$WARM_RUNS  berth=$BERTH_BIN_INFO"
-    echo "# skopeo copy docker://... dir:<fresh dir>; times are wall seconds (date +%s.%N around skopeo)"
+    if [[ $CLIENT == ctr ]]; then
+        echo "# client: ctr --debug content fetch --plain-http HOST:PORT/$REPO:$TAG into a private containerd $(ctr --version | awk '{print $3}') (concurrent fetch, no unpack)"
+        echo "# the content store is emptied after every pull (untimed), so warm pulls download every blob again"
+        echo "# times are wall seconds (date +%s.%N around ctr)"
+    else
+        echo "# client: skopeo copy docker://... dir:<fresh dir> ($(skopeo --version | awk '{print $3}'); layers one after another, fsync per file)"
+        echo "# times are wall seconds (date +%s.%N around skopeo)"
+    fi
     load_note
     echo
     printf '%-14s %10s %12s %14s\n' target "cold (s)" "warm med (s)" "warm runs"
@@ -122,16 +195,21 @@ cp "$BERTH_LOG" "$OUT_DIR/pull-berth.log"
     printf 'ratio berth/direct:       cold %s  warm %s\n' \
         "$(ratio "${COLD[berth]}" "${COLD[direct]}")" "$(ratio "${WARM[berth]}" "${WARM[direct]}")"
     echo
-    python3 - "$WORK/seed.json" "$UP_LOG" "$COLD_END_LINE" <<'EOF'
+    python3 - "$WORK/seed.json" "$UP_LOG" "$COLD_END_LINE" "$DIST_LOG" "$DIST_COLD_END_LINE" "$WARM_RUNS" \
+        "$(awk '$1 == "berth_blob_cache_hits_total" { print $2 }' <<<"$BERTH_METRICS_COLD")" \
+        "$(awk '$1 == "berth_blob_cache_hits_total" { print $2 }' <<<"$BERTH_METRICS_END")" <<'EOF'
 import collections, json, re, sys
 seed = json.load(open(sys.argv[1]))
 lines = open(sys.argv[2], errors="replace").read().splitlines()
 cold_end = int(sys.argv[3])
+dist_lines = open(sys.argv[4], errors="replace").read().splitlines()[int(sys.argv[5]):]
+warm_runs = int(sys.argv[6])
+hits_cold, hits_end = (float(x) if x else None for x in sys.argv[7:9])
 # Distribution's combined access log: 127.0.0.1 - - [date] "GET /uri HTTP/1.1" status size "ref" "ua"
 acc = re.compile(r'^\S+ - \S+ \[[^\]]*\] "(\w+) (\S+) [^"]*" (\d+) \S+ "[^"]*" "([^"]*)"')
 def who(ua):
     if ua.startswith("berth/"): return "berth"
-    if ua.startswith("skopeo/") or ua.startswith("containers/"): return "direct"
+    if ua.startswith(("skopeo/", "containers/", "containerd/")): return "direct"
     if ua.startswith("Go-http-client"): return "distribution"
     if ua.startswith("curl/") or ua == "berth-bench-seed": return "harness"
     return "other"
@@ -174,6 +252,45 @@ for w, p in cols:
 stray = sum(v for (w, _, _), v in list(blob_gets.items()) + list(other.items()) if w == "other")
 if stray:
     print(f"  (unattributed requests: {stray})")
+print()
+# Each warm pull must download every blob from the target: count the blob GETs each target
+# served to the client during the warm phase (berth: its cache hits; the Distribution proxy: its
+# own access log; direct: the upstream's access log).
+want = len(blobs) * warm_runs
+served = {
+    "berth": None if hits_cold is None or hits_end is None else int(hits_end - hits_cold),
+    "distribution": sum(1 for l in dist_lines
+                        if (m := acc.match(l)) and m.group(1) == "GET" and who(m.group(4)) == "direct"
+                        and re.search(r"/blobs/sha256:[0-9a-f]{64}$", m.group(2)) and m.group(3) == "200"),
+    "direct": sum(v for (w, p, _), v in blob_gets.items() if w == "direct" and p == "warm"),
+}
+print(f"Blob GETs served to the client in the warm phase (expected {len(blobs)} blobs x {warm_runs} runs = {want}):")
+print("  " + ", ".join(f"{t} {'?' if n is None else n}{'' if n == want else ' (!)'}" for t, n in served.items())
+      + "   [berth: blob cache hits from /metrics; distribution: its access log; direct: upstream log]")
+EOF
+    echo
+    python3 - "$CPU_CSV" "$CLIENT" <<'EOF'
+import csv, os, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+client, tck = sys.argv[2], os.sysconf("SC_CLK_TCK")
+cols = [("server_ticks", "target proc"), ("upstream_ticks", "upstream"), ("client_ticks", client)]
+if client == "ctr":
+    cols.append(("containerd_ticks", "containerd"))
+print(f"CPU seconds per pull, cold / median warm (ticks of 1/{tck} s; '{client}' = the client process"
+      + (", containerd = the daemon that hashes and stores the blobs)" if client == "ctr" else ")"))
+print(f"{'target':<14}" + "".join(f"{h:>16}" for _, h in cols))
+for t in ("berth", "distribution", "direct"):
+    line = f"{t:<14}"
+    for k, _ in cols:
+        if t == "direct" and k == "upstream_ticks":
+            line += f"{'(= target)':>16}"
+            continue
+        cold = [int(r[k]) for r in rows if r["target"] == t and r["phase"] == "cold"]
+        warm = [int(r[k]) for r in rows if r["target"] == t and r["phase"] == "warm"]
+        c = f"{cold[0] / tck:.2f}" if cold else "-"
+        w = f"{statistics.median(warm) / tck:.2f}" if warm else "-"
+        line += f"{c + ' / ' + w:>16}"
+    print(line)
 EOF
     echo
     echo "berth /metrics (after cold phase -> after warm phase):"
@@ -186,5 +303,5 @@ EOF
     echo
     printf 'peak RSS (VmHWM): berth %d MiB, distribution proxy %d MiB\n' $((BERTH_RSS_HWM / 1024)) $((DIST_RSS_HWM / 1024))
     errs=$(grep -c -E 'ERROR|WARN' "$BERTH_LOG" || true)
-    echo "berth log: $errs WARN/ERROR lines (copied to bench/out/pull-berth.log)"
-} | tee "$OUT_DIR/pull.txt"
+    echo "berth log: $errs WARN/ERROR lines (copied to bench/out/pull-berth$SUFFIX.log)"
+} | tee "$OUT_DIR/pull$SUFFIX.txt"

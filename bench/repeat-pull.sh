@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Repeats bench/pull.sh (each run with fresh upstream, mirrors and caches) and reports the
 # medians over runs: a single cold pull per run is too noisy on a 2-core machine to judge a
-# ratio by. Usage: RUNS=5 bench/repeat-pull.sh   (other pull.sh knobs pass through)
+# ratio by. Usage: RUNS=5 bench/repeat-pull.sh   (other pull.sh knobs pass through, CLIENT too)
+# Output: bench/out/repeat-pull.{csv,txt}, repeat-pull-<run>.txt; with CLIENT=ctr
+# repeat-pull-ctr.{csv,txt}, repeat-pull-ctr-<run>.txt (pull.sh then writes pull-times-ctr.csv).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 RUNS=${RUNS:-5}
+export CLIENT=${CLIENT:-skopeo}
+case $CLIENT in
+skopeo) suffix="" ;;
+ctr) suffix="-ctr" ;;
+*) echo "CLIENT must be skopeo or ctr, not '$CLIENT'" >&2; exit 1 ;;
+esac
 out="$here/out"
 mkdir -p "$out"
-all="$out/repeat-pull.csv"
+all="$out/repeat-pull$suffix.csv"
 echo "run,target,phase,seconds" >"$all"
 for run in $(seq 1 "$RUNS"); do
-    WARM_RUNS=${WARM_RUNS:-3} "$here/pull.sh" >"$out/repeat-pull-$run.txt" 2>&1
+    WARM_RUNS=${WARM_RUNS:-3} "$here/pull.sh" >"$out/repeat-pull$suffix-$run.txt" 2>&1
     # pull.sh's CSV: target,phase,run,seconds
     awk -F, -v run="$run" 'NF == 4 && $4 ~ /^[0-9.]+$/ { print run "," $1 "," $2 "," $4 }' \
-        "$out/pull-times.csv" >>"$all"
+        "$out/pull-times$suffix.csv" >>"$all"
     export BERTH_NO_BUILD=1
 done
-python3 - "$all" <<'PY' | tee "$out/repeat-pull.txt"
+python3 - "$all" "$CLIENT" <<'PY' | tee "$out/repeat-pull$suffix.txt"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 def med(target, phase):
@@ -25,7 +33,7 @@ def med(target, phase):
         if r["target"] == target and r["phase"] == phase:
             per_run.setdefault(r["run"], []).append(float(r["seconds"]))
     return statistics.median(statistics.median(v) for v in per_run.values()), len(per_run)
-print(f"# medians over runs of bench/pull.sh (cold: one pull per run; warm: median per run)")
+print(f"# medians over runs of bench/pull.sh, client {sys.argv[2]} (cold: one pull per run; warm: median per run)")
 print(f"{'target':<14}{'cold (s)':>10}{'warm (s)':>10}{'runs':>6}")
 result = {}
 for t in ("berth", "distribution", "direct"):

@@ -10,7 +10,8 @@ each request by User-Agent:
 
     berth/...                        berth
     Go-http-client/...               distribution (the Distribution proxy)
-    skopeo/..., containers/...       direct
+    skopeo/..., containers/...,
+    containerd/...                   direct
     curl/..., berth-bench-seed       harness (readiness probes, seeding)
     anything else                    other
 
@@ -35,7 +36,7 @@ def who(ua):
         return "berth"
     if ua.startswith("Go-http-client"):
         return "distribution"
-    if ua.startswith("skopeo/") or ua.startswith("containers/"):
+    if ua.startswith(("skopeo/", "containers/", "containerd/")):
         return "direct"
     if ua.startswith("curl/") or ua == "berth-bench-seed":
         return "harness"
