@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::fault::{FaultyUpstream, Mode};
-use common::images::{random_bytes, sha256, OCI_MANIFEST};
+use common::images::{random_bytes, sha256, OCI_INDEX, OCI_MANIFEST};
 use common::{config_for, Berth};
 
 fn manifest_body(layer: &str) -> Vec<u8> {
@@ -67,6 +67,57 @@ async fn concurrent_manifest_requests_make_one_upstream_call() {
     assert_eq!(FaultyUpstream::count(&upstream.manifest_heads), 1);
     assert_eq!(FaultyUpstream::count(&upstream.manifest_gets), 1);
     assert!(berth.metric("berth_manifest_coalesced_total").await >= 15);
+}
+
+#[tokio::test]
+async fn clients_that_take_fewer_manifest_types_are_served_from_the_tag_cache_too() {
+    let upstream = FaultyUpstream::start();
+    let image = upstream.put_manifest("v1", OCI_MANIFEST, &manifest_body("sha256:a"));
+    let index_body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [],
+    }))
+    .unwrap();
+    upstream.put_manifest("multi", OCI_INDEX, &index_body);
+    let berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let client = reqwest::Client::new();
+    let get = |tag: &str, accept: &str| {
+        let request = client
+            .get(format!("{}/v2/library/app/manifests/{tag}", berth.url))
+            .header("Accept", accept);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["Docker-Content-Digest"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let gets = || FaultyUpstream::count(&upstream.manifest_gets);
+
+    // An image manifest: a client that only takes image manifests is asked for once, then
+    // served from the cache, and so is everyone else.
+    assert_eq!(get("v1", OCI_MANIFEST).await, image);
+    assert_eq!(gets(), 1);
+    assert_eq!(get("v1", OCI_MANIFEST).await, image);
+    assert_eq!(
+        get("v1", &format!("{OCI_MANIFEST}, {OCI_INDEX}")).await,
+        image
+    );
+    assert_eq!(gets(), 1);
+
+    // An index: it is the tag's answer and is remembered, but upstream picks for a client that
+    // does not take indexes (one GET each time; none for clients that do take them).
+    get("multi", OCI_MANIFEST).await;
+    assert_eq!(
+        gets(),
+        3,
+        "the tag's answer, then upstream's pick for this client"
+    );
+    get("multi", OCI_MANIFEST).await;
+    assert_eq!(gets(), 4);
+    get("multi", &format!("{OCI_MANIFEST}, {OCI_INDEX}")).await;
+    assert_eq!(gets(), 4);
 }
 
 #[tokio::test]

@@ -109,20 +109,38 @@ impl Mirror {
                 });
             }
         };
-        if let Some(record) = self.acceptable_tag(target, tag, accept)? {
+        let record = self
+            .cache
+            .tag(target.upstream.name(), &target.repo, tag)
+            .map_err(storage_error)?;
+        let unacceptable = record
+            .as_ref()
+            .is_some_and(|r| !accept.accepts(&r.media_type));
+        if let Some(record) = record.filter(|_| !unacceptable) {
             if let Some(reply) = self.revalidate(target, tag, record).await? {
                 return Ok(reply);
             }
         }
-        let manifest = self.fetch_manifest(target, reference, accept).await?;
-        if accept.covers_all_supported() {
-            self.remember_tag(target, tag, &manifest.digest, &manifest.media_type)
-                .await?;
-        }
-        Ok(ManifestReply {
+        let fresh = |manifest| ManifestReply {
             manifest,
             stale: false,
-        })
+        };
+        // The tag's own answer is the one for a client that takes every type; it is remembered
+        // for everyone. A narrower client is served it too when it takes its type, so old
+        // clients hit the cache as well. Only when the tag is known to hold a type the client
+        // does not take (an index, for a client that knows image manifests only) does upstream
+        // pick for it, and that pick is not the tag's answer.
+        if !unacceptable {
+            let canonical = self
+                .fetch_manifest(target, reference, &AcceptList::default())
+                .await?;
+            self.remember_tag(target, tag, &canonical.digest, &canonical.media_type)
+                .await?;
+            if accept.accepts(&canonical.media_type) {
+                return Ok(fresh(canonical));
+            }
+        }
+        Ok(fresh(self.fetch_manifest(target, reference, accept).await?))
     }
 
     /// Asks upstream (with a HEAD) whether a cached tag still holds. Serves the cached
