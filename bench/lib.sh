@@ -278,6 +278,39 @@ skopeo_pull() {
     }
 }
 
+# curl_pull HOSTPORT REPO TAG DEST: the HTTP work of a pull and nothing else, so that the time
+#   is the server's: GET /v2/ (and, on a 401, a token from the challenge's realm), the manifest by
+#   tag, then config and layers 4 at a time into DEST/<hex>. No digest check while timed (verify
+#   the files after). User-Agent berth-bench-client, so the upstream log counts it as "direct".
+curl_pull() {
+    local hostport=$1 repo=$2 tag=$3 dest=$4 base="http://$1/v2" auth=() challenge realm service token manifest
+    local ua=(-A berth-bench-client)
+    challenge=$(curl -s "${ua[@]}" -o /dev/null -w '%header{www-authenticate}' "$base/")
+    if [[ $challenge == Bearer* ]]; then
+        realm=$(sed -n 's/.*realm="\([^"]*\)".*/\1/p' <<<"$challenge")
+        service=$(sed -n 's/.*service="\([^"]*\)".*/\1/p' <<<"$challenge")
+        token=$(curl -sf "${ua[@]}" -G "$realm" --data-urlencode "service=$service" \
+            --data-urlencode "scope=repository:$repo:pull" | sed -n 's/.*"\(access_\)\{0,1\}token" *: *"\([^"]*\)".*/\2/p')
+        [[ -n $token ]] || { echo "curl_pull: no token from $realm" >&2; return 1; }
+        auth=(-H "Authorization: Bearer $token")
+    fi
+    manifest=$(curl -sf "${ua[@]}" "${auth[@]}" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$base/$repo/manifests/$tag") || {
+        echo "curl_pull: manifest $repo:$tag from $hostport failed" >&2
+        return 1
+    }
+    local args=() d
+    # config and layers: every digest the manifest names (the seeded image has no subject)
+    for d in $(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$manifest" | sort -u); do
+        args+=(-o "$dest/${d#sha256:}" "$base/$repo/blobs/$d")
+    done
+    mkdir -p "$dest"
+    curl -sf -L --parallel --parallel-max 4 --no-progress-meter "${ua[@]}" "${auth[@]}" "${args[@]}" || {
+        echo "curl_pull: blobs of $repo:$tag from $hostport failed" >&2
+        return 1
+    }
+}
+
 # start_containerd NAME: a private containerd daemon for `ctr content fetch`, with its own root,
 #   state, gRPC/ttrpc sockets and opt dir under $WORK/NAME (nothing under /var/lib, /run or /opt)
 #   and the CRI plugin off. Stopped by the cleanup trap.

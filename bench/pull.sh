@@ -8,6 +8,9 @@
 #    interleaved, order rotated every round. The client (CLIENT) is
 #      skopeo (default): `skopeo copy docker://... dir:<fresh dir>`. It copies layers one after
 #               another and fsyncs each file, so a warm pull is bound by the client, not the server;
+#      curl:    the HTTP work of a pull alone (lib.sh curl_pull: /v2/ and token, manifest, then
+#               config and layers 4 at a time into files), so the time is the server's: the two
+#               real clients spend more CPU per pull than the servers do (see the CPU table);
 #      ctr:     `ctr content fetch --plain-http HOST:PORT/REPO:TAG` into a private containerd
 #               started for the run (manifest, config and layers fetched concurrently and
 #               digest-checked into the content store, nothing unpacked). After every pull the
@@ -17,9 +20,9 @@
 #    (berth/x.y.z, Go-http-client = the Distribution proxy, skopeo/x.y.z or containerd/x.y.z =
 #    direct pulls), split into the cold and warm phases.
 #
-# Usage: bench/pull.sh   (env: CLIENT=skopeo|ctr LAYERS="30 20 10" WARM_RUNS=5 BERTH_NO_BUILD=1 BENCH_KEEP=1)
+# Usage: bench/pull.sh   (env: CLIENT=skopeo|ctr|curl LAYERS="30 20 10" WARM_RUNS=5 BERTH_NO_BUILD=1 BENCH_KEEP=1)
 # Output: table on stdout and in bench/out/pull.txt; raw timings in bench/out/pull-times.csv
-# (CLIENT=ctr: pull-ctr.txt, pull-times-ctr.csv, ...; both can coexist).
+# (CLIENT=ctr: pull-ctr.txt, pull-times-ctr.csv, ...; CLIENT=curl: pull-curl.txt, ...).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -29,7 +32,8 @@ CLIENT=${CLIENT:-skopeo}
 case $CLIENT in
 skopeo) SUFFIX="" ;;
 ctr) SUFFIX="-ctr" ;;
-*) die "CLIENT must be skopeo or ctr, not '$CLIENT'" ;;
+curl) SUFFIX="-curl" ;;
+*) die "CLIENT must be skopeo, ctr or curl, not '$CLIENT'" ;;
 esac
 CTR_NS=berth-bench # containerd namespace for CLIENT=ctr
 REPO=library/benchimg
@@ -113,6 +117,9 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
     t0=$(now)
     if [[ $CLIENT == ctr ]]; then
         ctr_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$CTR_NS" || die "ctr content fetch through $target failed (phase $phase run $run)"
+    elif [[ $CLIENT == curl ]]; then
+        rm -rf "$dest"
+        curl_pull "${HOSTPORT[$target]}" "$REPO" "$TAG" "$dest" || die "curl pull through $target failed (phase $phase run $run)"
     else
         skopeo_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest" || die "skopeo pull through $target failed (phase $phase run $run)"
     fi
@@ -132,7 +139,8 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
         fi
         ctr_clear "$CTR_NS"
     else
-        if [[ $phase == cold ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
+        # skopeo checks digests itself; curl does not, so every curl pull is checked after
+        if [[ $phase == cold || $CLIENT == curl ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
         rm -rf "$dest"
     fi
     echo "$s"
@@ -179,6 +187,9 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
         echo "# client: ctr --debug content fetch --plain-http HOST:PORT/$REPO:$TAG into a private containerd $(ctr --version | awk '{print $3}') (concurrent fetch, no unpack)"
         echo "# the content store is emptied after every pull (untimed), so warm pulls download every blob again"
         echo "# times are wall seconds (date +%s.%N around ctr)"
+    elif [[ $CLIENT == curl ]]; then
+        echo "# client: curl $(curl --version | awk 'NR == 1 { print $2 }'): /v2/ (+ token on a 401), manifest by tag, config and layers 4 at a time into files; checked after, untimed"
+        echo "# times are wall seconds (date +%s.%N around the client)"
     else
         echo "# client: skopeo copy docker://... dir:<fresh dir> ($(skopeo --version | awk '{print $3}'); layers one after another, fsync per file)"
         echo "# times are wall seconds (date +%s.%N around skopeo)"
@@ -209,7 +220,7 @@ hits_cold, hits_end = (float(x) if x else None for x in sys.argv[7:9])
 acc = re.compile(r'^\S+ - \S+ \[[^\]]*\] "(\w+) (\S+) [^"]*" (\d+) \S+ "[^"]*" "([^"]*)"')
 def who(ua):
     if ua.startswith("berth/"): return "berth"
-    if ua.startswith(("skopeo/", "containers/", "containerd/")): return "direct"
+    if ua.startswith(("skopeo/", "containers/", "containerd/", "berth-bench-client")): return "direct"
     if ua.startswith("Go-http-client"): return "distribution"
     if ua.startswith("curl/") or ua == "berth-bench-seed": return "harness"
     return "other"

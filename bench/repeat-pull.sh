@@ -11,7 +11,8 @@ export CLIENT=${CLIENT:-skopeo}
 case $CLIENT in
 skopeo) suffix="" ;;
 ctr) suffix="-ctr" ;;
-*) echo "CLIENT must be skopeo or ctr, not '$CLIENT'" >&2; exit 1 ;;
+curl) suffix="-curl" ;;
+*) echo "CLIENT must be skopeo, ctr or curl, not '$CLIENT'" >&2; exit 1 ;;
 esac
 out="$here/out"
 mkdir -p "$out"

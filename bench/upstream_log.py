@@ -36,7 +36,7 @@ def who(ua):
         return "berth"
     if ua.startswith("Go-http-client"):
         return "distribution"
-    if ua.startswith(("skopeo/", "containers/", "containerd/")):
+    if ua.startswith(("skopeo/", "containers/", "containerd/", "berth-bench-client")):
         return "direct"
     if ua.startswith("curl/") or ua == "berth-bench-seed":
         return "harness"
