@@ -26,6 +26,8 @@ use crate::upstream::{BlobResponse, UpstreamError};
 
 /// Bytes gathered from upstream before they are written out and shown to readers.
 const WRITE_BLOCK: usize = 256 * 1024;
+/// Blocks received but not yet written, at most (2 MiB).
+const QUEUED_BLOCKS: usize = 8;
 /// Largest chunk a reader hands to its client at once.
 const READ_CHUNK: u64 = 256 * 1024;
 
@@ -168,6 +170,7 @@ impl FillWriter {
             temp,
             state,
         } = self;
+        let state = Arc::new(state);
         let result = stream_and_commit(&digest, temp, response, &state, commit).await;
         match &result {
             Ok(_) => state.send_modify(|s| s.phase = Phase::Committed),
@@ -184,7 +187,7 @@ async fn stream_and_commit<C>(
     digest: &Digest,
     temp: NamedTempFile,
     response: Result<BlobResponse, UpstreamError>,
-    state: &watch::Sender<FillState>,
+    state: &Arc<watch::Sender<FillState>>,
     commit: C,
 ) -> Result<u64, Arc<FillError>>
 where
@@ -196,37 +199,45 @@ where
         s.size = declared;
         s.phase = Phase::Streaming;
     });
-    let mut body = response.body;
-    let mut sink = Sink {
-        temp: Some(temp),
-        hasher: Some(sha2::Sha256::new()),
-        written: 0,
+    // Hashing and writing run on their own thread, so reading upstream never waits for them;
+    // the queue between the two bounds what is held in memory.
+    let (blocks, queue) = tokio::sync::mpsc::channel::<Bytes>(QUEUED_BLOCKS);
+    let writer = {
+        let state = Arc::clone(state);
+        tokio::task::spawn_blocking(move || hash_and_write(temp, queue, &state))
     };
+    let mut body = response.body;
+    let mut received = 0u64;
     let mut pending = BytesMut::with_capacity(WRITE_BLOCK);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Arc::new(FillError::Upstream(e)))?;
-        let total = sink.written + (pending.len() + chunk.len()) as u64;
-        if let Some(declared) = declared.filter(|&d| total > d) {
+        received += chunk.len() as u64;
+        if let Some(declared) = declared.filter(|&d| received > d) {
             return Err(Arc::new(FillError::SizeMismatch {
                 digest: digest.clone(),
                 declared,
-                actual: total,
+                actual: received,
             }));
         }
         pending.extend_from_slice(&chunk);
         if pending.len() >= WRITE_BLOCK {
-            sink.write(pending.split().freeze()).await?;
-            let written = sink.written;
-            state.send_modify(|s| s.written = written);
+            // A closed queue means the writer failed; its error is collected below.
+            if blocks.send(pending.split().freeze()).await.is_err() {
+                break;
+            }
+            // While upstream keeps data coming, this loop never has to wait, and the clients
+            // reading this fill share its thread: let them send what is written so far.
+            tokio::task::yield_now().await;
         }
     }
     if !pending.is_empty() {
-        sink.write(pending.freeze()).await?;
-        let written = sink.written;
-        state.send_modify(|s| s.written = written);
+        let _ = blocks.send(pending.freeze()).await;
     }
-    let (temp, hasher) = sink.take()?;
-    let written = sink.written;
+    drop(blocks);
+    let (temp, hasher, written) = writer
+        .await
+        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?
+        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?;
     if let Some(declared) = declared.filter(|&d| d != written) {
         return Err(Arc::new(FillError::SizeMismatch {
             digest: digest.clone(),
@@ -249,38 +260,23 @@ where
     Ok(written)
 }
 
-/// The temp file and running hash, moved into a blocking thread for each block.
-struct Sink {
-    temp: Option<NamedTempFile>,
-    hasher: Option<sha2::Sha256>,
-    written: u64,
-}
-
-impl Sink {
-    async fn write(&mut self, block: Bytes) -> Result<(), Arc<FillError>> {
-        let (mut temp, mut hasher) = self.take()?;
-        let len = block.len() as u64;
-        let (temp, hasher, result) = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            hasher.update(&block);
-            let result = temp.write_all(&block);
-            (temp, hasher, result)
-        })
-        .await
-        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?;
-        result.map_err(|e| Arc::new(FillError::Storage(e.to_string())))?;
-        self.temp = Some(temp);
-        self.hasher = Some(hasher);
-        self.written += len;
-        Ok(())
+/// The writer thread: hashes and appends every queued block, publishing progress to readers
+/// after each. Ends when the queue is closed and drained, or at the first write error.
+fn hash_and_write(
+    mut temp: NamedTempFile,
+    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+    state: &watch::Sender<FillState>,
+) -> std::io::Result<(NamedTempFile, sha2::Sha256, u64)> {
+    use std::io::Write;
+    let mut hasher = sha2::Sha256::new();
+    let mut written = 0u64;
+    while let Some(block) = queue.blocking_recv() {
+        hasher.update(&block);
+        temp.write_all(&block)?;
+        written += block.len() as u64;
+        state.send_modify(|s| s.written = written);
     }
-
-    fn take(&mut self) -> Result<(NamedTempFile, sha2::Sha256), Arc<FillError>> {
-        match (self.temp.take(), self.hasher.take()) {
-            (Some(t), Some(h)) => Ok((t, h)),
-            _ => Err(Arc::new(FillError::Vanished)),
-        }
-    }
+    Ok((temp, hasher, written))
 }
 
 /// A client's view of a fill: a stream of the requested bytes as they become safe to send.
