@@ -280,8 +280,10 @@ skopeo_pull() {
 
 # curl_pull HOSTPORT REPO TAG DEST: the HTTP work of a pull and nothing else, so that the time
 #   is the server's: GET /v2/ (and, on a 401, a token from the challenge's realm), the manifest by
-#   tag, then config and layers 4 at a time into DEST/<hex>. No digest check while timed (verify
-#   the files after). User-Agent berth-bench-client, so the upstream log counts it as "direct".
+#   tag, then config and layers 4 at a time into DEST/<hex>, or with DEST "-" into /dev/null
+#   (then only the byte count is checked). No digest check while timed (verify the files after).
+#   User-Agent berth-bench-client, so the upstream log counts it as "direct".
+#   Prints the bytes received for config and layers.
 curl_pull() {
     local hostport=$1 repo=$2 tag=$3 dest=$4 base="http://$1/v2" auth=() challenge realm service token manifest
     local ua=(-A berth-bench-client)
@@ -301,14 +303,21 @@ curl_pull() {
     }
     local args=() d
     # config and layers: every digest the manifest names (the seeded image has no subject)
-    for d in $(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$manifest" | sort -u); do
-        args+=(-o "$dest/${d#sha256:}" "$base/$repo/blobs/$d")
-    done
-    mkdir -p "$dest"
-    curl -sf -L --parallel --parallel-max 4 --no-progress-meter "${ua[@]}" "${auth[@]}" "${args[@]}" || {
+    while read -r d; do
+        if [[ $dest == - ]]; then
+            args+=(-o /dev/null "$base/$repo/blobs/$d")
+        else
+            args+=(-o "$dest/${d#sha256:}" "$base/$repo/blobs/$d")
+        fi
+    done < <(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$manifest" | sort -u)
+    [[ $dest == - ]] || mkdir -p "$dest"
+    local sizes
+    sizes=$(curl -sf -L --parallel --parallel-max 4 --no-progress-meter -w '%{size_download}\n' \
+        "${ua[@]}" "${auth[@]}" "${args[@]}") || {
         echo "curl_pull: blobs of $repo:$tag from $hostport failed" >&2
         return 1
     }
+    awk '{ n += $1 } END { print n }' <<<"$sizes"
 }
 
 # start_containerd NAME: a private containerd daemon for `ctr content fetch`, with its own root,

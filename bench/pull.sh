@@ -9,8 +9,9 @@
 #      skopeo (default): `skopeo copy docker://... dir:<fresh dir>`. It copies layers one after
 #               another and fsyncs each file, so a warm pull is bound by the client, not the server;
 #      curl:    the HTTP work of a pull alone (lib.sh curl_pull: /v2/ and token, manifest, then
-#               config and layers 4 at a time into files), so the time is the server's: the two
-#               real clients spend more CPU per pull than the servers do (see the CPU table);
+#               config and layers 4 at a time; cold into files, warm discarded), so the time is
+#               the server's: the two real clients spend more CPU per pull than the servers do
+#               (see the CPU table), which makes their warm pulls client-bound;
 #      ctr:     `ctr content fetch --plain-http HOST:PORT/REPO:TAG` into a private containerd
 #               started for the run (manifest, config and layers fetched concurrently and
 #               digest-checked into the content store, nothing unpacked). After every pull the
@@ -53,6 +54,7 @@ wait_quiet
 start_registry upstream
 UP_URL=$REG_URL UP_PORT=$REG_PORT UP_LOG=$REG_LOG UP_PID=$REG_PID
 seed "$UP_URL" "$REPO" "$TAG" "$WORK/seed.json" "${LAYER_ARR[@]}"
+SEED_BYTES=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(sum(b["size"] for b in [s["config"]] + s["layers"]))' "$WORK/seed.json")
 
 start_berth berth "$UP_URL"
 start_registry distproxy "$UP_URL"
@@ -118,8 +120,12 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
     if [[ $CLIENT == ctr ]]; then
         ctr_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$CTR_NS" || die "ctr content fetch through $target failed (phase $phase run $run)"
     elif [[ $CLIENT == curl ]]; then
+        # cold: into files, checked after; warm: discarded, only the byte count is checked
+        local into=$dest got
+        if [[ $phase == warm ]]; then into=-; fi
         rm -rf "$dest"
-        curl_pull "${HOSTPORT[$target]}" "$REPO" "$TAG" "$dest" || die "curl pull through $target failed (phase $phase run $run)"
+        got=$(curl_pull "${HOSTPORT[$target]}" "$REPO" "$TAG" "$into") || die "curl pull through $target failed (phase $phase run $run)"
+        [[ $got == "$SEED_BYTES" ]] || die "curl pull through $target got $got bytes, expected $SEED_BYTES"
     else
         skopeo_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest" || die "skopeo pull through $target failed (phase $phase run $run)"
     fi
@@ -139,8 +145,7 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
         fi
         ctr_clear "$CTR_NS"
     else
-        # skopeo checks digests itself; curl does not, so every curl pull is checked after
-        if [[ $phase == cold || $CLIENT == curl ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
+        if [[ $phase == cold ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
         rm -rf "$dest"
     fi
     echo "$s"
@@ -188,7 +193,8 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
         echo "# the content store is emptied after every pull (untimed), so warm pulls download every blob again"
         echo "# times are wall seconds (date +%s.%N around ctr)"
     elif [[ $CLIENT == curl ]]; then
-        echo "# client: curl $(curl --version | awk 'NR == 1 { print $2 }'): /v2/ (+ token on a 401), manifest by tag, config and layers 4 at a time into files; checked after, untimed"
+        echo "# client: curl $(curl --version | awk 'NR == 1 { print $2 }'): /v2/ (+ token on a 401), manifest by tag, config and layers 4 at a time;"
+        echo "#   cold: into files, sha256-checked after (untimed); warm: bodies discarded, byte count checked"
         echo "# times are wall seconds (date +%s.%N around the client)"
     else
         echo "# client: skopeo copy docker://... dir:<fresh dir> ($(skopeo --version | awk '{print $3}'); layers one after another, fsync per file)"
