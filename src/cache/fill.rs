@@ -15,7 +15,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::Digest as _;
 use tempfile::NamedTempFile;
@@ -26,8 +26,11 @@ use crate::upstream::{BlobResponse, UpstreamError};
 
 /// Bytes gathered from upstream before they are written out and shown to readers.
 const WRITE_BLOCK: usize = 256 * 1024;
-/// Blocks received but not yet written, at most (2 MiB).
-const QUEUED_BLOCKS: usize = 8;
+/// Batches received but not yet written, at most (each a little over `WRITE_BLOCK`).
+const QUEUED_BATCHES: usize = 4;
+/// Bytes just written that are also kept in memory, so that readers keeping up with the fill
+/// take them from there instead of reading the file back.
+const RECENT_BYTES: usize = 2 * 1024 * 1024;
 /// Largest chunk a reader hands to its client at once.
 const READ_CHUNK: u64 = 256 * 1024;
 
@@ -76,6 +79,14 @@ pub struct Fill {
     digest: Digest,
     state: watch::Receiver<FillState>,
     temp: Arc<File>,
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// The chunks written last, with their offsets, oldest first, and their total size.
+#[derive(Default)]
+struct Recent {
+    chunks: std::collections::VecDeque<(u64, Bytes)>,
+    bytes: usize,
 }
 
 /// The fill task's side: what it writes into and how it reports.
@@ -83,6 +94,7 @@ pub struct FillWriter {
     digest: Digest,
     temp: NamedTempFile,
     state: watch::Sender<FillState>,
+    fill: Arc<Fill>,
 }
 
 impl Fill {
@@ -98,17 +110,41 @@ impl Fill {
             digest: digest.clone(),
             state: rx,
             temp: Arc::new(read_handle),
+            recent: std::sync::Mutex::default(),
         });
         let writer = FillWriter {
             digest,
             temp,
             state: tx,
+            fill: Arc::clone(&fill),
         };
         Ok((fill, writer))
     }
 
     pub fn digest(&self) -> &Digest {
         &self.digest
+    }
+
+    fn keep_recent(&self, offset: u64, chunk: Bytes) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.bytes += chunk.len();
+        recent.chunks.push_back((offset, chunk));
+        while recent.bytes > RECENT_BYTES && recent.chunks.len() > 1 {
+            if let Some((_, old)) = recent.chunks.pop_front() {
+                recent.bytes -= old.len();
+            }
+        }
+    }
+
+    /// Bytes from `offset` up to `end` (or fewer) out of a chunk still held in memory.
+    fn recent_slice(&self, offset: u64, end: u64) -> Option<Bytes> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.chunks.iter().find_map(|(start, chunk)| {
+            let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
+            let to = usize::try_from(end.saturating_sub(*start))
+                .map_or(chunk.len(), |e| e.min(chunk.len()));
+            (from < to).then(|| chunk.slice(from..to))
+        })
     }
 
     /// Waits until upstream has answered: the declared size on success.
@@ -169,9 +205,10 @@ impl FillWriter {
             digest,
             temp,
             state,
+            fill,
         } = self;
         let state = Arc::new(state);
-        let result = stream_and_commit(&digest, temp, response, &state, commit).await;
+        let result = stream_and_commit(&digest, temp, response, &state, &fill, commit).await;
         match &result {
             Ok(_) => state.send_modify(|s| s.phase = Phase::Committed),
             Err(e) => {
@@ -188,6 +225,7 @@ async fn stream_and_commit<C>(
     temp: NamedTempFile,
     response: Result<BlobResponse, UpstreamError>,
     state: &Arc<watch::Sender<FillState>>,
+    fill: &Arc<Fill>,
     commit: C,
 ) -> Result<u64, Arc<FillError>>
 where
@@ -201,14 +239,16 @@ where
     });
     // Hashing and writing run on their own thread, so reading upstream never waits for them;
     // the queue between the two bounds what is held in memory.
-    let (blocks, queue) = tokio::sync::mpsc::channel::<Bytes>(QUEUED_BLOCKS);
+    let (batches, queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUED_BATCHES);
     let writer = {
-        let state = Arc::clone(state);
-        tokio::task::spawn_blocking(move || hash_and_write(temp, queue, &state))
+        let (state, fill) = (Arc::clone(state), Arc::clone(fill));
+        tokio::task::spawn_blocking(move || hash_and_write(temp, queue, &state, &fill))
     };
     let mut body = response.body;
     let mut received = 0u64;
-    let mut pending = BytesMut::with_capacity(WRITE_BLOCK);
+    // Chunks are passed on as upstream's client made them: no copying into blocks.
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Arc::new(FillError::Upstream(e)))?;
         received += chunk.len() as u64;
@@ -219,10 +259,12 @@ where
                 actual: received,
             }));
         }
-        pending.extend_from_slice(&chunk);
-        if pending.len() >= WRITE_BLOCK {
+        batch_bytes += chunk.len();
+        batch.push(chunk);
+        if batch_bytes >= WRITE_BLOCK {
+            batch_bytes = 0;
             // A closed queue means the writer failed; its error is collected below.
-            if blocks.send(pending.split().freeze()).await.is_err() {
+            if batches.send(std::mem::take(&mut batch)).await.is_err() {
                 break;
             }
             // While upstream keeps data coming, this loop never has to wait, and the clients
@@ -230,10 +272,10 @@ where
             tokio::task::yield_now().await;
         }
     }
-    if !pending.is_empty() {
-        let _ = blocks.send(pending.freeze()).await;
+    if !batch.is_empty() {
+        let _ = batches.send(batch).await;
     }
-    drop(blocks);
+    drop(batches);
     let (temp, hasher, written) = writer
         .await
         .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?
@@ -260,20 +302,25 @@ where
     Ok(written)
 }
 
-/// The writer thread: hashes and appends every queued block, publishing progress to readers
+/// The writer thread: hashes and appends every queued batch, publishing progress to readers
 /// after each. Ends when the queue is closed and drained, or at the first write error.
 fn hash_and_write(
     mut temp: NamedTempFile,
-    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
     state: &watch::Sender<FillState>,
+    fill: &Fill,
 ) -> std::io::Result<(NamedTempFile, sha2::Sha256, u64)> {
     use std::io::Write;
     let mut hasher = sha2::Sha256::new();
     let mut written = 0u64;
-    while let Some(block) = queue.blocking_recv() {
-        hasher.update(&block);
-        temp.write_all(&block)?;
-        written += block.len() as u64;
+    while let Some(batch) = queue.blocking_recv() {
+        for chunk in batch {
+            hasher.update(&chunk);
+            temp.write_all(&chunk)?;
+            let len = chunk.len() as u64;
+            fill.keep_recent(written, chunk);
+            written += len;
+        }
         state.send_modify(|s| s.written = written);
     }
     Ok((temp, hasher, written))
@@ -306,8 +353,13 @@ impl FillReader {
             };
             let available = safe.min(self.end);
             if self.offset < available {
-                let len = (available - self.offset).min(READ_CHUNK);
-                let chunk = self.read_at(self.offset, len).await?;
+                let chunk = match self.fill.recent_slice(self.offset, available) {
+                    Some(chunk) => chunk,
+                    None => {
+                        let len = (available - self.offset).min(READ_CHUNK);
+                        self.read_at(self.offset, len).await?
+                    }
+                };
                 self.offset += chunk.len() as u64;
                 return Ok(Some(chunk));
             }
@@ -340,5 +392,28 @@ impl FillReader {
                 Err(e) => Some((Err(e), None)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_chunks_serve_slices_up_to_the_limit_and_forget_the_oldest() {
+        let temp = NamedTempFile::new().unwrap();
+        let (fill, _writer) = Fill::new(Digest::of(b"x"), temp).unwrap();
+        let chunk = |byte: u8, len: usize| Bytes::from(vec![byte; len]);
+        fill.keep_recent(0, chunk(1, 100));
+        fill.keep_recent(100, chunk(2, 50));
+        assert_eq!(fill.recent_slice(10, 1000), Some(chunk(1, 90)));
+        assert_eq!(fill.recent_slice(120, 140), Some(chunk(2, 20)));
+        assert_eq!(fill.recent_slice(149, 149), None, "nothing up to the limit");
+        assert_eq!(fill.recent_slice(150, 1000), None, "not written yet");
+
+        // Past RECENT_BYTES the oldest chunks go; reading them falls back to the file.
+        fill.keep_recent(150, chunk(3, RECENT_BYTES));
+        assert_eq!(fill.recent_slice(0, 1000), None);
+        assert_eq!(fill.recent_slice(150, 151), Some(chunk(3, 1)));
     }
 }
