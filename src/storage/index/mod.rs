@@ -162,6 +162,21 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Every record of a tree whose keys are text, with its key.
+pub(crate) fn text_keyed<T: for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+) -> Result<Vec<(String, T)>, IndexError> {
+    tree.iter()
+        .map(|item| {
+            let (key, value) = item?;
+            Ok((
+                String::from_utf8_lossy(&key).into_owned(),
+                decode(&key, &value)?,
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing these plain records cannot fail; an empty value would read back as corrupt.
     serde_json::to_vec(value).unwrap_or_default()

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Index, IndexError};
+use super::{decode, encode, text_keyed, Index, IndexError};
 use crate::registry::name::Digest;
 
 /// One pinned image as last fetched completely.
@@ -44,16 +44,7 @@ impl Index {
 
     /// Every pin with its record.
     pub fn pins(&self) -> Result<Vec<(String, PinRecord)>, IndexError> {
-        self.pins
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                Ok((
-                    String::from_utf8_lossy(&key).into_owned(),
-                    decode(&key, &value)?,
-                ))
-            })
-            .collect()
+        text_keyed(&self.pins)
     }
 
     /// The digests no eviction or gc may remove, because a pin holds them.

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Index, IndexError};
+use super::{decode, encode, text_keyed, Index, IndexError};
 use crate::registry::name::{Digest, RepoName, Tag};
 
 pub(super) struct Trees {
@@ -282,17 +282,7 @@ impl Index {
     }
 
     pub fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, IndexError> {
-        self.project
-            .uploads
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                Ok((
-                    String::from_utf8_lossy(&key).into_owned(),
-                    decode(&key, &value)?,
-                ))
-            })
-            .collect()
+        text_keyed(&self.project.uploads)
     }
 }
 
