@@ -288,13 +288,15 @@ curl_pull() {
     local hostport=$1 repo=$2 tag=$3 dest=$4 base="http://$1/v2" auth=() challenge realm service token manifest
     local ua=(-A berth-bench-client)
     challenge=$(curl -s "${ua[@]}" -o /dev/null -w '%header{www-authenticate}' "$base/")
-    if [[ $challenge == Bearer* ]]; then
-        realm=$(sed -n 's/.*realm="\([^"]*\)".*/\1/p' <<<"$challenge")
-        service=$(sed -n 's/.*service="\([^"]*\)".*/\1/p' <<<"$challenge")
+    # parsed with bash alone: every extra process would be charged to the server that asks for a token
+    if [[ $challenge =~ ^Bearer.*realm=\"([^\"]*)\" ]]; then
+        realm=${BASH_REMATCH[1]}
+        service=""
+        if [[ $challenge =~ service=\"([^\"]*)\" ]]; then service=${BASH_REMATCH[1]}; fi
         token=$(curl -sf "${ua[@]}" -G "$realm" --data-urlencode "service=$service" \
-            --data-urlencode "scope=repository:$repo:pull" | sed -n 's/.*"\(access_\)\{0,1\}token" *: *"\([^"]*\)".*/\2/p')
-        [[ -n $token ]] || { echo "curl_pull: no token from $realm" >&2; return 1; }
-        auth=(-H "Authorization: Bearer $token")
+            --data-urlencode "scope=repository:$repo:pull")
+        [[ $token =~ \"token\"\ *:\ *\"([^\"]*)\" ]] || { echo "curl_pull: no token from $realm" >&2; return 1; }
+        auth=(-H "Authorization: Bearer ${BASH_REMATCH[1]}")
     fi
     manifest=$(curl -sf "${ua[@]}" "${auth[@]}" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
         -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$base/$repo/manifests/$tag") || {
