@@ -19,6 +19,7 @@ pub struct Metrics {
     pub upstream_manifest_heads: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub upstream_bytes: AtomicU64,
+    pub blob_bytes_served: AtomicU64,
     pub fills_failed: AtomicU64,
     pub evictions: AtomicU64,
     pub pin_seeds: AtomicU64,
@@ -101,6 +102,11 @@ impl Metrics {
                 "berth_blob_fills_failed_total",
                 "Blob fetches discarded (cut off, wrong digest, storage error).",
                 &self.fills_failed,
+            ),
+            (
+                "berth_blob_bytes_served_total",
+                "Blob bytes handed to clients, from the cache and from fills in flight.",
+                &self.blob_bytes_served,
             ),
             (
                 "berth_evictions_total",

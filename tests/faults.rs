@@ -243,6 +243,15 @@ async fn concurrent_cold_requests_share_one_upstream_fetch() {
     let hits = berth.metric("berth_blob_cache_hits_total").await;
     assert_eq!(joined + hits, 15, "joined {joined}, hits {hits}");
     assert!(joined > 0, "no request joined the fill in flight");
+    assert_eq!(
+        berth.metric("berth_blob_bytes_served_total").await,
+        16 * blob.len() as u64,
+        "every byte sent to every client is counted once"
+    );
+    assert_eq!(
+        berth.metric("berth_upstream_bytes_total").await,
+        blob.len() as u64
+    );
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ impl Registry {
         namespace::resolve(&self.upstreams, name, ns)
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         self.cache.metrics()
     }
 

@@ -25,7 +25,7 @@ pub async fn get(
         return Ok(head(&digest, size));
     }
     match registry.mirror.blob(target, &digest).await? {
-        BlobReply::Stored(mapped, guard) => stored(req, &digest, mapped, guard),
+        BlobReply::Stored(mapped, guard) => stored(req, registry, &digest, mapped, guard),
         BlobReply::Filling { fill, size } => {
             match (range::parse(range_header(req), size.unwrap_or(0)), size) {
                 (RangeRequest::Partial { start, end }, Some(size)) => {
@@ -37,13 +37,17 @@ pub async fn get(
                         .body(body::filling(
                             fill.reader(start, Some(end + 1)),
                             Some(end - start + 1),
+                            registry.metrics(),
                         )))
                 }
                 (RangeRequest::Unsatisfiable, Some(size)) if range_header(req).is_some() => {
                     Err(unsatisfiable(size))
                 }
-                _ => Ok(blob_headers(StatusCode::OK, &digest)
-                    .body(body::filling(fill.reader(0, None), size))),
+                _ => Ok(blob_headers(StatusCode::OK, &digest).body(body::filling(
+                    fill.reader(0, None),
+                    size,
+                    registry.metrics(),
+                ))),
             }
         }
     }
@@ -61,7 +65,7 @@ pub async fn get_private(
         return Ok(head(&digest, size));
     }
     let (mapped, guard) = registry.projects.blob(repo, &digest).await?;
-    stored(req, &digest, mapped, guard)
+    stored(req, registry, &digest, mapped, guard)
 }
 
 pub fn delete_private(
@@ -87,20 +91,26 @@ fn head(digest: &Digest, size: u64) -> HttpResponse {
 /// A stored blob, whole or the requested range.
 fn stored(
     req: &HttpRequest,
+    registry: &Registry,
     digest: &Digest,
     mapped: Bytes,
     guard: ServingGuard,
 ) -> Result<HttpResponse, RegistryError> {
+    let served = registry.metrics();
     let size = mapped.len() as u64;
     match range::parse(range_header(req), size) {
         RangeRequest::Full if size == 0 => Ok(blob_headers(StatusCode::OK, digest).body(mapped)),
-        RangeRequest::Full => {
-            Ok(blob_headers(StatusCode::OK, digest).body(body::mapped(mapped, 0, size - 1, guard)))
-        }
+        RangeRequest::Full => Ok(blob_headers(StatusCode::OK, digest).body(body::mapped(
+            mapped,
+            0,
+            size - 1,
+            guard,
+            served,
+        ))),
         RangeRequest::Partial { start, end } => {
             Ok(blob_headers(StatusCode::PARTIAL_CONTENT, digest)
                 .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")))
-                .body(body::mapped(mapped, start, end, guard)))
+                .body(body::mapped(mapped, start, end, guard, served)))
         }
         RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
     }
