@@ -122,10 +122,17 @@ async fn pinned_images_are_seeded_ahead_survive_eviction_and_serve_without_upstr
         stats.contains(&format!("  app:1 -> {} (4 blobs)", app.manifest.digest)),
         "{stats}"
     );
-    let berth = Berth::start_in(&config, &data_dir);
+    // Offline, as an air-gapped site runs: the pin is found complete in the cache.
+    let offline = format!(
+        "{budget}{pinned}offline = true\n{}",
+        config_for(&upstream.url(), "5m", "")
+    );
+    let berth = Berth::start_in(&offline, &data_dir);
+    wait_for_metric(&berth, "berth_pin_seeds_total", 1).await;
     let dest = tempfile::tempdir().unwrap();
     skopeo_pull(&berth, "app:1", dest.path(), false);
     assert_dir_matches(dest.path(), amd64);
+    assert_eq!(berth.metric("berth_pin_failures_total").await, 0);
     drop(berth);
 
     // Unpinned by configuration: the record goes, so its content is ordinary cache again.
