@@ -127,14 +127,22 @@ impl Cache {
         let cache = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             match cache.evict_to(cache.budget.target(max)) {
-                Ok(done) if done.blobs > 0 => {
-                    tracing::info!(
-                        blobs = done.blobs,
-                        bytes = done.bytes,
-                        "evicted least recently used blobs"
-                    )
+                Ok(done) => {
+                    if done.blobs > 0 {
+                        tracing::info!(
+                            blobs = done.blobs,
+                            bytes = done.bytes,
+                            "evicted least recently used blobs"
+                        );
+                    }
+                    if cache.usage.bytes() > max {
+                        tracing::warn!(
+                            stored = cache.usage.bytes(),
+                            max_size = max,
+                            "the cache stays over storage.max_size: what is left is pinned, private or in use"
+                        );
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "eviction failed"),
             }
             cache.usage.evicting.store(false, Ordering::Release);
