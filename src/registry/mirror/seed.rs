@@ -5,11 +5,16 @@
 
 use std::collections::HashSet;
 
+use futures_util::{StreamExt, TryStreamExt};
+
 use super::{fill_error, BlobReply, Mirror};
 use crate::registry::error::RegistryError;
 use crate::registry::media::{self, AcceptList};
 use crate::registry::name::{Digest, Reference};
 use crate::registry::namespace::MirrorRepo;
+
+/// Blobs of one image fetched at the same time.
+const PARALLEL_BLOBS: usize = 3;
 
 /// An image now complete in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +56,18 @@ impl Mirror {
                     pending.push(reply.manifest);
                 }
             }
-            for blob in parts.blobs {
-                if seen.insert(blob.clone()) {
-                    self.seed_blob(target, &blob).await?;
-                    holds.push(blob);
-                }
-            }
+            let new_blobs: Vec<Digest> = parts
+                .blobs
+                .into_iter()
+                .filter(|blob| seen.insert(blob.clone()))
+                .collect();
+            // A few at a time, as clients pull layers.
+            futures_util::stream::iter(new_blobs.iter())
+                .map(|blob| self.seed_blob(target, blob))
+                .buffer_unordered(PARALLEL_BLOBS)
+                .try_collect::<()>()
+                .await?;
+            holds.extend(new_blobs);
         }
         Ok(SeededImage {
             digest: root.digest.clone(),
