@@ -108,6 +108,7 @@ ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); pri
 build_berth() {
     if [[ -n "${BERTH_BIN:-}" ]]; then
         [[ -x "$BERTH_BIN" ]] || die "BERTH_BIN=$BERTH_BIN is not executable"
+        BERTH_BIN_INFO="$BERTH_BIN (given, sha256 $(sha256sum "$BERTH_BIN" | cut -c1-12))"
         return
     fi
     BERTH_BIN="$ROOT_DIR/target/release/berth"
