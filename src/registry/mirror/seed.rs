@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{fill_error, BlobReply, Mirror};
+use super::{fill_error, storage_error, BlobReply, Mirror};
 use crate::registry::error::RegistryError;
 use crate::registry::media::{self, AcceptList};
 use crate::registry::name::{Digest, Reference};
@@ -77,6 +77,16 @@ impl Mirror {
 
     /// Returns once `digest` is committed to the cache (at once if it already is).
     async fn seed_blob(&self, target: &MirrorRepo, digest: &Digest) -> Result<(), RegistryError> {
+        // Already stored: an index lookup says so. Going through `blob` would map (and read
+        // in) the whole file on every refresh.
+        if self
+            .cache
+            .blob_size(digest)
+            .map_err(storage_error)?
+            .is_some()
+        {
+            return Ok(());
+        }
         match self.blob(target, digest).await? {
             BlobReply::Stored(..) => Ok(()),
             BlobReply::Filling { fill, .. } => fill.finished().await.map_err(fill_error),
