@@ -36,13 +36,7 @@ cleanup() {
         kill "$pid" 2>/dev/null || true
     done
     for pid in "${BENCH_PIDS[@]}"; do
-        # bounded wait: up to ~5s, then SIGKILL that one pid
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        reap_pid "$pid"
     done
     if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
         log "work dir kept: $WORK"
@@ -450,8 +444,13 @@ busy_summary() {
 
 # stop_pid PID: SIGTERM one process we started, wait up to 5 s, then SIGKILL it.
 stop_pid() {
+    kill "$1" 2>/dev/null || return 0
+    reap_pid "$1"
+}
+
+# reap_pid PID: wait up to 5 s for a process already sent SIGTERM to exit, then SIGKILL it.
+reap_pid() {
     local pid=$1
-    kill "$pid" 2>/dev/null || return 0
     for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1

@@ -324,14 +324,7 @@ async fn tag_lists_pass_through() {
         s.upstream.push("library/oci", tag, &s.oci).await;
     }
     let all: serde_json::Value = serde_json::from_slice(
-        &client
-            .get(format!("{}/v2/oci/tags/list", berth.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+        &common::get_bytes(&client, &format!("{}/v2/oci/tags/list", berth.url)).await,
     )
     .unwrap();
     let mut tags: Vec<String> = serde_json::from_value(all["tags"].clone()).unwrap();

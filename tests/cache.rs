@@ -176,14 +176,7 @@ async fn offline_serves_the_cache_and_never_calls_upstream() {
             .unwrap();
         assert_eq!(b.bytes().await.unwrap(), layer);
         let tags: serde_json::Value = serde_json::from_slice(
-            &client
-                .get(format!("{}/v2/library/app/tags/list", berth.url))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
+            &common::get_bytes(&client, &format!("{}/v2/library/app/tags/list", berth.url)).await,
         )
         .unwrap();
         assert_eq!(tags["tags"], serde_json::json!(["v1"]));
@@ -296,16 +289,7 @@ async fn eviction_keeps_the_disk_under_max_size_least_recently_used_first() {
     let get = |i: usize| {
         let url = format!("{}/v2/library/x/blobs/{}", berth.url, digests[i]);
         let client = client.clone();
-        async move {
-            client
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-        }
+        async move { common::get_bytes(&client, &url).await }
     };
     for (i, blob) in blobs.iter().enumerate().take(3) {
         assert_eq!(get(i).await, *blob);
@@ -474,14 +458,11 @@ async fn a_full_disk_fails_the_fill_cleanly_and_the_cache_stays_usable() {
     );
 
     // Space is back; the cache works and the big blob is simply unknown to it.
-    let got = client
-        .get(format!("{}/v2/library/x/blobs/{small_digest}", berth.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = common::get_bytes(
+        &client,
+        &format!("{}/v2/library/x/blobs/{small_digest}", berth.url),
+    )
+    .await;
     assert_eq!(got, small);
     berth.settle();
     assert_eq!(berth.blob_files().len(), 1);

@@ -223,16 +223,7 @@ async fn concurrent_cold_requests_share_one_upstream_fetch() {
     let requests = (0..16).map(|_| {
         let client = client.clone();
         let url = url.clone();
-        tokio::spawn(async move {
-            client
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { common::get_bytes(&client, &url).await })
     });
     let bodies = futures_util::future::join_all(requests).await;
     for body in bodies {

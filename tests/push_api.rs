@@ -32,6 +32,11 @@ impl Api {
         }
     }
 
+    /// A request with no extra headers and no body.
+    async fn call(&self, method: Method, path: &str) -> reqwest::Response {
+        self.send(method, path, &[], vec![]).await
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -127,9 +132,7 @@ async fn uploads_chunked_out_of_order_resumed_wrong_digest_cancelled_and_empty()
     let (first, second) = data.split_at(100_000);
 
     // Start: 202 with a relative Location.
-    let start = api
-        .send(Method::POST, "/v2/team/up/blobs/uploads/", &[], vec![])
-        .await;
+    let start = api.call(Method::POST, "/v2/team/up/blobs/uploads/").await;
     assert_eq!(start.status(), 202);
     let location = start.headers()["location"].to_str().unwrap().to_owned();
     assert!(
@@ -170,7 +173,7 @@ async fn uploads_chunked_out_of_order_resumed_wrong_digest_cancelled_and_empty()
         base: berth.url.clone(),
         ..api
     };
-    let status = api.send(Method::GET, &location, &[], vec![]).await;
+    let status = api.call(Method::GET, &location).await;
     assert_eq!(
         status.status(),
         204,
@@ -217,15 +220,13 @@ async fn uploads_chunked_out_of_order_resumed_wrong_digest_cancelled_and_empty()
     assert_eq!(got.bytes().await.unwrap(), data);
     // A finished upload is gone.
     assert_eq!(
-        code(api.send(Method::GET, &location, &[], vec![]).await).await,
+        code(api.call(Method::GET, &location).await).await,
         (404, "BLOB_UPLOAD_UNKNOWN".into())
     );
 
     // Wrong digest: refused, nothing kept.
     let other = random_bytes(2, 1000);
-    let start = api
-        .send(Method::POST, "/v2/team/up/blobs/uploads/", &[], vec![])
-        .await;
+    let start = api.call(Method::POST, "/v2/team/up/blobs/uploads/").await;
     let location = start.headers()["location"].to_str().unwrap().to_owned();
     let claimed = sha256(b"something else");
     let bad = api
@@ -256,9 +257,7 @@ async fn uploads_chunked_out_of_order_resumed_wrong_digest_cancelled_and_empty()
         .await;
     assert_eq!(head.status(), 404);
     // `sha256:totallywrong` is a client error, not a server one.
-    let start = api
-        .send(Method::POST, "/v2/team/up/blobs/uploads/", &[], vec![])
-        .await;
+    let start = api.call(Method::POST, "/v2/team/up/blobs/uploads/").await;
     let location = start.headers()["location"].to_str().unwrap().to_owned();
     let bad = api
         .send(
@@ -271,16 +270,9 @@ async fn uploads_chunked_out_of_order_resumed_wrong_digest_cancelled_and_empty()
     assert_eq!(code(bad).await, (400, "DIGEST_INVALID".into()));
 
     // Cancel.
-    let start = api
-        .send(Method::POST, "/v2/team/up/blobs/uploads/", &[], vec![])
-        .await;
+    let start = api.call(Method::POST, "/v2/team/up/blobs/uploads/").await;
     let location = start.headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(
-        api.send(Method::DELETE, &location, &[], vec![])
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(api.call(Method::DELETE, &location).await.status(), 204);
     assert_eq!(
         code(api.send(Method::PATCH, &location, &[], b"x".to_vec()).await).await,
         (404, "BLOB_UPLOAD_UNKNOWN".into())
@@ -367,14 +359,9 @@ async fn cross_repository_mount_needs_read_access_to_the_source() {
     // root is an admin, but this token holds no pull on team/a: fallback, not a mount.
     assert_eq!(fallback.status(), 202);
     assert_eq!(
-        root.send(
-            Method::HEAD,
-            &format!("/v2/pub/d/blobs/{digest}"),
-            &[],
-            vec![]
-        )
-        .await
-        .status(),
+        root.call(Method::HEAD, &format!("/v2/pub/d/blobs/{digest}"))
+            .await
+            .status(),
         404
     );
 }
@@ -462,22 +449,18 @@ async fn manifests_are_validated_and_referrers_listed() {
             201
         );
     }
-    let got = api
-        .send(Method::GET, "/v2/team/m/manifests/v2", &[], vec![])
-        .await;
+    let got = api.call(Method::GET, "/v2/team/m/manifests/v2").await;
     assert_eq!(got.headers()["content-type"], OCI_MANIFEST);
     assert_eq!(got.bytes().await.unwrap(), manifest);
 
     // Tags, paginated.
-    let page = api
-        .send(Method::GET, "/v2/team/m/tags/list?n=2", &[], vec![])
-        .await;
+    let page = api.call(Method::GET, "/v2/team/m/tags/list?n=2").await;
     let link = page.headers()["link"].to_str().unwrap().to_owned();
     assert_eq!(link, "</v2/team/m/tags/list?last=v1&n=2>; rel=\"next\"");
     let body: serde_json::Value = serde_json::from_slice(&page.bytes().await.unwrap()).unwrap();
     assert_eq!(body["tags"], serde_json::json!(["latest", "v1"]));
     let rest: serde_json::Value = serde_json::from_slice(
-        &api.send(Method::GET, "/v2/team/m/tags/list?n=2&last=v1", &[], vec![])
+        &api.call(Method::GET, "/v2/team/m/tags/list?n=2&last=v1")
             .await
             .bytes()
             .await
@@ -540,71 +523,43 @@ async fn manifests_are_validated_and_referrers_listed() {
 
     // Deletes: a tag, then the manifest by digest (its tags go with it), then a blob.
     assert_eq!(
-        api.send(Method::DELETE, "/v2/team/m/manifests/v3", &[], vec![])
+        api.call(Method::DELETE, "/v2/team/m/manifests/v3")
             .await
             .status(),
         202
     );
     assert_eq!(
-        code(
-            api.send(Method::GET, "/v2/team/m/manifests/v3", &[], vec![])
-                .await
-        )
-        .await,
+        code(api.call(Method::GET, "/v2/team/m/manifests/v3").await).await,
         (404, "MANIFEST_UNKNOWN".into())
     );
     assert_eq!(
-        api.send(
-            Method::DELETE,
-            &format!("/v2/team/m/manifests/{digest}"),
-            &[],
-            vec![]
-        )
-        .await
-        .status(),
-        202
-    );
-    assert_eq!(
-        code(
-            api.send(Method::GET, "/v2/team/m/manifests/v1", &[], vec![])
-                .await
-        )
-        .await,
-        (404, "MANIFEST_UNKNOWN".into())
-    );
-    assert_eq!(
-        code(
-            api.send(
-                Method::DELETE,
-                &format!("/v2/team/m/manifests/{digest}"),
-                &[],
-                vec![]
-            )
+        api.call(Method::DELETE, &format!("/v2/team/m/manifests/{digest}"))
             .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        code(api.call(Method::GET, "/v2/team/m/manifests/v1").await).await,
+        (404, "MANIFEST_UNKNOWN".into())
+    );
+    assert_eq!(
+        code(
+            api.call(Method::DELETE, &format!("/v2/team/m/manifests/{digest}"))
+                .await
         )
         .await,
         (404, "MANIFEST_UNKNOWN".into())
     );
     assert_eq!(
-        api.send(
-            Method::DELETE,
-            &format!("/v2/team/m/blobs/{layer}"),
-            &[],
-            vec![]
-        )
-        .await
-        .status(),
+        api.call(Method::DELETE, &format!("/v2/team/m/blobs/{layer}"))
+            .await
+            .status(),
         202
     );
     assert_eq!(
-        api.send(
-            Method::HEAD,
-            &format!("/v2/team/m/blobs/{layer}"),
-            &[],
-            vec![]
-        )
-        .await
-        .status(),
+        api.call(Method::HEAD, &format!("/v2/team/m/blobs/{layer}"))
+            .await
+            .status(),
         404
     );
 }
@@ -726,9 +681,7 @@ async fn tokens_work_on_a_second_node_and_on_a_stock_distribution_registry() {
         client: reqwest::Client::new(),
     };
     // Distribution 2.8 has no monolithic POST: start, then PUT.
-    let start = stock
-        .send(Method::POST, "/v2/team/ha/blobs/uploads/", &[], vec![])
-        .await;
+    let start = stock.call(Method::POST, "/v2/team/ha/blobs/uploads/").await;
     assert_eq!(start.status(), 202, "{:?}", start.text().await);
     let location = start.headers()["location"].to_str().unwrap().to_owned();
     let digest = sha256(b"pushed to Distribution");
@@ -756,9 +709,7 @@ async fn tokens_work_on_a_second_node_and_on_a_stock_distribution_registry() {
         token: token_string(&node_a.url, Some("bob"), &["repository:team/ha:pull,push"]).await,
         ..stock
     };
-    let denied = guest
-        .send(Method::POST, "/v2/team/ha/blobs/uploads/", &[], vec![])
-        .await;
+    let denied = guest.call(Method::POST, "/v2/team/ha/blobs/uploads/").await;
     assert_eq!(denied.status(), 401);
     let _ = registry.kill();
     let _ = registry.wait();

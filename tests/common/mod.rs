@@ -248,6 +248,11 @@ pub fn rss_anon_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The whole body of a GET; panics on a transport error.
+pub async fn get_bytes(client: &reqwest::Client, url: &str) -> bytes::Bytes {
+    client.get(url).send().await.unwrap().bytes().await.unwrap()
+}
+
 /// Runs skopeo with TLS verification off for the source (berth speaks plain HTTP here).
 pub fn skopeo(args: &[&str]) -> Output {
     let output = Command::new("skopeo")
