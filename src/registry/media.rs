@@ -178,6 +178,31 @@ pub fn parts(media_type: &str, body: &[u8]) -> Parts {
     }
 }
 
+/// The blobs a client pulls from a registry for an image manifest: its config and its layers,
+/// less foreign (non-distributable) layers, which come from their own URLs. What `parts` lists
+/// is what a manifest references; this is what is worth fetching ahead of a client.
+pub fn pulled_blobs(media_type: &str, body: &[u8]) -> Vec<super::name::Digest> {
+    let mut blobs = parts(media_type, body).blobs;
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return blobs;
+    };
+    let foreign = value
+        .get("layers")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|layer| {
+            layer
+                .get("mediaType")
+                .and_then(|v| v.as_str())
+                .is_some_and(|mt| mt.contains(".foreign.") || mt.contains(".nondistributable."))
+        })
+        .filter_map(|layer| layer.get("digest")?.as_str()?.parse().ok())
+        .collect::<Vec<super::name::Digest>>();
+    blobs.retain(|blob| !foreign.contains(blob));
+    blobs
+}
+
 /// The media type of a manifest body: upstream's `Content-Type` when it names a manifest type,
 /// else the body's own `mediaType` field, else a guess from its shape.
 pub fn resolve_media_type(content_type: Option<&str>, body: &[u8]) -> String {
@@ -266,6 +291,28 @@ mod tests {
             }
         );
         assert_eq!(parts(OCI_MANIFEST, b"not json"), Parts::default());
+    }
+
+    #[test]
+    fn pulled_blobs_leave_foreign_layers_out() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[
+                {{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"{}"}},
+                {{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip","digest":"{}"}},
+                {{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}"}}]}}"#,
+            d('a'),
+            d('b'),
+            d('c'),
+            d('d')
+        );
+        let pulled: Vec<String> = pulled_blobs(OCI_MANIFEST, image.as_bytes())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(pulled, [d('a'), d('d')]);
+        // What the manifest references still names all four (gc and eviction go by that).
+        assert_eq!(parts(OCI_MANIFEST, image.as_bytes()).blobs.len(), 4);
     }
 
     #[test]

@@ -56,16 +56,15 @@ impl Mirror {
                     pending.push(reply.manifest);
                 }
             }
-            let new_blobs: Vec<Digest> = parts
-                .blobs
+            let new_blobs: Vec<Digest> = media::pulled_blobs(&manifest.media_type, &manifest.body)
                 .into_iter()
                 .filter(|blob| seen.insert(blob.clone()))
                 .collect();
             // A few at a time, as clients pull layers.
             futures_util::stream::iter(new_blobs.iter())
-                .map(|blob| self.seed_blob(target, blob))
+                .map(|blob| self.ensure_blob(target, blob))
                 .buffer_unordered(PARALLEL_BLOBS)
-                .try_collect::<()>()
+                .try_collect::<Vec<bool>>()
                 .await?;
             holds.extend(new_blobs);
         }
@@ -75,21 +74,28 @@ impl Mirror {
         })
     }
 
-    /// Returns once `digest` is committed to the cache (at once if it already is).
-    async fn seed_blob(&self, target: &MirrorRepo, digest: &Digest) -> Result<(), RegistryError> {
+    /// Returns once `digest` is committed to the cache (at once if it already is); `true`
+    /// when it was not stored before.
+    pub(super) async fn ensure_blob(
+        &self,
+        target: &MirrorRepo,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
         // Already stored: an index lookup says so. Going through `blob` would map (and read
-        // in) the whole file on every refresh.
+        // in) the whole file.
         if self
             .cache
             .blob_size(digest)
             .map_err(storage_error)?
             .is_some()
         {
-            return Ok(());
+            return Ok(false);
         }
         match self.blob(target, digest).await? {
-            BlobReply::Stored(..) => Ok(()),
-            BlobReply::Filling { fill, .. } => fill.finished().await.map_err(fill_error),
+            BlobReply::Stored(..) => Ok(false),
+            BlobReply::Filling { fill, .. } => {
+                fill.finished().await.map(|_| true).map_err(fill_error)
+            }
         }
     }
 }
