@@ -136,6 +136,10 @@ pub struct MirrorSettings {
     /// How often pinned images are fetched again (a moved tag brings its new content).
     #[serde(with = "humantime_serde", default = "default_pin_refresh")]
     pub pin_refresh: Duration,
+    /// A client's GET of an image manifest starts fetching the image's blobs into the cache,
+    /// so clients that fetch layers one after another find the next one on its way.
+    #[serde(default = "default_true")]
+    pub prefetch: bool,
 }
 
 fn default_pin_refresh() -> Duration {

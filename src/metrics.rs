@@ -24,6 +24,8 @@ pub struct Metrics {
     pub evictions: AtomicU64,
     pub pin_seeds: AtomicU64,
     pub pin_failures: AtomicU64,
+    pub prefetched_blobs: AtomicU64,
+    pub prefetch_failures: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -122,6 +124,16 @@ impl Metrics {
                 "berth_pin_failures_total",
                 "Times a pinned image could not be made complete (retried).",
                 &self.pin_failures,
+            ),
+            (
+                "berth_prefetched_blobs_total",
+                "Blobs fetched into the cache ahead of a client's request, after it got the manifest.",
+                &self.prefetched_blobs,
+            ),
+            (
+                "berth_prefetch_failures_total",
+                "Blobs prefetch could not fetch (the client's own request tries again).",
+                &self.prefetch_failures,
             ),
         ];
         let mut out = String::new();

@@ -75,7 +75,7 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         upstreams,
         cache,
         projects,
-        settings.mirror.guard_ttl,
+        &settings.mirror,
     )))
 }
 

@@ -518,3 +518,108 @@ async fn memory_stays_bounded_while_streaming_big_blobs_to_many_clients() {
         "anonymous memory peaked at {peak} KiB (baseline {baseline} KiB)"
     );
 }
+
+#[tokio::test]
+async fn a_manifest_get_prefetches_the_images_blobs_and_a_head_does_not() {
+    let upstream = FaultyUpstream::start();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layers = [random_bytes(71, 300_000), random_bytes(72, 200_000)];
+    let blob = |media_type: &str, data: &[u8]| serde_json::json!({"mediaType": media_type, "digest": upstream.put_blob(data), "size": data.len()});
+    let layer_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    // A foreign layer is fetched from its own URL, never from the registry.
+    let foreign = serde_json::json!({
+        "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "digest": sha256(b"elsewhere"), "size": 9, "urls": ["https://example.invalid/layer"],
+    });
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": blob("application/vnd.oci.image.config.v1+json", config),
+        "layers": [blob(layer_type, &layers[0]), foreign, blob(layer_type, &layers[1])],
+    }))
+    .unwrap();
+    let digest = upstream.put_manifest("v1", OCI_MANIFEST, &body);
+    let berth = Berth::start(&config_for(&upstream.url(), "1h", ""));
+    let client = reqwest::Client::new();
+    let manifest_url = format!("{}/v2/library/app/manifests/v1", berth.url);
+
+    // A HEAD (a tag check) fetches nothing.
+    let head = client.head(&manifest_url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 0);
+
+    // A GET fetches the config and both layers, each once, with no client asking for them.
+    let got = client.get(&manifest_url).send().await.unwrap();
+    assert_eq!(got.headers()["docker-content-digest"], digest.as_str());
+    berth
+        .wait_for_metric("berth_prefetched_blobs_total", 3)
+        .await;
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 3);
+    assert_eq!(berth.metric("berth_prefetch_failures_total").await, 0);
+
+    // They are in the cache: served with upstream failing, and no further upstream GET.
+    upstream.set_mode(Mode::Status(503));
+    for data in [&config[..], &layers[0], &layers[1]] {
+        let url = format!("{}/v2/library/app/blobs/{}", berth.url, sha256(data));
+        assert_eq!(common::get_bytes(&client, &url).await, data);
+    }
+    // Fetched recently: another GET of the manifest walks nothing again.
+    client.get(&manifest_url).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 3);
+    assert_eq!(berth.metric("berth_prefetched_blobs_total").await, 3);
+}
+
+#[tokio::test]
+async fn a_client_pulling_layers_one_by_one_joins_the_prefetch() {
+    let upstream = FaultyUpstream::start();
+    let layers: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(80 + i, 256 * 1024)).collect();
+    let entries: Vec<_> = layers
+        .iter()
+        .map(|data| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": upstream.put_blob(data), "size": data.len()}))
+        .collect();
+    let config = upstream.put_blob(b"{}");
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": entries,
+    }))
+    .unwrap();
+    upstream.put_manifest("v1", OCI_MANIFEST, &body);
+    // Slow enough that the prefetch is still streaming layers when the client asks for them.
+    upstream.set_mode(Mode::Slow(Duration::from_millis(40)));
+    let berth = Berth::start(&config_for(&upstream.url(), "1h", ""));
+    let client = reqwest::Client::new();
+    client
+        .get(format!("{}/v2/library/app/manifests/v1", berth.url))
+        .send()
+        .await
+        .unwrap();
+    for data in &layers {
+        let url = format!("{}/v2/library/app/blobs/{}", berth.url, sha256(data));
+        assert_eq!(common::get_bytes(&client, &url).await, data.as_slice());
+    }
+    berth
+        .wait_for_metric("berth_prefetched_blobs_total", 4)
+        .await;
+    // Every blob came from upstream once, whether the client or the prefetch asked first.
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 4);
+    assert!(berth.metric("berth_blob_coalesced_total").await >= 1);
+}
+
+#[tokio::test]
+async fn prefetch_can_be_turned_off() {
+    let upstream = FaultyUpstream::start();
+    let layer = upstream.put_blob(b"layer");
+    upstream.put_manifest("v1", OCI_MANIFEST, &manifest_body(&layer));
+    let berth = Berth::start(&config_for(
+        &upstream.url(),
+        "1h",
+        "[mirror]\nprefetch = false\n",
+    ));
+    let url = format!("{}/v2/library/app/manifests/v1", berth.url);
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 0);
+}

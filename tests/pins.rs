@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::images::{self, Flavor};
 use common::upstream::{UpstreamRegistry, SEEDER};
@@ -36,18 +35,6 @@ fn cache_stats(data_dir: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn wait_for_metric(berth: &Berth, name: &str, at_least: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while berth.metric(name).await < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "{name} stayed below {at_least}; log:\n{}",
-            berth.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn pinned_images_are_seeded_ahead_survive_eviction_and_serve_without_upstream() {
     let mut upstream = UpstreamRegistry::start(vec![(SEEDER.0, SEEDER.1, "", "pull,push,delete")]);
@@ -65,7 +52,7 @@ async fn pinned_images_are_seeded_ahead_survive_eviction_and_serve_without_upstr
     let berth = Berth::start(&config);
 
     // Seeded with no client asking: the index, the amd64 image whole, nothing of arm64.
-    wait_for_metric(&berth, "berth_pin_seeds_total", 1).await;
+    berth.wait_for_metric("berth_pin_seeds_total", 1).await;
     berth.settle();
     let files = berth.blob_files();
     for digest in [&app.manifest.digest, &amd64.manifest.digest]
@@ -91,7 +78,7 @@ async fn pinned_images_are_seeded_ahead_survive_eviction_and_serve_without_upstr
     let dest = tempfile::tempdir().unwrap();
     skopeo_pull(&berth, "bulk:1", dest.path(), false);
     assert_dir_matches(dest.path(), &bulk);
-    wait_for_metric(&berth, "berth_evictions_total", 1).await;
+    berth.wait_for_metric("berth_evictions_total", 1).await;
     berth.settle();
     let files = berth.blob_files();
     for blob in amd64.blobs.iter().chain([&amd64.manifest, &app.manifest]) {
@@ -128,7 +115,7 @@ async fn pinned_images_are_seeded_ahead_survive_eviction_and_serve_without_upstr
         config_for(&upstream.url(), "5m", "")
     );
     let berth = Berth::start_in(&offline, &data_dir);
-    wait_for_metric(&berth, "berth_pin_seeds_total", 1).await;
+    berth.wait_for_metric("berth_pin_seeds_total", 1).await;
     let dest = tempfile::tempdir().unwrap();
     skopeo_pull(&berth, "app:1", dest.path(), false);
     assert_dir_matches(dest.path(), amd64);
@@ -171,7 +158,7 @@ async fn a_pinned_tag_that_moves_upstream_is_followed_on_refresh() {
         "[mirror]\npinned = [\"app:v1\"]\npin_refresh = \"1s\"\n{}",
         config_for(&upstream.url(), "1ms", "")
     ));
-    wait_for_metric(&berth, "berth_pin_seeds_total", 1).await;
+    berth.wait_for_metric("berth_pin_seeds_total", 1).await;
     berth.settle();
     assert!(on_disk(&berth.blob_files(), &first_digest));
     assert!(!on_disk(&berth.blob_files(), &second_digest));
@@ -179,7 +166,9 @@ async fn a_pinned_tag_that_moves_upstream_is_followed_on_refresh() {
     // The tag moves; the next refresh fetches the new image with no client asking.
     upstream.put_manifest("v1", OCI_MANIFEST, &manifest(&second_digest, second.len()));
     let seeds = berth.metric("berth_pin_seeds_total").await;
-    wait_for_metric(&berth, "berth_pin_seeds_total", seeds + 2).await;
+    berth
+        .wait_for_metric("berth_pin_seeds_total", seeds + 2)
+        .await;
     berth.settle();
     assert!(
         on_disk(&berth.blob_files(), &second_digest),

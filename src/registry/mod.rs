@@ -19,6 +19,7 @@ use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
 use self::private::Projects;
 use crate::cache::Cache;
+use crate::config::MirrorSettings;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 
@@ -35,11 +36,11 @@ impl Registry {
         upstreams: Upstreams,
         cache: Arc<Cache>,
         projects: impl IntoIterator<Item = String>,
-        guard_ttl: std::time::Duration,
+        mirror: &MirrorSettings,
     ) -> Self {
         Registry {
             upstreams,
-            mirror: Mirror::new(Arc::clone(&cache), guard_ttl),
+            mirror: Mirror::new(Arc::clone(&cache), mirror),
             projects: Projects::new(projects, Arc::clone(&cache)),
             cache,
         }

@@ -187,6 +187,19 @@ impl Berth {
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
     }
 
+    /// Waits (30 s at most) until the counter `name` reaches `at_least`.
+    pub async fn wait_for_metric(&self, name: &str, at_least: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.metric(name).await < at_least {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} stayed below {at_least}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A counter from `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = reqwest::get(format!("{}/metrics", self.url))

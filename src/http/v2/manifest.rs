@@ -1,7 +1,7 @@
 //! `/v2/<name>/manifests/<reference>`: `GET`/`HEAD` for the mirror and private projects,
 //! `PUT` and `DELETE` for private projects.
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -30,6 +30,10 @@ pub async fn get(
         .mirror
         .manifest(target, &reference, &accept)
         .await?;
+    // A GET, unlike a HEAD, is how a pull starts.
+    if req.method() == Method::GET {
+        registry.mirror.prefetch(target, &reply.manifest);
+    }
     Ok(respond(&reply.manifest, reply.stale))
 }
 

@@ -10,6 +10,7 @@
 
 mod guard;
 mod manifest;
+mod prefetch;
 mod seed;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::cache::evict::ServingGuard;
 use crate::cache::fill::{Fill, FillError};
 use crate::cache::flight::Flights;
 use crate::cache::{BlobSource, Cache, StoredManifest};
+use crate::config::MirrorSettings;
 use crate::storage::StorageError;
 use crate::upstream::UpstreamError;
 
@@ -58,6 +60,7 @@ pub struct Mirror {
     cache: Arc<Cache>,
     manifest_flights: Arc<Flights<ManifestKey, Result<ManifestReply, RegistryError>>>,
     guard: Arc<guard::Guard>,
+    prefetcher: Arc<prefetch::Prefetcher>,
 }
 
 fn now_ms() -> u64 {
@@ -68,9 +71,10 @@ fn now_ms() -> u64 {
 }
 
 impl Mirror {
-    pub fn new(cache: Arc<Cache>, guard_ttl: std::time::Duration) -> Self {
+    pub fn new(cache: Arc<Cache>, settings: &MirrorSettings) -> Self {
         Mirror {
-            guard: Arc::new(guard::Guard::new(guard_ttl)),
+            guard: Arc::new(guard::Guard::new(settings.guard_ttl)),
+            prefetcher: Arc::new(prefetch::Prefetcher::new(settings.prefetch)),
             cache,
             manifest_flights: Arc::default(),
         }
