@@ -253,6 +253,31 @@ EOF
     log "nginx (pid $NGINX_PID) serving $file at $NGINX_URL"
 }
 
+# build_puller: builds bench/puller (the oci-client pull client); sets PULLER_BIN.
+build_puller() {
+    local manifest="$BENCH_DIR/puller/Cargo.toml"
+    log "cargo build --release (bench/puller)"
+    cargo build --release --locked --manifest-path "$manifest" >"$WORK/puller-build.log" 2>&1 || {
+        tail -20 "$WORK/puller-build.log" >&2
+        die "building bench/puller failed"
+    }
+    PULLER_BIN="$BENCH_DIR/puller/target/release/berth-bench-puller"
+}
+
+# start_throttle UPSTREAM_URL RATE LATENCY_MS: bench/throttle.py in front of UPSTREAM_URL, pacing
+#   every connection's responses to RATE bytes/s and holding each request back LATENCY_MS, as a
+#   registry across the internet behaves. Sets THROTTLE_URL and THROTTLE_PORT.
+start_throttle() {
+    local upstream=$1 rate=$2 latency=$3
+    THROTTLE_PORT=$(free_port)
+    python3 "$BENCH_DIR/throttle.py" "$THROTTLE_PORT" "${upstream#http://}" --rate "$rate" --latency-ms "$latency" \
+        >"$WORK/throttle.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    wait_port "$THROTTLE_PORT" 10
+    THROTTLE_URL="http://127.0.0.1:$THROTTLE_PORT"
+    log "throttle (pid $!) on $THROTTLE_URL: $upstream at $rate bytes/s per connection, +${latency} ms per request"
+}
+
 # seed REGISTRY_URL REPO TAG JSON_OUT SIZE_MIB...
 seed() {
     local url=$1 repo=$2 tag=$3 json=$4

@@ -12,6 +12,9 @@
 #               config and layers 4 at a time; cold into files, warm discarded), so the time is
 #               the server's: the two real clients spend more CPU per pull than the servers do
 #               (see the CPU table), which makes their warm pulls client-bound;
+#      oci-client: bench/puller, a client built on the oci-client crate: manifest, then config and
+#               layers 3 at a time (docker's default), each digest-checked while it streams into
+#               a file; cold and warm pulls alike write files (no fsync);
 #      ctr:     `ctr content fetch --plain-http HOST:PORT/REPO:TAG` into a private containerd
 #               started for the run (manifest, config and layers fetched concurrently and
 #               digest-checked into the content store, nothing unpacked). After every pull the
@@ -21,9 +24,17 @@
 #    (berth/x.y.z, Go-http-client = the Distribution proxy, skopeo/x.y.z or containerd/x.y.z =
 #    direct pulls), split into the cold and warm phases.
 #
-# Usage: bench/pull.sh   (env: CLIENT=skopeo|ctr|curl LAYERS="30 20 10" WARM_RUNS=5 BERTH_NO_BUILD=1 BENCH_KEEP=1)
+# With UPSTREAM_RATE (bytes/s, e.g. 20e6) every target reaches the upstream through bench/throttle.py,
+# which paces each connection's responses to that rate and holds each request back
+# UPSTREAM_LATENCY_MS (default 20): a registry across the internet. The direct pull goes through
+# it too. Outputs then get a "-limited" suffix.
+#
+# Usage: bench/pull.sh   (env: CLIENT=skopeo|oci-client|ctr|curl LAYERS="30 20 10" WARM_RUNS=5 UPSTREAM_RATE= UPSTREAM_LATENCY_MS=20
+#                         BERTH_NO_BUILD=1 BENCH_KEEP=1; berth reads BERTH__* settings from the
+#                         environment as usual, e.g. BERTH__MIRROR__PREFETCH=false)
 # Output: table on stdout and in bench/out/pull.txt; raw timings in bench/out/pull-times.csv
-# (CLIENT=ctr: pull-ctr.txt, pull-times-ctr.csv, ...; CLIENT=curl: pull-curl.txt, ...).
+# (CLIENT=ctr: pull-ctr.txt, pull-times-ctr.csv, ...; CLIENT=curl: pull-curl.txt, ...;
+# CLIENT=oci-client: pull-oci.txt, ...).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -34,8 +45,12 @@ case $CLIENT in
 skopeo) SUFFIX="" ;;
 ctr) SUFFIX="-ctr" ;;
 curl) SUFFIX="-curl" ;;
-*) die "CLIENT must be skopeo, ctr or curl, not '$CLIENT'" ;;
+oci-client) SUFFIX="-oci" ;;
+*) die "CLIENT must be skopeo, oci-client, ctr or curl, not '$CLIENT'" ;;
 esac
+UPSTREAM_RATE=${UPSTREAM_RATE:-}
+UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-20}
+if [[ -n $UPSTREAM_RATE ]]; then SUFFIX+="-limited"; fi
 CTR_NS=berth-bench # containerd namespace for CLIENT=ctr
 REPO=library/benchimg
 TAG=v1
@@ -47,6 +62,7 @@ if [[ $CLIENT == ctr ]]; then
     need containerd containerd
     need ctr containerd
 fi
+if [[ $CLIENT == oci-client ]]; then build_puller; fi
 build_berth
 # shellcheck disable=SC2119 # no argument: the default limit
 wait_quiet
@@ -56,8 +72,15 @@ UP_URL=$REG_URL UP_PORT=$REG_PORT UP_LOG=$REG_LOG UP_PID=$REG_PID
 seed "$UP_URL" "$REPO" "$TAG" "$WORK/seed.json" "${LAYER_ARR[@]}"
 SEED_BYTES=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(sum(b["size"] for b in [s["config"]] + s["layers"]))' "$WORK/seed.json")
 
-start_berth berth "$UP_URL"
-start_registry distproxy "$UP_URL"
+# What the targets reach the upstream at: itself, or the throttle in front of it.
+FRONT_URL=$UP_URL FRONT_PORT=$UP_PORT
+if [[ -n $UPSTREAM_RATE ]]; then
+    start_throttle "$UP_URL" "$UPSTREAM_RATE" "$UPSTREAM_LATENCY_MS"
+    FRONT_URL=$THROTTLE_URL FRONT_PORT=$THROTTLE_PORT
+fi
+
+start_berth berth "$FRONT_URL"
+start_registry distproxy "$FRONT_URL"
 DIST_PORT=$REG_PORT DIST_PID=$REG_PID DIST_LOG=$REG_LOG
 if [[ $CLIENT == ctr ]]; then
     start_containerd containerd
@@ -67,7 +90,7 @@ fi
 declare -A HOSTPORT=(
     [berth]="127.0.0.1:$BERTH_PORT"
     [distribution]="127.0.0.1:$DIST_PORT"
-    [direct]="127.0.0.1:$UP_PORT"
+    [direct]="127.0.0.1:$FRONT_PORT"
 )
 declare -A SERVER_PID=([berth]=$BERTH_PID [distribution]=$DIST_PID [direct]=$UP_PID)
 TARGETS=(berth distribution direct)
@@ -126,6 +149,11 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
         rm -rf "$dest"
         got=$(curl_pull "${HOSTPORT[$target]}" "$REPO" "$TAG" "$into") || die "curl pull through $target failed (phase $phase run $run)"
         [[ $got == "$SEED_BYTES" ]] || die "curl pull through $target got $got bytes, expected $SEED_BYTES"
+    elif [[ $CLIENT == oci-client ]]; then
+        local got
+        rm -rf "$dest" && mkdir -p "$dest"
+        got=$("$PULLER_BIN" "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest") || die "oci-client pull through $target failed (phase $phase run $run)"
+        [[ $got == "$SEED_BYTES" ]] || die "oci-client pull through $target got $got bytes, expected $SEED_BYTES"
     else
         skopeo_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest" || die "skopeo pull through $target failed (phase $phase run $run)"
     fi
@@ -145,7 +173,12 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
         fi
         ctr_clear "$CTR_NS"
     else
-        if [[ $phase == cold ]]; then verify_pull "$dest" || die "pull through $target returned wrong content"; fi
+        # cold: full sha256 check; warm: sizes only (oci-client checked every digest itself)
+        if [[ $phase == cold ]]; then
+            verify_pull "$dest" || die "pull through $target returned wrong content"
+        elif [[ $CLIENT == oci-client ]]; then
+            verify_pull "$dest" sizes || die "pull through $target left incomplete content"
+        fi
         rm -rf "$dest"
     fi
     echo "$s"
@@ -188,6 +221,10 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
 {
     echo "# berth pull benchmark  $(date -u '+%F %T UTC')"
     echo "# image $REPO:$TAG layers(MiB)=[$LAYERS]  warm runs=$WARM_RUNS  berth=$BERTH_BIN_INFO"
+    if [[ -n $UPSTREAM_RATE ]]; then
+        echo "# upstream reached through bench/throttle.py: $UPSTREAM_RATE bytes/s per connection, +$UPSTREAM_LATENCY_MS ms per request (direct pulls too)"
+    fi
+    env | grep '^BERTH__' | sed 's/^/# berth environment: /' || true
     if [[ $CLIENT == ctr ]]; then
         echo "# client: ctr --debug content fetch --plain-http HOST:PORT/$REPO:$TAG into a private containerd $(ctr --version | awk '{print $3}') (concurrent fetch, no unpack)"
         echo "# the content store is emptied after every pull (untimed), so warm pulls download every blob again"
@@ -195,6 +232,10 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
     elif [[ $CLIENT == curl ]]; then
         echo "# client: curl $(curl --version | awk 'NR == 1 { print $2 }'): /v2/ (+ token on a 401), manifest by tag, config and layers 4 at a time;"
         echo "#   cold: into files, sha256-checked after (untimed); warm: bodies discarded, byte count checked"
+        echo "# times are wall seconds (date +%s.%N around the client)"
+    elif [[ $CLIENT == oci-client ]]; then
+        echo "# client: bench/puller (oci-client $(awk '/^name = "oci-client"/ { getline; gsub(/"/, "", $3); print $3 }' "$BENCH_DIR/puller/Cargo.lock")): manifest, then config and layers 3 at a time,"
+        echo "#   each digest-checked by oci-client while streamed into a file (no fsync); cold pulls sha256-checked again after (untimed)"
         echo "# times are wall seconds (date +%s.%N around the client)"
     else
         echo "# client: skopeo copy docker://... dir:<fresh dir> ($(skopeo --version | awk '{print $3}'); layers one after another, fsync per file)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Repeats bench/pull.sh (each run with fresh upstream, mirrors and caches) and reports the
 # medians over runs: a single cold pull per run is too noisy on a 2-core machine to judge a
-# ratio by. Usage: RUNS=5 bench/repeat-pull.sh   (other pull.sh knobs pass through, CLIENT too)
+# ratio by. Usage: RUNS=5 bench/repeat-pull.sh   (other pull.sh knobs pass through: CLIENT,
+# UPSTREAM_RATE, BERTH__* settings)
 # Output: bench/out/repeat-pull.{csv,txt}, repeat-pull-<run>.txt; with CLIENT=ctr
 # repeat-pull-ctr.{csv,txt}, repeat-pull-ctr-<run>.txt (pull.sh then writes pull-times-ctr.csv).
 set -euo pipefail
@@ -12,8 +13,10 @@ case $CLIENT in
 skopeo) suffix="" ;;
 ctr) suffix="-ctr" ;;
 curl) suffix="-curl" ;;
-*) echo "CLIENT must be skopeo, ctr or curl, not '$CLIENT'" >&2; exit 1 ;;
+oci-client) suffix="-oci" ;;
+*) echo "CLIENT must be skopeo, oci-client, ctr or curl, not '$CLIENT'" >&2; exit 1 ;;
 esac
+if [[ -n ${UPSTREAM_RATE:-} ]]; then suffix+="-limited"; fi
 out="$here/out"
 mkdir -p "$out"
 all="$out/repeat-pull$suffix.csv"
