@@ -60,6 +60,11 @@ impl Mirror {
         {
             return;
         }
+        // Every manifest GET passes here: the common answer (walked already) must stay a
+        // lookup that records nothing.
+        if prefetcher.recent.contains_key(&manifest.digest) {
+            return;
+        }
         let claim = prefetcher
             .recent
             .entry(manifest.digest.clone())
