@@ -29,7 +29,12 @@
 # UPSTREAM_LATENCY_MS (default 20): a registry across the internet. The direct pull goes through
 # it too. Outputs then get a "-limited" suffix.
 #
-# Usage: bench/pull.sh   (env: CLIENT=skopeo|oci-client|ctr|curl LAYERS="30 20 10" WARM_RUNS=5 UPSTREAM_RATE= UPSTREAM_LATENCY_MS=20
+# Before the cold pulls each target serves another image (WARMUP=1, the default; WARMUP_LAYERS
+# "20 10" MiB), untimed: the cold pull then meets a running process with an empty cache for
+# this image, as a mirror that has been up a while meets a new image. WARMUP=0 times the first
+# pull of freshly started processes instead.
+#
+# Usage: bench/pull.sh   (env: CLIENT=skopeo|oci-client|ctr|curl LAYERS="30 20 10" WARM_RUNS=5 UPSTREAM_RATE= UPSTREAM_LATENCY_MS=20 WARMUP=1
 #                         BERTH_NO_BUILD=1 BENCH_KEEP=1; berth reads BERTH__* settings from the
 #                         environment as usual, e.g. BERTH__MIRROR__PREFETCH=false)
 # Output: table on stdout and in bench/out/pull.txt; raw timings in bench/out/pull-times.csv
@@ -49,6 +54,9 @@ oci-client) SUFFIX="-oci" ;;
 *) die "CLIENT must be skopeo, oci-client, ctr or curl, not '$CLIENT'" ;;
 esac
 UPSTREAM_RATE=${UPSTREAM_RATE:-}
+WARMUP=${WARMUP:-1}
+WARMUP_LAYERS=${WARMUP_LAYERS:-"20 10"}
+WARMUP_REPO=library/warmupimg
 UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-20}
 if [[ -n $UPSTREAM_RATE ]]; then SUFFIX+="-limited"; fi
 CTR_NS=berth-bench # containerd namespace for CLIENT=ctr
@@ -70,6 +78,11 @@ wait_quiet
 start_registry upstream
 UP_URL=$REG_URL UP_PORT=$REG_PORT UP_LOG=$REG_LOG UP_PID=$REG_PID
 seed "$UP_URL" "$REPO" "$TAG" "$WORK/seed.json" "${LAYER_ARR[@]}"
+if [[ $WARMUP == 1 ]]; then
+    # shellcheck disable=SC2086 # a list of sizes
+    seed "$UP_URL" "$WARMUP_REPO" "$TAG" "$WORK/warmup.json" $WARMUP_LAYERS
+    WARMUP_BYTES=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(sum(b["size"] for b in [s["config"]] + s["layers"]))' "$WORK/warmup.json")
+fi
 SEED_BYTES=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(sum(b["size"] for b in [s["config"]] + s["layers"]))' "$WORK/seed.json")
 
 # What the targets reach the upstream at: itself, or the throttle in front of it.
@@ -130,6 +143,30 @@ for blob in blobs:
 EOF
 }
 
+# client_pull TARGET REPO TAG DEST PHASE BYTES: one pull of REPO:TAG through TARGET with $CLIENT
+# (skopeo and oci-client into DEST, ctr into containerd's store, curl into DEST or, warm,
+# nowhere); curl and oci-client must report BYTES blob bytes.
+client_pull() {
+    local target=$1 repo=$2 tag=$3 dest=$4 phase=$5 bytes=$6 got
+    case $CLIENT in
+    ctr) ctr_pull "${HOSTPORT[$target]}" "$repo:$tag" "$CTR_NS" ;;
+    curl)
+        # cold: into files, checked after; warm: discarded, only the byte count is checked
+        local into=$dest
+        if [[ $phase == warm ]]; then into=-; fi
+        rm -rf "$dest"
+        got=$(curl_pull "${HOSTPORT[$target]}" "$repo" "$tag" "$into") || return 1
+        [[ $got == "$bytes" ]] || { log "curl pull through $target got $got bytes, expected $bytes"; return 1; }
+        ;;
+    oci-client)
+        rm -rf "$dest" && mkdir -p "$dest"
+        got=$("$PULLER_BIN" "${HOSTPORT[$target]}" "$repo:$tag" "$dest") || return 1
+        [[ $got == "$bytes" ]] || { log "oci-client pull through $target got $got bytes, expected $bytes"; return 1; }
+        ;;
+    *) skopeo_pull "${HOSTPORT[$target]}" "$repo:$tag" "$dest" ;;
+    esac
+}
+
 timed_pull() { # TARGET PHASE RUN -> prints seconds
     local target=$1 phase=$2 run=$3 dest="$WORK/dest-$1"
     local t0 t1 s me=$BASHPID srv=${SERVER_PID[$1]} s0 s1 u0 u1 c0 c1 d0=0 d1=0
@@ -140,23 +177,7 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
     fi
     s0=$(cpu_ticks "$srv") u0=$(cpu_ticks "$UP_PID") c0=$(child_ticks "$me")
     t0=$(now)
-    if [[ $CLIENT == ctr ]]; then
-        ctr_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$CTR_NS" || die "ctr content fetch through $target failed (phase $phase run $run)"
-    elif [[ $CLIENT == curl ]]; then
-        # cold: into files, checked after; warm: discarded, only the byte count is checked
-        local into=$dest got
-        if [[ $phase == warm ]]; then into=-; fi
-        rm -rf "$dest"
-        got=$(curl_pull "${HOSTPORT[$target]}" "$REPO" "$TAG" "$into") || die "curl pull through $target failed (phase $phase run $run)"
-        [[ $got == "$SEED_BYTES" ]] || die "curl pull through $target got $got bytes, expected $SEED_BYTES"
-    elif [[ $CLIENT == oci-client ]]; then
-        local got
-        rm -rf "$dest" && mkdir -p "$dest"
-        got=$("$PULLER_BIN" "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest") || die "oci-client pull through $target failed (phase $phase run $run)"
-        [[ $got == "$SEED_BYTES" ]] || die "oci-client pull through $target got $got bytes, expected $SEED_BYTES"
-    else
-        skopeo_pull "${HOSTPORT[$target]}" "$REPO:$TAG" "$dest" || die "skopeo pull through $target failed (phase $phase run $run)"
-    fi
+    client_pull "$target" "$REPO" "$TAG" "$dest" "$phase" "$SEED_BYTES" || die "$CLIENT pull through $target failed (phase $phase run $run)"
     t1=$(now)
     s1=$(cpu_ticks "$srv") u1=$(cpu_ticks "$UP_PID") c1=$(child_ticks "$me")
     if [[ $CLIENT == ctr ]]; then d1=$(cpu_ticks "$CTRD_PID"); fi
@@ -183,6 +204,19 @@ timed_pull() { # TARGET PHASE RUN -> prints seconds
     fi
     echo "$s"
 }
+
+# Warm-up (WARMUP=1): every target first serves another image, untimed, so the cold pull meets
+# a running process (heap, connection pools, page cache of its own binary) with an empty cache
+# for this image: how a mirror that has been up for a while sees a new image.
+if [[ $WARMUP == 1 ]]; then
+    for t in direct berth distribution; do
+        client_pull "$t" "$WARMUP_REPO" "$TAG" "$WORK/warmup-$t" warm "$WARMUP_BYTES" || die "warm-up pull through $t failed"
+        rm -rf "$WORK/warmup-$t"
+        if [[ $CLIENT == ctr ]]; then ctr_clear "$CTR_NS"; fi
+    done
+    sleep 2 # the Distribution proxy stores what it served in the background
+fi
+WARMUP_END_LINE=$(wc -l <"$UP_LOG")
 
 declare -A COLD WARM
 # Cold: the mirrors' caches are empty. The direct pull goes first so the upstream's own
@@ -224,6 +258,11 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
     if [[ -n $UPSTREAM_RATE ]]; then
         echo "# upstream reached through bench/throttle.py: $UPSTREAM_RATE bytes/s per connection, +$UPSTREAM_LATENCY_MS ms per request (direct pulls too)"
     fi
+    if [[ $WARMUP == 1 ]]; then
+        echo "# warm-up: each target first served $WARMUP_REPO:$TAG (layers $WARMUP_LAYERS MiB), untimed: running processes, cold cache"
+    else
+        echo "# no warm-up (WARMUP=0): each cold pull is the first work of a freshly started process"
+    fi
     env | grep '^BERTH__' | sed 's/^/# berth environment: /' || true
     if [[ $CLIENT == ctr ]]; then
         echo "# client: ctr --debug content fetch --plain-http HOST:PORT/$REPO:$TAG into a private containerd $(ctr --version | awk '{print $3}') (concurrent fetch, no unpack)"
@@ -253,7 +292,7 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
     printf 'ratio berth/direct:       cold %s  warm %s\n' \
         "$(ratio "${COLD[berth]}" "${COLD[direct]}")" "$(ratio "${WARM[berth]}" "${WARM[direct]}")"
     echo
-    python3 - "$WORK/seed.json" "$UP_LOG" "$COLD_END_LINE" "$DIST_LOG" "$DIST_COLD_END_LINE" "$WARM_RUNS" \
+    python3 - "$WORK/seed.json" "$UP_LOG" "$COLD_END_LINE" "$DIST_LOG" "$DIST_COLD_END_LINE" "$WARM_RUNS" "$WARMUP_END_LINE" \
         "$(awk '$1 == "berth_blob_cache_hits_total" { print $2 }' <<<"$BERTH_METRICS_COLD")" \
         "$(awk '$1 == "berth_blob_cache_hits_total" { print $2 }' <<<"$BERTH_METRICS_END")" <<'EOF'
 import collections, json, re, sys
@@ -262,7 +301,8 @@ lines = open(sys.argv[2], errors="replace").read().splitlines()
 cold_end = int(sys.argv[3])
 dist_lines = open(sys.argv[4], errors="replace").read().splitlines()[int(sys.argv[5]):]
 warm_runs = int(sys.argv[6])
-hits_cold, hits_end = (float(x) if x else None for x in sys.argv[7:9])
+warmup_end = int(sys.argv[7])
+hits_cold, hits_end = (float(x) if x else None for x in sys.argv[8:10])
 # Distribution's combined access log: 127.0.0.1 - - [date] "GET /uri HTTP/1.1" status size "ref" "ua"
 acc = re.compile(r'^\S+ - \S+ \[[^\]]*\] "(\w+) (\S+) [^"]*" (\d+) \S+ "[^"]*" "([^"]*)"')
 def who(ua):
@@ -277,6 +317,7 @@ for i, line in enumerate(lines):
     m = acc.match(line)
     if not m: continue
     method, uri, status, ua = m.groups()
+    if i < warmup_end: continue  # seeding and the warm-up pulls
     phase = "cold" if i < cold_end else "warm"
     w = who(ua)
     if w == "harness": continue  # readiness probes and seeding
