@@ -66,7 +66,9 @@ async fn credentials_pass_through_and_guarded_content_stays_guarded() {
         .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
     common::assert_dir_matches(dest.path(), &s.oci);
     // Prefetch ran with the client's own credentials: upstream refused none of its fetches.
-    berth.wait_for_metric("berth_prefetched_blobs_total", 1).await;
+    berth
+        .wait_for_metric("berth_prefetched_blobs_total", 1)
+        .await;
     assert_eq!(berth.metric("berth_prefetch_failures_total").await, 0);
     let gets = s.upstream.blob_gets(&repo);
     assert!(gets > 0);
