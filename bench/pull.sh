@@ -59,6 +59,11 @@ WARMUP_LAYERS=${WARMUP_LAYERS:-"20 10"}
 WARMUP_REPO=library/warmupimg
 UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-20}
 if [[ -n $UPSTREAM_RATE ]]; then SUFFIX+="-limited"; fi
+# `pull.sh --suffix`: the suffix of this configuration's output files, for repeat-pull.sh.
+if [[ ${1:-} == --suffix ]]; then
+    echo "$SUFFIX"
+    exit 0
+fi
 CTR_NS=berth-bench # containerd namespace for CLIENT=ctr
 REPO=library/benchimg
 TAG=v1

@@ -9,14 +9,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 RUNS=${RUNS:-5}
 export CLIENT=${CLIENT:-skopeo}
-case $CLIENT in
-skopeo) suffix="" ;;
-ctr) suffix="-ctr" ;;
-curl) suffix="-curl" ;;
-oci-client) suffix="-oci" ;;
-*) echo "CLIENT must be skopeo, oci-client, ctr or curl, not '$CLIENT'" >&2; exit 1 ;;
-esac
-if [[ -n ${UPSTREAM_RATE:-} ]]; then suffix+="-limited"; fi
+# pull.sh names its output files; it also rejects an unknown CLIENT.
+suffix=$("$here/pull.sh" --suffix)
 out="$here/out"
 mkdir -p "$out"
 all="$out/repeat-pull$suffix.csv"

@@ -5,7 +5,7 @@
 mod common;
 
 use common::images::sha256;
-use common::{config_for, seeded, skopeo, Berth, OTHER_USER, PRIVATE_USER};
+use common::{config_for, seeded, skopeo, skopeo_inspect_raw, Berth, OTHER_USER, PRIVATE_USER};
 
 fn creds(user: (&str, &str)) -> String {
     format!("{}:{}", user.0, user.1)
@@ -13,20 +13,7 @@ fn creds(user: (&str, &str)) -> String {
 
 /// `skopeo inspect --raw` through berth; the manifest bytes on success.
 fn inspect(berth: &Berth, image: &str, creds: Option<&str>) -> Result<Vec<u8>, String> {
-    let reference = format!("docker://{}/{image}", berth.addr);
-    let mut args = vec![
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--retry-times",
-        "0",
-    ];
-    match creds {
-        Some(c) => args.extend(["--creds", c]),
-        None => args.push("--no-creds"),
-    }
-    args.push(&reference);
-    let output = skopeo(&args);
+    let output = skopeo_inspect_raw(berth, image, creds);
     if output.status.success() {
         Ok(output.stdout)
     } else {

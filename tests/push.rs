@@ -50,21 +50,7 @@ fn push(berth: &Berth, image: &images::Image, target: &str, user: &str) -> std::
 }
 
 fn raw_manifest(berth: &Berth, target: &str, user: Option<&str>) -> std::process::Output {
-    let reference = format!("docker://{}/{target}", berth.addr);
-    let creds = user.map(creds);
-    let mut args = vec![
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--retry-times",
-        "0",
-    ];
-    match &creds {
-        Some(c) => args.extend(["--creds", c.as_str()]),
-        None => args.push("--no-creds"),
-    }
-    args.push(&reference);
-    skopeo(&args)
+    common::skopeo_inspect_raw(berth, target, user.map(creds).as_deref())
 }
 
 #[tokio::test]

@@ -141,14 +141,6 @@ pub fn parts(media_type: &str, body: &[u8]) -> Parts {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Parts::default();
     };
-    let digest_of = |d: &serde_json::Value| d.get("digest")?.as_str()?.parse().ok();
-    let list = |key: &str| -> Vec<super::name::Digest> {
-        value
-            .get(key)
-            .and_then(|v| v.as_array())
-            .map(|items| items.iter().filter_map(digest_of).collect())
-            .unwrap_or_default()
-    };
     if is_index(media_type) {
         let entries = value.get("manifests").and_then(|v| v.as_array());
         let manifests = entries
@@ -166,15 +158,9 @@ pub fn parts(media_type: &str, body: &[u8]) -> Parts {
             blobs: Vec::new(),
         };
     }
-    let mut blobs: Vec<_> = value
-        .get("config")
-        .and_then(digest_of)
-        .into_iter()
-        .collect();
-    blobs.extend(list("layers"));
     Parts {
         manifests: Vec::new(),
-        blobs,
+        blobs: image_blobs(&value, |_| true),
     }
 }
 
@@ -182,25 +168,39 @@ pub fn parts(media_type: &str, body: &[u8]) -> Parts {
 /// less foreign (non-distributable) layers, which come from their own URLs. What `parts` lists
 /// is what a manifest references; this is what is worth fetching ahead of a client.
 pub fn pulled_blobs(media_type: &str, body: &[u8]) -> Vec<super::name::Digest> {
-    let mut blobs = parts(media_type, body).blobs;
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return blobs;
-    };
-    let foreign = value
-        .get("layers")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-        .filter(|layer| {
-            layer
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) if !is_index(media_type) => image_blobs(&value, |layer| {
+            !layer
                 .get("mediaType")
                 .and_then(|v| v.as_str())
                 .is_some_and(|mt| mt.contains(".foreign.") || mt.contains(".nondistributable."))
-        })
-        .filter_map(|layer| layer.get("digest")?.as_str()?.parse().ok())
-        .collect::<Vec<super::name::Digest>>();
-    blobs.retain(|blob| !foreign.contains(blob));
-    blobs
+        }),
+        _ => Vec::new(),
+    }
+}
+
+fn digest_of(descriptor: &serde_json::Value) -> Option<super::name::Digest> {
+    descriptor.get("digest")?.as_str()?.parse().ok()
+}
+
+/// An image manifest's config, then the layers `keep` accepts, in manifest order.
+fn image_blobs(
+    manifest: &serde_json::Value,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<super::name::Digest> {
+    let layers = manifest.get("layers").and_then(|v| v.as_array());
+    manifest
+        .get("config")
+        .and_then(digest_of)
+        .into_iter()
+        .chain(
+            layers
+                .into_iter()
+                .flatten()
+                .filter(|layer| keep(layer))
+                .filter_map(digest_of),
+        )
+        .collect()
 }
 
 /// The media type of a manifest body: upstream's `Content-Type` when it names a manifest type,

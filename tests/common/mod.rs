@@ -276,6 +276,24 @@ pub fn skopeo(args: &[&str]) -> Output {
     output
 }
 
+/// `skopeo inspect --raw` of `image` through berth, with `creds` (`user:password`) or none.
+pub fn skopeo_inspect_raw(berth: &Berth, image: &str, creds: Option<&str>) -> Output {
+    let reference = format!("docker://{}/{image}", berth.addr);
+    let mut args = vec![
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--retry-times",
+        "0",
+    ];
+    match creds {
+        Some(c) => args.extend(["--creds", c]),
+        None => args.push("--no-creds"),
+    }
+    args.push(&reference);
+    skopeo(&args)
+}
+
 /// `skopeo copy` from berth into a `dir:` layout; panics with skopeo's stderr on failure.
 pub fn skopeo_pull(berth: &Berth, image: &str, dest: &Path, all: bool) {
     let source = format!("docker://{}/{image}", berth.addr);
