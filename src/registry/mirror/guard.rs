@@ -194,7 +194,9 @@ impl Mirror {
                 self.cache.mark_guarded(key).map_err(storage_error)?;
             }
             Ok(()) | Err(UpstreamError::NotFound { .. }) => {}
-            // Unknown: keep asking, and meanwhile treat the repository as guarded.
+            // Unknown (upstream failing): fail safe. What this caller fetches with its own
+            // credentials must not reach anonymous clients, so the repository is marked guarded,
+            // and stays so (a public repository then needs credentials through berth too).
             Err(_) => {
                 self.cache.mark_guarded(key).map_err(storage_error)?;
                 return Ok(());
