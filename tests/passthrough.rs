@@ -221,3 +221,40 @@ async fn logging_in_to_the_mirror_checks_the_upstream_credentials() {
     );
     assert_eq!(sha256(&output.stdout), s.oci.manifest.digest);
 }
+
+#[tokio::test]
+async fn a_repository_upstream_could_not_classify_opens_once_upstream_answers() {
+    let s = seeded().await;
+    let repo = "library/flaky";
+    s.upstream.push(repo, "1", &s.oci).await;
+    let berth = Berth::start(&config_for(
+        &s.upstream.url(),
+        "5m",
+        "[mirror]\nguard_ttl = \"1s\"\n",
+    ));
+    // Upstream's token service fails berth's anonymous check of this public repository, while
+    // it still serves the client's own account.
+    s.upstream.issuer.fail_anonymous(Some(repo));
+    let dest = pull(&berth, "library/flaky:1", Some(&creds(PRIVATE_USER)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    common::assert_dir_matches(dest.path(), &s.oci);
+
+    // Not knowing whether it is public, berth keeps what that client fetched from anonymous
+    // clients (the retry after 1 s fails the same way).
+    let refused = inspect(&berth, "library/flaky:1", None);
+    assert!(refused.is_err(), "served unclassified content anonymously");
+
+    // Once upstream answers, a request after the retry interval finds the repository public:
+    // served anonymously, from the cache.
+    s.upstream.issuer.fail_anonymous(None);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let gets = s.upstream.blob_gets(&[repo]);
+    let dest = pull(&berth, "library/flaky:1", None)
+        .unwrap_or_else(|e| panic!("still guarded: {e}\n{}", berth.log()));
+    common::assert_dir_matches(dest.path(), &s.oci);
+    assert_eq!(
+        s.upstream.blob_gets(&[repo]),
+        gets,
+        "the anonymous pull fetched blobs upstream"
+    );
+}

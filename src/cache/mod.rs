@@ -20,7 +20,7 @@ use self::fill::{Fill, FillError};
 use crate::metrics::{self, Metrics};
 use crate::registry::media;
 use crate::registry::name::{Digest, RepoName, Tag};
-use crate::storage::index::{tag_key, BlobRecord, TagRecord};
+use crate::storage::index::{tag_key, BlobRecord, Guarding, Index, IndexError, TagRecord};
 use crate::storage::{Storage, StorageError};
 use crate::upstream::{BlobResponse, UpstreamError, MAX_MANIFEST_BYTES};
 
@@ -50,7 +50,7 @@ pub struct Cache {
     /// file's space allocated, so removal must invalidate it here first.
     mapped: moka::sync::Cache<Digest, Bytes>,
     /// `upstream/repo` → guarded, in front of the index's `guarded` tree.
-    guarded: moka::sync::Cache<String, bool>,
+    guarded: moka::sync::Cache<String, Guarding>,
     budget: Budget,
     usage: Arc<Usage>,
     metrics: Arc<Metrics>,
@@ -353,19 +353,36 @@ impl Cache {
     }
 
     /// Whether `upstream/repo` is guarded (upstream serves it only with credentials).
-    pub fn is_guarded(&self, key: &str) -> Result<bool, StorageError> {
+    pub fn guarding(&self, key: &str) -> Result<Guarding, StorageError> {
         if let Some(known) = self.guarded.get(key) {
             return Ok(known);
         }
-        let guarded = self.storage.index.is_guarded(key)?;
-        self.guarded.insert(key.to_owned(), guarded);
-        Ok(guarded)
+        let guarding = self.storage.index.guarding(key)?;
+        self.guarded.insert(key.to_owned(), guarding);
+        Ok(guarding)
     }
 
     pub fn mark_guarded(&self, key: &str) -> Result<(), StorageError> {
-        self.storage.index.mark_guarded(key)?;
+        self.change_guarding(key, |index| index.mark_guarded(key))
+    }
+
+    pub fn mark_unsure(&self, key: &str) -> Result<(), StorageError> {
+        self.change_guarding(key, |index| index.mark_unsure(key))
+    }
+
+    pub fn clear_unsure(&self, key: &str) -> Result<(), StorageError> {
+        self.change_guarding(key, |index| index.clear_unsure(key))
+    }
+
+    /// Applies a change to the index durably; the next lookup reads the outcome back.
+    fn change_guarding(
+        &self,
+        key: &str,
+        change: impl FnOnce(&Index) -> Result<(), IndexError>,
+    ) -> Result<(), StorageError> {
+        change(&self.storage.index)?;
         self.storage.index.flush()?;
-        self.guarded.insert(key.to_owned(), true);
+        self.guarded.invalidate(key);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -107,6 +107,7 @@ pub type Grant = (&'static str, &'static str, &'static str, &'static str);
 pub struct TokenIssuer {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 struct IssuerState {
@@ -114,6 +115,8 @@ struct IssuerState {
     kid: String,
     grants: Vec<Grant>,
     requests: Arc<AtomicUsize>,
+    /// A repository whose anonymous token requests get 503 (an issuer having trouble).
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl TokenIssuer {
@@ -122,11 +125,13 @@ impl TokenIssuer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(Mutex::new(None));
         let state = web::Data::new(IssuerState {
             encoding: jsonwebtoken::EncodingKey::from_ec_pem(pki.key_pem.as_bytes()).unwrap(),
             kid: pki.kid.clone(),
             grants,
             requests: Arc::clone(&requests),
+            failing: Arc::clone(&failing),
         });
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
@@ -143,11 +148,21 @@ impl TokenIssuer {
             })
         });
         wait_for_port(port, Duration::from_secs(5));
-        TokenIssuer { port, requests }
+        TokenIssuer {
+            port,
+            requests,
+            failing,
+        }
     }
 
     pub fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Makes anonymous token requests for `repo` fail with 503 (`None`: none fail). Requests
+    /// with credentials are answered as usual.
+    pub fn fail_anonymous(&self, repo: Option<&str>) {
+        *self.failing.lock().unwrap() = repo.map(str::to_owned);
     }
 }
 
@@ -168,6 +183,17 @@ async fn issue(req: HttpRequest, state: web::Data<IssuerState>) -> HttpResponse 
         .into_owned()
         .collect();
     let user = basic_user(&req);
+    if user.is_none() {
+        if let Some(repo) = state.failing.lock().unwrap().as_deref() {
+            let needle = format!("repository:{repo}:");
+            if query
+                .iter()
+                .any(|(k, v)| k == "scope" && v.starts_with(&needle))
+            {
+                return HttpResponse::ServiceUnavailable().finish();
+            }
+        }
+    }
     let subject = match &user {
         None => String::new(),
         Some((name, password)) => {

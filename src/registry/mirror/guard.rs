@@ -2,7 +2,9 @@
 //!
 //! A repository is marked guarded (persistently) when upstream refuses berth's default
 //! identity (site credentials, else anonymous) for it, or when a passed-through client's
-//! fetch finds that the default identity is refused. Cached content of a guarded repository
+//! fetch finds that the default identity is refused. When upstream fails instead of answering
+//! that check, the repository is marked unsure: guarded, until a check a little later gets an
+//! answer either way. Cached content of a guarded repository
 //! is served only to a client whose own upstream grant upstream accepts for that repository,
 //! re-checked with a HEAD upstream after `mirror.guard_ttl` and remembered per identity.
 //! Public content stays shared and anonymous; blobs are content-addressed and shared on disk,
@@ -18,6 +20,7 @@ use crate::registry::error::{ErrorCode, RegistryError};
 use crate::registry::media;
 use crate::registry::name::{Digest, Reference, RepoName};
 use crate::registry::namespace::MirrorRepo;
+use crate::storage::index::Guarding;
 use crate::upstream::{Credentials, Identity, UpstreamError};
 
 /// What to ask upstream when checking a caller's access.
@@ -33,7 +36,12 @@ pub struct Guard {
     authorized: Cache<(String, String), ()>,
     /// upstream/repo whose default-identity access was checked recently.
     classified: Cache<String, ()>,
+    /// Unsure upstream/repo whose check failed recently: asked again after a short while.
+    retried: Cache<String, ()>,
 }
+
+/// How long an unsure repository waits before upstream is asked again (at most the guard TTL).
+const UNSURE_RETRY: Duration = Duration::from_secs(30);
 
 impl Guard {
     pub fn new(ttl: Duration) -> Self {
@@ -49,6 +57,10 @@ impl Guard {
             classified: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
+                .build(),
+            retried: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl.min(UNSURE_RETRY))
                 .build(),
         }
     }
@@ -149,14 +161,18 @@ impl Mirror {
         probe: Probe<'_>,
     ) -> Result<(), RegistryError> {
         let key = repo_key(target);
-        if let Identity::Client(_) = target.identity {
-            self.classify(target, &key, &probe).await?;
-        }
-        if !self.cache.is_guarded(&key).map_err(storage_error)? {
+        let guarding = self.classify(target, &key, &probe).await?;
+        if guarding == Guarding::Open {
             return Ok(());
         }
         let Identity::Client(id) = &target.identity else {
-            return Err(needs_credentials(target, "this repository is guarded"));
+            return Err(needs_credentials(
+                target,
+                match guarding {
+                    Guarding::Unsure => "upstream could not be asked whether it is public",
+                    Guarding::Open | Guarding::Guarded => "this repository is guarded",
+                },
+            ));
         };
         let authorization = (id.clone(), key);
         if self.guard.authorized.contains_key(&authorization) {
@@ -174,36 +190,55 @@ impl Mirror {
         }
     }
 
-    /// For a passed-through caller: finds out (once per TTL) whether upstream refuses the
-    /// default identity for this repository, so what the caller fetches is not then served to
-    /// everyone.
+    /// What is known of the repository, after asking upstream whether it serves the default
+    /// identity when that is due: once per TTL before a passed-through caller fetches (so what
+    /// it fetches is not then served to everyone), and, for a repository left unsure by an
+    /// upstream failure, again on the first request after the retry interval, whoever asks.
     async fn classify(
         &self,
         target: &MirrorRepo,
         key: &str,
         probe: &Probe<'_>,
-    ) -> Result<(), RegistryError> {
-        if self.guard.classified.contains_key(key)
-            || self.cache.is_guarded(key).map_err(storage_error)?
-        {
-            return Ok(());
+    ) -> Result<Guarding, RegistryError> {
+        let known = self.cache.guarding(key).map_err(storage_error)?;
+        let due = match known {
+            Guarding::Guarded => false,
+            Guarding::Open => {
+                matches!(target.identity, Identity::Client(_))
+                    && !self.guard.classified.contains_key(key)
+            }
+            Guarding::Unsure => !self.guard.retried.contains_key(key),
+        };
+        if !due {
+            return Ok(known);
         }
         let default = target.upstream.default_identity();
-        match self.probe(target, &default, probe).await {
+        let now = match self.probe(target, &default, probe).await {
             Err(UpstreamError::Unauthorized { .. }) => {
                 self.cache.mark_guarded(key).map_err(storage_error)?;
+                Guarding::Guarded
             }
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => {}
-            // Unknown (upstream failing): fail safe. What this caller fetches with its own
-            // credentials must not reach anonymous clients, so the repository is marked guarded,
-            // and stays so (a public repository then needs credentials through berth too).
-            Err(_) => {
-                self.cache.mark_guarded(key).map_err(storage_error)?;
-                return Ok(());
+            Ok(()) | Err(UpstreamError::NotFound { .. }) => {
+                if known == Guarding::Unsure {
+                    self.cache.clear_unsure(key).map_err(storage_error)?;
+                    tracing::info!(repository = key, "upstream serves it openly after all");
+                }
+                self.guard.classified.insert(key.to_owned(), ());
+                Guarding::Open
             }
-        }
-        self.guard.classified.insert(key.to_owned(), ());
-        Ok(())
+            // Upstream failing: fail safe. What a caller fetches with its own credentials must
+            // not reach anonymous clients, so the repository counts as guarded until a retry
+            // gets an answer.
+            Err(e) => {
+                if known == Guarding::Open {
+                    self.cache.mark_unsure(key).map_err(storage_error)?;
+                    tracing::warn!(repository = key, error = %e, "upstream could not say whether it is public; guarded until it can");
+                }
+                self.guard.retried.insert(key.to_owned(), ());
+                Guarding::Unsure
+            }
+        };
+        Ok(now)
     }
 
     async fn probe(

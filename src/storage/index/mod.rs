@@ -7,7 +7,7 @@
 //! | `tags`  | `<upstream>/<repo>:<tag>`             | [`TagRecord`]  |
 //! | `links` | `<upstream>/<repo>@sha256:<hex>`      | empty          |
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
-//! | `guarded` | `<upstream>/<repo>`                 | empty          |
+//! | `guarded` | `<upstream>/<repo>`                 | empty, or `unsure` ([`Guarding`]) |
 //!
 //! Private projects keep their own trees, described in [`projects`]; pinned images theirs, in
 //! [`pins`].
@@ -28,6 +28,21 @@ pub use self::projects::{ReferrerRecord, UploadRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::name::{Digest, RepoName, Tag};
+
+/// Whether upstream serves a repository only with credentials, as far as berth knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarding {
+    /// Upstream serves it to berth's default identity (or nobody has asked yet).
+    Open,
+    /// Upstream failed when asked: treated as guarded until a later check gets an answer.
+    Unsure,
+    /// Upstream refused the default identity.
+    Guarded,
+}
+
+/// The `guarded` tree's value for [`Guarding::Unsure`]; an empty value is [`Guarding::Guarded`],
+/// as written before unsure marks existed.
+const UNSURE: &[u8] = b"unsure";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -299,12 +314,35 @@ impl Index {
         Ok(())
     }
 
-    pub fn is_guarded(&self, key: &str) -> Result<bool, IndexError> {
-        Ok(self.guarded.contains_key(key.as_bytes())?)
+    pub fn guarding(&self, key: &str) -> Result<Guarding, IndexError> {
+        Ok(match self.guarded.get(key.as_bytes())? {
+            None => Guarding::Open,
+            Some(value) if value.as_ref() == UNSURE => Guarding::Unsure,
+            Some(_) => Guarding::Guarded,
+        })
     }
 
+    /// Upstream refused the default identity: guarded, whatever was known before.
     pub fn mark_guarded(&self, key: &str) -> Result<(), IndexError> {
         self.guarded.insert(key.as_bytes(), &[] as &[u8])?;
+        Ok(())
+    }
+
+    /// Guarded until upstream can be asked; leaves a repository already guarded alone.
+    pub fn mark_unsure(&self, key: &str) -> Result<(), IndexError> {
+        // A failed swap means some other request marked it first: nothing to do.
+        let _ =
+            self.guarded
+                .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(UNSURE))?;
+        Ok(())
+    }
+
+    /// Upstream serves an unsure repository to the default identity after all. Only an unsure
+    /// mark goes: a refusal recorded meanwhile stands.
+    pub fn clear_unsure(&self, key: &str) -> Result<(), IndexError> {
+        let _ =
+            self.guarded
+                .compare_and_swap(key.as_bytes(), Some(UNSURE), None as Option<&[u8]>)?;
         Ok(())
     }
 
@@ -354,6 +392,31 @@ mod tests {
 
     fn digest(byte: u8) -> Digest {
         Digest::of(&[byte])
+    }
+
+    #[test]
+    fn an_unsure_mark_never_overrides_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (open, flaky, refused) = ("docker.io/a", "docker.io/b", "docker.io/c");
+        assert_eq!(index.guarding(open).unwrap(), Guarding::Open);
+
+        index.mark_unsure(flaky).unwrap();
+        assert_eq!(index.guarding(flaky).unwrap(), Guarding::Unsure);
+        index.clear_unsure(flaky).unwrap();
+        assert_eq!(index.guarding(flaky).unwrap(), Guarding::Open);
+
+        // A refusal replaces an unsure mark; neither unsure call undoes it.
+        index.mark_unsure(refused).unwrap();
+        index.mark_guarded(refused).unwrap();
+        index.mark_unsure(refused).unwrap();
+        index.clear_unsure(refused).unwrap();
+        assert_eq!(index.guarding(refused).unwrap(), Guarding::Guarded);
+        // Marks written before unsure existed (an empty value) read as guarded.
+        assert_eq!(
+            index.guarded.get(refused.as_bytes()).unwrap().as_deref(),
+            Some(&[] as &[u8])
+        );
     }
 
     #[test]
