@@ -227,6 +227,10 @@ declare -A COLD WARM
 # Cold: the mirrors' caches are empty. The direct pull goes first so the upstream's own
 # page cache is equally warm for both mirrors.
 for t in direct berth distribution; do
+    # Each cold pull starts on a quiet disk: berth commits (fsyncs) what it fetched after its
+    # client is done, and that must not land in the next target's timed pull.
+    sync
+    sleep 1
     COLD[$t]=$(timed_pull "$t" cold 1)
 done
 sleep 1 # let the registries finish writing access-log lines / background stores
