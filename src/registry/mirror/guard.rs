@@ -4,9 +4,9 @@
 //! identity (site credentials, else anonymous) for it, or when a passed-through client's
 //! fetch finds that the default identity is refused. When upstream fails instead of answering
 //! that check, the repository is marked unsure: guarded, until a check a little later gets an
-//! answer either way. Cached content of a guarded repository
-//! is served only to a client whose own upstream grant upstream accepts for that repository,
-//! re-checked with a HEAD upstream after `mirror.guard_ttl` and remembered per identity.
+//! answer either way. Cached content of a guarded repository is served only to a client whose
+//! own upstream grant upstream accepts for that repository, re-checked with a HEAD upstream
+//! after `mirror.guard_ttl` and remembered per identity.
 //! Public content stays shared and anonymous; blobs are content-addressed and shared on disk,
 //! authorization is per repository and identity.
 
@@ -232,7 +232,11 @@ impl Mirror {
             Err(e) => {
                 if known == Guarding::Open {
                     self.cache.mark_unsure(key).map_err(storage_error)?;
-                    tracing::warn!(repository = key, error = %e, "upstream could not say whether it is public; guarded until it can");
+                    tracing::warn!(
+                        repository = key,
+                        error = %e,
+                        "upstream could not say whether it is public; guarded until it can"
+                    );
                 }
                 self.guard.retried.insert(key.to_owned(), ());
                 Guarding::Unsure
