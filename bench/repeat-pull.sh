@@ -40,4 +40,15 @@ for t in ("berth", "distribution", "direct"):
     print(f"{t:<14}{c:>10.3f}{w:>10.3f}{n:>6}")
 b, d = result["berth"], result["distribution"]
 print(f"ratio berth/distribution: cold {b[0]/d[0]:.2f}  warm {b[1]/d[1]:.2f}")
+# The same ratio run by run (berth and Distribution pulled back to back in each run): its
+# spread says how far a single set of runs can be trusted.
+for phase in ("cold", "warm"):
+    ratios = []
+    for run in sorted({r["run"] for r in rows}):
+        t = {target: [float(r["seconds"]) for r in rows if r["run"] == run and r["target"] == target and r["phase"] == phase]
+             for target in ("berth", "distribution")}
+        if t["berth"] and t["distribution"]:
+            ratios.append(statistics.median(t["berth"]) / statistics.median(t["distribution"]))
+    if ratios:
+        print(f"per-run {phase} ratios: min {min(ratios):.2f}  median {statistics.median(ratios):.2f}  max {max(ratios):.2f}")
 PY
