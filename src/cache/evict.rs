@@ -135,9 +135,10 @@ impl Cache {
                             "evicted least recently used blobs"
                         );
                     }
-                    if cache.usage.bytes() > max {
+                    let stored = cache.usage.bytes();
+                    if stored > max {
                         tracing::warn!(
-                            stored = cache.usage.bytes(),
+                            stored,
                             max_size = max,
                             "the cache stays over storage.max_size: what is left is pinned, private or in use"
                         );

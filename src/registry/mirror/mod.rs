@@ -63,6 +63,10 @@ pub struct Mirror {
     prefetcher: Arc<prefetch::Prefetcher>,
 }
 
+/// Blobs of one image that seeding and prefetch fetch at the same time (docker pulls 3 layers
+/// at a time too).
+const PARALLEL_BLOBS: usize = 3;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -13,15 +13,13 @@ use futures_util::StreamExt;
 use moka::sync::Cache;
 use tokio::sync::Semaphore;
 
-use super::Mirror;
+use super::{Mirror, PARALLEL_BLOBS};
 use crate::cache::StoredManifest;
 use crate::metrics;
 use crate::registry::media;
 use crate::registry::name::Digest;
 use crate::registry::namespace::MirrorRepo;
 
-/// Blobs of one image fetched at the same time (docker fetches 3 layers at a time too).
-const PARALLEL_BLOBS: usize = 3;
 /// Blobs prefetch may be fetching at once across every image, so a burst of manifest GETs
 /// (a CI fleet starting) cannot open an unbounded number of upstream connections.
 const MAX_BLOBS: usize = 8;

@@ -7,14 +7,11 @@ use std::collections::HashSet;
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{fill_error, storage_error, BlobReply, Mirror};
+use super::{fill_error, storage_error, BlobReply, Mirror, PARALLEL_BLOBS};
 use crate::registry::error::RegistryError;
 use crate::registry::media::{self, AcceptList};
 use crate::registry::name::{Digest, Reference};
 use crate::registry::namespace::MirrorRepo;
-
-/// Blobs of one image fetched at the same time.
-const PARALLEL_BLOBS: usize = 3;
 
 /// An image now complete in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,20 +38,23 @@ impl Mirror {
         let mut seen: HashSet<Digest> = HashSet::from([root.digest.clone()]);
         let mut pending = vec![root.clone()];
         while let Some(manifest) = pending.pop() {
-            let parts = media::parts(&manifest.media_type, &manifest.body);
-            let wanted = parts
-                .manifests
-                .into_iter()
-                .filter(|child| is_wanted(child.platform.as_deref(), platforms))
-                .map(|child| child.digest);
-            for child in wanted {
-                if seen.insert(child.clone()) {
-                    holds.push(child.clone());
-                    let reply = self
-                        .manifest(target, &Reference::Digest(child), &accept)
-                        .await?;
-                    pending.push(reply.manifest);
+            // An index names platform manifests; an image manifest, the blobs to pull.
+            if media::is_index(&manifest.media_type) {
+                let wanted = media::parts(&manifest.media_type, &manifest.body)
+                    .manifests
+                    .into_iter()
+                    .filter(|child| is_wanted(child.platform.as_deref(), platforms))
+                    .map(|child| child.digest);
+                for child in wanted {
+                    if seen.insert(child.clone()) {
+                        holds.push(child.clone());
+                        let reply = self
+                            .manifest(target, &Reference::Digest(child), &accept)
+                            .await?;
+                        pending.push(reply.manifest);
+                    }
                 }
+                continue;
             }
             let new_blobs: Vec<Digest> = media::pulled_blobs(&manifest.media_type, &manifest.body)
                 .into_iter()
