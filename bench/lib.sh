@@ -266,13 +266,14 @@ build_puller() {
 
 # start_throttle UPSTREAM_URL RATE LATENCY_MS: bench/throttle.py in front of UPSTREAM_URL, pacing
 #   every connection's responses to RATE bytes/s and holding each request back LATENCY_MS, as a
-#   registry across the internet behaves. Sets THROTTLE_URL and THROTTLE_PORT.
+#   registry across the internet behaves. Sets THROTTLE_URL, THROTTLE_PORT and THROTTLE_PID.
 start_throttle() {
     local upstream=$1 rate=$2 latency=$3
     THROTTLE_PORT=$(free_port)
     python3 "$BENCH_DIR/throttle.py" "$THROTTLE_PORT" "${upstream#http://}" --rate "$rate" --latency-ms "$latency" \
         >"$WORK/throttle.log" 2>&1 &
     BENCH_PIDS+=($!)
+    THROTTLE_PID=$!
     wait_port "$THROTTLE_PORT" 10
     THROTTLE_URL="http://127.0.0.1:$THROTTLE_PORT"
     log "throttle (pid $!) on $THROTTLE_URL: $upstream at $rate bytes/s per connection, +${latency} ms per request"

@@ -59,6 +59,12 @@ WARMUP_LAYERS=${WARMUP_LAYERS:-"20 10"}
 WARMUP_REPO=library/warmupimg
 UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-20}
 if [[ -n $UPSTREAM_RATE ]]; then SUFFIX+="-limited"; fi
+SPLIT_CPUS=${SPLIT_CPUS:-}
+case $SPLIT_CPUS in
+"") ;;
+client | mirror) SUFFIX+="-split-$SPLIT_CPUS" ;;
+*) die "SPLIT_CPUS must be client or mirror, not '$SPLIT_CPUS'" ;;
+esac
 # `pull.sh --suffix`: the suffix of this configuration's output files, for repeat-pull.sh.
 if [[ ${1:-} == --suffix ]]; then
     echo "$SUFFIX"
@@ -103,6 +109,20 @@ DIST_PORT=$REG_PORT DIST_PID=$REG_PID DIST_LOG=$REG_LOG
 if [[ $CLIENT == ctr ]]; then
     start_containerd containerd
     ctr_clear "$CTR_NS"
+fi
+
+if [[ -n $SPLIT_CPUS ]]; then
+    # Two CPUs split between the parts, as if one of them had a machine of its own:
+    #   client: the client on CPU 0; upstream and both mirrors on CPU 1;
+    #   mirror: berth and the Distribution proxy on CPU 1; client and upstream on CPU 0.
+    # Threads started later inherit their starter's affinity.
+    need taskset util-linux
+    upstream_cpu=1
+    if [[ $SPLIT_CPUS == mirror ]]; then upstream_cpu=0; fi
+    for pid in "$UP_PID" ${THROTTLE_PID:-}; do taskset -a -cp "$upstream_cpu" "$pid" >/dev/null; done
+    for pid in "$BERTH_PID" "$DIST_PID"; do taskset -a -cp 1 "$pid" >/dev/null; done
+    if [[ $CLIENT == ctr ]]; then taskset -a -cp 0 "$CTRD_PID" >/dev/null; fi
+    taskset -cp 0 $$ >/dev/null # this shell and so every client it starts
 fi
 
 declare -A HOSTPORT=(
@@ -289,6 +309,10 @@ if [[ $CLIENT == ctr ]]; then cp "$CTRD_LOG" "$OUT_DIR/pull-containerd.log"; fi
         echo "# client: skopeo copy docker://... dir:<fresh dir> ($(skopeo --version | awk '{print $3}'); layers one after another, fsync per file)"
         echo "# times are wall seconds (date +%s.%N around skopeo)"
     fi
+    case $SPLIT_CPUS in
+    client) echo "# SPLIT_CPUS=client: the client on CPU 0; upstream, berth and the Distribution proxy on CPU 1" ;;
+    mirror) echo "# SPLIT_CPUS=mirror: berth and the Distribution proxy on CPU 1; client and upstream on CPU 0" ;;
+    esac
     load_note
     echo
     printf '%-14s %10s %12s %14s\n' target "cold (s)" "warm med (s)" "warm runs"
