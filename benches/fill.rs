@@ -8,8 +8,8 @@
 //! into its write buffer) is not measured. The commit renames the verified file without fsync,
 //! which would time the disk.
 //!
-//! `cargo bench --bench fill`; `FILL_MIB` (default 256) and `ROUNDS` (default 5, the median is
-//! reported) set the size and the repetitions.
+//! `cargo bench --bench fill`; `FILL_MIB` (default 256), `FILL_CHUNK_KIB` (default 64) and
+//! `ROUNDS` (default 5, the median is reported) set the size, the chunks and the repetitions.
 
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,10 @@ use futures_util::StreamExt;
 use sha2::Digest as _;
 use tempfile::NamedTempFile;
 
-const CHUNK: usize = 64 * 1024;
-
 fn main() {
     let mib = env_number("FILL_MIB", 256);
     let rounds = env_number("ROUNDS", 5).max(1);
+    let chunk = env_number("FILL_CHUNK_KIB", 64).max(1) * 1024;
     let data = Bytes::from(pseudo_random(mib * 1024 * 1024));
     let digest = Digest::of(&data);
     // A disk-backed directory next to the build, not a tmpfs /tmp.
@@ -40,7 +39,7 @@ fn main() {
 
     println!(
         "# fill bench: {mib} MiB in {} KiB chunks, median of {rounds} rounds, 2 runtime workers",
-        CHUNK / 1024
+        chunk / 1024
     );
     println!(
         "{:<22} {:>9} {:>10} {:>14}",
@@ -57,10 +56,10 @@ fn main() {
         let mut samples: Vec<(Duration, Duration)> = (0..rounds)
             .map(|_| {
                 measure(|| match case {
-                    Case::Hash => hash_only(&data),
-                    Case::Write => write_only(&data, dir.path()),
+                    Case::Hash => hash_only(&data, chunk),
+                    Case::Write => write_only(&data, chunk, dir.path()),
                     Case::Fill(readers) => {
-                        runtime.block_on(fill(&data, &digest, readers, dir.path()))
+                        runtime.block_on(fill(&data, chunk, &digest, readers, dir.path()))
                     }
                 })
             })
@@ -97,23 +96,23 @@ fn process_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-fn hash_only(data: &Bytes) {
+fn hash_only(data: &Bytes, chunk: usize) {
     let mut hasher = sha2::Sha256::new();
-    for chunk in data.chunks(CHUNK) {
-        hasher.update(chunk);
+    for piece in data.chunks(chunk) {
+        hasher.update(piece);
     }
     std::hint::black_box(hasher.finalize());
 }
 
-fn write_only(data: &Bytes, dir: &std::path::Path) {
+fn write_only(data: &Bytes, chunk: usize, dir: &std::path::Path) {
     use std::io::Write;
     let mut temp = NamedTempFile::new_in(dir).expect("temp file");
-    for chunk in data.chunks(CHUNK) {
-        temp.write_all(chunk).expect("write");
+    for piece in data.chunks(chunk) {
+        temp.write_all(piece).expect("write");
     }
 }
 
-async fn fill(data: &Bytes, digest: &Digest, readers: usize, dir: &std::path::Path) {
+async fn fill(data: &Bytes, chunk: usize, digest: &Digest, readers: usize, dir: &std::path::Path) {
     let temp = NamedTempFile::new_in(dir).expect("temp file");
     let (fill, writer) = Fill::new(digest.clone(), temp).expect("fill");
     let readers: Vec<_> = (0..readers)
@@ -125,8 +124,8 @@ async fn fill(data: &Bytes, digest: &Digest, readers: usize, dir: &std::path::Pa
         })
         .collect();
     let chunks: Vec<Result<Bytes, UpstreamError>> = (0..data.len())
-        .step_by(CHUNK)
-        .map(|at| Ok(data.slice(at..(at + CHUNK).min(data.len()))))
+        .step_by(chunk)
+        .map(|at| Ok(data.slice(at..(at + chunk).min(data.len()))))
         .collect();
     let response = BlobResponse {
         content_length: Some(data.len() as u64),

@@ -312,16 +312,17 @@ fn hash_and_write(
     state: &watch::Sender<FillState>,
     fill: &Fill,
 ) -> std::io::Result<(NamedTempFile, sha2::Sha256, u64)> {
-    use std::io::Write;
     if let Some(size) = declared {
         preallocate(temp.as_file(), size);
     }
     let mut hasher = sha2::Sha256::new();
     let mut written = 0u64;
     while let Some(batch) = queue.blocking_recv() {
+        for chunk in &batch {
+            hasher.update(chunk);
+        }
+        write_all_vectored(temp.as_file_mut(), &batch)?;
         for chunk in batch {
-            hasher.update(&chunk);
-            temp.write_all(&chunk)?;
             let len = chunk.len() as u64;
             fill.keep_recent(written, chunk);
             written += len;
@@ -329,6 +330,23 @@ fn hash_and_write(
         state.send_modify(|s| s.written = written);
     }
     Ok((temp, hasher, written))
+}
+
+/// Writes a batch with as few system calls as the kernel allows: behind TLS, upstream's chunks
+/// can be as small as 16 KiB, and a `write` per chunk cost a fill a quarter more CPU.
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reserves the blob's blocks up front, keeping the file's length: ext4 then maps each written
@@ -536,6 +554,47 @@ mod tests {
             .await
             .concat();
         assert!(body == data[5..], "the reader got other bytes");
+    }
+
+    /// Upstream chunks can be tiny: a batch then holds more chunks than one `writev` takes
+    /// (IOV_MAX, 1024), and the rest must follow in order.
+    #[tokio::test]
+    async fn a_batch_of_more_chunks_than_one_writev_takes_is_written_whole() {
+        let data: Vec<u8> = (0..2 * WRITE_BLOCK + 777)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let temp = NamedTempFile::new_in(dir.path()).unwrap();
+        let (fill, writer) = Fill::new(Digest::of(&data), temp).unwrap();
+        let chunks: Vec<Result<Bytes, UpstreamError>> = data
+            .chunks(100)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        assert!(
+            chunks.len() > 2 * 1024 * 2,
+            "batches of well over 1024 chunks"
+        );
+        let response = BlobResponse {
+            content_length: Some(data.len() as u64),
+            body: Box::new(futures_util::stream::iter(chunks)),
+        };
+        let kept = dir.path().join("blob");
+        let stored = kept.clone();
+        writer
+            .run(Ok(response), move |temp, _| {
+                temp.persist(kept).map(|_| ()).map_err(|e| e.to_string())
+            })
+            .await
+            .expect("the fill verifies: every byte in order");
+        assert!(std::fs::read(stored).unwrap() == data);
+        let body: Vec<u8> = fill
+            .reader(0, None)
+            .into_stream()
+            .map(Result::unwrap)
+            .collect::<Vec<Bytes>>()
+            .await
+            .concat();
+        assert!(body == data);
     }
 
     #[test]
