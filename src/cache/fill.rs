@@ -139,12 +139,14 @@ impl Fill {
     /// Bytes from `offset` up to `end` (or fewer) out of a chunk still held in memory.
     fn recent_slice(&self, offset: u64, end: u64) -> Option<Bytes> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.chunks.iter().find_map(|(start, chunk)| {
-            let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
-            let to = usize::try_from(end.saturating_sub(*start))
-                .map_or(chunk.len(), |e| e.min(chunk.len()));
-            (from < to).then(|| chunk.slice(from..to))
-        })
+        // Chunks are in offset order: the one holding `offset` is the last starting at or
+        // before it (a reader keeping up wants one near the end of a long list).
+        let holder = recent.chunks.partition_point(|(start, _)| *start <= offset);
+        let (start, chunk) = recent.chunks.get(holder.checked_sub(1)?)?;
+        let from = usize::try_from(offset - start).ok()?;
+        let to =
+            usize::try_from(end.saturating_sub(*start)).map_or(chunk.len(), |e| e.min(chunk.len()));
+        (from < to).then(|| chunk.slice(from..to))
     }
 
     /// Waits until upstream has answered: the declared size on success.
