@@ -21,11 +21,16 @@ use futures_util::StreamExt;
 use sha2::Digest as _;
 use tempfile::NamedTempFile;
 
+// The tests' image generator, for its deterministic incompressible bytes.
+#[allow(dead_code)]
+#[path = "../tests/common/images.rs"]
+mod images;
+
 fn main() {
     let mib = env_number("FILL_MIB", 256);
     let rounds = env_number("ROUNDS", 5).max(1);
     let chunk = env_number("FILL_CHUNK_KIB", 64).max(1) * 1024;
-    let data = Bytes::from(pseudo_random(mib * 1024 * 1024));
+    let data = Bytes::from(images::random_bytes(1, mib * 1024 * 1024));
     let digest = Digest::of(&data);
     // A disk-backed directory next to the build, not a tmpfs /tmp.
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -142,20 +147,6 @@ async fn fill(data: &Bytes, chunk: usize, digest: &Digest, readers: usize, dir: 
         let got = reader.await.expect("reader task");
         assert_eq!(got, data.len(), "a reader got a short body");
     }
-}
-
-/// Incompressible bytes, the same every run (xorshift64).
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn env_number(name: &str, default: usize) -> usize {

@@ -49,7 +49,7 @@ pub struct Cache {
     /// Mappings of recently served blobs, reused by later hits. Holding one keeps an unlinked
     /// file's space allocated, so removal must invalidate it here first.
     mapped: moka::sync::Cache<Digest, Bytes>,
-    /// `upstream/repo` → guarded, in front of the index's `guarded` tree.
+    /// `upstream/repo` → what is known of its guarding, in front of the index's `guarded` tree.
     guarded: moka::sync::Cache<String, Guarding>,
     budget: Budget,
     usage: Arc<Usage>,
@@ -352,7 +352,7 @@ impl Cache {
         Ok(())
     }
 
-    /// Whether `upstream/repo` is guarded (upstream serves it only with credentials).
+    /// Whether upstream serves `upstream/repo` only with credentials: open, unsure or guarded.
     pub fn guarding(&self, key: &str) -> Result<Guarding, StorageError> {
         if let Some(known) = self.guarded.get(key) {
             return Ok(known);
