@@ -316,6 +316,8 @@ async fn eviction_keeps_the_disk_under_max_size_least_recently_used_first() {
         .map(|d| on_disk.iter().any(|f| f.ends_with(&d[7..])))
         .collect();
     assert_eq!(kept, [true, false, false, true], "evicted the wrong blobs");
+    // The counter moves just after each file goes: wait for it before checking it.
+    berth.wait_for_metric("berth_evictions_total", 2).await;
     assert_eq!(berth.metric("berth_evictions_total").await, 2);
     // An evicted blob is fetched again on demand.
     let before = FaultyUpstream::count(&upstream.blob_gets);
