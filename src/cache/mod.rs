@@ -32,6 +32,21 @@ pub struct StoredManifest {
     pub body: Bytes,
 }
 
+impl StoredManifest {
+    /// The manifest as one repository serves it: the same bytes, with the media type that
+    /// repository recorded for them (another repository may have pushed them as another type).
+    pub fn served_as(self: &Arc<Self>, media_type: &str) -> Arc<Self> {
+        if media_type.is_empty() || media_type == self.media_type {
+            return Arc::clone(self);
+        }
+        Arc::new(StoredManifest {
+            digest: self.digest.clone(),
+            media_type: media_type.to_owned(),
+            body: self.body.clone(),
+        })
+    }
+}
+
 /// Where a blob request stands once the cache has looked.
 pub enum BlobSource {
     /// On disk, verified: the whole file, memory-mapped, protected from eviction while the
@@ -374,6 +389,10 @@ impl Cache {
         self.change_guarding(key, |index| index.clear_unsure(key))
     }
 
+    pub fn mark_open(&self, key: &str) -> Result<(), StorageError> {
+        self.change_guarding(key, |index| index.mark_open(key))
+    }
+
     /// Applies a change to the index durably; the next lookup reads the outcome back.
     fn change_guarding(
         &self,
@@ -390,15 +409,29 @@ impl Cache {
         Ok(self.storage.index.tags_of(upstream, repo)?)
     }
 
-    /// Records that `digest` was fetched through `upstream/repo`.
+    /// Records that `upstream/repo` holds `digest` (fetched through it, or confirmed by
+    /// upstream); `media_type` is a manifest's, empty for a blob.
     pub fn link(
         &self,
         upstream: &str,
         repo: &RepoName,
         digest: &Digest,
+        media_type: &str,
     ) -> Result<(), StorageError> {
-        self.storage.index.link(upstream, repo, digest)?;
+        self.storage
+            .index
+            .link(upstream, repo, digest, media_type)?;
         Ok(())
+    }
+
+    /// `Some(media type)` (empty for a blob) when `upstream/repo` may serve `digest`.
+    pub fn linked(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(self.storage.index.linked(upstream, repo, digest)?)
     }
 
     pub fn flush(&self) -> Result<(), StorageError> {

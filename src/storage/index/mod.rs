@@ -5,7 +5,7 @@
 //! |---------|---------------------------------------|----------------|
 //! | `blobs` | `sha256:<hex>`                        | [`BlobRecord`] |
 //! | `tags`  | `<upstream>/<repo>:<tag>`             | [`TagRecord`]  |
-//! | `links` | `<upstream>/<repo>@sha256:<hex>`      | empty          |
+//! | `links` | `<upstream>/<repo>@sha256:<hex>`      | a manifest's media type, or empty |
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
 //! | `guarded` | `<upstream>/<repo>`                 | empty, or `unsure` ([`Guarding`]) |
 //!
@@ -15,7 +15,8 @@
 //! Upstream names contain no `/`, repository names no `:` or `@`, tags no `:`, so each key
 //! splits back unambiguously. Values are JSON, so records can gain optional fields.
 //! An entry in `blobs` exists only for a verified file in the blob store; `links` records which
-//! repository a blob was fetched through. `access` is the inverse of each blob's
+//! mirrored repository may hold a digest (fetched through it, or confirmed by its upstream), and
+//! for a manifest the media type that repository serves it with. `access` is the inverse of each blob's
 //! `last_access_ms`, so that a scan in key order visits blobs least recently used first; the
 //! two trees change together, in one transaction.
 
@@ -346,6 +347,13 @@ impl Index {
         Ok(())
     }
 
+    /// Upstream serves the repository to the default identity again: open, whatever was
+    /// known before.
+    pub fn mark_open(&self, key: &str) -> Result<(), IndexError> {
+        self.guarded.remove(key.as_bytes())?;
+        Ok(())
+    }
+
     /// The cached tags of one repository.
     pub fn tags_of(&self, upstream: &str, repo: &RepoName) -> Result<Vec<String>, IndexError> {
         let prefix = format!("{upstream}/{repo}:");
@@ -359,10 +367,31 @@ impl Index {
             .collect()
     }
 
-    pub fn link(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> Result<(), IndexError> {
+    /// Records that `upstream/repo` holds `digest`; `media_type` is a manifest's, empty for a
+    /// blob. A later link of the same digest replaces the media type.
+    pub fn link(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<(), IndexError> {
         self.links
-            .insert(link_key(upstream, repo, digest), &[] as &[u8])?;
+            .insert(link_key(upstream, repo, digest), media_type.as_bytes())?;
         Ok(())
+    }
+
+    /// `Some(media type)` (empty for a blob) when `upstream/repo` holds `digest`.
+    pub fn linked(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<String>, IndexError> {
+        Ok(self
+            .links
+            .get(link_key(upstream, repo, digest))?
+            .map(|value| String::from_utf8_lossy(&value).into_owned()))
     }
 
     pub fn is_linked(
@@ -481,7 +510,7 @@ mod tests {
                 checked_at_ms: 42,
             };
             index.put_tag("docker.io", &repo, &tag, &record).unwrap();
-            index.link("docker.io", &repo, &d).unwrap();
+            index.link("docker.io", &repo, &d, "").unwrap();
             index.flush().unwrap();
         }
         let index = Index::open(dir.path()).unwrap();
