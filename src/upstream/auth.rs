@@ -264,10 +264,9 @@ impl Authenticator {
             .map_err(|e| UpstreamError::from_reqwest(&self.upstream, e))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            let reason = super::error_reason(response).await;
-            return Err(UpstreamError::Unauthorized {
+            return Err(UpstreamError::TokenRefused {
                 upstream: self.upstream.clone(),
-                reason: format!("token service refused: {reason}"),
+                reason: super::error_reason(response).await,
             });
         }
         if !status.is_success() {

@@ -21,6 +21,11 @@ pub enum UpstreamError {
     },
     #[error("upstream {upstream} refused access{}", reason_suffix(.reason))]
     Unauthorized { upstream: String, reason: String },
+    /// The upstream's token service refused to issue a token. Says nothing about one
+    /// repository: for berth's own identity it is trouble at the token service, for a client's
+    /// credentials a wrong password.
+    #[error("the token service of upstream {upstream} refused{}", reason_suffix(.reason))]
+    TokenRefused { upstream: String, reason: String },
     #[error("upstream {upstream} is rate-limiting requests (429){}", reason_suffix(.reason))]
     TooManyRequests {
         upstream: String,
@@ -53,11 +58,13 @@ impl UpstreamError {
         matches!(self, UpstreamError::NotFound { .. })
     }
 
-    /// Faults that may pass (network, overload): the cache may serve stale content instead.
+    /// Faults that may pass (network, overload, a token service in trouble): the cache may
+    /// serve stale content instead, and nothing is concluded about a repository from them.
     pub fn is_transient(&self) -> bool {
         match self {
             UpstreamError::Unreachable { .. }
             | UpstreamError::Timeout { .. }
+            | UpstreamError::TokenRefused { .. }
             | UpstreamError::TooManyRequests { .. } => true,
             UpstreamError::Status { status, .. } => *status >= 500,
             _ => false,
