@@ -1,10 +1,12 @@
 //! Guarded repositories: content that upstream serves only with credentials.
 //!
 //! A repository is marked guarded (persistently) when upstream refuses berth's default
-//! identity (site credentials, else anonymous) for it, or when a passed-through client's
-//! fetch finds that the default identity is refused. When upstream fails instead of answering
-//! that check, the repository is marked unsure: guarded, until a check a little later gets an
-//! answer either way. Cached content of a guarded repository is served only to a client whose
+//! identity (site credentials, else anonymous) for it, when a passed-through client's fetch
+//! finds that the default identity is refused, or when the default identity gets a 404 for
+//! what the client's credentials find (upstreams that hide private repositories). A guarded
+//! mark is checked again once per `guard_ttl`. When upstream fails instead of answering (a
+//! timeout, a 5xx, its token service refusing), nothing is concluded: before a passed-through
+//! fetch the repository is marked unsure, guarded until a check a little later gets an answer. Cached content of a guarded repository is served only to a client whose
 //! own upstream grant upstream accepts for that repository, re-checked with a HEAD upstream
 //! after `mirror.guard_ttl` and remembered per identity.
 //! Public content stays shared and anonymous; blobs are content-addressed and shared on disk,
@@ -27,6 +29,28 @@ use crate::upstream::{Credentials, Identity, UpstreamError};
 pub enum Probe<'a> {
     Manifest(&'a Reference),
     Blob(&'a Digest),
+    Tags,
+}
+
+impl Probe<'_> {
+    /// The error code for "not there".
+    fn not_found(&self) -> ErrorCode {
+        match self {
+            Probe::Manifest(_) => ErrorCode::ManifestUnknown,
+            Probe::Blob(_) => ErrorCode::BlobUnknown,
+            Probe::Tags => ErrorCode::NameUnknown,
+        }
+    }
+}
+
+/// What one check of the default identity's access concluded.
+enum Verdict {
+    Open,
+    Guarded,
+    /// Nothing to learn (a 404 for everyone): the record stands.
+    Unchanged,
+    /// Upstream failed instead of answering.
+    Failed(UpstreamError),
 }
 
 pub struct Guard {
@@ -141,7 +165,8 @@ impl Mirror {
             .exchange(repo, &credentials, &Identity::Client(id.clone()))
             .await
             .map_err(|e| match &e {
-                UpstreamError::Unauthorized { reason, .. } => RegistryError::new(
+                UpstreamError::Unauthorized { reason, .. }
+                | UpstreamError::TokenRefused { reason, .. } => RegistryError::new(
                     ErrorCode::Unauthorized,
                     format!(
                         "upstream {} refused these credentials: {reason}",
@@ -179,11 +204,14 @@ impl Mirror {
             return Ok(());
         }
         match self.probe(target, &target.identity, &probe).await {
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => {
+            Ok(()) => {
                 self.guard.authorized.insert(authorization, ());
                 Ok(())
             }
-            Err(e @ UpstreamError::Unauthorized { .. }) => {
+            // Upstreams that hide private repositories answer 404 to callers they refuse, so
+            // a 404 proves no authorization: it is passed on and nothing is remembered.
+            Err(e @ UpstreamError::NotFound { .. }) => Err(upstream_error(e, probe.not_found())),
+            Err(e @ (UpstreamError::Unauthorized { .. } | UpstreamError::TokenRefused { .. })) => {
                 Err(needs_credentials(target, &e.to_string()))
             }
             Err(e) => Err(upstream_error(e, ErrorCode::Unavailable)),
@@ -191,9 +219,19 @@ impl Mirror {
     }
 
     /// What is known of the repository, after asking upstream whether it serves the default
-    /// identity when that is due: once per TTL before a passed-through caller fetches (so what
-    /// it fetches is not then served to everyone), and, for a repository left unsure by an
-    /// upstream failure, again on the first request after the retry interval, whoever asks.
+    /// identity when that is due:
+    /// - before a passed-through caller fetches (so what it fetches is not then served to
+    ///   everyone), once per `guard_ttl`;
+    /// - for a guarded repository, again once per `guard_ttl`, whoever asks, so a refusal
+    ///   that no longer holds does not last;
+    /// - for a repository left unsure by an upstream failure, on the first request after the
+    ///   retry interval, whoever asks.
+    ///
+    /// Only an answer changes the record: a refusal guards, a grant opens, and a 404 for the
+    /// default identity guards when the caller's own credentials find the content (an upstream
+    /// hiding a private repository). Failures (timeouts, 5xx, the token service refusing)
+    /// conclude nothing; before a passed-through fetch they leave the repository unsure, which
+    /// counts as guarded.
     async fn classify(
         &self,
         target: &MirrorRepo,
@@ -201,35 +239,51 @@ impl Mirror {
         probe: &Probe<'_>,
     ) -> Result<Guarding, RegistryError> {
         let known = self.cache.guarding(key).map_err(storage_error)?;
-        let due = match known {
-            Guarding::Guarded => false,
-            Guarding::Open => {
-                matches!(target.identity, Identity::Client(_))
-                    && !self.guard.classified.contains_key(key)
-            }
-            Guarding::Unsure => !self.guard.retried.contains_key(key),
-        };
+        let client = matches!(target.identity, Identity::Client(_));
+        // An offline upstream cannot be asked: what is known stands.
+        let due = !target.upstream.is_offline()
+            && !self.guard.classified.contains_key(key)
+            && !self.guard.retried.contains_key(key)
+            && (client || known != Guarding::Open);
         if !due {
             return Ok(known);
         }
-        let default = target.upstream.default_identity();
-        let now = match self.probe(target, &default, probe).await {
-            Err(UpstreamError::Unauthorized { .. }) => {
-                self.cache.mark_guarded(key).map_err(storage_error)?;
-                Guarding::Guarded
-            }
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => {
-                if known == Guarding::Unsure {
-                    self.cache.clear_unsure(key).map_err(storage_error)?;
-                    tracing::info!(repository = key, "upstream serves it openly after all");
+        let verdict = match self
+            .probe(target, &target.upstream.default_identity(), probe)
+            .await
+        {
+            Ok(()) => Verdict::Open,
+            Err(UpstreamError::Unauthorized { .. }) => Verdict::Guarded,
+            Err(UpstreamError::NotFound { .. }) if client => {
+                match self.probe(target, &target.identity, probe).await {
+                    Ok(()) => Verdict::Guarded,
+                    Err(e) if e.is_transient() => Verdict::Failed(e),
+                    Err(_) => Verdict::Unchanged,
                 }
-                self.guard.classified.insert(key.to_owned(), ());
+            }
+            Err(UpstreamError::NotFound { .. }) => Verdict::Unchanged,
+            Err(e) => Verdict::Failed(e),
+        };
+        let now = match verdict {
+            Verdict::Open => {
+                if known != Guarding::Open {
+                    self.cache.mark_open(key).map_err(storage_error)?;
+                    tracing::info!(repository = key, "upstream serves it openly");
+                }
                 Guarding::Open
             }
+            Verdict::Guarded => {
+                if known != Guarding::Guarded {
+                    self.cache.mark_guarded(key).map_err(storage_error)?;
+                    tracing::info!(repository = key, "upstream serves it only with credentials");
+                }
+                Guarding::Guarded
+            }
+            Verdict::Unchanged => known,
             // Upstream failing: fail safe. What a caller fetches with its own credentials must
             // not reach anonymous clients, so the repository counts as guarded until a retry
             // gets an answer.
-            Err(e) => {
+            Verdict::Failed(e) => {
                 if known == Guarding::Open {
                     self.cache.mark_unsure(key).map_err(storage_error)?;
                     tracing::warn!(
@@ -239,9 +293,18 @@ impl Mirror {
                     );
                 }
                 self.guard.retried.insert(key.to_owned(), ());
-                Guarding::Unsure
+                return Ok(if known == Guarding::Guarded {
+                    Guarding::Guarded
+                } else {
+                    Guarding::Unsure
+                });
             }
         };
+        if now == Guarding::Unsure {
+            self.guard.retried.insert(key.to_owned(), ());
+        } else {
+            self.guard.classified.insert(key.to_owned(), ());
+        }
         Ok(now)
     }
 
@@ -262,25 +325,36 @@ impl Mirror {
                 .head_blob(&target.repo, digest, identity)
                 .await
                 .map(|_| ()),
+            Probe::Tags => target
+                .upstream
+                .get_tags(&target.repo, &[("n".to_owned(), "1".to_owned())], identity)
+                .await
+                .map(|_| ()),
         }
     }
 
-    /// Upstream trouble for a request: a refusal of the default identity marks the
-    /// repository guarded and asks the client for credentials.
+    /// Upstream trouble for a request: a refusal of the default identity by the registry marks
+    /// the repository guarded and asks the client for credentials.
     pub(super) fn refused(
         &self,
         target: &MirrorRepo,
         e: UpstreamError,
         not_found: ErrorCode,
     ) -> RegistryError {
-        if let UpstreamError::Unauthorized { .. } = &e {
-            if !matches!(target.identity, Identity::Client(_)) {
-                if let Err(err) = self.cache.mark_guarded(&repo_key(target)) {
-                    return storage_error(err);
+        let client = matches!(target.identity, Identity::Client(_));
+        match &e {
+            UpstreamError::Unauthorized { .. } => {
+                if !client {
+                    if let Err(err) = self.cache.mark_guarded(&repo_key(target)) {
+                        return storage_error(err);
+                    }
                 }
+                needs_credentials(target, &e.to_string())
             }
-            return needs_credentials(target, &e.to_string());
+            UpstreamError::TokenRefused { .. } if client => {
+                needs_credentials(target, &e.to_string())
+            }
+            _ => upstream_error(e, not_found),
         }
-        upstream_error(e, not_found)
     }
 }
