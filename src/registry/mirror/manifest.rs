@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::guard::Probe;
-use super::{now_ms, storage_error, upstream_error, ManifestReply, Mirror};
+use super::{now_ms, offline_error, storage_error, upstream_error, ManifestReply, Mirror};
 use crate::cache::StoredManifest;
 use crate::metrics;
 use crate::registry::error::{ErrorCode, RegistryError};
@@ -53,16 +53,20 @@ impl Mirror {
         reply
     }
 
-    /// A manifest that needs no upstream call: a stored digest, or a tag within its TTL (any
-    /// age when the upstream is offline).
+    /// A manifest that needs no upstream call: a digest the repository holds, or a tag within
+    /// its TTL (any age when the upstream is offline), served with the media type the
+    /// repository recorded for it.
     async fn cached_without_upstream(
         &self,
         target: &MirrorRepo,
         reference: &Reference,
         accept: &AcceptList,
     ) -> Result<Option<Arc<StoredManifest>>, RegistryError> {
-        let digest = match reference {
-            Reference::Digest(digest) => digest.clone(),
+        let (digest, media_type) = match reference {
+            Reference::Digest(digest) => match self.linked(target, digest)? {
+                Some(media_type) => (digest.clone(), media_type),
+                None => return Ok(None),
+            },
             Reference::Tag(tag) => {
                 let Some(record) = self.acceptable_tag(target, tag, accept)? else {
                     return Ok(None);
@@ -71,12 +75,17 @@ impl Mirror {
                     return Ok(None);
                 }
                 match record.digest.parse() {
-                    Ok(digest) => digest,
+                    Ok(digest) => (digest, record.media_type),
                     Err(_) => return Ok(None),
                 }
             }
         };
-        self.cache.manifest(&digest).await.map_err(storage_error)
+        Ok(self
+            .cache
+            .manifest(&digest)
+            .await
+            .map_err(storage_error)?
+            .map(|manifest| manifest.served_as(&media_type)))
     }
 
     fn acceptable_tag(
@@ -101,8 +110,11 @@ impl Mirror {
     ) -> Result<ManifestReply, RegistryError> {
         let tag = match reference {
             Reference::Tag(tag) => tag,
-            Reference::Digest(_) => {
-                let manifest = self.fetch_manifest(target, reference, accept).await?;
+            Reference::Digest(digest) => {
+                let manifest = match self.cache.manifest(digest).await.map_err(storage_error)? {
+                    Some(stored) => self.confirm_manifest(target, reference, stored).await?,
+                    None => self.fetch_manifest(target, reference, accept).await?,
+                };
                 return Ok(ManifestReply {
                     manifest,
                     stale: false,
@@ -197,7 +209,10 @@ impl Mirror {
             return Ok(None);
         };
         metrics::inc(&metrics.manifest_hits);
-        Ok(Some(ManifestReply { manifest, stale }))
+        Ok(Some(ManifestReply {
+            manifest: manifest.served_as(&record.media_type),
+            stale,
+        }))
     }
 
     async fn remember_tag(
@@ -271,10 +286,42 @@ impl Mirror {
             })
             .await
             .map_err(storage_error)?;
-        self.cache
-            .link(target.upstream.name(), &target.repo, &digest)
-            .map_err(storage_error)?;
+        self.link(target, &digest, &manifest.media_type)?;
         Ok(manifest)
+    }
+
+    /// A manifest the cache holds for another repository, once upstream confirmed (a HEAD, as
+    /// the caller) that this repository holds it too; the answer is recorded, with the media
+    /// type upstream gives it here.
+    async fn confirm_manifest(
+        &self,
+        target: &MirrorRepo,
+        reference: &Reference,
+        stored: Arc<StoredManifest>,
+    ) -> Result<Arc<StoredManifest>, RegistryError> {
+        if target.upstream.is_offline() {
+            return Err(offline_error(target, ErrorCode::ManifestUnknown));
+        }
+        let head = target
+            .upstream
+            .head_manifest(
+                &target.repo,
+                reference,
+                &media::accept_all(),
+                &target.identity,
+            )
+            .await
+            .map_err(|e| self.refused(target, e, ErrorCode::ManifestUnknown))?;
+        let media_type = head
+            .content_type
+            .as_deref()
+            .and_then(|ct| ct.split(';').next())
+            .map(str::trim)
+            .filter(|ct| media::SUPPORTED.contains(ct))
+            .unwrap_or(&stored.media_type)
+            .to_owned();
+        self.link(target, &stored.digest, &media_type)?;
+        Ok(stored.served_as(&media_type))
     }
 }
 

@@ -13,6 +13,7 @@ mod manifest;
 mod prefetch;
 mod seed;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -84,34 +85,57 @@ impl Mirror {
         }
     }
 
+    /// A blob of `target`'s repository: served from the cache only when that repository may
+    /// hold it (see [`Mirror::holds`]), else fetched for it.
     pub async fn blob(
         &self,
         target: &MirrorRepo,
         digest: &Digest,
     ) -> Result<BlobReply, RegistryError> {
+        self.admit(target, guard::Probe::Blob(digest)).await?;
+        let linked = self.linked(target, digest)?.is_some();
         if target.upstream.is_offline()
-            && self
-                .cache
-                .blob_size(digest)
-                .map_err(storage_error)?
-                .is_none()
+            && !(linked
+                && self
+                    .cache
+                    .blob_size(digest)
+                    .map_err(storage_error)?
+                    .is_some())
         {
             return Err(offline_error(target, ErrorCode::BlobUnknown));
         }
-        self.admit(target, guard::Probe::Blob(digest)).await?;
         let upstream = Arc::clone(&target.upstream);
         let repo = target.repo.clone();
         let identity = target.identity.clone();
         let d = digest.clone();
+        let cache = Arc::clone(&self.cache);
+        // Set when this request starts the fill: then its own GET upstream is the proof that
+        // the repository holds the blob.
+        let fetching = AtomicBool::new(false);
         let source = self
             .cache
-            .blob_or_fill(digest, move || async move {
-                upstream.get_blob(&repo, &d, &identity).await
+            .blob_or_fill(digest, || {
+                fetching.store(true, Ordering::Relaxed);
+                async move {
+                    let response = upstream.get_blob(&repo, &d, &identity).await?;
+                    // Linked before the fill counts as started, so that a request joining the
+                    // fill finds the link once it sees the start.
+                    if let Err(e) = cache.link(upstream.name(), &repo, &d, "") {
+                        tracing::warn!(digest = %d, error = %e, "cannot record the blob's repository");
+                    }
+                    Ok(response)
+                }
             })
             .await
             .map_err(storage_error)?;
+        let ours = linked || fetching.load(Ordering::Relaxed);
         match source {
-            BlobSource::Stored(bytes, guard) => Ok(BlobReply::Stored(bytes, guard)),
+            BlobSource::Stored(bytes, guard) => {
+                if !ours {
+                    self.confirm_blob(target, digest).await?;
+                }
+                Ok(BlobReply::Stored(bytes, guard))
+            }
             BlobSource::Filling(fill) => {
                 let size = fill.started().await.map_err(|e| match &*e {
                     FillError::Upstream(u) => {
@@ -119,29 +143,78 @@ impl Mirror {
                     }
                     _ => fill_error(e),
                 })?;
-                self.cache
-                    .link(target.upstream.name(), &target.repo, digest)
-                    .map_err(storage_error)?;
+                // A fill started for another request of this repository linked it by now.
+                if !ours && self.linked(target, digest)?.is_none() {
+                    self.confirm_blob(target, digest).await?;
+                }
                 Ok(BlobReply::Filling { fill, size })
             }
         }
     }
 
-    /// The size of a blob, for HEAD: from the cache, or a HEAD upstream (no download).
+    /// The size of a blob, for HEAD: from the cache when the repository holds it, else from a
+    /// HEAD upstream (no download).
     pub async fn blob_size(
         &self,
         target: &MirrorRepo,
         digest: &Digest,
     ) -> Result<u64, RegistryError> {
         self.admit(target, guard::Probe::Blob(digest)).await?;
-        if let Some(size) = self.cache.blob_size(digest).map_err(storage_error)? {
-            return Ok(size);
+        if self.linked(target, digest)?.is_some() {
+            if let Some(size) = self.cache.blob_size(digest).map_err(storage_error)? {
+                return Ok(size);
+            }
+        }
+        let size = target
+            .upstream
+            .head_blob(&target.repo, digest, &target.identity)
+            .await
+            .map_err(|e| self.refused(target, e, ErrorCode::BlobUnknown))?;
+        self.link(target, digest, "")?;
+        Ok(size)
+    }
+
+    /// Whether `target`'s repository may hold `digest`, with the media type it serves a
+    /// manifest as (empty for a blob). Content is stored once per digest, but a digest fetched
+    /// for one repository is not thereby in another: the mirror serves it under a repository
+    /// only when it was fetched through that repository or its upstream confirmed it there.
+    fn linked(
+        &self,
+        target: &MirrorRepo,
+        digest: &Digest,
+    ) -> Result<Option<String>, RegistryError> {
+        self.cache
+            .linked(target.upstream.name(), &target.repo, digest)
+            .map_err(storage_error)
+    }
+
+    fn link(
+        &self,
+        target: &MirrorRepo,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.cache
+            .link(target.upstream.name(), &target.repo, digest, media_type)
+            .map_err(storage_error)
+    }
+
+    /// Asks upstream (a HEAD, as the caller) whether the repository holds a blob the cache
+    /// has for another one; a yes is recorded, so it is asked once.
+    async fn confirm_blob(
+        &self,
+        target: &MirrorRepo,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        if target.upstream.is_offline() {
+            return Err(offline_error(target, ErrorCode::BlobUnknown));
         }
         target
             .upstream
             .head_blob(&target.repo, digest, &target.identity)
             .await
-            .map_err(|e| self.refused(target, e, ErrorCode::BlobUnknown))
+            .map_err(|e| self.refused(target, e, ErrorCode::BlobUnknown))?;
+        self.link(target, digest, "")
     }
 
     pub async fn tags(
@@ -150,6 +223,7 @@ impl Mirror {
         query: &[(String, String)],
         ns: Option<&str>,
     ) -> Result<TagsReply, RegistryError> {
+        self.admit(target, guard::Probe::Tags).await?;
         if target.upstream.is_offline() {
             return self.cached_tags(target, query, ns);
         }
@@ -238,6 +312,9 @@ pub fn upstream_error(e: UpstreamError, not_found: ErrorCode) -> RegistryError {
             ErrorCode::Denied,
             format!("{message} (the repository may not exist upstream, or may need credentials)"),
         ),
+        UpstreamError::TokenRefused { .. } => {
+            RegistryError::new(ErrorCode::Unavailable, message).with_source(e)
+        }
         UpstreamError::TooManyRequests { retry_after, .. } => {
             RegistryError::new(ErrorCode::TooManyRequests, message).with_retry_after(*retry_after)
         }

@@ -82,13 +82,17 @@ impl Mirror {
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
         // Already stored: an index lookup says so. Going through `blob` would map (and read
-        // in) the whole file.
+        // in) the whole file. Stored for another repository, it still needs upstream's word
+        // that this one holds it too (an air-gapped site must be able to serve it later).
         if self
             .cache
             .blob_size(digest)
             .map_err(storage_error)?
             .is_some()
         {
+            if self.linked(target, digest)?.is_none() {
+                self.confirm_blob(target, digest).await?;
+            }
             return Ok(false);
         }
         match self.blob(target, digest).await? {
