@@ -224,10 +224,19 @@ impl Projects {
         reference: &Reference,
     ) -> Result<Arc<StoredManifest>, RegistryError> {
         let digest = self.resolve_reference(repo, reference)?;
+        // The media type is the repository's own: the same bytes may be another repository's
+        // manifest under another type.
+        let media_type = self
+            .storage()
+            .index
+            .repo_manifest(repo, &digest)
+            .map_err(storage_error)?
+            .unwrap_or_default();
         self.cache
             .manifest(&digest)
             .await
             .map_err(storage_error)?
+            .map(|manifest| manifest.served_as(&media_type))
             .ok_or_else(|| manifest_unknown(repo, reference))
     }
 
