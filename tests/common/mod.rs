@@ -8,6 +8,7 @@ pub mod fault;
 pub mod images;
 pub mod nginx;
 pub mod private;
+pub mod proxy;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

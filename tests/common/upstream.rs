@@ -107,7 +107,7 @@ pub type Grant = (&'static str, &'static str, &'static str, &'static str);
 pub struct TokenIssuer {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
-    failing: Arc<Mutex<Option<String>>>,
+    failing: Arc<Mutex<Option<(String, u16)>>>,
 }
 
 struct IssuerState {
@@ -115,8 +115,9 @@ struct IssuerState {
     kid: String,
     grants: Vec<Grant>,
     requests: Arc<AtomicUsize>,
-    /// A repository whose anonymous token requests get 503 (an issuer having trouble).
-    failing: Arc<Mutex<Option<String>>>,
+    /// A repository whose anonymous token requests fail, and the status they get (an issuer
+    /// having trouble).
+    failing: Arc<Mutex<Option<(String, u16)>>>,
 }
 
 impl TokenIssuer {
@@ -162,7 +163,13 @@ impl TokenIssuer {
     /// Makes anonymous token requests for `repo` fail with 503 (`None`: none fail). Requests
     /// with credentials are answered as usual.
     pub fn fail_anonymous(&self, repo: Option<&str>) {
-        *self.failing.lock().unwrap() = repo.map(str::to_owned);
+        self.fail_anonymous_with(repo, 503);
+    }
+
+    /// Like [`TokenIssuer::fail_anonymous`], with another status (401: an issuer that refuses
+    /// for a while).
+    pub fn fail_anonymous_with(&self, repo: Option<&str>, status: u16) {
+        *self.failing.lock().unwrap() = repo.map(|r| (r.to_owned(), status));
     }
 }
 
@@ -184,13 +191,14 @@ async fn issue(req: HttpRequest, state: web::Data<IssuerState>) -> HttpResponse 
         .collect();
     let user = basic_user(&req);
     if user.is_none() {
-        if let Some(repo) = state.failing.lock().unwrap().as_deref() {
+        if let Some((repo, status)) = state.failing.lock().unwrap().clone() {
             let needle = format!("repository:{repo}:");
             if query
                 .iter()
                 .any(|(k, v)| k == "scope" && v.starts_with(&needle))
             {
-                return HttpResponse::ServiceUnavailable().finish();
+                return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                    .finish();
             }
         }
     }
