@@ -94,7 +94,19 @@ impl Policy {
 
     /// What a token may grant for `asked`: the asked actions that are permitted, never more
     /// (`*` asks for everything permitted). `None` when that is nothing.
+    ///
+    /// A push or delete asked on the mirror namespace grants nothing at all, not even pull: the
+    /// client is pushing to a repository that is in no project (a mistyped project name, say),
+    /// and with pull it would probe upstream for its layers, telling upstream the digests of
+    /// what it meant to push.
     pub fn grant(&self, subject: Option<&str>, asked: &Scope) -> Option<Scope> {
+        let writes = asked.actions.iter().any(|a| a == PUSH || a == DELETE);
+        if writes
+            && asked.resource_type == scope::REPOSITORY
+            && self.is_project_repo(&asked.name).is_none()
+        {
+            return None;
+        }
         let permitted = self.permitted(subject, &asked.resource_type, &asked.name);
         let actions: Vec<&str> = if asked.actions.iter().any(|a| a == ALL) {
             permitted.to_vec()
@@ -263,12 +275,16 @@ pub(crate) mod tests {
         );
         assert_eq!(policy.grant(Some("stranger"), &asked), None);
         assert_eq!(policy.grant(None, &asked), None);
-        // Push to the mirror is never granted; pull still is.
+        // Push to the mirror is never granted, and asking for it grants no pull either.
         assert_eq!(
             policy.grant(
                 Some("root"),
                 &Scope::repository("library/alpine", &[PUSH, PULL])
             ),
+            None
+        );
+        assert_eq!(
+            policy.grant(Some("root"), &Scope::repository("library/alpine", &[PULL])),
             Some(Scope::repository("library/alpine", &[PULL]))
         );
         assert_eq!(

@@ -85,7 +85,9 @@ fn decode_basic(header: &str) -> Option<(String, String)> {
 }
 
 /// Credentials berth does not know may be an upstream's: passed through when every scope asked
-/// for is a repository of the mirror namespace. A local user's wrong password never is.
+/// for is a pull of a repository of the mirror namespace. A local user's wrong password never
+/// is, and neither is a push (the mirror takes none: pushing to a repository that is in no
+/// project never contacts an upstream).
 fn passthrough_applies(
     error: &RegistryError,
     tokens: &TokenService,
@@ -97,6 +99,7 @@ fn passthrough_applies(
         && (!scopes.is_empty() || tokens.is_open())
         && scopes.iter().all(|s| {
             s.resource_type == scope::REPOSITORY
+                && s.actions.iter().all(|action| action == "pull")
                 && tokens.policy().is_project_repo(&s.name).is_none()
         })
 }
