@@ -603,3 +603,54 @@ async fn a_manifest_keeps_the_media_type_each_repository_pushed_it_with() {
         }
     }
 }
+
+#[tokio::test]
+async fn pushing_to_a_repository_in_no_project_never_contacts_an_upstream() {
+    let s = seeded().await;
+    let files = AuthFiles::create();
+    let proxy = FaultProxy::start(&s.upstream.url());
+    let config = format!("{}{}", files.config(""), config_for(&proxy.url(), "5m", ""));
+    let berth = Berth::start(&config);
+    // berth knows the upstream and its token service from a pull.
+    pull(&berth, "library/oci:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    berth.settle();
+    let forwarded = proxy.forwarded();
+
+    let image = images::image(Flavor::Oci, 9401, &[10 * KIB], "amd64");
+    let upstream_creds = format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1);
+    for (target, creds) in [
+        ("library/pushme:1", upstream_creds.as_str()),
+        ("pushme:1", upstream_creds.as_str()),
+        ("library/pushme:1", "alice:alice-pw"),
+    ] {
+        let source = tempfile::tempdir().unwrap();
+        write_oci_layout(&image, source.path());
+        let src = format!("oci:{}:latest", source.path().display());
+        let dest = format!("docker://{}/{target}", berth.addr);
+        let output = skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            "--retry-times",
+            "0",
+            &src,
+            &dest,
+        ]);
+        assert!(
+            !output.status.success(),
+            "a push to the mirror namespace ({target}) succeeded"
+        );
+    }
+    assert_eq!(
+        s.upstream.issuer.requests_for("library/pushme"),
+        0,
+        "credentials went to the upstream's token service:\n{}",
+        berth.log()
+    );
+    assert_eq!(
+        proxy.forwarded(),
+        forwarded,
+        "a push reached the upstream registry"
+    );
+}

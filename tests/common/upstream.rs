@@ -107,6 +107,8 @@ pub type Grant = (&'static str, &'static str, &'static str, &'static str);
 pub struct TokenIssuer {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
+    /// Every scope asked for, in order.
+    scopes: Arc<Mutex<Vec<String>>>,
     failing: Arc<Mutex<Option<(String, u16)>>>,
 }
 
@@ -115,6 +117,7 @@ struct IssuerState {
     kid: String,
     grants: Vec<Grant>,
     requests: Arc<AtomicUsize>,
+    scopes: Arc<Mutex<Vec<String>>>,
     /// A repository whose anonymous token requests fail, and the status they get (an issuer
     /// having trouble).
     failing: Arc<Mutex<Option<(String, u16)>>>,
@@ -127,7 +130,9 @@ impl TokenIssuer {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(Mutex::new(None));
+        let scopes = Arc::new(Mutex::new(Vec::new()));
         let state = web::Data::new(IssuerState {
+            scopes: Arc::clone(&scopes),
             encoding: jsonwebtoken::EncodingKey::from_ec_pem(pki.key_pem.as_bytes()).unwrap(),
             kid: pki.kid.clone(),
             grants,
@@ -152,6 +157,7 @@ impl TokenIssuer {
         TokenIssuer {
             port,
             requests,
+            scopes,
             failing,
         }
     }
@@ -162,6 +168,17 @@ impl TokenIssuer {
 
     /// Makes anonymous token requests for `repo` fail with 503 (`None`: none fail). Requests
     /// with credentials are answered as usual.
+    /// Token requests whose scope names `repo`.
+    pub fn requests_for(&self, repo: &str) -> usize {
+        let needle = format!("repository:{repo}:");
+        self.scopes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.starts_with(&needle))
+            .count()
+    }
+
     pub fn fail_anonymous(&self, repo: Option<&str>) {
         self.fail_anonymous_with(repo, 503);
     }
@@ -189,6 +206,12 @@ async fn issue(req: HttpRequest, state: web::Data<IssuerState>) -> HttpResponse 
     let query: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect();
+    state.scopes.lock().unwrap().extend(
+        query
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.clone()),
+    );
     let user = basic_user(&req);
     if user.is_none() {
         if let Some((repo, status)) = state.failing.lock().unwrap().clone() {
