@@ -307,14 +307,28 @@ async fn check_table(client: &mut Client, secrets: &[Secret], offline: bool) {
     }
 }
 
-/// Tags and referrers of the private and the guarded repository: only to those who may read
-/// them, online and offline.
-async fn check_listings(client: &mut Client, offline: bool) {
+/// Tags, referrers and the catalog of the private and the guarded repository: only to those
+/// who may read them, online and offline.
+async fn check_listings(client: &mut Client, team_manifest: &str, offline: bool) {
     for who in EVERYONE {
         let team = client
             .call(who, Method::GET, "/v2/team/app/tags/list", &[])
             .await;
         let member = matches!(who, Who::Alice | Who::Bob);
+        let referrers = client
+            .call(
+                who,
+                Method::GET,
+                &format!("/v2/team/app/referrers/{team_manifest}"),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            referrers.status.is_success(),
+            member,
+            "team referrers as {who:?}: {}",
+            referrers.status
+        );
         assert_eq!(
             team.status.is_success(),
             member,
@@ -425,7 +439,7 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
 
     let mut client = Client::new(&berth);
     check_table(&mut client, &secrets(false), false).await;
-    check_listings(&mut client, false).await;
+    check_listings(&mut client, &team.manifest.digest, false).await;
 
     // A mount names a repository the caller may read, but only a private repository's own
     // links count: nothing is mounted from the mirror namespace.
@@ -455,7 +469,7 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
     let berth = Berth::start_in(&offline, &data_dir);
     let mut client = Client::new(&berth);
     check_table(&mut client, &secrets(true), true).await;
-    check_listings(&mut client, true).await;
+    check_listings(&mut client, &team.manifest.digest, true).await;
 }
 
 /// A berth behind a fault proxy in front of the shared upstream.
