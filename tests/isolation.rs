@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use common::images::{self, Flavor, Image};
 use common::private::{creds, write_oci_layout, AuthFiles};
 use common::proxy::{FaultProxy, Mode};
-use common::{config_for, seeded, skopeo, Berth, OTHER_USER, PRIVATE_USER};
+use common::{config_for, seeded, skopeo, try_pull, Berth, OTHER_USER, PRIVATE_USER};
 use reqwest::{Method, StatusCode};
 
 const KIB: usize = 1024;
@@ -191,25 +191,6 @@ fn push(berth: &Berth, image: &Image, target: &str, user: &str) {
     );
 }
 
-/// Pulls `image` through berth with skopeo, with upstream credentials or none.
-fn pull(berth: &Berth, image: &str, creds: Option<&str>) -> Result<(), String> {
-    let dest = tempfile::tempdir().unwrap();
-    let source = format!("docker://{}/{image}", berth.addr);
-    let target = format!("dir:{}", dest.path().display());
-    let mut args = vec!["copy", "--src-tls-verify=false", "--retry-times", "0"];
-    match creds {
-        Some(c) => args.extend(["--src-creds", c]),
-        None => args.push("--src-no-creds"),
-    }
-    args.extend([source.as_str(), target.as_str()]);
-    let output = skopeo(&args);
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 /// A piece of content and who may read it under which names.
 struct Secret {
     what: &'static str,
@@ -374,8 +355,8 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
     );
     let berth = Berth::start(&config);
     push(&berth, &team, "team/app:1", "alice");
-    pull(&berth, "library/small:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
-    pull(
+    try_pull(&berth, "library/small:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    try_pull(
         &berth,
         "private/iso:1",
         Some(&format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1)),
@@ -490,11 +471,11 @@ async fn an_upstream_that_hides_private_repositories_behind_404_keeps_them_guard
     let berth = proxied_berth(&proxy, "");
     let priv_creds = format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1);
 
-    pull(&berth, "private/hidden:1", Some(&priv_creds))
+    try_pull(&berth, "private/hidden:1", Some(&priv_creds))
         .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
     berth.settle();
     assert!(
-        pull(&berth, "private/hidden:1", None).is_err(),
+        try_pull(&berth, "private/hidden:1", None).is_err(),
         "what a credentialed client fetched became public"
     );
     let mut client = Client::new(&berth);
@@ -513,7 +494,7 @@ async fn an_upstream_that_hides_private_repositories_behind_404_keeps_them_guard
         }
     }
     // The client that may read it still does, from the cache.
-    pull(&berth, "private/hidden:1", Some(&priv_creds)).unwrap();
+    try_pull(&berth, "private/hidden:1", Some(&priv_creds)).unwrap();
 }
 
 #[tokio::test]
@@ -529,9 +510,9 @@ async fn a_token_service_refusing_for_a_while_guards_nothing_for_good() {
     s.upstream
         .issuer
         .fail_anonymous_with(Some("library/flaky"), 401);
-    assert!(pull(&berth, "library/flaky:1", None).is_err());
+    assert!(try_pull(&berth, "library/flaky:1", None).is_err());
     s.upstream.issuer.fail_anonymous_with(None, 401);
-    pull(&berth, "library/flaky:1", None).unwrap_or_else(|e| {
+    try_pull(&berth, "library/flaky:1", None).unwrap_or_else(|e| {
         panic!(
             "a transient refusal guarded a public repository: {e}\n{}",
             berth.log()
@@ -541,7 +522,7 @@ async fn a_token_service_refusing_for_a_while_guards_nothing_for_good() {
     // Across a restart too.
     let mut berth = berth;
     berth.restart();
-    pull(&berth, "library/flaky:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    try_pull(&berth, "library/flaky:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
 }
 
 #[tokio::test]
@@ -626,7 +607,7 @@ async fn pushing_to_a_repository_in_no_project_never_contacts_an_upstream() {
     let config = format!("{}{}", files.config(""), config_for(&proxy.url(), "5m", ""));
     let berth = Berth::start(&config);
     // berth knows the upstream and its token service from a pull.
-    pull(&berth, "library/oci:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    try_pull(&berth, "library/oci:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
     berth.settle();
     let forwarded = proxy.forwarded();
 

@@ -5,7 +5,9 @@
 mod common;
 
 use common::images::sha256;
-use common::{config_for, seeded, skopeo, skopeo_inspect_raw, Berth, OTHER_USER, PRIVATE_USER};
+use common::{
+    config_for, seeded, skopeo, skopeo_inspect_raw, try_pull, Berth, OTHER_USER, PRIVATE_USER,
+};
 
 fn creds(user: (&str, &str)) -> String {
     format!("{}:{}", user.0, user.1)
@@ -21,24 +23,6 @@ fn inspect(berth: &Berth, image: &str, creds: Option<&str>) -> Result<Vec<u8>, S
     }
 }
 
-fn pull(berth: &Berth, image: &str, creds: Option<&str>) -> Result<tempfile::TempDir, String> {
-    let dest = tempfile::tempdir().unwrap();
-    let source = format!("docker://{}/{image}", berth.addr);
-    let target = format!("dir:{}", dest.path().display());
-    let mut args = vec!["copy", "--src-tls-verify=false", "--retry-times", "0"];
-    match creds {
-        Some(c) => args.extend(["--src-creds", c]),
-        None => args.push("--src-no-creds"),
-    }
-    args.extend([source.as_str(), target.as_str()]);
-    let output = skopeo(&args);
-    if output.status.success() {
-        Ok(dest)
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 #[tokio::test]
 async fn credentials_pass_through_and_guarded_content_stays_guarded() {
     let s = seeded().await;
@@ -49,7 +33,7 @@ async fn credentials_pass_through_and_guarded_content_stays_guarded() {
     // Anonymous: refused, with a challenge to log in.
     assert!(inspect(&berth, "private/secret:1", None).is_err());
     // With the upstream account: the whole image, byte for byte.
-    let dest = pull(&berth, "private/secret:1", Some(&priv_creds))
+    let dest = try_pull(&berth, "private/secret:1", Some(&priv_creds))
         .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
     common::assert_dir_matches(dest.path(), &s.oci);
     // Prefetch ran with the client's own credentials: upstream refused none of its fetches.
@@ -61,7 +45,7 @@ async fn credentials_pass_through_and_guarded_content_stays_guarded() {
     assert!(gets > 0);
 
     // Again: from the cache, no blob GET upstream.
-    let dest = pull(&berth, "private/secret:1", Some(&priv_creds)).unwrap();
+    let dest = try_pull(&berth, "private/secret:1", Some(&priv_creds)).unwrap();
     common::assert_dir_matches(dest.path(), &s.oci);
     assert_eq!(
         s.upstream.blob_gets(&repo),
@@ -74,9 +58,9 @@ async fn credentials_pass_through_and_guarded_content_stays_guarded() {
         inspect(&berth, "private/secret:1", None).is_err(),
         "served guarded content anonymously"
     );
-    assert!(pull(&berth, "private/secret:1", None).is_err());
+    assert!(try_pull(&berth, "private/secret:1", None).is_err());
     assert!(inspect(&berth, "private/secret:1", Some("priv:wrong")).is_err());
-    assert!(pull(&berth, "private/secret:1", Some(&creds(OTHER_USER))).is_err());
+    assert!(try_pull(&berth, "private/secret:1", Some(&creds(OTHER_USER))).is_err());
     // A blob of the guarded repository, asked for directly without a token.
     let layer = &s.oci.blobs[1].digest;
     let direct = reqwest::get(format!("{}/v2/private/secret/blobs/{layer}", berth.url))
@@ -111,8 +95,8 @@ async fn two_users_at_once_each_get_what_upstream_grants_them() {
     let allowed = creds(PRIVATE_USER);
     let refused = creds(OTHER_USER);
     let (a, b) = std::thread::scope(|scope| {
-        let a = scope.spawn(|| pull(&berth, "private/secret:1", Some(&allowed)));
-        let b = scope.spawn(|| pull(&berth, "private/secret:1", Some(&refused)));
+        let a = scope.spawn(|| try_pull(&berth, "private/secret:1", Some(&allowed)));
+        let b = scope.spawn(|| try_pull(&berth, "private/secret:1", Some(&refused)));
         (a.join().unwrap(), b.join().unwrap())
     });
     let dest = a.unwrap_or_else(|e| panic!("{e}"));
@@ -235,7 +219,7 @@ async fn a_repository_upstream_could_not_classify_opens_once_upstream_answers() 
     // Upstream's token service fails berth's anonymous check of this public repository, while
     // it still serves the client's own account.
     s.upstream.issuer.fail_anonymous(Some(repo));
-    let dest = pull(&berth, "library/flaky:1", Some(&creds(PRIVATE_USER)))
+    let dest = try_pull(&berth, "library/flaky:1", Some(&creds(PRIVATE_USER)))
         .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
     common::assert_dir_matches(dest.path(), &s.oci);
 
@@ -249,7 +233,7 @@ async fn a_repository_upstream_could_not_classify_opens_once_upstream_answers() 
     s.upstream.issuer.fail_anonymous(None);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let gets = s.upstream.blob_gets(&[repo]);
-    let dest = pull(&berth, "library/flaky:1", None)
+    let dest = try_pull(&berth, "library/flaky:1", None)
         .unwrap_or_else(|e| panic!("still guarded: {e}\n{}", berth.log()));
     common::assert_dir_matches(dest.path(), &s.oci);
     assert_eq!(

@@ -295,6 +295,30 @@ pub fn skopeo_inspect_raw(berth: &Berth, image: &str, creds: Option<&str>) -> Ou
     skopeo(&args)
 }
 
+/// `skopeo copy` of `image` from berth into a fresh `dir:` layout, with upstream credentials
+/// (`user:password`) or none; skopeo's stderr on failure.
+pub fn try_pull(
+    berth: &Berth,
+    image: &str,
+    creds: Option<&str>,
+) -> Result<tempfile::TempDir, String> {
+    let dest = tempfile::tempdir().unwrap();
+    let source = format!("docker://{}/{image}", berth.addr);
+    let target = format!("dir:{}", dest.path().display());
+    let mut args = vec!["copy", "--src-tls-verify=false", "--retry-times", "0"];
+    match creds {
+        Some(c) => args.extend(["--src-creds", c]),
+        None => args.push("--src-no-creds"),
+    }
+    args.extend([source.as_str(), target.as_str()]);
+    let output = skopeo(&args);
+    if output.status.success() {
+        Ok(dest)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 /// `skopeo copy` from berth into a `dir:` layout; panics with skopeo's stderr on failure.
 pub fn skopeo_pull(berth: &Berth, image: &str, dest: &Path, all: bool) {
     let source = format!("docker://{}/{image}", berth.addr);
