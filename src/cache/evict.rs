@@ -2,9 +2,12 @@
 //! low-water mark; a blob that is being served or fetched, that a pinned image holds, or that
 //! belongs to a private project, is never evicted.
 //!
-//! Usage is tracked in memory (summed from the index at startup, then adjusted on every store
-//! and removal). Eviction runs on a blocking thread, one run at a time, whenever a store takes
-//! usage past the budget.
+//! Usage is tracked in memory (summed from the index and the uploads at startup, then adjusted
+//! on every store and removal, and shown as the `berth_storage_used_bytes` gauge). A digest is
+//! counted once, by the store that added it; bytes of uploads in progress count too, and go
+//! when the upload ends. Eviction runs on a blocking thread, one run at a time, whenever a
+//! store takes usage past the budget; each removal holds the digest's lock in the storage, so
+//! a push of that digest either sees it gone or keeps it (see `storage::store`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,15 +41,18 @@ impl Budget {
 /// Bytes stored, and who is reading which blob right now.
 #[derive(Default)]
 pub struct Usage {
-    bytes: AtomicU64,
+    /// Shared with the metrics, which show it as a gauge.
+    bytes: Arc<AtomicU64>,
     evicting: AtomicBool,
     serving: Mutex<HashMap<Digest, usize>>,
 }
 
 impl Usage {
-    pub fn new(bytes: u64) -> Self {
+    /// Starts at `initial` bytes, kept in `counter`.
+    pub fn new(initial: u64, counter: Arc<AtomicU64>) -> Self {
+        counter.store(initial, Ordering::Relaxed);
         Usage {
-            bytes: AtomicU64::new(bytes),
+            bytes: counter,
             ..Usage::default()
         }
     }
@@ -59,7 +65,7 @@ impl Usage {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn sub(&self, n: u64) {
+    pub(super) fn sub(&self, n: u64) {
         let _ = self
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -166,21 +172,20 @@ impl Cache {
             if self.usage.bytes() <= target {
                 break;
             }
-            if self.usage.is_serving(&digest)
-                || self.is_in_flight(&digest)
-                || pinned.contains(&digest)
-                || self.storage.index.is_private_blob(&digest)?
-            {
-                continue;
-            }
-            // Index first, so no new request finds it; then the copies held in memory; then
-            // the file (an unlink: mappings still being read stay valid).
-            let Some(record) = self.storage.index.remove_blob(&digest)? else {
+            // Asked under the digest's lock, with the check for private content: nothing can
+            // link or store the blob between the check and the removal.
+            let spare = || {
+                self.usage.is_serving(&digest)
+                    || self.is_in_flight(&digest)
+                    || pinned.contains(&digest)
+            };
+            let Some(record) = self.storage.evict(&digest, spare)? else {
                 continue;
             };
+            // Gone from the index and the disk; the copies in memory go too (mappings still
+            // being read stay valid).
             self.mapped.invalidate(&digest);
             self.manifests.invalidate(&digest);
-            self.storage.blobs.remove(&digest)?;
             self.usage.sub(record.size);
             metrics::inc(&self.metrics.evictions);
             done.blobs += 1;
