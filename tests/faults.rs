@@ -395,7 +395,12 @@ async fn a_range_during_a_slow_cold_fill_gets_the_verified_bytes() {
     let ranged = |range: &'static str| {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move {
-            let response = client.get(&url).header("range", range).send().await.unwrap();
+            let response = client
+                .get(&url)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
             let status = response.status().as_u16();
             let content_range = response
                 .headers()

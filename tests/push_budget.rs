@@ -172,9 +172,10 @@ async fn parallel_pushes_under_a_tiny_budget_are_all_kept_across_a_restart() {
     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let api = Api::new(&berth, Some("alice"), &scopes).await;
 
-    let pushers = repos.iter().enumerate().map(|(i, repo)| {
-        tokio::spawn(push_images(api.clone(), repo.clone(), i as u64 + 1, 15))
-    });
+    let pushers = repos
+        .iter()
+        .enumerate()
+        .map(|(i, repo)| tokio::spawn(push_images(api.clone(), repo.clone(), i as u64 + 1, 15)));
     let pushed: Vec<Pushed> = futures_util::future::join_all(pushers)
         .await
         .into_iter()
@@ -249,10 +250,14 @@ async fn sequential_skopeo_pushes_under_a_tiny_budget_are_all_kept() {
     let api = Api::new(&berth, Some("bob"), &scope).await;
     pushed.assert_readable(&api, "after a restart").await;
     // And a real client pulls each one back.
-    for i in 0..images.len() {
+    for (i, image) in images.iter().enumerate() {
         let raw = common::skopeo_inspect_raw(&berth, &format!("team/seq:{i}"), Some(&creds("bob")));
-        assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
-        assert_eq!(sha256(&raw.stdout), images[i].manifest.digest);
+        assert!(
+            raw.status.success(),
+            "{}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert_eq!(sha256(&raw.stdout), image.manifest.digest);
     }
 }
 
@@ -272,10 +277,7 @@ async fn concurrent_uploads_of_one_blob_count_once_and_spare_the_mirror() {
         .await;
     assert!(got.0 == 200 && got.1 == mirrored);
     berth.settle();
-    assert_eq!(
-        berth.metric("berth_storage_used_bytes").await,
-        MIB as u64
-    );
+    assert_eq!(berth.metric("berth_storage_used_bytes").await, MIB as u64);
 
     let pusher = Api::new(&berth, Some("alice"), &["repository:team/same:pull,push"]).await;
     let blob = random_bytes(502, MIB);
@@ -301,7 +303,9 @@ async fn concurrent_uploads_of_one_blob_count_once_and_spare_the_mirror() {
     assert!(got.0 == 200 && got.1 == blob);
     let files_on_disk = berth.blob_files();
     assert!(
-        files_on_disk.iter().any(|f| f.ends_with(&mirrored_digest[7..])),
+        files_on_disk
+            .iter()
+            .any(|f| f.ends_with(&mirrored_digest[7..])),
         "the mirror blob was evicted"
     );
     assert_eq!(files_on_disk.len(), 2);
@@ -341,7 +345,10 @@ async fn failed_and_cancelled_uploads_free_their_space_at_once() {
     assert_eq!(uploads_left(&berth), 1);
     assert_eq!(used().await, data.len() as u64);
     // Cancelled: gone by the time the answer comes.
-    assert_eq!(api.send(Method::DELETE, &location, vec![]).await.status(), 204);
+    assert_eq!(
+        api.send(Method::DELETE, &location, vec![]).await.status(),
+        204
+    );
     assert_eq!(uploads_left(&berth), 0, "a cancelled upload kept its file");
     assert_eq!(used().await, 0);
 
