@@ -37,7 +37,12 @@ impl Default for DigestLocks {
 impl DigestLocks {
     fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
         // Digests are uniformly distributed: their first hex digits pick a stripe evenly.
-        let stripe = usize::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) % STRIPES;
+        let stripe = digest
+            .hex()
+            .get(..2)
+            .and_then(|first| usize::from_str_radix(first, 16).ok())
+            .unwrap_or(0)
+            % STRIPES;
         self.stripes[stripe]
             .lock()
             .unwrap_or_else(|p| p.into_inner())

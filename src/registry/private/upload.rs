@@ -221,14 +221,15 @@ impl Projects {
         discard.keep();
         // One blocking task verifies, stores or discards, and ends the upload: it runs to the
         // end even if the client goes away meanwhile.
-        let (cache, repo, upload, expected) = (
+        let (cache, locks, repo, upload, expected) = (
             Arc::clone(&self.cache),
+            Arc::clone(&self.upload_locks),
             repo.clone(),
             id.to_owned(),
             digest.clone(),
         );
-        let finished = tokio::task::spawn_blocking(move || {
-            let _held = held;
+        tokio::task::spawn_blocking(move || {
+            let held = held;
             let storage = cache.storage();
             let result = verify_and_store(storage, &upload, &expected, &repo);
             match &result {
@@ -238,36 +239,46 @@ impl Projects {
                     Err(e) => tracing::warn!(%upload, error = %e, "cannot discard an upload"),
                 },
             }
-            storage
+            let ended = storage
                 .index
                 .remove_upload(&upload)
                 .and_then(|()| storage.index.flush())
-                .map_err(storage_error)?;
+                .map_err(storage_error);
+            drop(held);
+            locks.forget(&upload);
+            ended?;
             result.map(|_| ())
         })
         .await
-        .map_err(|e| RegistryError::internal("upload failed", e))?;
-        self.upload_locks.forget(id);
-        finished
+        .map_err(|e| RegistryError::internal("upload failed", e))?
     }
 
     /// DELETE: cancels an upload; its file goes at once.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
         self.check_upload(repo, id)?;
-        let _held = self.upload_locks.acquire(id).await;
-        let storage = Arc::clone(self.storage());
-        let upload = id.to_owned();
-        let freed = tokio::task::spawn_blocking(move || {
-            let freed = storage.discard_upload(&upload)?;
-            storage.index.flush()?;
-            Ok::<_, crate::storage::StorageError>(freed)
+        let held = self.upload_locks.acquire(id).await;
+        let (cache, locks, upload) = (
+            Arc::clone(&self.cache),
+            Arc::clone(&self.upload_locks),
+            id.to_owned(),
+        );
+        // On the blocking pool from start to end: done even if the client goes away.
+        tokio::task::spawn_blocking(move || {
+            let storage = cache.storage();
+            let freed = storage.discard_upload(&upload);
+            if let Ok(bytes) = freed {
+                cache.upload_freed(bytes);
+            }
+            let flushed = storage.index.flush();
+            drop(held);
+            locks.forget(&upload);
+            freed?;
+            flushed?;
+            Ok::<_, crate::storage::StorageError>(())
         })
         .await
         .map_err(|e| RegistryError::internal("cannot remove the upload", e))?
-        .map_err(|e| RegistryError::internal("cannot remove the upload", e))?;
-        self.cache.upload_freed(freed);
-        self.upload_locks.forget(id);
-        Ok(())
+        .map_err(|e| RegistryError::internal("cannot remove the upload", e))
     }
 
     /// Appends a request body to the upload file, in large blocks, off the executor. Each
