@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use super::Cache;
 use crate::metrics;
 use crate::registry::name::Digest;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, UPLOAD_EXPIRY};
 
 /// The disk budget and where eviction stops.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +122,46 @@ pub struct Eviction {
 }
 
 impl Cache {
+    /// Accounts for bytes appended to an upload: they are on disk, so they count.
+    pub fn upload_grew(self: &Arc<Self>, bytes: u64) {
+        self.usage.add(bytes);
+        self.evict_if_needed();
+    }
+
+    /// Accounts for an upload file removed (failed, cancelled, expired).
+    pub fn upload_freed(&self, bytes: u64) {
+        self.usage.sub(bytes);
+    }
+
+    /// Accounts for a finished upload of `size` bytes: its file became the blob (`new`, and
+    /// its bytes are counted already), or was dropped because the blob was there.
+    pub fn upload_stored(&self, size: u64, new: bool) {
+        if !new {
+            self.usage.sub(size);
+        }
+    }
+
+    /// Removes abandoned uploads (older than [`UPLOAD_EXPIRY`]) and frees their space; how
+    /// many went. Blocks.
+    pub fn expire_uploads(&self) -> Result<usize, StorageError> {
+        let (removed, bytes) = self.storage.expire_uploads(UPLOAD_EXPIRY)?;
+        self.usage.sub(bytes);
+        Ok(removed)
+    }
+
+    /// Bytes stored and in uploads, as counted against `storage.max_size`.
+    pub fn used_bytes(&self) -> u64 {
+        self.usage.bytes()
+    }
+
+    /// Counts bytes a store added (only when it was the one that added the digest).
+    pub(super) fn stored(self: &Arc<Self>, size: u64, new: bool) {
+        if new {
+            self.usage.add(size);
+            self.evict_if_needed();
+        }
+    }
+
     /// Starts an eviction run in the background if usage is past the budget.
     pub(super) fn evict_if_needed(self: &Arc<Self>) {
         let Some(max) = self.budget.max_bytes else {

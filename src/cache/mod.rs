@@ -23,7 +23,7 @@ use crate::registry::name::{Digest, RepoName, Tag};
 use crate::storage::index::{
     tag_key, BlobRecord, Guarding, Index, IndexError, PushedManifest, TagRecord,
 };
-use crate::storage::{Storage, StorageError, UPLOAD_EXPIRY};
+use crate::storage::{Storage, StorageError};
 use crate::upstream::{BlobResponse, UpstreamError, MAX_MANIFEST_BYTES};
 
 /// A verified manifest as stored.
@@ -107,38 +107,6 @@ impl Cache {
     /// Keeps `digest` from eviction while the guard lives.
     pub fn serving(&self, digest: &Digest) -> ServingGuard {
         ServingGuard::new(&self.usage, digest)
-    }
-
-    /// Accounts for bytes appended to an upload: they are on disk, so they count.
-    pub fn upload_grew(self: &Arc<Self>, bytes: u64) {
-        self.usage.add(bytes);
-        self.evict_if_needed();
-    }
-
-    /// Accounts for an upload file removed (failed, cancelled, expired).
-    pub fn upload_freed(&self, bytes: u64) {
-        self.usage.sub(bytes);
-    }
-
-    /// Accounts for a finished upload of `size` bytes: its file became the blob (`new`, and
-    /// its bytes are counted already), or was dropped because the blob was there.
-    pub fn upload_stored(&self, size: u64, new: bool) {
-        if !new {
-            self.usage.sub(size);
-        }
-    }
-
-    /// Removes abandoned uploads (older than [`UPLOAD_EXPIRY`]) and frees their space; how
-    /// many went. Blocks.
-    pub fn expire_uploads(&self) -> Result<usize, StorageError> {
-        let (removed, bytes) = self.storage.expire_uploads(UPLOAD_EXPIRY)?;
-        self.usage.sub(bytes);
-        Ok(removed)
-    }
-
-    /// Bytes stored and in uploads, as counted against `storage.max_size`.
-    pub fn used_bytes(&self) -> u64 {
-        self.usage.bytes()
     }
 
     /// The size of a stored blob, if it is stored.
@@ -372,14 +340,6 @@ impl Cache {
         self.manifests
             .insert(manifest.digest.clone(), Arc::new(manifest));
         Ok(())
-    }
-
-    /// Counts bytes a store added (only when it was the one that added the digest).
-    fn stored(self: &Arc<Self>, size: u64, new: bool) {
-        if new {
-            self.usage.add(size);
-            self.evict_if_needed();
-        }
     }
 
     pub fn tag(
