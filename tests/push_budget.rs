@@ -276,7 +276,10 @@ async fn concurrent_uploads_of_one_blob_count_once_and_spare_the_mirror() {
         .get(&format!("/v2/library/x/blobs/{mirrored_digest}"))
         .await;
     assert!(got.0 == 200 && got.1 == mirrored);
-    berth.settle();
+    // The fill counts the blob once it is committed, just after the client has it.
+    berth
+        .wait_for_metric("berth_storage_used_bytes", MIB as u64)
+        .await;
     assert_eq!(berth.metric("berth_storage_used_bytes").await, MIB as u64);
 
     let pusher = Api::new(&berth, Some("alice"), &["repository:team/same:pull,push"]).await;
