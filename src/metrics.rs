@@ -1,9 +1,10 @@
 //! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
 //!
-//! A handful of atomics needs no metrics framework; each counter is named once, in
+//! A handful of atomics needs no metrics framework; each counter and gauge is named once, in
 //! [`Metrics::render`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -26,6 +27,9 @@ pub struct Metrics {
     pub pin_failures: AtomicU64,
     pub prefetched_blobs: AtomicU64,
     pub prefetch_failures: AtomicU64,
+    /// Gauge: bytes counted against `storage.max_size` (stored blobs and uploads), kept by
+    /// the cache's usage accounting itself.
+    pub storage_used_bytes: Arc<AtomicU64>,
 }
 
 /// Adds one to a counter.
@@ -136,12 +140,19 @@ impl Metrics {
                 &self.prefetch_failures,
             ),
         ];
+        let gauges: &[(&str, &str, &AtomicU64)] = &[(
+            "berth_storage_used_bytes",
+            "Bytes on disk counted against storage.max_size: stored blobs (each digest once) and uploads in progress.",
+            &self.storage_used_bytes,
+        )];
         let mut out = String::new();
-        for &(name, help, value) in rows {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
+        for (kind, rows) in [("counter", rows), ("gauge", gauges)] {
+            for &(name, help, value) in rows {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                    value.load(Ordering::Relaxed)
+                ));
+            }
         }
         out
     }

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::pins::{keep_pinned, PinPlan};
 use crate::registry::{Registry, RegistryError};
-use crate::storage::{Storage, UPLOAD_EXPIRY};
+use crate::storage::Storage;
 use crate::upstream::Upstreams;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +161,8 @@ async fn expire_uploads_periodically(registry: Arc<Registry>) {
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         hourly.tick().await;
-        let storage = Arc::clone(registry.cache().storage());
-        let swept =
-            tokio::task::spawn_blocking(move || storage.expire_uploads(UPLOAD_EXPIRY)).await;
+        let cache = Arc::clone(registry.cache());
+        let swept = tokio::task::spawn_blocking(move || cache.expire_uploads()).await;
         match swept {
             Ok(Ok(0)) => {}
             Ok(Ok(removed)) => tracing::info!(removed, "expired abandoned uploads"),

@@ -332,3 +332,107 @@ async fn a_stalled_upstream_times_out_and_nothing_is_kept() {
     assert!(berth.blob_files().is_empty());
     assert_eq!(berth.temp_files(), 0);
 }
+
+/// A ranged GET during a cold fill: a reader withholds only the last byte until the digest is
+/// checked, so a range that ends before it must wait for the check. With a byte flipped
+/// upstream, the range holding it is refused, never served; nothing is kept.
+#[tokio::test]
+async fn a_range_of_a_corrupt_cold_blob_is_never_served() {
+    let upstream = FaultyUpstream::start();
+    let blob = random_bytes(77, 1024 * 1024);
+    let digest = upstream.put_blob(&blob);
+    upstream.set_mode(Mode::FlipByte);
+    let berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let url = format!("{}/v2/library/x/blobs/{digest}", berth.url);
+    // The fault flips the middle byte: ask for a range around it, well before the end.
+    let middle = blob.len() / 2;
+    let (start, end) = (middle - 1000, middle + 1000);
+    let client = reqwest::Client::new();
+    let response = client
+        .get(&url)
+        .header("range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.bytes().await;
+    assert_eq!(status, 503, "a corrupt range was answered {status}");
+    let flipped = [blob[middle - 1], blob[middle] ^ 0xff, blob[middle + 1]];
+    if let Ok(body) = body {
+        assert!(
+            !body.windows(3).any(|w| w == flipped),
+            "the flipped byte was served"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(berth.blob_files().is_empty(), "a corrupt blob was kept");
+
+    // Once upstream behaves, the same range is the blob's own bytes.
+    upstream.set_mode(Mode::Normal);
+    let response = client
+        .get(&url)
+        .header("range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.bytes().await.unwrap(), blob[start..=end]);
+}
+
+/// With a healthy but slow upstream, a ranged GET that starts a cold fill (and one that
+/// joins it) waits for the fill's check and then gets exactly the bytes asked for, while a
+/// whole-blob GET of the same fill streams along.
+#[tokio::test]
+async fn a_range_during_a_slow_cold_fill_gets_the_verified_bytes() {
+    let upstream = FaultyUpstream::start();
+    let blob = random_bytes(78, 1024 * 1024 + 5);
+    let digest = upstream.put_blob(&blob);
+    // 17 chunks of 64 KiB, 30 ms apart: about half a second for the whole blob.
+    upstream.set_mode(Mode::Slow(Duration::from_millis(30)));
+    let berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let url = format!("{}/v2/library/x/blobs/{digest}", berth.url);
+    let client = reqwest::Client::new();
+    let ranged = |range: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let response = client
+                .get(&url)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let content_range = response
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, content_range, response.bytes().await.unwrap())
+        })
+    };
+    let first = ranged("bytes=100-65635");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let whole = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { common::get_bytes(&client, &url).await })
+    };
+    let tail = ranged("bytes=-10");
+    let size = blob.len();
+    assert_eq!(
+        first.await.unwrap(),
+        (
+            206,
+            Some(format!("bytes 100-65635/{size}")),
+            bytes::Bytes::copy_from_slice(&blob[100..=65635])
+        )
+    );
+    assert_eq!(
+        tail.await.unwrap(),
+        (
+            206,
+            Some(format!("bytes {}-{}/{size}", size - 10, size - 1)),
+            bytes::Bytes::copy_from_slice(&blob[size - 10..])
+        )
+    );
+    assert!(whole.await.unwrap() == blob, "the whole body differs");
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 1);
+}

@@ -2,9 +2,12 @@
 //! low-water mark; a blob that is being served or fetched, that a pinned image holds, or that
 //! belongs to a private project, is never evicted.
 //!
-//! Usage is tracked in memory (summed from the index at startup, then adjusted on every store
-//! and removal). Eviction runs on a blocking thread, one run at a time, whenever a store takes
-//! usage past the budget.
+//! Usage is tracked in memory (summed from the index and the uploads at startup, then adjusted
+//! on every store and removal, and shown as the `berth_storage_used_bytes` gauge). A digest is
+//! counted once, by the store that added it; bytes of uploads in progress count too, and go
+//! when the upload ends. Eviction runs on a blocking thread, one run at a time, whenever a
+//! store takes usage past the budget; each removal holds the digest's lock in the storage, so
+//! a push of that digest either sees it gone or keeps it (see `storage::store`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use super::Cache;
 use crate::metrics;
 use crate::registry::name::Digest;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, UPLOAD_EXPIRY};
 
 /// The disk budget and where eviction stops.
 #[derive(Debug, Clone, Copy)]
@@ -38,15 +41,18 @@ impl Budget {
 /// Bytes stored, and who is reading which blob right now.
 #[derive(Default)]
 pub struct Usage {
-    bytes: AtomicU64,
+    /// Shared with the metrics, which show it as a gauge.
+    bytes: Arc<AtomicU64>,
     evicting: AtomicBool,
     serving: Mutex<HashMap<Digest, usize>>,
 }
 
 impl Usage {
-    pub fn new(bytes: u64) -> Self {
+    /// Starts at `initial` bytes, kept in `counter`.
+    pub fn new(initial: u64, counter: Arc<AtomicU64>) -> Self {
+        counter.store(initial, Ordering::Relaxed);
         Usage {
-            bytes: AtomicU64::new(bytes),
+            bytes: counter,
             ..Usage::default()
         }
     }
@@ -59,7 +65,7 @@ impl Usage {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn sub(&self, n: u64) {
+    pub(super) fn sub(&self, n: u64) {
         let _ = self
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -116,6 +122,46 @@ pub struct Eviction {
 }
 
 impl Cache {
+    /// Accounts for bytes appended to an upload: they are on disk, so they count.
+    pub fn upload_grew(self: &Arc<Self>, bytes: u64) {
+        self.usage.add(bytes);
+        self.evict_if_needed();
+    }
+
+    /// Accounts for an upload file removed (failed, cancelled, expired).
+    pub fn upload_freed(&self, bytes: u64) {
+        self.usage.sub(bytes);
+    }
+
+    /// Accounts for a finished upload of `size` bytes: its file became the blob (`new`, and
+    /// its bytes are counted already), or was dropped because the blob was there.
+    pub fn upload_stored(&self, size: u64, new: bool) {
+        if !new {
+            self.usage.sub(size);
+        }
+    }
+
+    /// Removes abandoned uploads (older than [`UPLOAD_EXPIRY`]) and frees their space; how
+    /// many went. Blocks.
+    pub fn expire_uploads(&self) -> Result<usize, StorageError> {
+        let (removed, bytes) = self.storage.expire_uploads(UPLOAD_EXPIRY)?;
+        self.usage.sub(bytes);
+        Ok(removed)
+    }
+
+    /// Bytes stored and in uploads, as counted against `storage.max_size`.
+    pub fn used_bytes(&self) -> u64 {
+        self.usage.bytes()
+    }
+
+    /// Counts bytes a store added (only when it was the one that added the digest).
+    pub(super) fn stored(self: &Arc<Self>, size: u64, new: bool) {
+        if new {
+            self.usage.add(size);
+            self.evict_if_needed();
+        }
+    }
+
     /// Starts an eviction run in the background if usage is past the budget.
     pub(super) fn evict_if_needed(self: &Arc<Self>) {
         let Some(max) = self.budget.max_bytes else {
@@ -166,21 +212,20 @@ impl Cache {
             if self.usage.bytes() <= target {
                 break;
             }
-            if self.usage.is_serving(&digest)
-                || self.is_in_flight(&digest)
-                || pinned.contains(&digest)
-                || self.storage.index.is_private_blob(&digest)?
-            {
-                continue;
-            }
-            // Index first, so no new request finds it; then the copies held in memory; then
-            // the file (an unlink: mappings still being read stay valid).
-            let Some(record) = self.storage.index.remove_blob(&digest)? else {
+            // Asked under the digest's lock, with the check for private content: nothing can
+            // link or store the blob between the check and the removal.
+            let spare = || {
+                self.usage.is_serving(&digest)
+                    || self.is_in_flight(&digest)
+                    || pinned.contains(&digest)
+            };
+            let Some(record) = self.storage.evict(&digest, spare)? else {
                 continue;
             };
+            // Gone from the index and the disk; the copies in memory go too (mappings still
+            // being read stay valid).
             self.mapped.invalidate(&digest);
             self.manifests.invalidate(&digest);
-            self.storage.blobs.remove(&digest)?;
             self.usage.sub(record.size);
             metrics::inc(&self.metrics.evictions);
             done.blobs += 1;

@@ -9,7 +9,8 @@
 //! Readers withhold the last byte until the fill has verified the digest, so no client ever
 //! receives a complete body for a blob that failed verification: on a failure every reader
 //! errors, which aborts its response. Committing the verified file (fsync, rename, index)
-//! happens after, without holding clients up.
+//! happens after, without holding clients up. A range that ends before the last byte would
+//! not be protected by that, so a ranged request waits for [`Fill::verified`] first.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -52,6 +53,14 @@ pub enum FillError {
     Storage(String),
     #[error("the fill task ended unexpectedly")]
     Vanished,
+}
+
+/// Why a wait for verification ended without it.
+#[derive(Debug, Clone)]
+pub enum NotVerified {
+    Failed(Arc<FillError>),
+    /// No progress at all for the time allowed.
+    Stalled(std::time::Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +186,26 @@ impl Fill {
             }
             if state.changed().await.is_err() {
                 return Err(Arc::new(FillError::Vanished));
+            }
+        }
+    }
+
+    /// Waits until every byte is in and hashes to the digest: the blob's size. Gives up when
+    /// the fill makes no progress for `stall` (a fill that keeps receiving bytes is waited
+    /// for however long the blob takes).
+    pub async fn verified(&self, stall: std::time::Duration) -> Result<u64, NotVerified> {
+        let mut state = self.state.clone();
+        loop {
+            let current = state.borrow_and_update().clone();
+            match current.phase {
+                Phase::Verified | Phase::Committed => return Ok(current.written),
+                Phase::Failed(e) => return Err(NotVerified::Failed(e)),
+                Phase::Connecting | Phase::Streaming => {}
+            }
+            match tokio::time::timeout(stall, state.changed()).await {
+                Err(_) => return Err(NotVerified::Stalled(stall)),
+                Ok(Err(_)) => return Err(NotVerified::Failed(Arc::new(FillError::Vanished))),
+                Ok(Ok(())) => {}
             }
         }
     }
@@ -564,6 +593,41 @@ mod tests {
         let (fill, _) = fill_from(&data, 100, dir.path()).await;
         assert!(std::fs::read(dir.path().join("blob")).unwrap() == data);
         assert!(read_all(&fill, 0).await.concat() == data);
+    }
+
+    /// A wait for verification ends with the blob's size once the last byte is checked, with
+    /// the failure when the digest is wrong, and as stalled when nothing arrives.
+    #[tokio::test]
+    async fn verified_waits_for_the_digest_check() {
+        let data: Vec<u8> = (0..3 * WRITE_BLOCK).map(|i| (i % 249) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let stall = std::time::Duration::from_secs(5);
+        let (fill, written) = fill_from(&data, 4096, dir.path()).await;
+        assert_eq!(fill.verified(stall).await.unwrap(), written);
+
+        let temp = NamedTempFile::new_in(dir.path()).unwrap();
+        let (fill, writer) = Fill::new(Digest::of(b"something else"), temp).unwrap();
+        let waiting = tokio::spawn({
+            let fill = Arc::clone(&fill);
+            async move { fill.verified(stall).await }
+        });
+        let response = BlobResponse {
+            content_length: Some(data.len() as u64),
+            body: Box::new(futures_util::stream::iter(vec![Ok(Bytes::from(data))])),
+        };
+        assert!(writer.run(Ok(response), |_, _| Ok(())).await.is_err());
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(NotVerified::Failed(e)) if matches!(*e, FillError::DigestMismatch { .. })
+        ));
+
+        let temp = NamedTempFile::new_in(dir.path()).unwrap();
+        let (fill, _writer) = Fill::new(Digest::of(b"never"), temp).unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(matches!(
+            fill.verified(short).await,
+            Err(NotVerified::Stalled(_))
+        ));
     }
 
     #[test]

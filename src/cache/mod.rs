@@ -20,7 +20,9 @@ use self::fill::{Fill, FillError};
 use crate::metrics::{self, Metrics};
 use crate::registry::media;
 use crate::registry::name::{Digest, RepoName, Tag};
-use crate::storage::index::{tag_key, BlobRecord, Guarding, Index, IndexError, TagRecord};
+use crate::storage::index::{
+    tag_key, BlobRecord, Guarding, Index, IndexError, PushedManifest, TagRecord,
+};
 use crate::storage::{Storage, StorageError};
 use crate::upstream::{BlobResponse, UpstreamError, MAX_MANIFEST_BYTES};
 
@@ -87,7 +89,10 @@ impl Cache {
             storage,
             inflight: Mutex::new(HashMap::new()),
             budget,
-            usage: Arc::new(Usage::new(stored_bytes)),
+            usage: Arc::new(Usage::new(
+                stored_bytes,
+                Arc::clone(&metrics.storage_used_bytes),
+            )),
             manifests: moka::sync::Cache::builder()
                 .max_capacity(hot_entries)
                 .build(),
@@ -117,12 +122,6 @@ impl Cache {
     /// Keeps `digest` from eviction while the guard lives.
     pub fn serving(&self, digest: &Digest) -> ServingGuard {
         ServingGuard::new(&self.usage, digest)
-    }
-
-    /// Accounts for `bytes` stored by someone else (a finished upload).
-    pub fn note_stored(self: &Arc<Self>, bytes: u64) {
-        self.usage.add(bytes);
-        self.evict_if_needed();
     }
 
     /// The size of a stored blob, if it is stored.
@@ -201,24 +200,22 @@ impl Cache {
         let d = digest.clone();
         // Its own task: a client hanging up must not abort the fill others may be reading.
         tokio::spawn(async move {
-            let storage = Arc::clone(&cache.storage);
+            let (storage, usage) = (Arc::clone(&cache.storage), Arc::clone(&cache.usage));
             let commit_digest = d.clone();
             let commit = move |temp, size| -> Result<(), String> {
-                storage
-                    .blobs
-                    .commit(temp, &commit_digest)
-                    .map_err(|e| e.to_string())?;
-                storage
-                    .index
-                    .put_blob(&commit_digest, &BlobRecord::new(size, None))
-                    .and_then(|()| storage.index.flush())
-                    .map_err(|e| e.to_string())
+                // Counted by the store that added the blob only (an upload may have, meanwhile).
+                if storage
+                    .store_temp(temp, &commit_digest, size)
+                    .map_err(|e| e.to_string())?
+                {
+                    usage.add(size);
+                }
+                Ok(())
             };
             let result = writer.run(response.await, commit).await;
             match result {
                 Ok(bytes) => {
                     metrics::add(&cache.metrics.upstream_bytes, bytes);
-                    cache.usage.add(bytes);
                 }
                 Err(e) => {
                     metrics::inc(&cache.metrics.fills_failed);
@@ -305,23 +302,59 @@ impl Cache {
         if self.storage.index.blob(&manifest.digest)?.is_none() {
             let storage = Arc::clone(&self.storage);
             let m = Arc::clone(&manifest);
-            blocking(move || -> Result<(), StorageError> {
-                storage.blobs.write_verified(&m.digest, &m.body)?;
-                storage.index.put_blob(
-                    &m.digest,
-                    &BlobRecord::new(m.body.len() as u64, Some(m.media_type.clone())),
-                )?;
-                // Durable before the client hears of it, like the blob file itself.
-                storage.index.flush()?;
-                Ok(())
+            // Durable before the client hears of it, like the blob file itself.
+            let new = blocking(move || {
+                storage.store_bytes(&m.digest, &m.body, Some(m.media_type.clone()))
             })
             .await?;
-            self.usage.add(manifest.body.len() as u64);
-            self.evict_if_needed();
+            self.stored(manifest.body.len() as u64, new);
         }
         self.manifests
             .insert(manifest.digest.clone(), Arc::clone(&manifest));
         Ok(manifest)
+    }
+
+    /// Stores a pushed manifest (digest computed from `body` by the caller) and records it in
+    /// its repository, in one step that eviction cannot come between.
+    pub async fn put_pushed_manifest(
+        self: &Arc<Self>,
+        pushed: PushedManifest<'_>,
+        body: Bytes,
+    ) -> Result<(), StorageError> {
+        let storage = Arc::clone(&self.storage);
+        let size = body.len() as u64;
+        // The blocking pool needs owned values: the borrowed record is rebuilt on its side.
+        let (repo, digest, media_type) = (
+            pushed.repo.clone(),
+            pushed.digest.clone(),
+            pushed.media_type.to_owned(),
+        );
+        let (tag, referrer) = (
+            pushed.tag.cloned(),
+            pushed.referrer.map(|(s, r)| (s.clone(), r.clone())),
+        );
+        let stored_body = body.clone();
+        let new = blocking(move || {
+            let pushed = PushedManifest {
+                repo: &repo,
+                digest: &digest,
+                media_type: &media_type,
+                size,
+                tag: tag.as_ref(),
+                referrer: referrer.as_ref().map(|(s, r)| (s, r)),
+            };
+            storage.store_pushed_manifest(&pushed, &stored_body)
+        })
+        .await?;
+        self.stored(size, new);
+        let manifest = StoredManifest {
+            digest: pushed.digest.clone(),
+            media_type: pushed.media_type.to_owned(),
+            body,
+        };
+        self.manifests
+            .insert(manifest.digest.clone(), Arc::new(manifest));
+        Ok(())
     }
 
     pub fn tag(

@@ -33,7 +33,7 @@ pub fn collect(
 ) -> Result<GcReport, StorageError> {
     let mut report = GcReport {
         temp_files_removed: storage.blobs.sweep_tmp()?,
-        uploads_removed: storage.expire_uploads(super::UPLOAD_EXPIRY)?,
+        uploads_removed: storage.expire_uploads(super::UPLOAD_EXPIRY)?.0,
         ..GcReport::default()
     };
     let entries: Vec<(Digest, BlobRecord)> = storage.index.blobs().collect::<Result<_, _>>()?;
@@ -64,7 +64,7 @@ pub fn collect(
         if manifests.contains(&digest)
             || referenced.contains(&digest)
             || pinned.contains(&digest)
-            || storage.index.is_private_blob(&digest)?
+            || storage.index.is_private(&digest)?
         {
             report.blobs_kept += 1;
             continue;

@@ -9,12 +9,14 @@
 pub mod blobs;
 pub mod gc;
 pub mod index;
+pub mod store;
 
 use std::io;
 use std::path::Path;
 
 use self::blobs::BlobStore;
 use self::index::{BlobRecord, Index, IndexError};
+use self::store::DigestLocks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -30,6 +32,8 @@ pub const UPLOAD_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24
 pub struct Storage {
     pub blobs: BlobStore,
     pub index: Index,
+    /// Held by every change to a digest's file and index entry together ([`store`]).
+    locks: DigestLocks,
 }
 
 /// What startup recovery found and did.
@@ -40,6 +44,8 @@ pub struct Recovery {
     pub entries_dropped: usize,
     pub files_reindexed: usize,
     pub files_removed: usize,
+    /// `manifest_repos` entries added or dropped to agree with `repo_manifests`.
+    pub manifest_links_repaired: usize,
 }
 
 impl Storage {
@@ -49,12 +55,18 @@ impl Storage {
         Ok(Storage {
             blobs: BlobStore::open(data_dir)?,
             index: Index::open(&data_dir.join("index"))?,
+            locks: DigestLocks::default(),
         })
     }
 
-    /// Bytes of all indexed blobs.
+    /// Bytes on disk that count against the budget: every indexed blob, and uploads in
+    /// progress.
     pub fn total_size(&self) -> Result<u64, StorageError> {
-        Ok(self.blob_stats()?.1)
+        let mut uploads = 0;
+        for id in self.blobs.upload_ids()? {
+            uploads += self.blobs.upload_size(&id)?;
+        }
+        Ok(self.blob_stats()?.1 + uploads)
     }
 
     /// How many blobs are indexed, and their bytes.
@@ -69,14 +81,18 @@ impl Storage {
     }
 
     /// Removes uploads older than `max_age`, upload records without a file and upload files
-    /// without a record. Returns how many uploads went.
-    pub fn expire_uploads(&self, max_age: std::time::Duration) -> Result<usize, StorageError> {
+    /// without a record. Returns how many uploads went, and the bytes they held.
+    pub fn expire_uploads(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<(usize, u64), StorageError> {
         let now = index::now_ms();
-        let mut removed = 0;
+        let (mut removed, mut bytes) = (0, 0);
         let mut live = std::collections::HashSet::new();
         for (id, record) in self.index.uploads()? {
             let expired = now.saturating_sub(record.started_ms) > max_age.as_millis() as u64;
             if expired || !self.blobs.upload_path(&id).exists() {
+                bytes += self.blobs.upload_size(&id)?;
                 self.index.remove_upload(&id)?;
                 self.blobs.remove_upload(&id)?;
                 removed += 1;
@@ -86,11 +102,20 @@ impl Storage {
         }
         for id in self.blobs.upload_ids()? {
             if !live.contains(&id) {
+                bytes += self.blobs.upload_size(&id)?;
                 self.blobs.remove_upload(&id)?;
                 removed += 1;
             }
         }
-        Ok(removed)
+        Ok((removed, bytes))
+    }
+
+    /// Drops an upload: its record and its file. The bytes it held. Blocks.
+    pub fn discard_upload(&self, id: &str) -> Result<u64, StorageError> {
+        let bytes = self.blobs.upload_size(id)?;
+        self.index.remove_upload(id)?;
+        self.blobs.remove_upload(id)?;
+        Ok(bytes)
     }
 
     /// Reconciles disk and index after an unclean stop. Blocks; run before serving.
@@ -99,7 +124,8 @@ impl Storage {
             temp_files_removed: self.blobs.sweep_tmp()?,
             ..Recovery::default()
         };
-        report.uploads_removed = self.expire_uploads(UPLOAD_EXPIRY)?;
+        report.uploads_removed = self.expire_uploads(UPLOAD_EXPIRY)?.0;
+        report.manifest_links_repaired = self.index.repair_manifest_repos()?;
         // Index entries must point at a file of the recorded size.
         let mut dangling = Vec::new();
         for entry in self.index.blobs() {
@@ -196,6 +222,7 @@ mod tests {
                 entries_dropped: 1,
                 files_reindexed: 1,
                 files_removed: 1,
+                manifest_links_repaired: 0,
             }
         );
         assert!(storage.index.blob(&good_digest).unwrap().is_some());
@@ -207,6 +234,42 @@ mod tests {
         assert!(storage.index.blob(&corrupt_digest).unwrap().is_none());
         assert!(!storage.blobs.path(&corrupt_digest).exists());
         // A second recovery finds nothing to do.
+        assert_eq!(storage.recover().unwrap(), Recovery::default());
+    }
+
+    /// A data directory from before `manifest_repos` holds pushed manifests that only
+    /// `repo_manifests` knows: after recovery, every one of them is private, so eviction
+    /// spares it, and what the blob store holds is unchanged.
+    #[test]
+    fn after_recovery_every_pushed_manifest_is_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = br#"{"schemaVersion":2}"#.to_vec();
+        let digest = Digest::of(&body);
+        {
+            let storage = Storage::open(dir.path()).unwrap();
+            storage.blobs.write_verified(&digest, &body).unwrap();
+            storage
+                .index
+                .put_blob(&digest, &BlobRecord::new(body.len() as u64, None))
+                .unwrap();
+            storage.index.flush().unwrap();
+        }
+        {
+            // Written the way berth did before: repo-first only, no blob link.
+            let db = sled::open(dir.path().join("index")).unwrap();
+            db.open_tree("repo_manifests")
+                .unwrap()
+                .insert(format!("team/app@{digest}"), "application/x")
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let storage = Storage::open(dir.path()).unwrap();
+        assert!(!storage.index.is_private(&digest).unwrap());
+        let report = storage.recover().unwrap();
+        assert_eq!(report.manifest_links_repaired, 1);
+        assert!(storage.index.is_private(&digest).unwrap());
+        assert_eq!(storage.evict(&digest, || false).unwrap(), None);
+        assert!(storage.blobs.path(&digest).exists());
         assert_eq!(storage.recover().unwrap(), Recovery::default());
     }
 }

@@ -6,9 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 
 use crate::cache::evict::ServingGuard;
+use crate::cache::fill::{FillError, NotVerified};
 use crate::http::body;
 use crate::http::range::{self, RangeRequest};
-use crate::registry::mirror::BlobReply;
+use crate::registry::mirror::{upstream_error, BlobReply};
 use crate::registry::name::{Digest, RepoName};
 use crate::registry::namespace::MirrorRepo;
 use crate::registry::{ErrorCode, Registry, RegistryError};
@@ -26,9 +27,13 @@ pub async fn get(
     }
     match registry.mirror.blob(target, &digest).await? {
         BlobReply::Stored(mapped, guard) => stored(req, registry, &digest, mapped, guard),
-        BlobReply::Filling { fill, size } => {
-            match (range::parse(range_header(req), size.unwrap_or(0)), size) {
-                (RangeRequest::Partial { start, end }, Some(size)) => {
+        BlobReply::Filling { fill, .. } if range_header(req).is_some() => {
+            // A range can end before the last byte, the one a reader of a fill withholds until
+            // the digest is checked: wait for the check, then serve from the verified file.
+            let stall = target.upstream.settings().read_timeout;
+            let size = fill.verified(stall).await.map_err(not_verified)?;
+            match range::parse(range_header(req), size) {
+                RangeRequest::Partial { start, end } => {
                     Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
                         .insert_header((
                             header::CONTENT_RANGE,
@@ -40,16 +45,36 @@ pub async fn get(
                             registry.metrics(),
                         )))
                 }
-                (RangeRequest::Unsatisfiable, Some(size)) if range_header(req).is_some() => {
-                    Err(unsatisfiable(size))
-                }
-                _ => Ok(blob_headers(StatusCode::OK, &digest).body(body::filling(
-                    fill.reader(0, None),
-                    size,
-                    registry.metrics(),
-                ))),
+                RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
+                RangeRequest::Full => Ok(blob_headers(StatusCode::OK, &digest).body(
+                    body::filling(fill.reader(0, None), Some(size), registry.metrics()),
+                )),
             }
         }
+        // A whole blob streams as it arrives: its reader withholds the last byte until the
+        // digest is checked.
+        BlobReply::Filling { fill, size } => Ok(blob_headers(StatusCode::OK, &digest).body(
+            body::filling(fill.reader(0, None), size, registry.metrics()),
+        )),
+    }
+}
+
+/// A ranged request's wait for verification that ended without it.
+fn not_verified(e: NotVerified) -> RegistryError {
+    match e {
+        NotVerified::Stalled(stall) => RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("the blob's download from upstream made no progress for {stall:?}"),
+        ),
+        NotVerified::Failed(e) => match &*e {
+            FillError::Upstream(u) => upstream_error(u.clone(), ErrorCode::BlobUnknown),
+            FillError::DigestMismatch { .. } | FillError::SizeMismatch { .. } => {
+                RegistryError::new(ErrorCode::Unavailable, e.to_string())
+            }
+            FillError::Storage(_) | FillError::Vanished => {
+                RegistryError::internal("cache storage failed", e.to_string())
+            }
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use crate::registry::error::{ErrorCode, RegistryError};
 use crate::registry::media;
 use crate::registry::mirror::storage_error;
 use crate::registry::name::{Digest, Reference, RepoName};
-use crate::storage::index::ReferrerRecord;
+use crate::storage::index::{PushedManifest, ReferrerRecord};
 use crate::upstream::MAX_MANIFEST_BYTES;
 
 /// What a PUT stored.
@@ -121,26 +121,7 @@ impl Projects {
             .map(|s| parse_digest(&s.digest))
             .transpose()?;
 
-        let size = body.len() as u64;
-        let stored = self
-            .cache
-            .put_manifest(StoredManifest {
-                digest: digest.clone(),
-                media_type: media_type.clone(),
-                body,
-            })
-            .await
-            .map_err(storage_error)?;
-        let index = &self.storage().index;
-        index
-            .put_repo_manifest(repo, &stored.digest, &media_type)
-            .map_err(storage_error)?;
-        if let Reference::Tag(tag) = reference {
-            index
-                .put_repo_tag(repo, tag, &digest)
-                .map_err(storage_error)?;
-        }
-        if let Some(subject) = &subject {
+        let referrer = subject.as_ref().map(|subject| {
             let artifact_type = shape
                 .artifact_type
                 .clone()
@@ -148,15 +129,31 @@ impl Projects {
             let record = ReferrerRecord {
                 media_type: media_type.clone(),
                 digest: digest.to_string(),
-                size,
+                size: body.len() as u64,
                 artifact_type,
                 annotations: shape.annotations.clone(),
             };
-            index
-                .put_referrer(repo, subject, &record)
-                .map_err(storage_error)?;
-        }
-        index.flush_async().await.map_err(storage_error)?;
+            (subject, record)
+        });
+        // Stored and recorded in the repository in one step: eviction never sees the manifest
+        // indexed but not yet linked, and it is durable before the client hears of it.
+        let pushed = PushedManifest {
+            repo,
+            digest: &digest,
+            media_type: &media_type,
+            size: body.len() as u64,
+            tag: match reference {
+                Reference::Tag(tag) => Some(tag),
+                Reference::Digest(_) => None,
+            },
+            referrer: referrer
+                .as_ref()
+                .map(|(subject, record)| (*subject, record)),
+        };
+        self.cache
+            .put_pushed_manifest(pushed, body)
+            .await
+            .map_err(storage_error)?;
         Ok(PutManifest { digest, subject })
     }
 

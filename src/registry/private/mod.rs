@@ -7,12 +7,13 @@
 //! when everything it references is already in the repository, and a blob only when its bytes
 //! hash to the digest the client named.
 
+mod discard;
 pub mod listing;
 pub mod manifest;
 pub mod upload;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -26,8 +27,7 @@ use crate::storage::Storage;
 pub struct Projects {
     names: HashSet<String>,
     cache: Arc<Cache>,
-    /// One lock per upload id: appends to the same upload never interleave.
-    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    upload_locks: Arc<discard::UploadLocks>,
 }
 
 impl Projects {
@@ -35,7 +35,7 @@ impl Projects {
         Projects {
             names: names.into_iter().collect(),
             cache,
-            upload_locks: Mutex::new(HashMap::new()),
+            upload_locks: Arc::default(),
         }
     }
 

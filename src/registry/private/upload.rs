@@ -9,12 +9,16 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
+use tokio::sync::OwnedMutexGuard;
+
+use super::discard::Discard;
 use super::Projects;
 use crate::registry::error::{ErrorCode, RegistryError};
 use crate::registry::mirror::storage_error;
 use crate::registry::name::{Digest, RepoName};
 use crate::storage::blobs::hash_file;
-use crate::storage::index::{now_ms, BlobRecord, UploadRecord};
+use crate::storage::index::{now_ms, UploadRecord};
+use crate::storage::Storage;
 
 /// Request bytes gathered before each write to the upload file.
 const WRITE_BLOCK: usize = 256 * 1024;
@@ -106,12 +110,15 @@ impl Projects {
         from: &RepoName,
         from_readable: bool,
     ) -> Result<Option<Digest>, RegistryError> {
-        let index = &self.storage().index;
-        if !from_readable || !index.repo_has_blob(from, digest).map_err(storage_error)? {
+        // Under the digest's lock: eviction cannot take the blob between check and link.
+        if !from_readable
+            || !self
+                .storage()
+                .mount(repo, from, digest)
+                .map_err(storage_error)?
+        {
             return Ok(None);
         }
-        index.link_repo_blob(repo, digest).map_err(storage_error)?;
-        index.flush().map_err(storage_error)?;
         Ok(Some(digest.clone()))
     }
 
@@ -144,20 +151,9 @@ impl Projects {
         }
     }
 
-    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(locks.entry(id.to_owned()).or_default())
-    }
-
-    fn forget_lock(&self, id: &str) {
-        self.upload_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-
     /// PATCH: appends `body`. `start` (from `Content-Range`) must equal the bytes received so
-    /// far, else the chunk is refused with 416 and nothing is written.
+    /// far, else the chunk is refused with 416 and nothing is written. A body that breaks off
+    /// fails the whole upload, which is discarded at once.
     pub async fn append<S, E>(
         &self,
         repo: &RepoName,
@@ -170,8 +166,7 @@ impl Projects {
         E: std::fmt::Display,
     {
         self.check_upload(repo, id)?;
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
+        let held = self.upload_locks.acquire(id).await;
         let current = self.upload_status(repo, id).await?;
         if let Some(start) = start.filter(|&s| s != current.size) {
             return Err(RegistryError::new(
@@ -183,15 +178,24 @@ impl Projects {
             )
             .with_detail(serde_json::json!({ "size": current.size })));
         }
-        let written = self.write_body(id, body).await?;
-        Ok(UploadState {
-            id: id.to_owned(),
-            size: current.size + written,
-        })
+        let discard = Discard::armed(&self.cache, &self.upload_locks, id);
+        match self.write_body(id, body, held).await {
+            Ok((written, _held)) => {
+                discard.keep();
+                Ok(UploadState {
+                    id: id.to_owned(),
+                    size: current.size + written,
+                })
+            }
+            Err(e) => {
+                discard.now().await;
+                Err(e)
+            }
+        }
     }
 
     /// PUT: appends the last bytes, checks the digest, and makes the blob part of `repo`.
-    /// On a mismatch the upload is discarded and nothing is kept.
+    /// On a mismatch (or any failure) the upload is discarded and nothing is kept.
     pub async fn finish_upload<S, E>(
         &self,
         repo: &RepoName,
@@ -204,96 +208,89 @@ impl Projects {
         E: std::fmt::Display,
     {
         self.check_upload(repo, id)?;
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
+        let held = self.upload_locks.acquire(id).await;
         self.check_upload(repo, id)?;
-        let result = self.verify_and_commit(repo, id, digest, body).await;
-        let storage = self.storage();
-        if result.is_err() {
-            let _ = storage.blobs.remove_upload(id);
-        }
-        storage.index.remove_upload(id).map_err(storage_error)?;
-        storage.index.flush_async().await.map_err(storage_error)?;
-        self.forget_lock(id);
-        result
+        let discard = Discard::armed(&self.cache, &self.upload_locks, id);
+        let held = match self.write_body(id, body, held).await {
+            Ok((_, held)) => held,
+            Err(e) => {
+                discard.now().await;
+                return Err(e);
+            }
+        };
+        discard.keep();
+        // One blocking task verifies, stores or discards, and ends the upload: it runs to the
+        // end even if the client goes away meanwhile.
+        let (cache, locks, repo, upload, expected) = (
+            Arc::clone(&self.cache),
+            Arc::clone(&self.upload_locks),
+            repo.clone(),
+            id.to_owned(),
+            digest.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let held = held;
+            let storage = cache.storage();
+            let result = verify_and_store(storage, &upload, &expected, &repo);
+            match &result {
+                Ok((size, new)) => cache.upload_stored(*size, *new),
+                Err(_) => match storage.discard_upload(&upload) {
+                    Ok(bytes) => cache.upload_freed(bytes),
+                    Err(e) => tracing::warn!(%upload, error = %e, "cannot discard an upload"),
+                },
+            }
+            let ended = storage
+                .index
+                .remove_upload(&upload)
+                .and_then(|()| storage.index.flush())
+                .map_err(storage_error);
+            drop(held);
+            locks.forget(&upload);
+            ended?;
+            result.map(|_| ())
+        })
+        .await
+        .map_err(|e| RegistryError::internal("upload failed", e))?
     }
 
-    async fn verify_and_commit<S, E>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-        body: S,
-    ) -> Result<(), RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        self.write_body(id, body).await?;
-        let storage = Arc::clone(self.storage());
-        let (id, expected) = (id.to_owned(), digest.clone());
-        let committed =
-            tokio::task::spawn_blocking(move || -> Result<Option<u64>, RegistryError> {
-                let (actual, size) = hash_file(&storage.blobs.upload_path(&id))
-                    .map_err(|e| RegistryError::internal("cannot read the upload", e))?;
-                if actual != expected {
-                    return Err(RegistryError::new(
-                        ErrorCode::DigestInvalid,
-                        format!(
-                            "the uploaded bytes hash to {actual}, not {expected}; nothing was kept"
-                        ),
-                    )
-                    .with_detail(serde_json::json!({ "digest": expected.to_string() })));
-                }
-                if storage
-                    .index
-                    .blob(&expected)
-                    .map_err(storage_error)?
-                    .is_some()
-                {
-                    storage
-                        .blobs
-                        .remove_upload(&id)
-                        .map_err(|e| RegistryError::internal("upload cleanup failed", e))?;
-                    return Ok(None);
-                }
-                storage
-                    .blobs
-                    .commit_upload(&id, &expected)
-                    .map_err(|e| RegistryError::internal("cannot store the blob", e))?;
-                storage
-                    .index
-                    .put_blob(&expected, &BlobRecord::new(size, None))
-                    .map_err(storage_error)?;
-                Ok(Some(size))
-            })
-            .await
-            .map_err(|e| RegistryError::internal("upload failed", e))??;
-        let index = &self.storage().index;
-        index.link_repo_blob(repo, digest).map_err(storage_error)?;
-        if let Some(size) = committed {
-            self.cache.note_stored(size);
-        }
-        Ok(())
-    }
-
-    /// DELETE: cancels an upload.
+    /// DELETE: cancels an upload; its file goes at once.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
         self.check_upload(repo, id)?;
-        let lock = self.upload_lock(id);
-        let _held = lock.lock().await;
-        let storage = self.storage();
-        storage.index.remove_upload(id).map_err(storage_error)?;
-        storage
-            .blobs
-            .remove_upload(id)
-            .map_err(|e| RegistryError::internal("cannot remove the upload", e))?;
-        self.forget_lock(id);
-        Ok(())
+        let held = self.upload_locks.acquire(id).await;
+        let (cache, locks, upload) = (
+            Arc::clone(&self.cache),
+            Arc::clone(&self.upload_locks),
+            id.to_owned(),
+        );
+        // On the blocking pool from start to end: done even if the client goes away.
+        tokio::task::spawn_blocking(move || {
+            let storage = cache.storage();
+            let freed = storage.discard_upload(&upload);
+            if let Ok(bytes) = freed {
+                cache.upload_freed(bytes);
+            }
+            let flushed = storage.index.flush();
+            drop(held);
+            locks.forget(&upload);
+            freed?;
+            flushed?;
+            Ok::<_, crate::storage::StorageError>(())
+        })
+        .await
+        .map_err(|e| RegistryError::internal("cannot remove the upload", e))?
+        .map_err(|e| RegistryError::internal("cannot remove the upload", e))
     }
 
-    /// Appends a request body to the upload file, in large blocks, off the executor.
-    async fn write_body<S, E>(&self, id: &str, mut body: S) -> Result<u64, RegistryError>
+    /// Appends a request body to the upload file, in large blocks, off the executor. Each
+    /// block's write holds the upload's lock (`held`) until it is done, even when the request
+    /// is dropped meanwhile; the lock comes back at the end. Bytes written count as used at
+    /// once.
+    async fn write_body<S, E>(
+        &self,
+        id: &str,
+        mut body: S,
+        held: OwnedMutexGuard<()>,
+    ) -> Result<(u64, OwnedMutexGuard<()>), RegistryError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -305,6 +302,7 @@ impl Projects {
                 .open(&path)
                 .map_err(|_| upload_unknown(id))?,
         );
+        let mut held = Some(held);
         let mut pending = BytesMut::new();
         let mut written = 0u64;
         loop {
@@ -322,19 +320,51 @@ impl Projects {
             if pending.len() >= WRITE_BLOCK || (done && !pending.is_empty()) {
                 let block = pending.split().freeze();
                 let mut f = file.take().ok_or_else(|| upload_unknown(id))?;
-                let (f, result) = tokio::task::spawn_blocking(move || {
+                let guard = held.take().ok_or_else(|| upload_unknown(id))?;
+                let cache = Arc::clone(&self.cache);
+                let (f, guard, result) = tokio::task::spawn_blocking(move || {
+                    let before = f.metadata().map(|m| m.len());
                     let result = f.write_all(&block).map(|()| block.len() as u64);
-                    (f, result)
+                    // What reached the disk counts, a partial write included.
+                    if let (Ok(before), Ok(after)) = (before, f.metadata().map(|m| m.len())) {
+                        cache.upload_grew(after.saturating_sub(before));
+                    }
+                    (f, guard, result)
                 })
                 .await
                 .map_err(|e| RegistryError::internal("upload failed", e))?;
                 written +=
                     result.map_err(|e| RegistryError::internal("cannot write the upload", e))?;
                 file = Some(f);
+                held = Some(guard);
             }
             if done {
-                return Ok(written);
+                let held = held.ok_or_else(|| upload_unknown(id))?;
+                return Ok((written, held));
             }
         }
     }
+}
+
+/// Hashes a finished upload and, when it is `expected`, stores it in `repo`: the blob's
+/// size and whether it was new. Blocks.
+fn verify_and_store(
+    storage: &Storage,
+    id: &str,
+    expected: &Digest,
+    repo: &RepoName,
+) -> Result<(u64, bool), RegistryError> {
+    let (actual, size) = hash_file(&storage.blobs.upload_path(id))
+        .map_err(|e| RegistryError::internal("cannot read the upload", e))?;
+    if &actual != expected {
+        return Err(RegistryError::new(
+            ErrorCode::DigestInvalid,
+            format!("the uploaded bytes hash to {actual}, not {expected}; nothing was kept"),
+        )
+        .with_detail(serde_json::json!({ "digest": expected.to_string() })));
+    }
+    let new = storage
+        .store_upload(id, expected, size, repo)
+        .map_err(|e| RegistryError::internal("cannot store the blob", e))?;
+    Ok((size, new))
 }

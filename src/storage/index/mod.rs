@@ -24,7 +24,7 @@ mod pins;
 mod projects;
 
 pub use self::pins::PinRecord;
-pub use self::projects::{ReferrerRecord, UploadRecord};
+pub use self::projects::{PushedManifest, ReferrerRecord, UploadRecord};
 
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +161,22 @@ pub fn parse_link_key(key: &[u8]) -> Option<(String, RepoName, Digest)> {
     ))
 }
 
+/// Inside a transaction: indexes a blob unless it is already; true when this call did.
+fn insert_new_blob(
+    blobs: &sled::transaction::TransactionalTree,
+    access: &sled::transaction::TransactionalTree,
+    digest: &Digest,
+    record: &BlobRecord,
+) -> sled::transaction::ConflictableTransactionResult<bool, sled::Error> {
+    let key = blob_key(digest);
+    if blobs.get(&key)?.is_some() {
+        return Ok(false);
+    }
+    blobs.insert(key, encode(record))?;
+    access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
+    Ok(true)
+}
+
 pub(crate) fn transaction_error(e: sled::transaction::TransactionError) -> IndexError {
     match e {
         sled::transaction::TransactionError::Storage(e)
@@ -239,6 +255,15 @@ impl Index {
                 access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
                 Ok(())
             })
+            .map_err(transaction_error)
+    }
+
+    /// Indexes a blob unless it is already: true when this call did, so that only the one
+    /// store that added a digest counts its bytes.
+    pub fn put_new_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<bool, IndexError> {
+        use sled::Transactional;
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| insert_new_blob(blobs, access, digest, record))
             .map_err(transaction_error)
     }
 

@@ -4,22 +4,32 @@
 //! |------------------|--------------------------------------|-------------------|
 //! | `repo_blobs`     | `sha256:<hex>@<repo>`                | empty             |
 //! | `repo_manifests` | `<repo>@sha256:<hex>`                | media type        |
+//! | `manifest_repos` | `sha256:<hex>@<repo>`                | empty             |
 //! | `repo_tags`      | `<repo>:<tag>`                       | `sha256:<hex>`    |
 //! | `referrers`      | `<repo>@<subject>@<manifest>`        | [`ReferrerRecord`]|
 //! | `uploads`        | upload id                            | [`UploadRecord`]  |
 //!
-//! `repo_blobs` is keyed digest-first so that "is this blob private anywhere?" (which eviction
-//! asks) is one prefix scan. Repository names contain no `@` or `:`, tags no `:`, digests no
-//! `@`, so every key splits back unambiguously.
+//! `repo_blobs` and `manifest_repos` (the digest-first twin of `repo_manifests`, written in
+//! the same transactions) are keyed digest-first, so that "is this digest private anywhere?"
+//! (which eviction and gc ask) is two prefix lookups, whatever a client unlinked with a blob
+//! DELETE. A pushed blob or manifest gets its index entry and its repository link in one
+//! transaction, so there is no moment at which it is indexed but unprotected.
+//! Repository names contain no `@` or `:`, tags no `:`, digests no `@`, so every key splits
+//! back unambiguously.
 
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
-use super::{decode, encode, text_keyed, Index, IndexError};
+use super::{
+    decode, encode, insert_new_blob, text_keyed, transaction_error, BlobRecord, Index, IndexError,
+};
 use crate::registry::name::{Digest, RepoName, Tag};
 
 pub(super) struct Trees {
     repo_blobs: sled::Tree,
     repo_manifests: sled::Tree,
+    /// `repo_manifests` keyed digest-first: which repositories hold a manifest.
+    manifest_repos: sled::Tree,
     repo_tags: sled::Tree,
     referrers: sled::Tree,
     uploads: sled::Tree,
@@ -30,6 +40,7 @@ impl Trees {
         Ok(Trees {
             repo_blobs: db.open_tree("repo_blobs")?,
             repo_manifests: db.open_tree("repo_manifests")?,
+            manifest_repos: db.open_tree("manifest_repos")?,
             repo_tags: db.open_tree("repo_tags")?,
             referrers: db.open_tree("referrers")?,
             uploads: db.open_tree("uploads")?,
@@ -67,6 +78,26 @@ pub fn repo_blob_key(digest: &Digest, repo: &RepoName) -> Vec<u8> {
 
 pub fn repo_manifest_key(repo: &RepoName, digest: &Digest) -> Vec<u8> {
     format!("{repo}@{digest}").into_bytes()
+}
+
+/// `repo_manifests`' key turned digest-first, for `manifest_repos`; `None` when it does not
+/// parse.
+fn manifest_repo_key_of(repo_manifest_key: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(repo_manifest_key).ok()?;
+    let (repo, digest) = text.rsplit_once('@')?;
+    let (repo, digest): (RepoName, Digest) = (repo.parse().ok()?, digest.parse().ok()?);
+    Some(repo_blob_key(&digest, &repo))
+}
+
+/// A pushed manifest, with what its PUT records beside it.
+pub struct PushedManifest<'a> {
+    pub repo: &'a RepoName,
+    pub digest: &'a Digest,
+    pub media_type: &'a str,
+    pub size: u64,
+    pub tag: Option<&'a Tag>,
+    /// The subject it refers to, and its entry in the referrers list.
+    pub referrer: Option<(&'a Digest, &'a ReferrerRecord)>,
 }
 
 pub fn repo_tag_key(repo: &RepoName, tag: &Tag) -> Vec<u8> {
@@ -107,28 +138,114 @@ impl Index {
             .contains_key(repo_blob_key(digest, repo))?)
     }
 
-    /// Whether any private repository holds `digest` (private content is never evicted).
-    pub fn is_private_blob(&self, digest: &Digest) -> Result<bool, IndexError> {
+    /// Whether any private repository holds `digest`, as a blob or as a manifest (private
+    /// content is never evicted).
+    pub fn is_private(&self, digest: &Digest) -> Result<bool, IndexError> {
         let prefix = format!("{digest}@");
-        Ok(self
-            .project
-            .repo_blobs
-            .scan_prefix(prefix.as_bytes())
-            .next()
-            .transpose()?
-            .is_some())
+        for tree in [&self.project.repo_blobs, &self.project.manifest_repos] {
+            if tree
+                .scan_prefix(prefix.as_bytes())
+                .next()
+                .transpose()?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    pub fn put_repo_manifest(
+    /// Indexes a pushed blob (unless it is already) and links it to `repo`, in one
+    /// transaction. True when this call indexed it.
+    pub fn put_private_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        media_type: &str,
-    ) -> Result<(), IndexError> {
-        self.project
-            .repo_manifests
-            .insert(repo_manifest_key(repo, digest), media_type.as_bytes())?;
-        self.link_repo_blob(repo, digest)
+        record: &BlobRecord,
+    ) -> Result<bool, IndexError> {
+        let link = repo_blob_key(digest, repo);
+        (&self.blobs, &self.access, &self.project.repo_blobs)
+            .transaction(|(blobs, access, repo_blobs)| {
+                let new = insert_new_blob(blobs, access, digest, record)?;
+                repo_blobs.insert(link.as_slice(), &[] as &[u8])?;
+                Ok(new)
+            })
+            .map_err(transaction_error)
+    }
+
+    /// Indexes a pushed manifest (unless it is already) and records it in its repository,
+    /// with its tag and referrer entry, in one transaction. True when this call indexed it.
+    pub fn put_private_manifest(
+        &self,
+        pushed: &PushedManifest<'_>,
+        record: &BlobRecord,
+    ) -> Result<bool, IndexError> {
+        let (repo, digest) = (pushed.repo, pushed.digest);
+        let manifest_key = repo_manifest_key(repo, digest);
+        let digest_first = repo_blob_key(digest, repo);
+        let tag = pushed.tag.map(|tag| repo_tag_key(repo, tag));
+        let referrer = pushed.referrer.map(|(subject, record)| {
+            let mut key = referrer_prefix(repo, subject);
+            key.extend_from_slice(record.digest.as_bytes());
+            (key, encode(record))
+        });
+        let p = &self.project;
+        (
+            &self.blobs,
+            &self.access,
+            &p.repo_manifests,
+            &p.manifest_repos,
+            &p.repo_blobs,
+            &p.repo_tags,
+            &p.referrers,
+        )
+            .transaction(
+                |(blobs, access, manifests, manifest_repos, repo_blobs, tags, referrers)| {
+                    let new = insert_new_blob(blobs, access, digest, record)?;
+                    manifests.insert(manifest_key.as_slice(), pushed.media_type.as_bytes())?;
+                    manifest_repos.insert(digest_first.as_slice(), &[] as &[u8])?;
+                    // A manifest is also a blob of its repository (an index references it).
+                    repo_blobs.insert(digest_first.as_slice(), &[] as &[u8])?;
+                    if let Some(tag) = &tag {
+                        tags.insert(tag.as_slice(), digest.to_string().as_bytes())?;
+                    }
+                    if let Some((key, value)) = &referrer {
+                        referrers.insert(key.as_slice(), value.as_slice())?;
+                    }
+                    Ok(new)
+                },
+            )
+            .map_err(transaction_error)
+    }
+
+    /// Restores `manifest_repos` from `repo_manifests` (data directories written before it
+    /// existed, or any disagreement); returns how many entries it added or dropped. Blocks.
+    pub fn repair_manifest_repos(&self) -> Result<usize, IndexError> {
+        let p = &self.project;
+        let mut fixed = 0;
+        for key in p.repo_manifests.iter().keys() {
+            let Some(twin) = manifest_repo_key_of(&key?) else {
+                continue;
+            };
+            if p.manifest_repos.insert(twin, &[] as &[u8])?.is_none() {
+                fixed += 1;
+            }
+        }
+        for key in p.manifest_repos.iter().keys() {
+            let key = key?;
+            let text = String::from_utf8_lossy(&key);
+            let orphan = match text.split_once('@') {
+                Some((digest, repo)) => !p
+                    .repo_manifests
+                    .contains_key(format!("{repo}@{digest}").as_bytes())?,
+                None => true,
+            };
+            if orphan {
+                p.manifest_repos.remove(key)?;
+                fixed += 1;
+            }
+        }
+        Ok(fixed)
     }
 
     pub fn repo_manifest(
@@ -150,27 +267,34 @@ impl Index {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, IndexError> {
-        if self
-            .project
-            .repo_manifests
-            .remove(repo_manifest_key(repo, digest))?
-            .is_none()
-        {
+        let p = &self.project;
+        let manifest_key = repo_manifest_key(repo, digest);
+        let digest_first = repo_blob_key(digest, repo);
+        let removed = (&p.repo_manifests, &p.manifest_repos, &p.repo_blobs)
+            .transaction(|(manifests, manifest_repos, repo_blobs)| {
+                if manifests.remove(manifest_key.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                manifest_repos.remove(digest_first.as_slice())?;
+                repo_blobs.remove(digest_first.as_slice())?;
+                Ok(true)
+            })
+            .map_err(transaction_error)?;
+        if !removed {
             return Ok(false);
         }
-        self.unlink_repo_blob(repo, digest)?;
         let target = digest.to_string();
         for (tag, points_at) in self.repo_tags(repo)? {
             if points_at == target {
-                self.project.repo_tags.remove(repo_tag_key(repo, &tag))?;
+                p.repo_tags.remove(repo_tag_key(repo, &tag))?;
             }
         }
         let suffix = format!("@{digest}");
         let prefix = format!("{repo}@");
-        for key in self.project.referrers.scan_prefix(prefix.as_bytes()).keys() {
+        for key in p.referrers.scan_prefix(prefix.as_bytes()).keys() {
             let key = key?;
             if key.ends_with(suffix.as_bytes()) {
-                self.project.referrers.remove(key)?;
+                p.referrers.remove(key)?;
             }
         }
         Ok(true)
@@ -236,18 +360,6 @@ impl Index {
         Ok(repos)
     }
 
-    pub fn put_referrer(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        record: &ReferrerRecord,
-    ) -> Result<(), IndexError> {
-        let mut key = referrer_prefix(repo, subject);
-        key.extend_from_slice(record.digest.as_bytes());
-        self.project.referrers.insert(key, encode(record))?;
-        Ok(())
-    }
-
     pub fn referrers(
         &self,
         repo: &RepoName,
@@ -290,6 +402,31 @@ impl Index {
 mod tests {
     use super::*;
 
+    /// Data directories from before `manifest_repos` have manifests it does not know about:
+    /// the repair adds them, and drops entries whose manifest is gone.
+    #[test]
+    fn manifest_repos_are_repaired_from_repo_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let repo: RepoName = "team/app".parse().unwrap();
+        let (old, stray) = (Digest::of(b"old"), Digest::of(b"stray"));
+        index
+            .project
+            .repo_manifests
+            .insert(repo_manifest_key(&repo, &old), "x/y")
+            .unwrap();
+        index
+            .project
+            .manifest_repos
+            .insert(repo_blob_key(&stray, &repo), &[] as &[u8])
+            .unwrap();
+        assert!(!index.is_private(&old).unwrap());
+        assert_eq!(index.repair_manifest_repos().unwrap(), 2);
+        assert!(index.is_private(&old).unwrap());
+        assert!(!index.is_private(&stray).unwrap());
+        assert_eq!(index.repair_manifest_repos().unwrap(), 0);
+    }
+
     #[test]
     fn private_trees() {
         let dir = tempfile::tempdir().unwrap();
@@ -301,13 +438,25 @@ mod tests {
         index.link_repo_blob(&repo, &layer).unwrap();
         assert!(index.repo_has_blob(&repo, &layer).unwrap());
         assert!(!index.repo_has_blob(&other, &layer).unwrap());
-        assert!(index.is_private_blob(&layer).unwrap());
-        assert!(!index.is_private_blob(&d).unwrap());
+        assert!(index.is_private(&layer).unwrap());
+        assert!(!index.is_private(&d).unwrap());
 
-        index.put_repo_manifest(&repo, &d, "x/y").unwrap();
-        index.put_repo_manifest(&other, &d, "x/y").unwrap();
         let (v1, v2): (Tag, Tag) = ("v1".parse().unwrap(), "v2".parse().unwrap());
-        index.put_repo_tag(&repo, &v2, &d).unwrap();
+        let manifest_record = BlobRecord::new(1, Some("x/y".into()));
+        let pushed = |repo, tag| PushedManifest {
+            repo,
+            digest: &d,
+            media_type: "x/y",
+            size: 1,
+            tag,
+            referrer: None,
+        };
+        assert!(index
+            .put_private_manifest(&pushed(&repo, Some(&v2)), &manifest_record)
+            .unwrap());
+        assert!(!index
+            .put_private_manifest(&pushed(&other, None), &manifest_record)
+            .unwrap());
         index.put_repo_tag(&repo, &v1, &d).unwrap();
         let tags: Vec<String> = index
             .repo_tags(&repo)
@@ -329,8 +478,23 @@ mod tests {
             artifact_type: Some("application/example".into()),
             annotations: None,
         };
-        index.put_referrer(&repo, &d, &record).unwrap();
+        let signature = Digest::of(b"sig");
+        index
+            .put_private_manifest(
+                &PushedManifest {
+                    repo: &repo,
+                    digest: &signature,
+                    media_type: "x/y",
+                    size: 3,
+                    tag: None,
+                    referrer: Some((&d, &record)),
+                },
+                &BlobRecord::new(3, None),
+            )
+            .unwrap();
         assert_eq!(index.referrers(&repo, &d).unwrap(), vec![record]);
+        assert!(index.remove_repo_manifest(&repo, &signature).unwrap());
+        assert!(index.referrers(&repo, &d).unwrap().is_empty());
 
         assert!(index.remove_repo_manifest(&repo, &d).unwrap());
         assert!(
@@ -340,6 +504,11 @@ mod tests {
         assert!(index.repo_manifest(&repo, &d).unwrap().is_none());
         assert!(index.repo_manifest(&other, &d).unwrap().is_some());
         assert!(!index.remove_repo_manifest(&repo, &d).unwrap());
+        // Still a manifest of team/app2, even once a blob DELETE unlinked it there.
+        assert!(index.unlink_repo_blob(&other, &d).unwrap());
+        assert!(index.is_private(&d).unwrap());
+        assert!(index.remove_repo_manifest(&other, &d).unwrap());
+        assert!(!index.is_private(&d).unwrap());
         assert_eq!(
             parse_repo_tag_key(b"team/app:v1").map(|(r, t)| (r.to_string(), t.to_string())),
             Some(("team/app".into(), "v1".into()))
