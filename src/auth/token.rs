@@ -510,9 +510,9 @@ mod tests {
         assert_eq!(claims.jti.len(), 32);
         assert_eq!(
             claims.access,
+            // A push asked on the mirror grants nothing there, not even pull.
             [
                 Scope::repository("secret/app", &[PULL, PUSH]),
-                Scope::repository("library/alpine", &[PULL]),
                 Scope::repository("other/private", &[PULL]),
             ]
         );
