@@ -12,12 +12,18 @@ use reqwest::StatusCode;
 /// A berth with `[auth]` and the given `[auth.login]` lines, mirroring an upstream that refuses
 /// connections (so credentials passed through fail there).
 fn private_berth(files: &AuthFiles, login: &str) -> Berth {
+    private_berth_with(files, login, "")
+}
+
+/// The same, with extra `[server]` lines.
+fn private_berth_with(files: &AuthFiles, login: &str, server: &str) -> Berth {
     let closed = format!("http://127.0.0.1:{}", common::upstream::free_port());
-    Berth::start(&format!(
+    let config = format!(
         "{}{}",
         files.config(&format!("[auth.login]\n{login}")),
         config_for(&closed, "5m", "")
-    ))
+    );
+    Berth::start(&config.replacen("[server]\n", &format!("[server]\n{server}"), 1))
 }
 
 /// The parts of an answer a client can tell apart.
@@ -146,6 +152,44 @@ async fn repeated_wrong_passwords_are_throttled_per_user_and_per_address() {
         &get_token(&berth, "carol", password("carol"), &[]).await,
         60,
     );
+}
+
+/// A wrong-password `GET /token` claiming to come from `forwarded`.
+async fn guess_from(berth: &Berth, user: &str, forwarded: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{}/token?service=berth-test", berth.url))
+        .basic_auth(user, Some("guess"))
+        .header("X-Forwarded-For", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let files = AuthFiles::create();
+    let login = "failures_per_user = 100\nfailures_per_address = 3\n";
+    // Behind a trusted proxy (the test client plays it), each forwarded client has its own count.
+    let proxied = private_berth_with(&files, login, "trusted_proxies = [\"127.0.0.1\"]\n");
+    for name in ["u1", "u2", "u3"] {
+        assert_eq!(guess_from(&proxied, name, "192.0.2.1").await, 401);
+    }
+    assert_eq!(guess_from(&proxied, "u4", "192.0.2.1").await, 429);
+    // A client's own forged entry left of the proxy's does not escape its count.
+    assert_eq!(guess_from(&proxied, "u4", "10.9.9.9, 192.0.2.1").await, 429);
+    assert_eq!(guess_from(&proxied, "u4", "192.0.2.2").await, 401);
+
+    // Without trusted proxies, the header is the client's word and changes nothing.
+    let direct = private_berth(&files, login);
+    for (name, forwarded) in [
+        ("u1", "192.0.2.1"),
+        ("u2", "192.0.2.2"),
+        ("u3", "192.0.2.3"),
+    ] {
+        assert_eq!(guess_from(&direct, name, forwarded).await, 401);
+    }
+    assert_eq!(guess_from(&direct, "u4", "192.0.2.4").await, 429);
 }
 
 #[tokio::test]
