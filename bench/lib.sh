@@ -173,6 +173,7 @@ start_registry() {
 # start_berth NAME UPSTREAM_URL
 #   Runs berth with an empty data dir under $WORK/NAME, mirroring UPSTREAM_URL as docker.io.
 #   Sets BERTH_PORT, BERTH_PID, BERTH_URL, BERTH_DATA, BERTH_LOG.
+#   BERTH_EXTRA_CONFIG, when set, is appended to its config file (e.g. an [auth] section).
 start_berth() {
     local name=$1 upstream=$2
     local dir="$WORK/$name"
@@ -190,6 +191,7 @@ level = "${BERTH_LOG_LEVEL:-warn}"
 name = "docker.io"
 url = "$upstream"
 tag_ttl = "5m"
+${BERTH_EXTRA_CONFIG:-}
 EOF
     "$BERTH_BIN" --config "$dir/berth.toml" serve >"$dir/berth.stdout" 2>"$BERTH_LOG" &
     BERTH_PID=$!

@@ -81,6 +81,43 @@ pub struct AuthSettings {
     pub token_ttl: Duration,
     #[serde(with = "humantime_serde", default = "default_refresh_ttl")]
     pub refresh_token_ttl: Duration,
+    /// Password guessing limits, the password-hashing pool and the cache of verified logins.
+    #[serde(default)]
+    pub login: LoginSettings,
+}
+
+/// `[auth.login]`: how logins with a password are paced and paid for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// Failed logins for one user name within `failure_window` before further attempts are
+    /// answered 429 until the window ends.
+    pub failures_per_user: u32,
+    /// The same, per client address (an IPv6 /64 counts as one address).
+    pub failures_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// How long a verified user+password is remembered, so repeated logins skip bcrypt;
+    /// `0s` turns the cache off.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Threads that run bcrypt at most at once.
+    pub hash_threads: usize,
+    /// Logins waiting for a hashing thread before further ones are answered 429.
+    pub hash_queue: usize,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        LoginSettings {
+            failures_per_user: 5,
+            failures_per_address: 30,
+            failure_window: Duration::from_secs(60),
+            cache_ttl: Duration::from_secs(60),
+            hash_threads: 2,
+            hash_queue: 16,
+        }
+    }
 }
 
 fn default_service() -> String {
@@ -428,6 +465,18 @@ impl Settings {
             url::Url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("server.external_url {url:?}: {e}")))?;
         }
+        if let Some(auth) = &self.auth {
+            let login = &auth.login;
+            if login.failures_per_user == 0
+                || login.failures_per_address == 0
+                || login.failure_window.is_zero()
+                || login.hash_threads == 0
+            {
+                return Err(ConfigError::Invalid(
+                    "auth.login: failures_per_user, failures_per_address, failure_window and hash_threads must not be 0".into(),
+                ));
+            }
+        }
         if !(1..=100).contains(&self.storage.low_water_percent) {
             return Err(ConfigError::Invalid(
                 "storage.low_water_percent must be between 1 and 100".into(),
@@ -572,6 +621,30 @@ mod tests {
         assert_eq!(auth.token_ttl, Duration::from_secs(300));
         assert_eq!(s.projects[0].members["alice"], Role::Developer);
         assert!(!s.projects[0].public);
+
+        assert_eq!(auth.login.failures_per_user, 5);
+        assert_eq!(auth.login.cache_ttl, Duration::from_secs(60));
+
+        let env = vec![
+            (
+                "BERTH__AUTH__LOGIN__FAILURES_PER_ADDRESS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "BERTH__AUTH__LOGIN__FAILURE_WINDOW".to_string(),
+                "2m".to_string(),
+            ),
+        ];
+        let s = Settings::load_with_env(Some(f.path()), env).unwrap();
+        let login = s.auth.unwrap().login;
+        assert_eq!(login.failures_per_address, 7);
+        assert_eq!(login.failure_window, Duration::from_secs(120));
+        assert_eq!(login.hash_threads, 2);
+        let env = vec![(
+            "BERTH__AUTH__LOGIN__HASH_THREADS".to_string(),
+            "0".to_string(),
+        )];
+        assert!(Settings::load_with_env(Some(f.path()), env).is_err());
 
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "[[projects]]\nname = \"team\"").unwrap();

@@ -5,19 +5,27 @@
 //! - [`keys`]: what signs and verifies tokens (PEM loading, libtrust `kid`, algorithm pinning);
 //! - [`scope`]: the `type:name:actions` grammar clients ask in;
 //! - [`users`]: who can log in (an htpasswd file that may change under us);
+//! - [`login`]: checking a password without letting guessing hurt anyone: [`throttle`] paces
+//!   failures, [`hashing`] bounds the bcrypt work, [`verified`] spares repeated logins it;
 //! - [`policy`]: who may do what to which repository (projects, roles, the read-only mirror);
 //! - [`token`]: the service gluing them together, used by `http::token` and by request checks.
 //!
 //! Nothing here knows actix; the HTTP layer turns an [`AuthError`] into a registry error.
 
 mod der;
+pub mod hashing;
 pub mod keys;
+pub mod login;
 pub mod policy;
+pub mod refresh;
 pub mod scope;
+pub mod throttle;
 pub mod token;
 pub mod users;
+pub mod verified;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use self::keys::{SigningKey, Verifier};
 pub use self::policy::Policy;
@@ -49,6 +57,13 @@ pub enum AuthError {
     /// A `scope` parameter that does not follow `type:name:actions`.
     #[error("invalid scope {scope:?}: {reason}")]
     InvalidScope { scope: String, reason: &'static str },
+    /// Too many failed logins for this user name or from this address lately: refused
+    /// without checking, until `retry_after` has passed.
+    #[error("too many failed logins; try again later")]
+    Throttled { retry_after: Duration },
+    /// Every password-hashing slot is taken and the queue is full.
+    #[error("too many logins at once; try again shortly")]
+    Busy,
     /// Signing failed or the system's random source failed: a server fault.
     #[error("token signing failed: {0}")]
     Crypto(String),

@@ -153,6 +153,7 @@ pub(crate) mod tests {
             admins: vec!["root".into()],
             token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(3600),
+            login: Default::default(),
         }
     }
 

@@ -4,11 +4,13 @@
 //! Refresh tokens (OAuth2 `access_type=offline`, docker's "identity token") are signed JWTs
 //! too, so berth keeps no session state. They carry no access, a `token_use` marker and a
 //! different audience, so no verifier (berth's or another registry's) can take one for an
-//! access token; using one re-evaluates the policy and checks the user still exists.
+//! access token; using one re-evaluates the policy and checks that the user's password is
+//! still the one the token was earned with ([`super::refresh`]).
 //!
 //! Verified access tokens are cached until their `exp`, keyed by the token itself: a client
 //! sends the same token with every request of a pull, and its signature needs checking once.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +20,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{SigningKey, Verifier};
+use super::login::Logins;
 use super::policy::Policy;
+use super::refresh::{Fingerprints, RefreshClaims, REFRESH_TOKEN_USE};
 use super::scope::Scope;
 use super::users::Htpasswd;
 use super::AuthError;
@@ -26,7 +30,6 @@ use crate::config::{AuthSettings, ProjectSettings};
 
 /// Verified tokens kept at once; a token is a few hundred bytes.
 const VERIFIED_CACHE_ENTRIES: u64 = 10_000;
-const REFRESH_TOKEN_USE: &str = "refresh";
 
 /// The claims of an access token, as the Docker token spec defines them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,18 +75,6 @@ struct AccessTokenBody {
     token_use: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct RefreshClaims {
-    iss: String,
-    sub: String,
-    aud: String,
-    exp: u64,
-    nbf: u64,
-    iat: u64,
-    jti: String,
-    token_use: String,
-}
-
 /// The token endpoint's JSON answer. `token` and `access_token` are the same: the first is
 /// the Docker spec's, the second OAuth2's, and clients read either.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +93,8 @@ pub struct TokenService {
     issuer: String,
     key: SigningKey,
     verifier: Verifier,
-    users: Option<Htpasswd>,
+    logins: Logins,
+    fingerprints: Fingerprints,
     policy: Policy,
     token_ttl: Duration,
     refresh_ttl: Duration,
@@ -136,12 +128,14 @@ impl TokenService {
     ) -> Result<Self, AuthError> {
         let users = auth.htpasswd.as_deref().map(Htpasswd::open).transpose()?;
         let verifier = Verifier::new([key.public_key().clone()], auth.issuer.clone());
+        let rng = SystemRandom::new();
         Ok(TokenService {
+            logins: Logins::new(users, &auth.login, &rng)?,
+            fingerprints: Fingerprints::new(key.public_key().spki_der()),
             service: auth.service.clone(),
             issuer: auth.issuer.clone(),
             key,
             verifier,
-            users,
             policy: Policy::new(auth, projects),
             token_ttl: auth.token_ttl,
             refresh_ttl: auth.refresh_token_ttl,
@@ -149,7 +143,7 @@ impl TokenService {
                 .max_capacity(VERIFIED_CACHE_ENTRIES)
                 .expire_after(UntilExp)
                 .build(),
-            rng: SystemRandom::new(),
+            rng,
             open: false,
         })
     }
@@ -167,21 +161,25 @@ impl TokenService {
         &self.key
     }
 
-    /// Checks a user's password. Runs bcrypt: call it off the async executor.
-    pub fn authenticate(&self, username: &str, password: &str) -> Result<(), AuthError> {
-        match &self.users {
-            Some(users) if !username.is_empty() && users.verify(username, password)? => Ok(()),
-            _ => Err(AuthError::InvalidCredentials),
-        }
+    /// Checks a user's password (see [`super::login`] for the order of the checks).
+    /// Wrong credentials are [`AuthError::InvalidCredentials`] whether or not the user exists;
+    /// a caller that gives up on them reports it with [`TokenService::login_failed`].
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        self.logins.check(username, password, address).await
     }
 
-    /// The user named by an `Authorization: Basic …` header; `Ok(None)` without a header
-    /// (anonymous). Wrong credentials are an error, never a fall-back to anonymous. Runs
-    /// bcrypt: call it off the async executor.
-    pub fn authenticate_basic(&self, header: Option<&str>) -> Result<Option<String>, AuthError> {
-        let Some(header) = header else {
-            return Ok(None);
-        };
+    /// Counts a failed login towards the throttle of its user name and address.
+    pub fn login_failed(&self, username: &str, address: Option<IpAddr>) {
+        self.logins.failed(username, address);
+    }
+
+    /// The user name and password of an `Authorization: Basic …` header.
+    pub fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
         let (scheme, encoded) =
             header
                 .trim()
@@ -205,12 +203,12 @@ impl TokenService {
                 .ok_or(AuthError::MalformedCredentials(
                     "Basic credentials without ':'",
                 ))?;
-        self.authenticate(username, password)?;
-        Ok(Some(username.to_owned()))
+        Ok((username.to_owned(), password.to_owned()))
     }
 
     /// Signs a token granting `subject` (`None`: anonymous) what the policy allows of
-    /// `scopes`; with `offline` and a subject, a refresh token too.
+    /// `scopes`; with `offline` and a subject, a refresh token too, tied to the subject's
+    /// password as the htpasswd file has it now (a `stat`: call it off the async executor).
     pub fn issue(
         &self,
         subject: Option<&str>,
@@ -237,6 +235,7 @@ impl TokenService {
         tracing::debug!(subject = ?subject, asked = scopes.len(), granted = ?claims.access, "token issued");
         let refresh_token = match subject {
             Some(subject) if offline => Some(self.key.sign(&RefreshClaims {
+                pwf: self.password_fingerprint(subject)?,
                 iss: self.issuer.clone(),
                 sub: subject.to_owned(),
                 aud: self.refresh_audience(),
@@ -296,11 +295,11 @@ impl TokenService {
     }
 
     /// Whether `username` is one of berth's own users (whose wrong password must never be
-    /// passed to an upstream).
+    /// passed to an upstream), as of the last password check (no I/O).
     pub fn is_local_user(&self, username: &str) -> bool {
-        self.users
-            .as_ref()
-            .is_some_and(|users| users.contains(username).unwrap_or(true))
+        self.logins
+            .users()
+            .is_some_and(|users| users.knew(username))
     }
 
     /// Whether this is the token service of an open mirror (no `[auth]`): it has no users and
@@ -342,6 +341,7 @@ impl TokenService {
             admins: Vec::new(),
             token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(3600),
+            login: crate::config::LoginSettings::default(),
         };
         let mut service = TokenService::new(&settings, &[])?;
         service.open = true;
@@ -349,8 +349,8 @@ impl TokenService {
     }
 
     /// A new access token for the refresh token's user, granted by the policy as it is now.
-    /// A user removed from the htpasswd file can no longer refresh. Reads the htpasswd file
-    /// when it changed: call it off the async executor.
+    /// A user removed from the htpasswd file, or whose password changed since, can no longer
+    /// refresh. Reads the htpasswd file when it changed: call it off the async executor.
     pub fn refresh(
         &self,
         refresh_token: &str,
@@ -362,9 +362,18 @@ impl TokenService {
         if claims.token_use != REFRESH_TOKEN_USE || claims.sub.is_empty() {
             return Err(AuthError::InvalidToken("not a refresh token".into()));
         }
-        match &self.users {
-            Some(users) if users.contains(&claims.sub)? => {}
-            _ => return Err(AuthError::InvalidCredentials),
+        let hash = match self.logins.users() {
+            Some(users) => users.entry(&claims.sub)?.hash,
+            None => None,
+        };
+        match hash {
+            Some(hash) if self.fingerprints.matches(&hash, &claims.pwf) => {}
+            Some(_) => {
+                return Err(AuthError::InvalidToken(
+                    "the password changed since this token was issued; log in again".into(),
+                ))
+            }
+            None => return Err(AuthError::InvalidCredentials),
         }
         self.issue(Some(&claims.sub), scopes, false)
     }
@@ -382,6 +391,16 @@ impl TokenService {
         let claims = Arc::new(body.claims);
         self.verified.insert(token.to_owned(), Arc::clone(&claims));
         Ok(claims)
+    }
+
+    /// The fingerprint a refresh token for `user` carries; an unknown user gets none.
+    fn password_fingerprint(&self, user: &str) -> Result<String, AuthError> {
+        let users = self.logins.users().ok_or(AuthError::InvalidCredentials)?;
+        let hash = users
+            .entry(user)?
+            .hash
+            .ok_or(AuthError::InvalidCredentials)?;
+        Ok(self.fingerprints.of(&hash))
     }
 
     /// Refresh tokens are for berth's token endpoint only, never for a registry.
@@ -453,33 +472,28 @@ mod tests {
         )
     }
 
-    #[test]
-    fn basic_authentication() {
+    #[tokio::test]
+    async fn basic_authentication() {
         let f = fixture();
         let s = &f.service;
-        assert_eq!(s.authenticate_basic(None).unwrap(), None);
-        assert_eq!(
-            s.authenticate_basic(Some(&basic("dave", "dev")))
-                .unwrap()
-                .as_deref(),
-            Some("dave")
-        );
-        assert!(matches!(
-            s.authenticate_basic(Some(&basic("dave", "wrong"))),
-            Err(AuthError::InvalidCredentials)
-        ));
-        assert!(matches!(
-            s.authenticate_basic(Some(&basic("nobody", "dev"))),
-            Err(AuthError::InvalidCredentials)
-        ));
-        assert!(matches!(
-            s.authenticate_basic(Some(&basic("", ""))),
-            Err(AuthError::InvalidCredentials)
-        ));
+        let check = |header: &str| {
+            let parsed = TokenService::parse_basic(header);
+            async move {
+                let (user, password) = parsed?;
+                s.authenticate(&user, &password, None).await.map(|()| user)
+            }
+        };
+        assert_eq!(check(&basic("dave", "dev")).await.unwrap(), "dave");
+        for (user, password) in [("dave", "wrong"), ("nobody", "dev"), ("", "")] {
+            assert!(matches!(
+                check(&basic(user, password)).await,
+                Err(AuthError::InvalidCredentials)
+            ));
+        }
         for malformed in ["Basic", "Basic !!!", "Bearer abc", "Basic ZGF2ZQ=="] {
             assert!(
                 matches!(
-                    s.authenticate_basic(Some(malformed)),
+                    check(malformed).await,
                     Err(AuthError::MalformedCredentials(_))
                 ),
                 "{malformed}"
@@ -581,10 +595,28 @@ mod tests {
         assert_eq!(claims.subject(), Some("dave"));
         assert!(claims.allows("repository", "secret/app", "push"));
 
-        // Removing the user revokes their refresh tokens.
+        // A new password revokes the refresh tokens issued before it, not those after.
+        let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();
+        writeln!(file, "dave:{}", bcrypt::hash("dev2", 4).unwrap()).unwrap();
+        drop(file);
+        assert!(matches!(
+            s.refresh(&refresh, &asked),
+            Err(AuthError::InvalidToken(_))
+        ));
+        let after = s.issue(Some("dave"), &asked, true).unwrap();
+        let refresh_after = after.refresh_token.unwrap();
+        assert!(s.refresh(&refresh_after, &asked).is_ok());
+
+        // Removing the user revokes their refresh tokens. (The same size as the file before:
+        // let the modification time move on.)
+        std::thread::sleep(Duration::from_millis(20));
         let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();
         writeln!(file, "gina:{}", bcrypt::hash("guest", 4).unwrap()).unwrap();
         drop(file);
+        assert!(matches!(
+            s.refresh(&refresh_after, &asked),
+            Err(AuthError::InvalidCredentials)
+        ));
         assert!(matches!(
             s.refresh(&refresh, &asked),
             Err(AuthError::InvalidCredentials)
@@ -672,12 +704,12 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn without_htpasswd_nobody_logs_in() {
+    #[tokio::test]
+    async fn without_htpasswd_nobody_logs_in() {
         let auth = settings(true);
         let s = TokenService::with_key(&auth, &projects(), key(EC_SEC1)).unwrap();
         assert!(matches!(
-            s.authenticate_basic(Some(&basic("root", "admin"))),
+            s.authenticate("root", "admin", None).await,
             Err(AuthError::InvalidCredentials)
         ));
         assert!(s.issue(None, &[], false).is_ok());

@@ -30,9 +30,31 @@ pub struct Htpasswd {
 
 #[derive(Debug, Default)]
 struct State {
-    /// (mtime, size) of the file as last read.
-    stamp: Option<(SystemTime, u64)>,
+    /// (mtime, size, inode) of the file as last read.
+    stamp: Option<(SystemTime, u64, u64)>,
     users: HashMap<String, String>,
+    /// Counts the reads of the file: what was verified against one may not hold for the next.
+    generation: u64,
+}
+
+/// One user's line as the file has it now.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub generation: u64,
+    /// `None` for a user the file does not have.
+    pub hash: Option<String>,
+}
+
+/// Whether `password` matches `hash`. Runs bcrypt (tens of milliseconds) even without a hash
+/// (an unknown user), so response times do not tell which user names exist.
+pub fn check_password(password: &str, hash: Option<&str>) -> bool {
+    match hash {
+        Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+        None => {
+            let _ = bcrypt::verify(password, dummy_hash());
+            false
+        }
+    }
 }
 
 impl Htpasswd {
@@ -49,17 +71,7 @@ impl Htpasswd {
     /// Whether `password` is `user`'s. Runs bcrypt (tens of milliseconds): call it off the
     /// async executor.
     pub fn verify(&self, user: &str, password: &str) -> Result<bool, AuthError> {
-        let hash = self.current_hash(user)?;
-        // An unknown user costs a bcrypt run too, so response times do not tell which
-        // user names exist.
-        let hash = match hash {
-            Some(hash) => hash,
-            None => {
-                let _ = bcrypt::verify(password, dummy_hash());
-                return Ok(false);
-            }
-        };
-        Ok(bcrypt::verify(password, &hash).unwrap_or(false))
+        Ok(check_password(password, self.entry(user)?.hash.as_deref()))
     }
 
     /// Whether `user` is (still) in the file.
@@ -67,16 +79,38 @@ impl Htpasswd {
         Ok(self.current_hash(user)?.is_some())
     }
 
-    /// `user`'s hash from the file as it is now, re-reading it when it changed.
+    /// Whether `user` was in the file when it was last read, without looking at the file
+    /// again (no I/O: fine on the async executor, right after a check that read it).
+    pub fn knew(&self, user: &str) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.users.contains_key(user)
+    }
+
+    /// `user`'s hash as the file has it now, and which version of the file that is. Costs a
+    /// `stat` (and a read when the file changed): call it off the async executor.
+    pub fn entry(&self, user: &str) -> Result<Entry, AuthError> {
+        let (hash, generation) = self.current(user)?;
+        Ok(Entry { generation, hash })
+    }
+
     fn current_hash(&self, user: &str) -> Result<Option<String>, AuthError> {
+        Ok(self.current(user)?.0)
+    }
+
+    /// `user`'s hash from the file as it is now, re-reading it when it changed, and the
+    /// file's generation.
+    fn current(&self, user: &str) -> Result<(Option<String>, u64), AuthError> {
         let io = |source| AuthError::Io {
             path: self.path.clone(),
             source,
         };
         let metadata = std::fs::metadata(&self.path).map_err(io)?;
+        // The inode too: a password changed for one of the same length, by a tool that
+        // writes a new file and renames it, within the timestamp's granularity.
         let stamp = (
             metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             metadata.len(),
+            std::os::unix::fs::MetadataExt::ino(&metadata),
         );
         // A poisoned lock only means another thread panicked mid-read; the table it left is
         // replaced below whenever the stamp differs, and is whole otherwise.
@@ -85,9 +119,10 @@ impl Htpasswd {
             let text = std::fs::read_to_string(&self.path).map_err(io)?;
             state.users = parse(&text, &self.path);
             state.stamp = Some(stamp);
+            state.generation += 1;
             tracing::info!(path = %self.path.display(), users = state.users.len(), "htpasswd loaded");
         }
-        Ok(state.users.get(user).cloned())
+        Ok((state.users.get(user).cloned(), state.generation))
     }
 }
 
@@ -166,6 +201,8 @@ mod tests {
         write(&file, &format!("alice:{}\n", hash("one")));
         let users = Htpasswd::open(&file).unwrap();
         assert!(users.verify("alice", "one").unwrap());
+        let first = users.entry("alice").unwrap();
+        assert_eq!(users.entry("alice").unwrap().generation, first.generation);
 
         // A different size is noticed even within the file system's timestamp resolution.
         write(
@@ -175,6 +212,25 @@ mod tests {
         assert!(!users.verify("alice", "one").unwrap());
         assert!(users.verify("alice", "two").unwrap());
         assert!(users.verify("carol", "three").unwrap());
+        let second = users.entry("alice").unwrap();
+        assert!(second.generation > first.generation);
+        assert_ne!(second.hash, first.hash);
+        assert!(users.entry("nobody").unwrap().hash.is_none());
+
+        // A same-size file put in place by a rename is noticed too.
+        let replacement = dir.path().join("htpasswd.new");
+        write(
+            &replacement,
+            &format!(
+                "alice:{}
+carol:{}
+",
+                hash("2wo"),
+                hash("three")
+            ),
+        );
+        std::fs::rename(&replacement, &file).unwrap();
+        assert!(users.verify("alice", "2wo").unwrap());
 
         std::fs::remove_file(&file).unwrap();
         assert!(matches!(

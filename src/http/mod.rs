@@ -10,6 +10,7 @@ pub mod challenge;
 pub mod error;
 pub mod range;
 pub mod routes;
+pub mod source;
 pub mod token;
 pub mod v2;
 

@@ -6,13 +6,16 @@
 //!   `grant_type=refresh_token` (`refresh_token`), space-separated `scope`, and
 //!   `access_type=offline` for a refresh token (docker stores it instead of the password).
 //!
-//! Password checks (bcrypt) and htpasswd re-reads run on the blocking pool, never on the
-//! request executor. Wrong credentials are a 401 with the spec's JSON error body.
+//! Password checks run as [`crate::auth::login`] orders them: throttle, cache of verified logins,
+//! then bcrypt on a bounded pool, never on the request executor. Wrong credentials are a 401
+//! with the spec's JSON error body, the same for unknown users and wrong passwords; too many
+//! failures from one user name or address are a 429 `TOOMANYREQUESTS` with `Retry-After`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::error_response;
+use super::source;
 use crate::auth::{scope, AuthError, TokenResponse, TokenService};
 use crate::registry::{ErrorCode, Registry, RegistryError};
 
@@ -31,71 +34,83 @@ async fn get_token(req: &HttpRequest) -> Result<TokenResponse, RegistryError> {
     let params = Params::parse(req.query_string().as_bytes());
     check_service(&tokens, &params)?;
     let scopes = scope::parse_all(params.all("scope")).map_err(auth_error)?;
-    let authorization = match req.headers().get(header::AUTHORIZATION) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| auth_error(AuthError::MalformedCredentials("non-ASCII credentials")))?
-                .to_owned(),
-        ),
+    let credentials = match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                auth_error(AuthError::MalformedCredentials("non-ASCII credentials"))
+            })?;
+            Some(TokenService::parse_basic(value).map_err(auth_error)?)
+        }
         None => None,
     };
-    let account = params.first("account").map(str::to_owned);
     let offline = params.first("offline_token") == Some("true");
-    let basic = authorization.as_deref().and_then(decode_basic);
-    let (local_tokens, local_scopes) = (tokens.clone(), scopes.clone());
-    let local = blocking(move || {
-        let (tokens, scopes) = (local_tokens, local_scopes);
-        let subject = tokens.authenticate_basic(authorization.as_deref())?;
-        if let (Some(subject), Some(account)) = (&subject, &account) {
-            if subject != account {
-                return Err(AuthError::MalformedCredentials(
-                    "account does not match the credentials",
-                ));
+    let subject = match credentials {
+        None => None,
+        Some((username, password)) => {
+            match login(req, &tokens, &username, &password, &scopes).await? {
+                Login::Upstream(response) => return Ok(response),
+                Login::Local => {}
             }
+            if params
+                .first("account")
+                .is_some_and(|account| account != username)
+            {
+                return Err(auth_error(AuthError::MalformedCredentials(
+                    "account does not match the credentials",
+                )));
+            }
+            Some(username)
         }
-        tokens.issue(subject.as_deref(), &scopes, offline)
-    })
-    .await;
-    match (local, basic) {
-        (Err(e), Some((username, password)))
-            if passthrough_applies(&e, &tokens, &username, &scopes) =>
-        {
-            passthrough(req, &tokens, &username, &password, &scopes).await
-        }
-        (result, _) => result,
-    }
+    };
+    blocking(move || tokens.issue(subject.as_deref(), &scopes, offline)).await
 }
 
-/// `user:password` of a Basic header.
-fn decode_basic(header: &str) -> Option<(String, String)> {
-    use base64::Engine as _;
-    let (scheme, encoded) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+/// How a client's credentials were accepted.
+enum Login {
+    /// A local user's password.
+    Local,
+    /// Upstream's credentials, passed through: the token is ready.
+    Upstream(TokenResponse),
+}
+
+/// Checks credentials: a local user's password, or, when [`passthrough_applies`], the
+/// upstream's. A failure counts towards the throttle; with local users every failure, unknown
+/// user or wrong password, locally or upstream, is the same answer.
+async fn login(
+    req: &HttpRequest,
+    tokens: &TokenService,
+    username: &str,
+    password: &str,
+    scopes: &[scope::Scope],
+) -> Result<Login, RegistryError> {
+    let address = source::client_address(req);
+    let local = tokens.authenticate(username, password, address).await;
+    let failure = match local {
+        Ok(()) => return Ok(Login::Local),
+        Err(AuthError::InvalidCredentials) if passthrough_applies(tokens, username, scopes) => {
+            match passthrough(req, tokens, username, password, scopes).await {
+                Ok(response) => return Ok(Login::Upstream(response)),
+                Err(e) if tokens.is_open() => return Err(e),
+                Err(e) => {
+                    tracing::info!(error = %e, "passed-through credentials refused");
+                    AuthError::InvalidCredentials
+                }
+            }
+        }
+        Err(e) => e,
+    };
+    if matches!(failure, AuthError::InvalidCredentials) {
+        tokens.login_failed(username, address);
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let (user, password) = String::from_utf8(decoded)
-        .ok()?
-        .split_once(':')
-        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some((user, password))
+    Err(auth_error(failure))
 }
 
 /// Credentials berth does not know may be an upstream's: passed through when every scope asked
 /// for is a pull of a repository of the mirror namespace. A local user's wrong password never
 /// is, and neither is a push (the mirror takes none: pushing to a repository that is in no
 /// project never contacts an upstream).
-fn passthrough_applies(
-    error: &RegistryError,
-    tokens: &TokenService,
-    username: &str,
-    scopes: &[scope::Scope],
-) -> bool {
-    error.code() == ErrorCode::Unauthorized
-        && !tokens.is_local_user(username)
+fn passthrough_applies(tokens: &TokenService, username: &str, scopes: &[scope::Scope]) -> bool {
+    !tokens.is_local_user(username)
         && (!scopes.is_empty() || tokens.is_open())
         && scopes.iter().all(|s| {
             s.resource_type == scope::REPOSITORY
@@ -166,20 +181,12 @@ async fn post_token(req: &HttpRequest, body: &[u8]) -> Result<TokenResponse, Reg
                     "grant_type=password needs username and password",
                 ));
             };
-            let (username, password) = (username.to_owned(), password.to_owned());
-            let (local_tokens, local_scopes, user) =
-                (tokens.clone(), scopes.clone(), username.clone());
-            let (secret, local_user) = (password.clone(), username.clone());
-            let local = blocking(move || {
-                local_tokens.authenticate(&local_user, &secret)?;
-                local_tokens.issue(Some(&user), &local_scopes, offline)
-            })
-            .await;
-            match local {
-                Err(e) if passthrough_applies(&e, &tokens, &username, &scopes) => {
-                    passthrough(req, &tokens, &username, &password, &scopes).await
+            match login(req, &tokens, username, password, &scopes).await? {
+                Login::Upstream(response) => Ok(response),
+                Login::Local => {
+                    let username = username.to_owned();
+                    blocking(move || tokens.issue(Some(&username), &scopes, offline)).await
                 }
-                result => result,
             }
         }
         Some("refresh_token") => {
@@ -242,6 +249,12 @@ fn auth_error(err: AuthError) -> RegistryError {
         AuthError::InvalidScope { .. } => {
             RegistryError::new(ErrorCode::NameInvalid, err.to_string())
         }
+        AuthError::Throttled { retry_after } => {
+            RegistryError::new(ErrorCode::TooManyRequests, err.to_string())
+                .with_retry_after(Some(retry_after))
+        }
+        AuthError::Busy => RegistryError::new(ErrorCode::TooManyRequests, err.to_string())
+            .with_retry_after(Some(std::time::Duration::from_secs(1))),
         _ => unauthorized(err.to_string()),
     }
 }
