@@ -66,7 +66,7 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
     let cache = Arc::new(Cache::new(
         Arc::new(storage),
         Arc::new(Metrics::default()),
-        settings.storage.manifest_cache_entries,
+        settings.storage.memory_cache.0.unwrap_or(64 << 20),
         budget,
         stored_bytes,
     ));

@@ -49,6 +49,9 @@ pub enum AuthError {
     /// A `scope` parameter that does not follow `type:name:actions`.
     #[error("invalid scope {scope:?}: {reason}")]
     InvalidScope { scope: String, reason: &'static str },
+    /// A token request asking for more resources than one token may carry.
+    #[error("a token may carry at most {limit} scopes; ask for fewer at a time")]
+    TooManyScopes { limit: usize },
     /// Signing failed or the system's random source failed: a server fault.
     #[error("token signing failed: {0}")]
     Crypto(String),

@@ -239,6 +239,9 @@ fn auth_error(err: AuthError) -> RegistryError {
         AuthError::InvalidScope { .. } => {
             RegistryError::new(ErrorCode::NameInvalid, err.to_string())
         }
+        // Well-formed, but more than berth grants at once: refused, not a credentials problem
+        // (a 401 would send clients into a login loop).
+        AuthError::TooManyScopes { .. } => RegistryError::new(ErrorCode::Denied, err.to_string()),
         _ => unauthorized(err.to_string()),
     }
 }

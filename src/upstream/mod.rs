@@ -420,20 +420,30 @@ impl Upstream {
         limit: usize,
         what: &str,
     ) -> Result<Bytes, UpstreamError> {
-        let mut body = BytesMut::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| UpstreamError::from_reqwest(&self.name, e))?;
-            if body.len() + chunk.len() > limit {
-                return Err(UpstreamError::protocol(
-                    &self.name,
-                    format!("{what} is larger than {limit} bytes"),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+        read_limited(&self.name, response, limit, what).await
     }
+}
+
+/// A whole response body, refused once it passes `limit` bytes.
+pub(crate) async fn read_limited(
+    upstream: &str,
+    response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, UpstreamError> {
+    let mut body = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError::from_reqwest(upstream, e))?;
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::protocol(
+                upstream,
+                format!("{what} is larger than {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
