@@ -63,9 +63,11 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         max_bytes: settings.storage.max_size.0,
         low_water_percent: settings.storage.low_water_percent,
     };
+    let metrics = Arc::new(Metrics::default());
+    upstreams.report_to(&metrics);
     let cache = Arc::new(Cache::new(
         Arc::new(storage),
-        Arc::new(Metrics::default()),
+        metrics,
         settings.storage.memory_cache.0.unwrap_or(64 << 20),
         budget,
         stored_bytes,

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod challenge;
 pub mod error;
+pub mod health;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use url::Url;
 use self::auth::Authenticator;
 pub use self::auth::{Credentials, Identity};
 pub use self::error::UpstreamError;
+use self::health::{Breaker, NotFound, Outcome};
 use crate::config::UpstreamSettings;
 use crate::registry::name::{Digest, Reference, RepoName};
 
@@ -66,6 +68,8 @@ pub struct Upstream {
     auth: Authenticator,
     settings: UpstreamSettings,
     offline: bool,
+    breaker: Breaker,
+    not_found: NotFound,
 }
 
 impl Upstream {
@@ -86,7 +90,14 @@ impl Upstream {
             }),
             _ => None,
         };
+        let breaker = Breaker::new(
+            &settings.name,
+            settings.breaker_threshold,
+            settings.breaker_cooldown,
+        );
         Ok(Upstream {
+            not_found: NotFound::new(settings.not_found_ttl, breaker.health()),
+            breaker,
             name: settings.name.clone(),
             auth: Authenticator::new(&settings.name, credentials),
             base,
@@ -108,6 +119,11 @@ impl Upstream {
         self.offline
     }
 
+    /// This upstream's breaker and not-found counters, for `/metrics`.
+    pub fn health(&self) -> &Arc<crate::metrics::UpstreamHealth> {
+        self.breaker.health()
+    }
+
     /// Who berth speaks as for a client without credentials of its own.
     pub fn default_identity(&self) -> Identity {
         self.auth.default_identity()
@@ -127,6 +143,21 @@ impl Upstream {
                 upstream: self.name.clone(),
             });
         }
+        let permit = self.breaker.admit()?;
+        let result = self.exchange_unguarded(repo, credentials, identity).await;
+        permit.record(match &result {
+            Ok(_) => Outcome::Alive,
+            Err(e) => Outcome::of_error(e),
+        });
+        result
+    }
+
+    async fn exchange_unguarded(
+        &self,
+        repo: Option<&RepoName>,
+        credentials: &Credentials,
+        identity: &Identity,
+    ) -> Result<Duration, UpstreamError> {
         if !self.auth.scheme_known() {
             // Learn the scheme from the upstream's challenge to an anonymous ping.
             let url = self.url("/v2/")?;
@@ -165,11 +196,17 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<FetchedManifest, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
+        let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send(Method::GET, &path, repo, Some(accept), true, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("manifest {repo}:{reference}"))
+            .request(
+                Method::GET,
+                &path,
+                repo,
+                Some(accept),
+                true,
+                identity,
+                &what,
+            )
             .await?;
         let content_type = header_string(response.headers(), CONTENT_TYPE.as_str());
         let digest = header_string(response.headers(), "docker-content-digest");
@@ -200,11 +237,17 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<ManifestHead, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
+        let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send(Method::HEAD, &path, repo, Some(accept), true, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("manifest {repo}:{reference}"))
+            .request(
+                Method::HEAD,
+                &path,
+                repo,
+                Some(accept),
+                true,
+                identity,
+                &what,
+            )
             .await?;
         Ok(ManifestHead {
             digest: header_string(response.headers(), "docker-content-digest"),
@@ -219,11 +262,9 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
+        let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(Method::GET, &path, repo, None, false, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("blob {digest} in {repo}"))
+            .request(Method::GET, &path, repo, None, false, identity, &what)
             .await?;
         let content_length = response.content_length();
         let upstream = self.name.clone();
@@ -244,11 +285,9 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<u64, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
+        let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(Method::HEAD, &path, repo, None, true, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("blob {digest} in {repo}"))
+            .request(Method::HEAD, &path, repo, None, true, identity, &what)
             .await?;
         header_string(response.headers(), "content-length")
             .and_then(|v| v.parse().ok())
@@ -287,8 +326,33 @@ impl Upstream {
         Ok(TagPage { body, next })
     }
 
+    /// Sends a request and checks its answer: a success, or the matching error. A 404 is
+    /// remembered for `not_found_ttl` and answered from memory meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        small: bool,
+        identity: &Identity,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if let Some(remembered) = self.not_found.recall(&self.name, path, what, identity) {
+            return Err(remembered);
+        }
+        let response = self
+            .send(method, path, repo, accept, small, identity)
+            .await?;
+        self.check(response, what)
+            .await
+            .inspect_err(|e| self.not_found.remember(path, identity, e))
+    }
+
     /// Sends a request with authentication, answering one 401 challenge and following
-    /// redirects. Non-success statuses are returned as they are, for the caller to check.
+    /// redirects, unless the breaker says upstream is down. Non-success statuses are returned
+    /// as they are, for the caller to check.
     async fn send(
         &self,
         method: Method,
@@ -303,6 +367,26 @@ impl Upstream {
                 upstream: self.name.clone(),
             });
         }
+        let permit = self.breaker.admit()?;
+        let result = self
+            .send_unguarded(method, path, repo, accept, small, identity)
+            .await;
+        permit.record(match &result {
+            Ok(response) => Outcome::of_status(response.status().as_u16()),
+            Err(e) => Outcome::of_error(e),
+        });
+        result
+    }
+
+    async fn send_unguarded(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        small: bool,
+        identity: &Identity,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let scope = format!("repository:{repo}:pull");
         let url = self.url(path)?;
         let mut authorization = self
@@ -557,6 +641,13 @@ impl Upstreams {
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.all.iter().find(|u| u.name == name)
+    }
+
+    /// Shows every upstream's health in `metrics`.
+    pub fn report_to(&self, metrics: &crate::metrics::Metrics) {
+        for upstream in self.all.iter() {
+            metrics.watch_upstream(Arc::clone(upstream.health()));
+        }
     }
 
     /// The upstream for names without a host: the one named `docker.io`.
