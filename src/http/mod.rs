@@ -10,6 +10,7 @@ pub mod challenge;
 pub mod error;
 pub mod range;
 pub mod routes;
+pub mod stall;
 pub mod token;
 pub mod v2;
 
@@ -27,6 +28,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(token::post)),
         )
         .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(v2::dispatch));
+}
+
+/// The routes of the health listener: `/healthz` and `/metrics` only.
+pub fn configure_health(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").to(healthz))
+        .service(web::resource("/metrics").to(metrics));
 }
 
 async fn healthz() -> HttpResponse {
