@@ -666,6 +666,43 @@ mod tests {
     }
 
     #[test]
+    fn resource_limits_have_defaults_and_are_checked() {
+        let s = Settings::load_with_env(None, no_env()).unwrap();
+        assert_eq!(s.storage.memory_cache, ByteSize(Some(64 << 20)));
+        assert_eq!(s.server.read_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.max_connections, 1024);
+        assert_eq!(s.server.health_listen, None);
+        assert_eq!(s.upstreams[0].not_found_ttl, Duration::from_secs(30));
+        assert_eq!(s.upstreams[0].breaker_threshold, 5);
+        assert_eq!(s.upstreams[0].breaker_cooldown, Duration::from_secs(30));
+        let env = vec![(
+            "BERTH__STORAGE__MEMORY_CACHE".to_string(),
+            "16MiB".to_string(),
+        )];
+        let s = Settings::load_with_env(None, env).unwrap();
+        assert_eq!(s.storage.memory_cache, ByteSize(Some(16 << 20)));
+        for (key, bad) in [
+            ("BERTH__STORAGE__MEMORY_CACHE", "unlimited"),
+            ("BERTH__STORAGE__MEMORY_CACHE", "1MiB"),
+            ("BERTH__SERVER__READ_TIMEOUT", "0s"),
+            ("BERTH__SERVER__MAX_CONNECTIONS", "0"),
+        ] {
+            let env = vec![(key.to_string(), bad.to_string())];
+            assert!(
+                Settings::load_with_env(None, env).is_err(),
+                "{key}={bad} accepted"
+            );
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[[upstreams]]\nname = \"docker.io\"\nurl = \"https://r\"\nbreaker_threshold = 0"
+        )
+        .unwrap();
+        assert!(Settings::load_with_env(Some(f.path()), no_env()).is_err());
+    }
+
+    #[test]
     fn unknown_key_is_an_error() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "[server]\nlisten_typo = \"x\"").unwrap();
