@@ -421,3 +421,52 @@ where
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
         .map_err(Into::into)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hot_manifests_are_bounded_in_bytes_and_the_rest_is_read_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let budget = Budget {
+            max_bytes: None,
+            low_water_percent: 90,
+        };
+        // 8 MiB of memory: 6 MiB for manifests, where 32 manifests of 1 MiB do not fit.
+        let cache = Arc::new(Cache::new(
+            Arc::new(storage),
+            Arc::default(),
+            8 << 20,
+            budget,
+            0,
+        ));
+        let mut digests = Vec::new();
+        for i in 0..32u8 {
+            let mut body = format!("{{\"schemaVersion\":2,\"n\":{i},\"pad\":\"").into_bytes();
+            body.resize(1 << 20, b'x');
+            body.extend_from_slice(b"\"}");
+            let digest = Digest::of(&body);
+            cache
+                .put_manifest(StoredManifest {
+                    digest: digest.clone(),
+                    media_type: media::OCI_MANIFEST.to_owned(),
+                    body: Bytes::from(body),
+                })
+                .await
+                .unwrap();
+            digests.push(digest);
+        }
+        for _ in 0..4 {
+            cache.manifests.run_pending_tasks();
+        }
+        assert!(cache.manifests.weighted_size() <= 6 << 20);
+        assert!(cache.manifests.entry_count() <= 6);
+        // What memory could not keep is still there, from disk.
+        for digest in &digests {
+            let manifest = cache.manifest(digest).await.unwrap().unwrap();
+            assert_eq!(&manifest.digest, digest);
+        }
+    }
+}
