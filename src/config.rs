@@ -21,6 +21,9 @@ const LIST_KEYS: [&str; 3] = [
     "server.trusted_proxies",
 ];
 
+/// Less memory than this for hot manifests would not hold one the size the spec allows.
+const MIN_MEMORY_CACHE: u64 = 8 << 20;
+
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "BERTH";
 
@@ -199,13 +202,32 @@ pub struct ServerSettings {
     /// Proxies (CIDRs) whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Longest a client may leave its request headers or body silent before it is dropped.
+    #[serde(with = "humantime_serde", default = "default_server_read_timeout")]
+    pub read_timeout: Duration,
+    /// Open connections per worker; past it, no more are accepted until some close.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A second address that serves only `/healthz` and `/metrics`, so health checks are
+    /// answered even when the main listener is at `max_connections`.
+    #[serde(default)]
+    pub health_listen: Option<String>,
+}
+
+fn default_server_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     pub data_dir: PathBuf,
-    pub manifest_cache_entries: u64,
+    /// Memory for hot manifests and tag answers, in bytes.
+    #[serde(default = "default_memory_cache")]
+    pub memory_cache: ByteSize,
     /// Disk budget for cached content; `None` is unlimited.
     #[serde(default)]
     pub max_size: ByteSize,
@@ -216,6 +238,9 @@ pub struct StorageSettings {
 
 fn default_low_water() -> u8 {
     90
+}
+fn default_memory_cache() -> ByteSize {
+    ByteSize(Some(64 << 20))
 }
 
 /// A size in bytes, written humanely (`"50GiB"`, `"512 MB"`, `1048576`), or `"unlimited"`.
@@ -297,6 +322,16 @@ pub struct UpstreamSettings {
     pub max_stale: Duration,
     #[serde(default)]
     pub offline: bool,
+    /// How long upstream's "not found" is remembered (0s: not at all).
+    #[serde(with = "humantime_serde", default = "default_not_found_ttl")]
+    pub not_found_ttl: Duration,
+    /// Failures in a row (timeouts, refused connections, 5xx) after which upstream is
+    /// considered down and requests stop waiting for it.
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long upstream is left alone once considered down, before one request probes it.
+    #[serde(with = "humantime_serde", default = "default_breaker_cooldown")]
+    pub breaker_cooldown: Duration,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -313,6 +348,15 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_read_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_not_found_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_breaker_threshold() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_max_stale() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
@@ -477,6 +521,21 @@ impl Settings {
                 ));
             }
         }
+        if self
+            .storage
+            .memory_cache
+            .0
+            .is_none_or(|bytes| bytes < MIN_MEMORY_CACHE)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "storage.memory_cache must be a size of at least {MIN_MEMORY_CACHE} bytes"
+            )));
+        }
+        if self.server.read_timeout.is_zero() || self.server.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.read_timeout and server.max_connections must not be 0".into(),
+            ));
+        }
         if !(1..=100).contains(&self.storage.low_water_percent) {
             return Err(ConfigError::Invalid(
                 "storage.low_water_percent must be between 1 and 100".into(),
@@ -501,6 +560,12 @@ impl Settings {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(ConfigError::Invalid(format!(
                     "upstream {:?}: url must be http or https",
+                    upstream.name
+                )));
+            }
+            if upstream.breaker_threshold == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {:?}: breaker_threshold must be at least 1",
                     upstream.name
                 )));
             }
@@ -671,6 +736,43 @@ mod tests {
         assert_eq!(parse("2gb"), Some(2_000_000_000));
         assert!(ByteSize::parse("lots").is_err());
         assert!(ByteSize::parse("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn resource_limits_have_defaults_and_are_checked() {
+        let s = Settings::load_with_env(None, no_env()).unwrap();
+        assert_eq!(s.storage.memory_cache, ByteSize(Some(64 << 20)));
+        assert_eq!(s.server.read_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.max_connections, 1024);
+        assert_eq!(s.server.health_listen, None);
+        assert_eq!(s.upstreams[0].not_found_ttl, Duration::from_secs(30));
+        assert_eq!(s.upstreams[0].breaker_threshold, 5);
+        assert_eq!(s.upstreams[0].breaker_cooldown, Duration::from_secs(30));
+        let env = vec![(
+            "BERTH__STORAGE__MEMORY_CACHE".to_string(),
+            "16MiB".to_string(),
+        )];
+        let s = Settings::load_with_env(None, env).unwrap();
+        assert_eq!(s.storage.memory_cache, ByteSize(Some(16 << 20)));
+        for (key, bad) in [
+            ("BERTH__STORAGE__MEMORY_CACHE", "unlimited"),
+            ("BERTH__STORAGE__MEMORY_CACHE", "1MiB"),
+            ("BERTH__SERVER__READ_TIMEOUT", "0s"),
+            ("BERTH__SERVER__MAX_CONNECTIONS", "0"),
+        ] {
+            let env = vec![(key.to_string(), bad.to_string())];
+            assert!(
+                Settings::load_with_env(None, env).is_err(),
+                "{key}={bad} accepted"
+            );
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[[upstreams]]\nname = \"docker.io\"\nurl = \"https://r\"\nbreaker_threshold = 0"
+        )
+        .unwrap();
+        assert!(Settings::load_with_env(Some(f.path()), no_env()).is_err());
     }
 
     #[test]

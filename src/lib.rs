@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod registry;
 pub mod server;

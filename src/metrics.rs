@@ -4,10 +4,35 @@
 //! [`Metrics::render`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// One upstream's health, as its breaker and not-found memory report it.
+#[derive(Debug)]
+pub struct UpstreamHealth {
+    pub upstream: String,
+    /// 0 closed (upstream answers), 1 open (considered down), 2 half-open (a probe is out).
+    pub state: AtomicU64,
+    pub trips: AtomicU64,
+    pub rejected: AtomicU64,
+    pub not_found_hits: AtomicU64,
+}
+
+impl UpstreamHealth {
+    pub fn new(upstream: &str) -> Self {
+        UpstreamHealth {
+            upstream: upstream.to_owned(),
+            state: AtomicU64::new(0),
+            trips: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            not_found_hits: AtomicU64::new(0),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Each upstream's health, labelled by upstream.
+    pub upstreams: Mutex<Vec<Arc<UpstreamHealth>>>,
     pub blob_hits: AtomicU64,
     pub blob_misses: AtomicU64,
     pub blob_coalesced: AtomicU64,
@@ -154,6 +179,59 @@ impl Metrics {
                 ));
             }
         }
+        self.render_upstreams(&mut out);
         out
+    }
+
+    /// Makes `health` part of `/metrics`.
+    pub fn watch_upstream(&self, health: Arc<UpstreamHealth>) {
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(health);
+    }
+
+    fn render_upstreams(&self, out: &mut String) {
+        let upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        if upstreams.is_empty() {
+            return;
+        }
+        type Field = fn(&UpstreamHealth) -> &AtomicU64;
+        let rows: [(&str, &str, &str, Field); 4] = [
+            (
+                "berth_upstream_breaker_state",
+                "gauge",
+                "Upstream breaker: 0 closed (answering), 1 open (considered down), 2 half-open (probing).",
+                |h| &h.state,
+            ),
+            (
+                "berth_upstream_breaker_trips_total",
+                "counter",
+                "Times an upstream was considered down after failures in a row.",
+                |h| &h.trips,
+            ),
+            (
+                "berth_upstream_breaker_rejections_total",
+                "counter",
+                "Upstream requests failed at once because the upstream was considered down.",
+                |h| &h.rejected,
+            ),
+            (
+                "berth_upstream_not_found_remembered_total",
+                "counter",
+                "Upstream requests answered from a remembered 404 instead of asking again.",
+                |h| &h.not_found_hits,
+            ),
+        ];
+        for (name, kind, help, field) in rows {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for health in upstreams.iter() {
+                out.push_str(&format!(
+                    "{name}{{upstream=\"{}\"}} {}\n",
+                    health.upstream,
+                    field(health).load(Ordering::Relaxed)
+                ));
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_web::dev::Service as _;
 use actix_web::{web, App, HttpServer};
 
 use crate::auth::token::TokenService;
@@ -63,10 +64,12 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         max_bytes: settings.storage.max_size.0,
         low_water_percent: settings.storage.low_water_percent,
     };
+    let metrics = Arc::new(Metrics::default());
+    upstreams.report_to(&metrics);
     let cache = Arc::new(Cache::new(
         Arc::new(storage),
-        Arc::new(Metrics::default()),
-        settings.storage.manifest_cache_entries,
+        metrics,
+        settings.storage.memory_cache.0.unwrap_or(64 << 20),
         budget,
         stored_bytes,
     ));
@@ -107,6 +110,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let tokens = Some(web::Data::new(tokens));
     let server_settings = web::Data::new(settings.server.clone());
     let data = web::Data::from(Arc::clone(&registry));
+    let read_timeout = settings.server.read_timeout;
     let mut server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(data.clone())
@@ -117,18 +121,33 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         app.wrap(
             actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("berth::access"),
         )
+        .wrap_fn(move |mut req, service| {
+            crate::http::stall::limit_silence(&mut req, read_timeout);
+            service.call(req)
+        })
         .configure(crate::http::configure)
     })
+    .client_request_timeout(read_timeout)
+    .max_connections(settings.server.max_connections)
     .listen(listener)?;
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
-    }
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    server = server.workers(workers);
+    check_file_limit(workers * settings.server.max_connections);
+    let health = health_server(&settings, &registry)?;
     println!("berth listening on http://{addr}");
     tracing::info!(%addr, "listening");
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     let pinner = (!pins.is_empty())
         .then(|| actix_web::rt::spawn(keep_pinned(Arc::clone(&registry), pins, plan)));
-    server.run().await?;
+    match health {
+        Some(health) => {
+            futures_util::future::try_join(server.run(), health).await?;
+        }
+        None => server.run().await?,
+    }
     sweeper.abort();
     if let Some(pinner) = pinner {
         pinner.abort();
@@ -137,6 +156,63 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }
     Ok(())
+}
+
+/// Connections the health listener keeps open at once; probes are short and few.
+const HEALTH_CONNECTIONS: usize = 64;
+
+/// The listener for `/healthz` and `/metrics` alone, with its own worker and connection
+/// limit, so health checks are answered while the main listener is full.
+fn health_server(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+) -> Result<Option<actix_web::dev::Server>, StartError> {
+    let Some(listen) = &settings.server.health_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen).map_err(|source| StartError::Listen {
+        addr: listen.clone(),
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+    let data = web::Data::from(Arc::clone(registry));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(crate::http::configure_health)
+    })
+    .workers(1)
+    .max_connections(HEALTH_CONNECTIONS)
+    .client_request_timeout(settings.server.read_timeout)
+    .listen(listener)?
+    .run();
+    println!("berth health on http://{addr}");
+    tracing::info!(%addr, "health listening");
+    Ok(Some(server))
+}
+
+/// Raises the soft limit on open files to the hard one (each connection is a descriptor, and
+/// the usual soft default, 1024, is far below what `max_connections` allows), and warns when
+/// the connections allowed could still exhaust it.
+fn check_file_limit(connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open file limit");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current;
+    // Blob files, mappings, the index and upstream connections need descriptors too.
+    let needed = connections as u64 + 1024;
+    if let Some(current) = current.filter(|&c| c < needed) {
+        tracing::warn!(
+            open_file_limit = current,
+            connections,
+            "server.max_connections x workers could exhaust the open file limit; lower one or raise the other"
+        );
+    }
 }
 
 fn pin_plan(settings: &Settings) -> Result<PinPlan, StartError> {

@@ -101,6 +101,9 @@ async fn upstream_errors_become_spec_errors() {
     assert_eq!(response.status(), 404);
     assert_eq!(error_code(response).await, "BLOB_UNKNOWN");
 
+    // Upstream's 404s are remembered for a while: the failures below are for other names.
+    let manifest_url = format!("{}/v2/library/x/manifests/other", berth.url);
+    let blob_url = format!("{}/v2/library/x/blobs/{}", berth.url, sha256(b"other"));
     upstream.set_mode(Mode::Status(429));
     let response = reqwest::get(&manifest_url).await.unwrap();
     assert_eq!(response.status(), 429);

@@ -64,6 +64,9 @@ pub enum AuthError {
     /// Every password-hashing slot is taken and the queue is full.
     #[error("too many logins at once; try again shortly")]
     Busy,
+    /// A token request asking for more resources than one token may carry.
+    #[error("a token may carry at most {limit} scopes; ask for fewer at a time")]
+    TooManyScopes { limit: usize },
     /// Signing failed or the system's random source failed: a server fault.
     #[error("token signing failed: {0}")]
     Crypto(String),

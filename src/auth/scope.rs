@@ -129,20 +129,36 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Most resources one token request may ask for. Clients ask for one or two (a push asks pull
+/// on each repository it mounts blobs from as well, a handful at most); each scope granted is
+/// carried in the token, in every request that presents it and in the verified-token cache, so
+/// hundreds of them are a cost and no client's need.
+pub const MAX_SCOPES: usize = 64;
+/// Most `scope` entries one request may list before merging (repeats of one resource included).
+const MAX_SCOPE_ENTRIES: usize = 4 * MAX_SCOPES;
+
 /// Parses every `scope` value of a request: GET repeats the parameter, the OAuth2 POST form
 /// separates scopes with spaces, and either may do both. Scopes on the same resource are
-/// merged, in the order first asked.
+/// merged, in the order first asked. More than [`MAX_SCOPES`] resources is an error.
 pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, AuthError> {
     let mut scopes: Vec<Scope> = Vec::new();
-    for text in values.into_iter().flat_map(str::split_whitespace) {
+    for (entry, text) in values
+        .into_iter()
+        .flat_map(str::split_whitespace)
+        .enumerate()
+    {
+        if entry >= MAX_SCOPE_ENTRIES {
+            return Err(AuthError::TooManyScopes { limit: MAX_SCOPES });
+        }
         let scope: Scope = text.parse()?;
-        match scopes.iter_mut().find(|s| s.same_resource(&scope)) {
-            Some(existing) => {
-                for action in scope.actions {
-                    existing.add_action(action);
-                }
+        if let Some(existing) = scopes.iter_mut().find(|s| s.same_resource(&scope)) {
+            for action in scope.actions {
+                existing.add_action(action);
             }
-            None => scopes.push(scope),
+        } else if scopes.len() == MAX_SCOPES {
+            return Err(AuthError::TooManyScopes { limit: MAX_SCOPES });
+        } else {
+            scopes.push(scope);
         }
     }
     Ok(scopes)
@@ -258,6 +274,27 @@ mod tests {
         );
         assert!(parse_all(["repository:ok:pull broken"]).is_err());
         assert!(parse_all(std::iter::empty()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn scope_count_is_limited() {
+        let names: Vec<String> = (0..=MAX_SCOPES)
+            .map(|i| format!("repository:r{i}:pull"))
+            .collect();
+        let at_limit = parse_all(names[..MAX_SCOPES].iter().map(String::as_str)).unwrap();
+        assert_eq!(at_limit.len(), MAX_SCOPES);
+        assert!(matches!(
+            parse_all(names.iter().map(String::as_str)),
+            Err(AuthError::TooManyScopes { limit: MAX_SCOPES })
+        ));
+        // In one space-separated value too (the POST form).
+        let joined = names.join(" ");
+        assert!(parse_all([joined.as_str()]).is_err());
+        // Repeats of one resource merge, but a flood of them is refused all the same.
+        let few = vec!["repository:a:pull"; MAX_SCOPES * 2];
+        assert_eq!(parse_all(few).unwrap().len(), 1);
+        let flood = vec!["repository:a:pull"; MAX_SCOPE_ENTRIES + 1];
+        assert!(parse_all(flood).is_err());
     }
 
     #[test]

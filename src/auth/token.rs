@@ -28,8 +28,12 @@ use super::users::Htpasswd;
 use super::AuthError;
 use crate::config::{AuthSettings, ProjectSettings};
 
-/// Verified tokens kept at once; a token is a few hundred bytes.
-const VERIFIED_CACHE_ENTRIES: u64 = 10_000;
+/// Memory for verified tokens. A token is a few hundred bytes to a few KiB (with
+/// [`scope::MAX_SCOPES`](super::scope::MAX_SCOPES) scopes at most): tens of thousands fit.
+const VERIFIED_CACHE_BYTES: u64 = 32 << 20;
+/// Longest bearer token accepted for verification: one carrying the most scopes berth grants,
+/// with long names, is well under it.
+pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 /// The claims of an access token, as the Docker token spec defines them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +58,26 @@ impl AccessClaims {
     /// The user the token was issued to; `None` for an anonymous token.
     pub fn subject(&self) -> Option<&str> {
         Some(self.sub.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// The bytes the claims own on the heap, for the verified-token cache's budget.
+    pub fn heap_bytes(&self) -> usize {
+        let scopes: usize = self
+            .access
+            .iter()
+            .map(|s| {
+                64 + s.resource_type.len()
+                    + s.name.len()
+                    + s.actions.iter().map(|a| 24 + a.len()).sum::<usize>()
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.iss.len()
+            + self.sub.len()
+            + self.aud.len()
+            + self.jti.len()
+            + self.upid.as_ref().map_or(0, String::len)
+            + scopes
     }
 
     /// Whether the token grants `action` on the resource (`*` grants every action).
@@ -140,7 +164,10 @@ impl TokenService {
             token_ttl: auth.token_ttl,
             refresh_ttl: auth.refresh_token_ttl,
             verified: Cache::builder()
-                .max_capacity(VERIFIED_CACHE_ENTRIES)
+                .max_capacity(VERIFIED_CACHE_BYTES)
+                .weigher(|token: &String, claims: &Arc<AccessClaims>| {
+                    crate::memory::weight(token.len() + claims.heap_bytes())
+                })
                 .expire_after(UntilExp)
                 .build(),
             rng,
@@ -381,6 +408,11 @@ impl TokenService {
     /// Accepts an access token signed by berth for this service, checking its signature only
     /// the first time it is seen.
     pub fn verify_access(&self, token: &str) -> Result<Arc<AccessClaims>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::InvalidToken(format!(
+                "longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
         if let Some(claims) = self.verified.get(token) {
             return Ok(claims);
         }
@@ -568,6 +600,28 @@ mod tests {
         let first = s.verify_access(&token).unwrap();
         let second = s.verify_access(&token).unwrap();
         assert!(Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn verified_tokens_are_bounded_in_bytes_and_length() {
+        let f = fixture();
+        let s = &f.service;
+        // A token with many scopes weighs what it carries, not one entry like any other.
+        let many: Vec<Scope> = (0..64)
+            .map(|i| Scope::repository(format!("library/{i:0>200}"), &[PULL]))
+            .collect();
+        let token = s.issue(None, &many, false).unwrap().token;
+        let claims = s.verify_access(&token).unwrap();
+        assert!(claims.heap_bytes() > 64 * 200, "{}", claims.heap_bytes());
+        s.verified.run_pending_tasks();
+        assert!(s.verified.weighted_size() as usize >= token.len() + claims.heap_bytes());
+        assert!(s.verified.weighted_size() <= VERIFIED_CACHE_BYTES);
+        // A token too long to be one of berth's is refused before any work.
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert!(matches!(
+            s.verify_access(&long),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 
     #[test]

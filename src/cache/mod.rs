@@ -8,6 +8,7 @@
 pub mod evict;
 pub mod fill;
 pub mod flight;
+mod mapping;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 use self::evict::{Budget, ServingGuard, Usage};
 use self::fill::{Fill, FillError};
+use crate::memory::weight;
 use crate::metrics::{self, Metrics};
 use crate::registry::media;
 use crate::registry::name::{Digest, RepoName, Tag};
@@ -58,14 +60,17 @@ pub enum BlobSource {
     Filling(Arc<Fill>),
 }
 
+/// What a `Digest` holds: 64 hex characters.
+const DIGEST_BYTES: usize = 64;
+
 pub struct Cache {
     storage: Arc<Storage>,
     inflight: Mutex<HashMap<Digest, Arc<Fill>>>,
     manifests: moka::sync::Cache<Digest, Arc<StoredManifest>>,
     tags: moka::sync::Cache<Vec<u8>, TagRecord>,
-    /// Mappings of recently served blobs, reused by later hits. Holding one keeps an unlinked
-    /// file's space allocated, so removal must invalidate it here first.
-    mapped: moka::sync::Cache<Digest, Bytes>,
+    /// Mappings of blobs being served or served recently, one per blob. Holding one keeps an
+    /// unlinked file's space allocated, so removal must invalidate it here first.
+    mapped: mapping::Mappings,
     /// `upstream/repo` → what is known of its guarding, in front of the index's `guarded` tree.
     guarded: moka::sync::Cache<String, Guarding>,
     budget: Budget,
@@ -73,18 +78,22 @@ pub struct Cache {
     metrics: Arc<Metrics>,
 }
 
-/// How many blob mappings stay open for reuse.
-const MAPPED_BLOBS: u64 = 64;
+/// File bytes the recently served blob mappings may keep mapped for reuse (page cache, not
+/// heap; mappings being read are shared whatever their size).
+const KEPT_MAPPINGS_BYTES: u64 = 1 << 30;
 
 impl Cache {
+    /// `memory_bytes` bounds the hot copies (manifests, tag and guarding answers) in bytes;
     /// `stored_bytes` is what the storage holds now (see [`Storage::total_size`]).
     pub fn new(
         storage: Arc<Storage>,
         metrics: Arc<Metrics>,
-        hot_entries: u64,
+        memory_bytes: u64,
         budget: Budget,
         stored_bytes: u64,
     ) -> Self {
+        // Manifests are what is large; tag and guarding answers are a few hundred bytes each.
+        let small = memory_bytes / 8;
         Cache {
             storage,
             inflight: Mutex::new(HashMap::new()),
@@ -94,18 +103,22 @@ impl Cache {
                 Arc::clone(&metrics.storage_used_bytes),
             )),
             manifests: moka::sync::Cache::builder()
-                .max_capacity(hot_entries)
+                .max_capacity(memory_bytes - 2 * small)
+                .weigher(|_, m: &Arc<StoredManifest>| {
+                    weight(m.body.len() + m.media_type.len() + 2 * DIGEST_BYTES)
+                })
                 .build(),
             tags: moka::sync::Cache::builder()
-                .max_capacity(hot_entries)
+                .max_capacity(small)
+                .weigher(|key: &Vec<u8>, r: &TagRecord| {
+                    weight(key.len() + r.digest.len() + r.media_type.len())
+                })
                 .build(),
             guarded: moka::sync::Cache::builder()
-                .max_capacity(hot_entries)
+                .max_capacity(small)
+                .weigher(|key: &String, _| weight(key.len()))
                 .build(),
-            mapped: moka::sync::Cache::builder()
-                .max_capacity(MAPPED_BLOBS)
-                .time_to_idle(std::time::Duration::from_secs(60))
-                .build(),
+            mapped: mapping::Mappings::new(KEPT_MAPPINGS_BYTES),
             metrics,
         }
     }
@@ -132,28 +145,16 @@ impl Cache {
     /// Maps a stored blob into memory. `None` (and the index entry dropped) when its file has
     /// gone missing underneath the index.
     pub async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
-        if let Some(mapped) = self.mapped.get(digest) {
-            return Ok(Some(mapped));
-        }
         let storage = Arc::clone(&self.storage);
         let d = digest.clone();
-        let mapped = blocking(move || -> Result<Option<Bytes>, StorageError> {
-            let Some((file, len)) = storage.blobs.open_blob(&d)? else {
-                storage.index.remove_blob(&d)?;
-                return Ok(None);
-            };
-            if len == 0 {
-                return Ok(Some(Bytes::new()));
-            }
-            // SAFETY: blob files are immutable once renamed into place: nothing writes to or
-            // truncates them, and eviction unlinks (an existing mapping stays valid).
-            // Populating maps the page cache in one go instead of one fault per page.
-            let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-            Ok(Some(Bytes::from_owner(map)))
-        })
-        .await?;
-        if let Some(mapped) = &mapped {
-            self.mapped.insert(digest.clone(), mapped.clone());
+        let mapped = self
+            .mapped
+            .get_or_map(digest, move || storage.blobs.open_blob(&d))
+            .await?;
+        if mapped.is_none() {
+            let storage = Arc::clone(&self.storage);
+            let d = digest.clone();
+            blocking(move || storage.index.remove_blob(&d).map(drop)).await?;
         }
         Ok(mapped)
     }
@@ -485,4 +486,53 @@ where
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
         .map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hot_manifests_are_bounded_in_bytes_and_the_rest_is_read_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let budget = Budget {
+            max_bytes: None,
+            low_water_percent: 90,
+        };
+        // 8 MiB of memory: 6 MiB for manifests, where 32 manifests of 1 MiB do not fit.
+        let cache = Arc::new(Cache::new(
+            Arc::new(storage),
+            Arc::default(),
+            8 << 20,
+            budget,
+            0,
+        ));
+        let mut digests = Vec::new();
+        for i in 0..32u8 {
+            let mut body = format!("{{\"schemaVersion\":2,\"n\":{i},\"pad\":\"").into_bytes();
+            body.resize(1 << 20, b'x');
+            body.extend_from_slice(b"\"}");
+            let digest = Digest::of(&body);
+            cache
+                .put_manifest(StoredManifest {
+                    digest: digest.clone(),
+                    media_type: media::OCI_MANIFEST.to_owned(),
+                    body: Bytes::from(body),
+                })
+                .await
+                .unwrap();
+            digests.push(digest);
+        }
+        for _ in 0..4 {
+            cache.manifests.run_pending_tasks();
+        }
+        assert!(cache.manifests.weighted_size() <= 6 << 20);
+        assert!(cache.manifests.entry_count() <= 6);
+        // What memory could not keep is still there, from disk.
+        for digest in &digests {
+            let manifest = cache.manifest(digest).await.unwrap().unwrap();
+            assert_eq!(&manifest.digest, digest);
+        }
+    }
 }

@@ -193,6 +193,7 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     fn server(external_url: Option<&str>, trusted: &[&str]) -> ServerSettings {
         ServerSettings {
@@ -200,6 +201,9 @@ mod tests {
             workers: 1,
             external_url: external_url.map(String::from),
             trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
+            read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            health_listen: None,
         }
     }
 

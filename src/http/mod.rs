@@ -11,6 +11,7 @@ pub mod error;
 pub mod range;
 pub mod routes;
 pub mod source;
+pub mod stall;
 pub mod token;
 pub mod v2;
 
@@ -28,6 +29,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(token::post)),
         )
         .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(v2::dispatch));
+}
+
+/// The routes of the health listener: `/healthz` and `/metrics` only.
+pub fn configure_health(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").to(healthz))
+        .service(web::resource("/metrics").to(metrics));
 }
 
 async fn healthz() -> HttpResponse {

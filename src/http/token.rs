@@ -255,6 +255,9 @@ fn auth_error(err: AuthError) -> RegistryError {
         }
         AuthError::Busy => RegistryError::new(ErrorCode::TooManyRequests, err.to_string())
             .with_retry_after(Some(std::time::Duration::from_secs(1))),
+        // Well-formed, but more than berth grants at once: refused, not a credentials problem
+        // (a 401 would send clients into a login loop).
+        AuthError::TooManyScopes { .. } => RegistryError::new(ErrorCode::Denied, err.to_string()),
         _ => unauthorized(err.to_string()),
     }
 }

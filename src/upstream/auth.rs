@@ -19,7 +19,11 @@ use crate::config::Secret;
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Refresh a token this long before upstream says it expires.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
-const TOKEN_CACHE_ENTRIES: u64 = 10_000;
+/// Memory for upstream tokens (Docker Hub's are about 1 KiB; a passed-through client adds one
+/// per repository it pulls).
+const TOKEN_CACHE_BYTES: u64 = 16 << 20;
+/// A token response is a small JSON object; anything larger is not read.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Who berth speaks as, upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,7 +104,16 @@ impl Authenticator {
             credentials,
             scheme: RwLock::new(AuthScheme::Unknown),
             tokens: Cache::builder()
-                .max_capacity(TOKEN_CACHE_ENTRIES)
+                .max_capacity(TOKEN_CACHE_BYTES)
+                .weigher(
+                    |(scope, identity): &(String, Identity), token: &CachedToken| {
+                        let id = match identity {
+                            Identity::Client(id) => id.len(),
+                            Identity::Anonymous | Identity::Site => 0,
+                        };
+                        crate::memory::weight(scope.len() + id + token.header.len())
+                    },
+                )
                 .expire_after(TokenExpiry)
                 .build(),
         }
@@ -272,10 +285,13 @@ impl Authenticator {
         if !status.is_success() {
             return Err(super::status_error(&self.upstream, response, "token").await);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::from_reqwest(&self.upstream, e))?;
+        let body = super::read_limited(
+            &self.upstream,
+            response,
+            MAX_TOKEN_RESPONSE_BYTES,
+            "token response",
+        )
+        .await?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             UpstreamError::protocol(&self.upstream, format!("token response is not JSON: {e}"))
         })?;

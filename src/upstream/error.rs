@@ -41,6 +41,12 @@ pub enum UpstreamError {
     },
     #[error("upstream {upstream} is offline (configured); only cached content is served")]
     Offline { upstream: String },
+    /// Failing requests in a row made berth stop waiting for it; a probe checks it again soon.
+    #[error("upstream {upstream} is down (recent requests failed); trying again in {}s", .retry_after.as_secs())]
+    Down {
+        upstream: String,
+        retry_after: Duration,
+    },
     #[error("upstream {upstream} broke the protocol: {detail}")]
     Protocol { upstream: String, detail: String },
 }
@@ -65,6 +71,7 @@ impl UpstreamError {
             UpstreamError::Unreachable { .. }
             | UpstreamError::Timeout { .. }
             | UpstreamError::TokenRefused { .. }
+            | UpstreamError::Down { .. }
             | UpstreamError::TooManyRequests { .. } => true,
             UpstreamError::Status { status, .. } => *status >= 500,
             _ => false,
@@ -75,6 +82,7 @@ impl UpstreamError {
         match self {
             UpstreamError::TooManyRequests { retry_after, .. }
             | UpstreamError::Status { retry_after, .. } => *retry_after,
+            UpstreamError::Down { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -7,27 +7,30 @@
 pub mod auth;
 pub mod challenge;
 pub mod error;
+pub mod health;
+mod response;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
 use self::auth::Authenticator;
 pub use self::auth::{Credentials, Identity};
 pub use self::error::UpstreamError;
+use self::health::{Breaker, NotFound, Outcome};
+pub(crate) use self::response::{error_reason, read_limited, status_error};
+use self::response::{header_string, next_link_query};
 use crate::config::UpstreamSettings;
 use crate::registry::name::{Digest, Reference, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
 /// Manifests are small; refuse to buffer anything larger (the spec suggests 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
-/// Error bodies are only read for their message.
-const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
 /// Bound for requests whose whole answer is small (manifests, tags, tokens).
 const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -66,6 +69,8 @@ pub struct Upstream {
     auth: Authenticator,
     settings: UpstreamSettings,
     offline: bool,
+    breaker: Breaker,
+    not_found: NotFound,
 }
 
 impl Upstream {
@@ -86,7 +91,14 @@ impl Upstream {
             }),
             _ => None,
         };
+        let breaker = Breaker::new(
+            &settings.name,
+            settings.breaker_threshold,
+            settings.breaker_cooldown,
+        );
         Ok(Upstream {
+            not_found: NotFound::new(settings.not_found_ttl, breaker.health()),
+            breaker,
             name: settings.name.clone(),
             auth: Authenticator::new(&settings.name, credentials),
             base,
@@ -108,6 +120,11 @@ impl Upstream {
         self.offline
     }
 
+    /// This upstream's breaker and not-found counters, for `/metrics`.
+    pub fn health(&self) -> &Arc<crate::metrics::UpstreamHealth> {
+        self.breaker.health()
+    }
+
     /// Who berth speaks as for a client without credentials of its own.
     pub fn default_identity(&self) -> Identity {
         self.auth.default_identity()
@@ -127,6 +144,21 @@ impl Upstream {
                 upstream: self.name.clone(),
             });
         }
+        let permit = self.breaker.admit()?;
+        let result = self.exchange_unguarded(repo, credentials, identity).await;
+        permit.record(match &result {
+            Ok(_) => Outcome::Alive,
+            Err(e) => Outcome::of_error(e),
+        });
+        result
+    }
+
+    async fn exchange_unguarded(
+        &self,
+        repo: Option<&RepoName>,
+        credentials: &Credentials,
+        identity: &Identity,
+    ) -> Result<Duration, UpstreamError> {
         if !self.auth.scheme_known() {
             // Learn the scheme from the upstream's challenge to an anonymous ping.
             let url = self.url("/v2/")?;
@@ -165,11 +197,17 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<FetchedManifest, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
+        let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send(Method::GET, &path, repo, Some(accept), true, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("manifest {repo}:{reference}"))
+            .request(
+                Method::GET,
+                &path,
+                repo,
+                Some(accept),
+                true,
+                identity,
+                &what,
+            )
             .await?;
         let content_type = header_string(response.headers(), CONTENT_TYPE.as_str());
         let digest = header_string(response.headers(), "docker-content-digest");
@@ -200,11 +238,17 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<ManifestHead, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
+        let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send(Method::HEAD, &path, repo, Some(accept), true, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("manifest {repo}:{reference}"))
+            .request(
+                Method::HEAD,
+                &path,
+                repo,
+                Some(accept),
+                true,
+                identity,
+                &what,
+            )
             .await?;
         Ok(ManifestHead {
             digest: header_string(response.headers(), "docker-content-digest"),
@@ -219,11 +263,9 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
+        let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(Method::GET, &path, repo, None, false, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("blob {digest} in {repo}"))
+            .request(Method::GET, &path, repo, None, false, identity, &what)
             .await?;
         let content_length = response.content_length();
         let upstream = self.name.clone();
@@ -244,11 +286,9 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<u64, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
+        let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(Method::HEAD, &path, repo, None, true, identity)
-            .await?;
-        let response = self
-            .check(response, &format!("blob {digest} in {repo}"))
+            .request(Method::HEAD, &path, repo, None, true, identity, &what)
             .await?;
         header_string(response.headers(), "content-length")
             .and_then(|v| v.parse().ok())
@@ -287,8 +327,33 @@ impl Upstream {
         Ok(TagPage { body, next })
     }
 
+    /// Sends a request and checks its answer: a success, or the matching error. A 404 is
+    /// remembered for `not_found_ttl` and answered from memory meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        small: bool,
+        identity: &Identity,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if let Some(remembered) = self.not_found.recall(&self.name, path, what, identity) {
+            return Err(remembered);
+        }
+        let response = self
+            .send(method, path, repo, accept, small, identity)
+            .await?;
+        self.check(response, what)
+            .await
+            .inspect_err(|e| self.not_found.remember(path, identity, e))
+    }
+
     /// Sends a request with authentication, answering one 401 challenge and following
-    /// redirects. Non-success statuses are returned as they are, for the caller to check.
+    /// redirects, unless the breaker says upstream is down. Non-success statuses are returned
+    /// as they are, for the caller to check.
     async fn send(
         &self,
         method: Method,
@@ -303,6 +368,26 @@ impl Upstream {
                 upstream: self.name.clone(),
             });
         }
+        let permit = self.breaker.admit()?;
+        let result = self
+            .send_unguarded(method, path, repo, accept, small, identity)
+            .await;
+        permit.record(match &result {
+            Ok(response) => Outcome::of_status(response.status().as_u16()),
+            Err(e) => Outcome::of_error(e),
+        });
+        result
+    }
+
+    async fn send_unguarded(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        small: bool,
+        identity: &Identity,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let scope = format!("repository:{repo}:pull");
         let url = self.url(path)?;
         let mut authorization = self
@@ -420,114 +505,8 @@ impl Upstream {
         limit: usize,
         what: &str,
     ) -> Result<Bytes, UpstreamError> {
-        let mut body = BytesMut::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| UpstreamError::from_reqwest(&self.name, e))?;
-            if body.len() + chunk.len() > limit {
-                return Err(UpstreamError::protocol(
-                    &self.name,
-                    format!("{what} is larger than {limit} bytes"),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+        read_limited(&self.name, response, limit, what).await
     }
-}
-
-fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// `Retry-After` in its delta-seconds form (the form registries use).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    header_string(headers, "retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
-/// The message of a registry JSON error body, or the start of a plain-text one.
-pub(crate) async fn error_reason(response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY_BYTES {
-            break;
-        }
-    }
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    if let Ok(parsed) = serde_json::from_slice::<Errors>(&body) {
-        return parsed
-            .errors
-            .iter()
-            .map(|e| format!("{} {}", e.code, e.message).trim().to_owned())
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
-    let text = String::from_utf8_lossy(&body);
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
-pub(crate) async fn status_error(
-    upstream: &str,
-    response: reqwest::Response,
-    what: &str,
-) -> UpstreamError {
-    let status = response.status().as_u16();
-    let retry = retry_after(response.headers());
-    let reason = error_reason(response).await;
-    if status == 429 {
-        UpstreamError::TooManyRequests {
-            upstream: upstream.to_owned(),
-            retry_after: retry,
-            reason,
-        }
-    } else {
-        UpstreamError::Status {
-            upstream: upstream.to_owned(),
-            status,
-            retry_after: retry,
-            reason: if reason.is_empty() {
-                what.to_owned()
-            } else {
-                format!("{what}: {reason}")
-            },
-        }
-    }
-}
-
-/// The query pairs of a `Link: <url>; rel="next"` header.
-fn next_link_query(link: &str) -> Option<Vec<(String, String)>> {
-    let (target, params) = link.split_once(';')?;
-    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
-        return None;
-    }
-    let target = target.trim().trim_start_matches('<').trim_end_matches('>');
-    let url = Url::parse("http://upstream.invalid/")
-        .ok()?
-        .join(target)
-        .ok()?;
-    Some(url.query_pairs().into_owned().collect())
 }
 
 /// Everything an upstream may be selected by, in one place.
@@ -549,26 +528,15 @@ impl Upstreams {
         self.all.iter().find(|u| u.name == name)
     }
 
+    /// Shows every upstream's health in `metrics`.
+    pub fn report_to(&self, metrics: &crate::metrics::Metrics) {
+        for upstream in self.all.iter() {
+            metrics.watch_upstream(Arc::clone(upstream.health()));
+        }
+    }
+
     /// The upstream for names without a host: the one named `docker.io`.
     pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
         self.by_name("docker.io")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_link_is_parsed() {
-        let q = next_link_query(r#"</v2/library/x/tags/list?last=b&n=2>; rel="next""#).unwrap();
-        assert_eq!(
-            q,
-            vec![
-                ("last".to_string(), "b".to_string()),
-                ("n".to_string(), "2".to_string())
-            ]
-        );
-        assert!(next_link_query(r#"</v2/x>; rel="prev""#).is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! A misbehaving upstream, for the faults a real registry will not produce on demand: it can
-//! flip a byte, cut a body short, answer slowly, or answer 429/503, and it counts requests.
+//! flip a byte, cut a body short, answer slowly, hang, or answer 429/503, and it counts
+//! requests.
 //! Serves anonymous pulls only; content is whatever the test puts in.
 
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub enum Mode {
     LongBody(usize),
     /// Answer every request with this status (and `Retry-After: 7` for 429).
     Status(u16),
+    /// Accept every request and never answer it (a hung upstream).
+    Hang,
 }
 
 #[derive(Default)]
@@ -171,6 +174,9 @@ async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let path = req.path().to_owned();
     let head = req.method() == actix_web::http::Method::HEAD;
     let mode = state.mode.lock().unwrap().clone();
+    if mode == Mode::Hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     if path == "/v2/" || path == "/v2" {
         return HttpResponse::Ok().json(serde_json::json!({}));
     }
@@ -261,6 +267,6 @@ async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             data.extend(std::iter::repeat_n(0x5a, extra));
             HttpResponse::Ok().body(data)
         }
-        Mode::Normal | Mode::Status(_) => HttpResponse::Ok().body(data),
+        Mode::Normal | Mode::Status(_) | Mode::Hang => HttpResponse::Ok().body(data),
     }
 }

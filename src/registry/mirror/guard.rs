@@ -18,6 +18,7 @@ use moka::sync::Cache;
 
 use super::{storage_error, upstream_error, Mirror};
 use crate::config::Secret;
+use crate::memory::weight;
 use crate::registry::error::{ErrorCode, RegistryError};
 use crate::registry::media;
 use crate::registry::name::{Digest, Reference, RepoName};
@@ -64,6 +65,9 @@ pub struct Guard {
     retried: Cache<String, ()>,
 }
 
+/// Memory for each of the guard's caches (entries are a repository name and an id).
+const GUARD_CACHE_BYTES: u64 = 16 << 20;
+
 /// How long an unsure repository waits before upstream is asked again (at most the guard TTL).
 const UNSURE_RETRY: Duration = Duration::from_secs(30);
 
@@ -75,15 +79,18 @@ impl Guard {
         Guard {
             secret,
             authorized: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(GUARD_CACHE_BYTES)
+                .weigher(|(id, repo): &(String, String), _| weight(id.len() + repo.len()))
                 .time_to_live(ttl)
                 .build(),
             classified: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(GUARD_CACHE_BYTES)
+                .weigher(|repo: &String, _| weight(repo.len()))
                 .time_to_live(ttl)
                 .build(),
             retried: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(GUARD_CACHE_BYTES)
+                .weigher(|repo: &String, _| weight(repo.len()))
                 .time_to_live(ttl.min(UNSURE_RETRY))
                 .build(),
         }

@@ -326,6 +326,9 @@ pub fn upstream_error(e: UpstreamError, not_found: ErrorCode) -> RegistryError {
             RegistryError::new(ErrorCode::Unavailable, message).with_retry_after(*retry_after)
         }
         UpstreamError::Status { .. } => RegistryError::new(ErrorCode::Denied, message),
+        UpstreamError::Down { retry_after, .. } => {
+            RegistryError::new(ErrorCode::Unavailable, message).with_retry_after(Some(*retry_after))
+        }
         UpstreamError::Offline { .. } => {
             RegistryError::new(not_found, format!("not in the cache, and {message}"))
         }

@@ -1,0 +1,45 @@
+//! Byte budgets for the in-memory caches.
+//!
+//! Every moka cache a client can grow is bounded in bytes (a weigher), not only in entries: an
+//! entry count alone lets a flood of large keys or values (tokens with hundreds of scopes,
+//! 4 MiB manifests) take the process's memory. A weight counts the bytes an entry owns plus a
+//! fixed overhead for moka's bookkeeping, so caches of tiny entries are bounded too.
+
+/// What an entry costs beyond the bytes it owns: moka's node, the key's and value's headers.
+pub const ENTRY_OVERHEAD: usize = 128;
+
+/// The weight of an entry owning `bytes`, saturating at what moka can count per entry.
+pub fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_count_overhead_and_saturate() {
+        assert_eq!(weight(0), ENTRY_OVERHEAD as u32);
+        assert_eq!(weight(1000), 1000 + ENTRY_OVERHEAD as u32);
+        assert_eq!(weight(usize::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn a_weighed_cache_stays_within_its_budget() {
+        // 1 MiB budget, 64 KiB values: far fewer than the 10,000 an entry count would allow.
+        let cache: moka::sync::Cache<u32, Vec<u8>> = moka::sync::Cache::builder()
+            .max_capacity(1 << 20)
+            .weigher(|_, v: &Vec<u8>| weight(v.len()))
+            .build();
+        for i in 0..1000 {
+            cache.insert(i, vec![0u8; 64 * 1024]);
+        }
+        cache.run_pending_tasks();
+        assert!(
+            cache.weighted_size() <= 1 << 20,
+            "{}",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 16, "{}", cache.entry_count());
+    }
+}
