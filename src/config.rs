@@ -228,6 +228,10 @@ pub struct StorageSettings {
     /// Memory for hot manifests and tag answers, in bytes.
     #[serde(default = "default_memory_cache")]
     pub memory_cache: ByteSize,
+    /// The count-bounded predecessor of `memory_cache`: still read, so that existing files
+    /// load, but ignored (a count is no bound on memory); berth warns when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_cache_entries: Option<u64>,
     /// Disk budget for cached content; `None` is unlimited.
     #[serde(default)]
     pub max_size: ByteSize,
@@ -754,6 +758,14 @@ mod tests {
         )];
         let s = Settings::load_with_env(None, env).unwrap();
         assert_eq!(s.storage.memory_cache, ByteSize(Some(16 << 20)));
+        // The old count-bounded key still loads (and is ignored).
+        let env = vec![(
+            "BERTH__STORAGE__MANIFEST_CACHE_ENTRIES".to_string(),
+            "10000".to_string(),
+        )];
+        let s = Settings::load_with_env(None, env).unwrap();
+        assert_eq!(s.storage.manifest_cache_entries, Some(10_000));
+        assert_eq!(s.storage.memory_cache, ByteSize(Some(64 << 20)));
         for (key, bad) in [
             ("BERTH__STORAGE__MEMORY_CACHE", "unlimited"),
             ("BERTH__STORAGE__MEMORY_CACHE", "1MiB"),

@@ -64,6 +64,11 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         max_bytes: settings.storage.max_size.0,
         low_water_percent: settings.storage.low_water_percent,
     };
+    if settings.storage.manifest_cache_entries.is_some() {
+        tracing::warn!(
+            "storage.manifest_cache_entries is ignored: hot manifests are bounded by storage.memory_cache (bytes) now"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     upstreams.report_to(&metrics);
     let cache = Arc::new(Cache::new(
