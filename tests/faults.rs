@@ -439,3 +439,54 @@ async fn a_range_during_a_slow_cold_fill_gets_the_verified_bytes() {
     assert!(whole.await.unwrap() == blob, "the whole body differs");
     assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 1);
 }
+
+/// The real upstream behind the fault proxy: a manifest with a flipped byte or cut short is
+/// never served nor kept, and one without `Docker-Content-Digest` is verified all the same.
+#[tokio::test]
+async fn a_real_upstream_s_bad_manifests_are_caught_through_the_fault_proxy() {
+    use common::proxy::{FaultProxy, Mode as ProxyMode};
+    let s = common::seeded().await;
+    let proxy = FaultProxy::start(&s.upstream.url());
+    let berth = Berth::start(&format!(
+        "{}\n[mirror]\nprefetch = false\n",
+        config_for(&proxy.url(), "5m", "")
+    ));
+    let digest = &s.oci.manifest.digest;
+    let by_tag = format!("{}/v2/library/oci/manifests/1", berth.url);
+    let by_digest = format!("{}/v2/library/oci/manifests/{digest}", berth.url);
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let get = |url: String| async move {
+        let response = reqwest::Client::new()
+            .get(url)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.bytes().await.unwrap_or_default(),
+        )
+    };
+    for mode in [ProxyMode::FlipByte, ProxyMode::Truncate(100)] {
+        proxy.set_mode(mode.clone());
+        for url in [&by_tag, &by_digest] {
+            let (status, body) = get(url.clone()).await;
+            assert_eq!(
+                status,
+                503,
+                "{mode:?} {url}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    // Nothing bad was kept: with the header stripped, berth hashes the body itself.
+    proxy.set_mode(ProxyMode::StripDigest);
+    for url in [&by_tag, &by_digest] {
+        let (status, body) = get(url.clone()).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(sha256(&body), *digest);
+    }
+    let dest = common::try_pull(&berth, "library/oci:1", None)
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    common::assert_dir_matches(dest.path(), &s.oci);
+}

@@ -241,7 +241,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Every identity × name × endpoint for every secret: served exactly where allowed.
-async fn check_table(client: &mut Client, secrets: &[Secret], offline: bool) {
+async fn check_table(client: &mut Client, secrets: &[Secret], phase: &str) {
     for secret in secrets {
         for name in NAMES {
             for who in EVERYONE.into_iter().filter(|w| !secret.either.contains(w)) {
@@ -268,10 +268,7 @@ async fn check_table(client: &mut Client, secrets: &[Secret], offline: bool) {
                 }
                 for (label, method, headers) in endpoints {
                     let reply = client.call(who, method, &path, &headers).await;
-                    let context = format!(
-                        "{label} {path} as {who:?}{}",
-                        if offline { " (offline)" } else { "" }
-                    );
+                    let context = format!("{label} {path} as {who:?}{phase}");
                     if allowed {
                         assert!(reply.status.is_success(), "{context}: {}", reply.status);
                         match label {
@@ -289,8 +286,9 @@ async fn check_table(client: &mut Client, secrets: &[Secret], offline: bool) {
 }
 
 /// Tags, referrers and the catalog of the private and the guarded repository: only to those
-/// who may read them, online and offline.
-async fn check_listings(client: &mut Client, team_manifest: &str, offline: bool) {
+/// who may read them (the guarded repository's tags come from upstream, so only while it
+/// answers).
+async fn check_listings(client: &mut Client, team_manifest: &str, upstream_answers: bool) {
     for who in EVERYONE {
         let team = client
             .call(who, Method::GET, "/v2/team/app/tags/list", &[])
@@ -319,11 +317,11 @@ async fn check_listings(client: &mut Client, team_manifest: &str, offline: bool)
         let guarded = client
             .call(who, Method::GET, "/v2/private/iso/tags/list", &[])
             .await;
-        let may = who == Who::Priv && !offline;
+        let may = who == Who::Priv && upstream_answers;
         assert_eq!(
             guarded.status.is_success(),
             may,
-            "guarded tags as {who:?} (offline: {offline}): {} {}",
+            "guarded tags as {who:?} (upstream answers: {upstream_answers}): {} {}",
             guarded.status,
             String::from_utf8_lossy(&guarded.body)
         );
@@ -348,11 +346,9 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
     s.upstream.push("private/iso", "1", &guarded).await;
     s.upstream.push("library/small", "1", &public).await;
 
-    let config = format!(
-        "{}{}",
-        files.config(""),
-        config_for(&s.upstream.url(), "5m", "")
-    );
+    // Through a proxy, so the upstream can go down later.
+    let proxy = FaultProxy::start(&s.upstream.url());
+    let config = format!("{}{}", files.config(""), config_for(&proxy.url(), "5m", ""));
     let berth = Berth::start(&config);
     push(&berth, &team, "team/app:1", "alice");
     try_pull(&berth, "library/small:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
@@ -419,8 +415,8 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
     };
 
     let mut client = Client::new(&berth);
-    check_table(&mut client, &secrets(false), false).await;
-    check_listings(&mut client, &team.manifest.digest, false).await;
+    check_table(&mut client, &secrets(false), "").await;
+    check_listings(&mut client, &team.manifest.digest, true).await;
 
     // A mount names a repository the caller may read, but only a private repository's own
     // links count: nothing is mounted from the mirror namespace.
@@ -444,13 +440,18 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
         assert_eq!(head.status, StatusCode::NOT_FOUND, "mounted from {from}");
     }
 
+    // Upstream down: what upstream confirmed stays served, nothing else is.
+    proxy.set_mode(Mode::Status(503));
+    check_table(&mut client, &secrets(false), " (upstream down)").await;
+    check_listings(&mut client, &team.manifest.digest, false).await;
+
     // Offline: the same table, with nobody able to prove upstream access.
     let data_dir = berth.into_data_dir();
     let offline = format!("{config}\n[mirror]\noffline = true\n");
     let berth = Berth::start_in(&offline, &data_dir);
     let mut client = Client::new(&berth);
-    check_table(&mut client, &secrets(true), true).await;
-    check_listings(&mut client, &team.manifest.digest, true).await;
+    check_table(&mut client, &secrets(true), " (offline)").await;
+    check_listings(&mut client, &team.manifest.digest, false).await;
 }
 
 /// A berth behind a fault proxy in front of the shared upstream.
@@ -523,6 +524,28 @@ async fn a_token_service_refusing_for_a_while_guards_nothing_for_good() {
     let mut berth = berth;
     berth.restart();
     try_pull(&berth, "library/flaky:1", None).unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+}
+
+#[tokio::test]
+async fn a_guarded_mark_is_checked_again_after_guard_ttl() {
+    let s = seeded().await;
+    let image = images::image(Flavor::Oci, 9501, &[20 * KIB], "amd64");
+    s.upstream.push("private/flip", "1", &image).await;
+    let berth = Berth::start(&format!(
+        "{}\n[mirror]\nguard_ttl = \"1s\"\n",
+        config_for(&s.upstream.url(), "5m", "")
+    ));
+    let priv_creds = format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1);
+    try_pull(&berth, "private/flip:1", Some(&priv_creds))
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth.log()));
+    assert!(try_pull(&berth, "private/flip:1", None).is_err());
+
+    // Its owner makes it public upstream: after guard_ttl berth asks again and opens it.
+    s.upstream.issuer.open_anonymous(Some("private/flip"));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let opened = try_pull(&berth, "private/flip:1", None);
+    s.upstream.issuer.open_anonymous(None);
+    opened.unwrap_or_else(|e| panic!("still guarded after guard_ttl: {e}\n{}", berth.log()));
 }
 
 #[tokio::test]

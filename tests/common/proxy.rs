@@ -1,7 +1,8 @@
 //! A fault-injecting proxy in front of a real upstream registry: it passes every request on
 //! and, on demand, changes what comes back the way misbehaving or unusual registries do:
 //! refusals disguised as 404 (upstreams that hide private repositories), a missing
-//! `Docker-Content-Digest`, a fixed status, or no answer at all. It counts what it forwarded.
+//! `Docker-Content-Digest`, a flipped byte, a body cut short, or a fixed status. It counts what
+//! it forwarded. (Blobs the upstream redirects to its CDN are fetched from there directly.)
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +24,11 @@ pub enum Mode {
     StripDigest,
     /// Answer every request with this status.
     Status(u16),
-    /// Hold every request without answering (until the mode changes, 60 s at most).
-    Stall,
+    /// Change one byte in the middle of every successful body.
+    FlipByte,
+    /// Declare the whole length of every successful body, send this many bytes, then cut the
+    /// connection.
+    Truncate(usize),
 }
 
 pub struct FaultProxy {
@@ -94,20 +98,9 @@ impl FaultProxy {
 
 async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
     let mode = state.mode.lock().unwrap().clone();
-    match mode {
-        Mode::Status(status) => {
-            return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                .finish()
-        }
-        Mode::Stall => {
-            for _ in 0..600 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if *state.mode.lock().unwrap() != Mode::Stall {
-                    break;
-                }
-            }
-        }
-        _ => {}
+    if let Mode::Status(status) = mode {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .finish();
     }
     state.forwarded.fetch_add(1, Ordering::SeqCst);
     let url = format!("{}{}", state.target, req.uri());
@@ -144,11 +137,28 @@ async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let bytes = upstream.bytes().await.unwrap_or_default();
+    let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+    let success = (200..300).contains(&status) && !bytes.is_empty();
     if head {
         // A HEAD's length is the resource's, not the (empty) body's.
         let nothing = futures_util::stream::empty::<Result<bytes::Bytes, actix_web::Error>>();
         return response.body(SizedStream::new(length.unwrap_or(0), nothing));
+    }
+    match mode {
+        Mode::FlipByte if success => {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+        }
+        Mode::Truncate(sent) if success => {
+            let declared = bytes.len() as u64;
+            bytes.truncate(sent.min(bytes.len().saturating_sub(1)));
+            let cut: Vec<Result<bytes::Bytes, actix_web::Error>> = vec![
+                Ok(bytes::Bytes::from(bytes)),
+                Err(actix_web::error::ErrorInternalServerError("cut off")),
+            ];
+            return response.body(SizedStream::new(declared, futures_util::stream::iter(cut)));
+        }
+        _ => {}
     }
     response.body(bytes)
 }

@@ -109,6 +109,7 @@ pub struct TokenIssuer {
     pub requests: Arc<AtomicUsize>,
     /// Every scope asked for, in order.
     scopes: Arc<Mutex<Vec<String>>>,
+    open: Arc<Mutex<Option<String>>>,
     failing: Arc<Mutex<Option<(String, u16)>>>,
 }
 
@@ -118,6 +119,8 @@ struct IssuerState {
     grants: Vec<Grant>,
     requests: Arc<AtomicUsize>,
     scopes: Arc<Mutex<Vec<String>>>,
+    /// A repository prefix anonymous callers may pull besides `library/`.
+    open: Arc<Mutex<Option<String>>>,
     /// A repository whose anonymous token requests fail, and the status they get (an issuer
     /// having trouble).
     failing: Arc<Mutex<Option<(String, u16)>>>,
@@ -131,8 +134,10 @@ impl TokenIssuer {
         let requests = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(Mutex::new(None));
         let scopes = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(Mutex::new(None));
         let state = web::Data::new(IssuerState {
             scopes: Arc::clone(&scopes),
+            open: Arc::clone(&open),
             encoding: jsonwebtoken::EncodingKey::from_ec_pem(pki.key_pem.as_bytes()).unwrap(),
             kid: pki.kid.clone(),
             grants,
@@ -158,6 +163,7 @@ impl TokenIssuer {
             port,
             requests,
             scopes,
+            open,
             failing,
         }
     }
@@ -168,6 +174,12 @@ impl TokenIssuer {
 
     /// Makes anonymous token requests for `repo` fail with 503 (`None`: none fail). Requests
     /// with credentials are answered as usual.
+    /// Lets anonymous callers pull repositories under `prefix` too (`None`: `library/` only),
+    /// as when an upstream's owner makes a repository public.
+    pub fn open_anonymous(&self, prefix: Option<&str>) {
+        *self.open.lock().unwrap() = prefix.map(str::to_owned);
+    }
+
     /// Token requests whose scope names `repo`.
     pub fn requests_for(&self, repo: &str) -> usize {
         let needle = format!("repository:{repo}:");
@@ -249,7 +261,10 @@ async fn issue(req: HttpRequest, state: web::Data<IssuerState>) -> HttpResponse 
         let allowed: Vec<&str> = actions
             .split(',')
             .filter(|action| {
-                let anonymous = *action == "pull" && name.starts_with("library/");
+                let open = state.open.lock().unwrap().clone();
+                let anonymous = *action == "pull"
+                    && (name.starts_with("library/")
+                        || open.is_some_and(|prefix| name.starts_with(&prefix)));
                 let granted = state.grants.iter().any(|(u, _, prefix, acts)| {
                     *u == subject
                         && name.starts_with(prefix)
