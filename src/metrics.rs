@@ -55,6 +55,8 @@ pub struct Metrics {
     /// Gauge: bytes counted against `storage.max_size` (stored blobs and uploads), kept by
     /// the cache's usage accounting itself.
     pub storage_used_bytes: Arc<AtomicU64>,
+    /// Gauge: blob fills running (fetching, verifying or committing).
+    pub fills_in_flight: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -165,11 +167,18 @@ impl Metrics {
                 &self.prefetch_failures,
             ),
         ];
-        let gauges: &[(&str, &str, &AtomicU64)] = &[(
-            "berth_storage_used_bytes",
-            "Bytes on disk counted against storage.max_size: stored blobs (each digest once) and uploads in progress.",
-            &self.storage_used_bytes,
-        )];
+        let gauges: &[(&str, &str, &AtomicU64)] = &[
+            (
+                "berth_storage_used_bytes",
+                "Bytes on disk counted against storage.max_size: stored blobs (each digest once) and uploads in progress.",
+                &self.storage_used_bytes,
+            ),
+            (
+                "berth_fills_in_flight",
+                "Blob fills running: fetching from upstream, verifying or committing.",
+                &self.fills_in_flight,
+            ),
+        ];
         let mut out = String::new();
         for (kind, rows) in [("counter", rows), ("gauge", gauges)] {
             for &(name, help, value) in rows {

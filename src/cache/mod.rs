@@ -12,6 +12,7 @@ mod mapping;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -192,6 +193,7 @@ impl Cache {
             }
             let (fill, writer) = Fill::new(digest.clone(), temp)?;
             inflight.insert(digest.clone(), Arc::clone(&fill));
+            self.metrics.fills_in_flight.fetch_add(1, Ordering::Relaxed);
             (fill, writer)
         };
         metrics::inc(&self.metrics.blob_misses);
@@ -231,6 +233,11 @@ impl Cache {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&d);
+            // Committed and flushed (or discarded) by now.
+            cache
+                .metrics
+                .fills_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
             cache.evict_if_needed();
         });
         Ok(BlobSource::Filling(fill))

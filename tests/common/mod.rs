@@ -231,12 +231,32 @@ impl Berth {
     }
 
     /// Waits (up to 10 s) until no fill is in flight: clients get verified bytes before the
-    /// fill has committed them, so a test that inspects the disk must let it finish.
+    /// fill has committed them, so a test that inspects the disk (or kills berth) must let it
+    /// finish: its temp file renamed and the index flushed.
     pub fn settle(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.temp_files() > 0 && std::time::Instant::now() < deadline {
+        while (self.temp_files() > 0 || self.gauge_now("berth_fills_in_flight") != Some(0))
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A value from `/metrics`, read without an async runtime (`None` when unreadable).
+    fn gauge_now(&self, name: &str) -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.addr
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
     }
 
     pub fn temp_files(&self) -> usize {
