@@ -7,6 +7,7 @@ pub mod config;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -5,16 +5,14 @@
 //! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
 
 pub mod error;
-pub mod media;
 pub mod mirror;
-pub mod name;
 pub mod namespace;
 pub mod pins;
 pub mod private;
 
 use std::sync::Arc;
 
-pub use self::error::{ErrorCode, RegistryError};
+pub use self::error::RegistryError;
 use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
 use self::private::Projects;
