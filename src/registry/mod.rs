@@ -1,4 +1,5 @@
-//! The registry domain: names, references, manifests and the pull-through decisions.
+//! The registry domain: namespace resolution, pins, private projects and the pull-through
+//! decisions. The spec's names, digests, media types and error codes it works with are `oci`'s.
 //!
 //! Layering rule: `http` calls `registry`; `registry` calls `cache` and `upstream`; nothing
 //! here knows actix, and nothing below calls back up. Every error that leaves this module is a
