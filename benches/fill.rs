@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use berth::cache::fill::Fill;
-use berth::registry::name::Digest;
+use berth::oci::Digest;
 use berth::upstream::{BlobResponse, UpstreamError};
 use bytes::Bytes;
 use futures_util::StreamExt;

@@ -467,10 +467,7 @@ impl Settings {
         for project in &self.projects {
             let valid = !project.name.is_empty()
                 && !project.name.contains('/')
-                && project
-                    .name
-                    .parse::<crate::registry::name::RepoName>()
-                    .is_ok();
+                && project.name.parse::<crate::oci::RepoName>().is_ok();
             if !valid {
                 return Err(ConfigError::Invalid(format!(
                     "project name {:?} must be one repository name component",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use berth::config::Settings;
-use berth::registry::media;
+use berth::oci::media;
 use berth::storage::{gc, Storage};
 
 /// berth: a registry mirror daemon (pull-through cache for OCI / Docker registries).

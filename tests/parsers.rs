@@ -3,7 +3,7 @@
 //! independent reading of the spec's grammar, on generated valid input and on arbitrary input.
 
 use berth::http::range::{self, RangeRequest};
-use berth::registry::name::{Digest, Reference, RepoName, Tag, MAX_NAME_LEN};
+use berth::oci::{Digest, Reference, RepoName, Tag, MAX_NAME_LEN};
 use proptest::prelude::*;
 
 /// One path component per the distribution spec: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Cache;
 use crate::metrics;
-use crate::registry::name::Digest;
+use crate::oci::Digest;
 use crate::storage::{StorageError, UPLOAD_EXPIRY};
 
 /// The disk budget and where eviction stops.

@@ -22,7 +22,7 @@ use sha2::Digest as _;
 use tempfile::NamedTempFile;
 use tokio::sync::watch;
 
-use crate::registry::name::Digest;
+use crate::oci::Digest;
 use crate::upstream::{BlobResponse, UpstreamError};
 
 /// Bytes gathered from upstream before they are written out and shown to readers.

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use memmap2::Mmap;
 
 use super::flight::Flights;
-use crate::registry::name::Digest;
+use crate::oci::Digest;
 
 /// At most this many recently used mappings are kept for reuse.
 const RECENT_MAPPINGS: u64 = 64;

@@ -21,13 +21,14 @@ use self::evict::{Budget, ServingGuard, Usage};
 use self::fill::{Fill, FillError};
 use crate::memory::weight;
 use crate::metrics::{self, Metrics};
-use crate::registry::media;
-use crate::registry::name::{Digest, RepoName, Tag};
+use crate::oci::media;
+use crate::oci::media::MAX_MANIFEST_BYTES;
+use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::index::{
     tag_key, BlobRecord, Guarding, Index, IndexError, PushedManifest, TagRecord,
 };
 use crate::storage::{Storage, StorageError};
-use crate::upstream::{BlobResponse, UpstreamError, MAX_MANIFEST_BYTES};
+use crate::upstream::{BlobResponse, UpstreamError};
 
 /// A verified manifest as stored.
 #[derive(Debug)]

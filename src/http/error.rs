@@ -33,7 +33,7 @@ pub fn error_response(err: &RegistryError, head: bool) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ErrorCode;
+    use crate::oci::ErrorCode;
     use actix_web::body::MessageBody;
 
     #[test]

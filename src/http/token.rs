@@ -17,7 +17,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::error_response;
 use super::source;
 use crate::auth::{scope, AuthError, TokenResponse, TokenService};
-use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::oci::ErrorCode;
+use crate::registry::{Registry, RegistryError};
 
 /// `GET /token`
 pub async fn get(req: HttpRequest) -> HttpResponse {

@@ -1,90 +1,15 @@
-//! The one error type that leaves the registry: a spec error code, a message for humans, and
-//! optional detail, plus what the HTTP layer needs to answer well (`Retry-After`, the source to
-//! log for server faults).
-//!
-//! Codes map 1:1 to the OCI distribution spec's error table (and Distribution's additions), each
-//! with its HTTP status; the HTTP layer serializes `{"errors":[{code,message,detail}]}`.
+//! The one error type that leaves the registry: a spec error code (`oci::ErrorCode`), a message
+//! for humans, and optional detail, plus what the HTTP layer needs to answer well
+//! (`Retry-After`, the source to log for server faults). The HTTP layer serializes
+//! `{"errors":[{code,message,detail}]}`.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    BlobUnknown,
-    BlobUploadInvalid,
-    BlobUploadUnknown,
-    DigestInvalid,
-    ManifestBlobUnknown,
-    ManifestInvalid,
-    ManifestUnknown,
-    NameInvalid,
-    NameUnknown,
-    PaginationNumberInvalid,
-    SizeInvalid,
-    TagInvalid,
-    Unauthorized,
-    Denied,
-    Unsupported,
-    #[serde(rename = "TOOMANYREQUESTS")]
-    TooManyRequests,
-    RangeInvalid,
-    Unavailable,
-    Unknown,
-}
-
-impl ErrorCode {
-    /// The HTTP status the spec (or Distribution, for codes the spec leaves open) pairs with it.
-    pub fn status(self) -> u16 {
-        match self {
-            ErrorCode::BlobUnknown
-            | ErrorCode::BlobUploadUnknown
-            | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown => 404,
-            ErrorCode::BlobUploadInvalid
-            | ErrorCode::DigestInvalid
-            | ErrorCode::ManifestBlobUnknown
-            | ErrorCode::ManifestInvalid
-            | ErrorCode::NameInvalid
-            | ErrorCode::PaginationNumberInvalid
-            | ErrorCode::SizeInvalid
-            | ErrorCode::TagInvalid => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Denied => 403,
-            ErrorCode::Unsupported => 405,
-            ErrorCode::RangeInvalid => 416,
-            ErrorCode::TooManyRequests => 429,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Unknown => 500,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
-            ErrorCode::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
-            ErrorCode::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
-            ErrorCode::DigestInvalid => "DIGEST_INVALID",
-            ErrorCode::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
-            ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
-            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
-            ErrorCode::NameInvalid => "NAME_INVALID",
-            ErrorCode::NameUnknown => "NAME_UNKNOWN",
-            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
-            ErrorCode::SizeInvalid => "SIZE_INVALID",
-            ErrorCode::TagInvalid => "TAG_INVALID",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::Denied => "DENIED",
-            ErrorCode::Unsupported => "UNSUPPORTED",
-            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
-            ErrorCode::RangeInvalid => "RANGE_INVALID",
-            ErrorCode::Unavailable => "UNAVAILABLE",
-            ErrorCode::Unknown => "UNKNOWN",
-        }
-    }
-}
+use crate::oci::ErrorCode;
+use crate::oci::ParseError;
 
 /// An error answered to a registry client.
 #[derive(Debug)]
@@ -217,6 +142,13 @@ impl std::error::Error for RegistryError {
     }
 }
 
+/// A name, tag or digest the client sent does not follow the spec grammar.
+impl From<ParseError> for RegistryError {
+    fn from(err: ParseError) -> Self {
+        RegistryError::new(err.code(), err.to_string())
+    }
+}
+
 #[derive(Serialize)]
 pub struct ErrorBody<'a> {
     errors: [ErrorEntry<'a>; 1],
@@ -244,20 +176,6 @@ mod tests {
             serde_json::json!({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"tag":"x"}}]})
         );
         assert_eq!(err.status(), 404);
-    }
-
-    #[test]
-    fn codes_serialize_as_their_names() {
-        for code in [
-            ErrorCode::TooManyRequests,
-            ErrorCode::NameInvalid,
-            ErrorCode::Unknown,
-        ] {
-            assert_eq!(
-                serde_json::to_value(code).unwrap(),
-                serde_json::Value::String(code.as_str().into())
-            );
-        }
     }
 
     #[test]

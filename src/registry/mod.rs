@@ -1,20 +1,19 @@
-//! The registry domain: names, references, manifests and the pull-through decisions.
+//! The registry domain: namespace resolution, pins, private projects and the pull-through
+//! decisions. The spec's names, digests, media types and error codes it works with are `oci`'s.
 //!
 //! Layering rule: `http` calls `registry`; `registry` calls `cache` and `upstream`; nothing
 //! here knows actix, and nothing below calls back up. Every error that leaves this module is a
 //! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
 
 pub mod error;
-pub mod media;
 pub mod mirror;
-pub mod name;
 pub mod namespace;
 pub mod pins;
 pub mod private;
 
 use std::sync::Arc;
 
-pub use self::error::{ErrorCode, RegistryError};
+pub use self::error::RegistryError;
 use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
 use self::private::Projects;

@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use super::error::{ErrorCode, RegistryError};
-use super::name::RepoName;
+use super::error::RegistryError;
+use crate::oci::ErrorCode;
+use crate::oci::RepoName;
 use crate::upstream::{Identity, Upstream, Upstreams};
 
 /// A repository on a particular upstream.

@@ -11,12 +11,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::{ErrorCode, RegistryError};
+use super::error::RegistryError;
 use super::mirror::{storage_error, SeededImage};
-use super::name::{Reference, Tag};
 use super::namespace::MirrorRepo;
 use super::Registry;
 use crate::metrics;
+use crate::oci::ErrorCode;
+use crate::oci::{Reference, Tag};
 use crate::storage::index::{now_ms, PinRecord};
 
 /// First retry after a pin failed to seed; doubled on every failure, up to the refresh period.

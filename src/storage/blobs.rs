@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest as _;
 use tempfile::NamedTempFile;
 
-use crate::registry::name::Digest;
+use crate::oci::Digest;
 
 pub struct BlobStore {
     blobs_dir: PathBuf,

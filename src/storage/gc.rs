@@ -9,10 +9,10 @@ use std::collections::HashSet;
 
 use super::index::BlobRecord;
 use super::{Storage, StorageError};
-use crate::registry::name::Digest;
+use crate::oci::Digest;
 
 /// Manifests are small; anything larger is not read as one.
-const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_MANIFEST_BYTES: u64 = crate::oci::media::MAX_MANIFEST_BYTES as u64;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -81,7 +81,7 @@ pub fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::media;
+    use crate::oci::media;
 
     #[test]
     fn removes_only_what_no_manifest_references() {

@@ -177,7 +177,7 @@ fn remove_file_or_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::name::Digest;
+    use crate::oci::Digest;
 
     #[test]
     fn recovery_after_a_crash_at_each_step() {

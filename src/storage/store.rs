@@ -17,7 +17,7 @@ use tempfile::NamedTempFile;
 
 use super::index::{BlobRecord, PushedManifest};
 use super::{Storage, StorageError};
-use crate::registry::name::{Digest, RepoName};
+use crate::oci::{Digest, RepoName};
 
 /// Lock stripes: stores of different digests rarely wait for one another.
 const STRIPES: usize = 64;

@@ -26,11 +26,10 @@ use self::health::{Breaker, NotFound, Outcome};
 pub(crate) use self::response::{error_reason, read_limited, status_error};
 use self::response::{header_string, next_link_query};
 use crate::config::UpstreamSettings;
-use crate::registry::name::{Digest, Reference, RepoName};
+use crate::oci::media::MAX_MANIFEST_BYTES;
+use crate::oci::{Digest, Reference, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
-/// Manifests are small; refuse to buffer anything larger (the spec suggests 4 MiB).
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Bound for requests whose whole answer is small (manifests, tags, tokens).
 const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

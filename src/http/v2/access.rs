@@ -14,7 +14,8 @@ use actix_web::{web, HttpRequest};
 use crate::auth::token::{AccessClaims, TokenService};
 use crate::config::ServerSettings;
 use crate::http::challenge::{bearer_challenge, external_base};
-use crate::registry::{ErrorCode, RegistryError};
+use crate::oci::ErrorCode;
+use crate::registry::RegistryError;
 
 /// The caller, as far as its token says.
 pub struct Caller {

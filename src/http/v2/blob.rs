@@ -9,10 +9,11 @@ use crate::cache::evict::ServingGuard;
 use crate::cache::fill::{FillError, NotVerified};
 use crate::http::body;
 use crate::http::range::{self, RangeRequest};
+use crate::oci::ErrorCode;
+use crate::oci::{Digest, RepoName};
 use crate::registry::mirror::{upstream_error, BlobReply};
-use crate::registry::name::{Digest, RepoName};
 use crate::registry::namespace::MirrorRepo;
-use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 
 pub async fn get(
     req: &HttpRequest,

@@ -8,11 +8,12 @@ use futures_util::StreamExt;
 
 use super::location;
 use crate::cache::StoredManifest;
-use crate::registry::media::AcceptList;
-use crate::registry::name::{Reference, RepoName};
+use crate::oci::media::AcceptList;
+use crate::oci::media::MAX_MANIFEST_BYTES;
+use crate::oci::ErrorCode;
+use crate::oci::{Reference, RepoName};
 use crate::registry::namespace::MirrorRepo;
-use crate::registry::{ErrorCode, Registry, RegistryError};
-use crate::upstream::MAX_MANIFEST_BYTES;
+use crate::registry::{Registry, RegistryError};
 
 pub async fn get(
     req: &HttpRequest,

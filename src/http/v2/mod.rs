@@ -17,8 +17,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::error_response;
 use super::routes::{self, Route};
 use crate::config::ServerSettings;
-use crate::registry::name::RepoName;
-use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::oci::ErrorCode;
+use crate::oci::RepoName;
+use crate::registry::{Registry, RegistryError};
 use crate::upstream::Identity;
 
 pub const API_VERSION_HEADER: &str = "Docker-Distribution-API-Version";

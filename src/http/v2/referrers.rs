@@ -3,8 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::query_param;
-use crate::registry::media;
-use crate::registry::name::{Digest, RepoName};
+use crate::oci::media;
+use crate::oci::{Digest, RepoName};
 use crate::registry::{Registry, RegistryError};
 
 pub fn list(

@@ -4,9 +4,10 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::{next_link, page_params, query_param};
-use crate::registry::name::RepoName;
+use crate::oci::ErrorCode;
+use crate::oci::RepoName;
 use crate::registry::namespace::MirrorRepo;
-use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 
 pub async fn list(
     req: &HttpRequest,

@@ -5,9 +5,10 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{location, query_param};
-use crate::registry::name::{Digest, RepoName};
+use crate::oci::ErrorCode;
+use crate::oci::{Digest, RepoName};
 use crate::registry::private::upload::{Started, UploadState};
-use crate::registry::{ErrorCode, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 
 /// POST. `from_readable` says whether the caller may pull the `from` repository of a mount.
 pub async fn start(

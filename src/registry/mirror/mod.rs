@@ -20,14 +20,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use self::seed::SeededImage;
-use super::error::{ErrorCode, RegistryError};
-use super::name::Digest;
+use super::error::RegistryError;
 use super::namespace::MirrorRepo;
 use crate::cache::evict::ServingGuard;
 use crate::cache::fill::{Fill, FillError};
 use crate::cache::flight::Flights;
 use crate::cache::{BlobSource, Cache, StoredManifest};
 use crate::config::MirrorSettings;
+use crate::oci::Digest;
+use crate::oci::ErrorCode;
 use crate::storage::StorageError;
 use crate::upstream::UpstreamError;
 

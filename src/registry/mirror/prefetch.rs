@@ -16,8 +16,8 @@ use tokio::sync::Semaphore;
 use super::{Mirror, PARALLEL_BLOBS};
 use crate::cache::StoredManifest;
 use crate::metrics;
-use crate::registry::media;
-use crate::registry::name::Digest;
+use crate::oci::media;
+use crate::oci::Digest;
 use crate::registry::namespace::MirrorRepo;
 
 /// Blobs prefetch may be fetching at once across every image, so a burst of manifest GETs

@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{fill_error, storage_error, BlobReply, Mirror, PARALLEL_BLOBS};
+use crate::oci::media::{self, AcceptList};
+use crate::oci::{Digest, Reference};
 use crate::registry::error::RegistryError;
-use crate::registry::media::{self, AcceptList};
-use crate::registry::name::{Digest, Reference};
 use crate::registry::namespace::MirrorRepo;
 
 /// An image now complete in the cache.

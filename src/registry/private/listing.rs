@@ -4,10 +4,11 @@
 use bytes::Bytes;
 
 use super::Projects;
-use crate::registry::error::{ErrorCode, RegistryError};
-use crate::registry::media;
+use crate::oci::media;
+use crate::oci::ErrorCode;
+use crate::oci::{Digest, RepoName};
+use crate::registry::error::RegistryError;
 use crate::registry::mirror::storage_error;
-use crate::registry::name::{Digest, RepoName};
 
 /// A page of a sorted listing.
 pub struct Page {

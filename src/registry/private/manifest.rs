@@ -9,12 +9,13 @@ use serde::Deserialize;
 
 use super::Projects;
 use crate::cache::StoredManifest;
-use crate::registry::error::{ErrorCode, RegistryError};
-use crate::registry::media;
+use crate::oci::media;
+use crate::oci::media::MAX_MANIFEST_BYTES;
+use crate::oci::ErrorCode;
+use crate::oci::{Digest, Reference, RepoName};
+use crate::registry::error::RegistryError;
 use crate::registry::mirror::storage_error;
-use crate::registry::name::{Digest, Reference, RepoName};
 use crate::storage::index::{PushedManifest, ReferrerRecord};
-use crate::upstream::MAX_MANIFEST_BYTES;
 
 /// What a PUT stored.
 pub struct PutManifest {

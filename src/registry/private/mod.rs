@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::error::{ErrorCode, RegistryError};
+use super::error::RegistryError;
 use super::mirror::storage_error;
-use super::name::{Digest, RepoName};
 use crate::cache::evict::ServingGuard;
 use crate::cache::Cache;
+use crate::oci::ErrorCode;
+use crate::oci::{Digest, RepoName};
 use crate::storage::Storage;
 
 pub struct Projects {
@@ -45,7 +46,7 @@ impl Projects {
         if !self.names.contains(first) {
             return None;
         }
-        Some(name.parse())
+        Some(name.parse().map_err(RegistryError::from))
     }
 
     fn storage(&self) -> &Arc<Storage> {

@@ -13,9 +13,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::discard::Discard;
 use super::Projects;
-use crate::registry::error::{ErrorCode, RegistryError};
+use crate::oci::ErrorCode;
+use crate::oci::{Digest, RepoName};
+use crate::registry::error::RegistryError;
 use crate::registry::mirror::storage_error;
-use crate::registry::name::{Digest, RepoName};
 use crate::storage::blobs::hash_file;
 use crate::storage::index::{now_ms, UploadRecord};
 use crate::storage::Storage;

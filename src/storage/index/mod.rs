@@ -28,7 +28,7 @@ pub use self::projects::{PushedManifest, ReferrerRecord, UploadRecord};
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::name::{Digest, RepoName, Tag};
+use crate::oci::{Digest, RepoName, Tag};
 
 /// Whether upstream serves a repository only with credentials, as far as berth knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

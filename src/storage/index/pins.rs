@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, text_keyed, Index, IndexError};
-use crate::registry::name::Digest;
+use crate::oci::Digest;
 
 /// One pinned image as last fetched completely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

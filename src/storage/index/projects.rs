@@ -23,7 +23,7 @@ use sled::Transactional;
 use super::{
     decode, encode, insert_new_blob, text_keyed, transaction_error, BlobRecord, Index, IndexError,
 };
-use crate::registry::name::{Digest, RepoName, Tag};
+use crate::oci::{Digest, RepoName, Tag};
 
 pub(super) struct Trees {
     repo_blobs: sled::Tree,

@@ -1,4 +1,9 @@
-//! Manifest media types and `Accept` negotiation.
+//! Manifest media types, their size limit, and `Accept` negotiation.
+
+use super::Digest;
+
+/// Manifests are small; nothing buffers a larger one (the spec suggests 4 MiB as the limit).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -89,7 +94,7 @@ pub fn sniff_manifest(body: &[u8]) -> Option<String> {
 }
 
 /// Every digest a manifest or index body points at: config, layers, child manifests, subject.
-pub fn references(body: &[u8]) -> Vec<super::name::Digest> {
+pub fn references(body: &[u8]) -> Vec<Digest> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Vec::new();
     };
@@ -115,13 +120,13 @@ pub fn is_index(media_type: &str) -> bool {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parts {
     pub manifests: Vec<ChildManifest>,
-    pub blobs: Vec<super::name::Digest>,
+    pub blobs: Vec<Digest>,
 }
 
 /// An index entry: a manifest, and the platform it is for (`linux/arm64/v8`), if it says.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChildManifest {
-    pub digest: super::name::Digest,
+    pub digest: Digest,
     pub platform: Option<String>,
 }
 
@@ -167,7 +172,7 @@ pub fn parts(media_type: &str, body: &[u8]) -> Parts {
 /// The blobs a client pulls from a registry for an image manifest: its config and its layers,
 /// less foreign (non-distributable) layers, which come from their own URLs. What `parts` lists
 /// is what a manifest references; this is what is worth fetching ahead of a client.
-pub fn pulled_blobs(media_type: &str, body: &[u8]) -> Vec<super::name::Digest> {
+pub fn pulled_blobs(media_type: &str, body: &[u8]) -> Vec<Digest> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(value) if !is_index(media_type) => image_blobs(&value, |layer| {
             !layer
@@ -179,7 +184,7 @@ pub fn pulled_blobs(media_type: &str, body: &[u8]) -> Vec<super::name::Digest> {
     }
 }
 
-fn digest_of(descriptor: &serde_json::Value) -> Option<super::name::Digest> {
+fn digest_of(descriptor: &serde_json::Value) -> Option<Digest> {
     descriptor.get("digest")?.as_str()?.parse().ok()
 }
 
@@ -187,7 +192,7 @@ fn digest_of(descriptor: &serde_json::Value) -> Option<super::name::Digest> {
 fn image_blobs(
     manifest: &serde_json::Value,
     keep: impl Fn(&serde_json::Value) -> bool,
-) -> Vec<super::name::Digest> {
+) -> Vec<Digest> {
     let layers = manifest.get("layers").and_then(|v| v.as_array());
     manifest
         .get("config")
@@ -255,7 +260,7 @@ mod tests {
     #[test]
     fn parts_split_child_manifests_from_blobs_and_leave_the_subject_out() {
         let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let digest = |c: char| d(c).parse::<super::super::name::Digest>().unwrap();
+        let digest = |c: char| d(c).parse::<Digest>().unwrap();
         let image = format!(
             r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}],"subject":{{"digest":"{}"}}}}"#,
             d('a'),

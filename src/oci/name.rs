@@ -1,4 +1,4 @@
-//! Typed names from the OCI distribution spec: repository names, tags, digests and references.
+//! Typed names from the OCI distribution spec: repository names, tags and references.
 //!
 //! Each type can only be built through `FromStr`, which follows the spec grammar, so every value
 //! that reaches the cache or the disk has already been validated.
@@ -6,7 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::{ErrorCode, RegistryError};
+use super::digest::Digest;
+use super::error::{truncate_for_message, ParseError};
 
 /// Longest repository name the spec lets a registry insist on accepting.
 pub const MAX_NAME_LEN: usize = 255;
@@ -27,7 +28,7 @@ impl RepoName {
     }
 
     /// `prefix/self`, validated again (the joined name may be too long).
-    pub fn prefixed(&self, prefix: &str) -> Result<RepoName, RegistryError> {
+    pub fn prefixed(&self, prefix: &str) -> Result<RepoName, ParseError> {
         format!("{prefix}/{}", self.0).parse()
     }
 }
@@ -82,30 +83,17 @@ fn is_valid_component(component: &str) -> bool {
 }
 
 impl FromStr for RepoName {
-    type Err = RegistryError;
+    type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() {
-            return Err(RegistryError::new(
-                ErrorCode::NameInvalid,
-                "repository name is empty",
-            ));
+            return Err(ParseError::EmptyName);
         }
         if s.len() > MAX_NAME_LEN {
-            return Err(RegistryError::new(
-                ErrorCode::NameInvalid,
-                format!("repository name is longer than {MAX_NAME_LEN} characters"),
-            ));
+            return Err(ParseError::NameTooLong);
         }
         if let Some(bad) = s.split('/').find(|c| !is_valid_component(c)) {
-            return Err(RegistryError::new(
-                ErrorCode::NameInvalid,
-                format!(
-                    "invalid repository name component {:?}: components are lowercase letters and digits, \
-                     joined by '.', '_', '__' or '-'",
-                    truncate_for_message(bad)
-                ),
-            ));
+            return Err(ParseError::NameComponent(truncate_for_message(bad)));
         }
         Ok(RepoName(s.to_owned()))
     }
@@ -128,7 +116,7 @@ impl fmt::Display for Tag {
 }
 
 impl FromStr for Tag {
-    type Err = RegistryError;
+    type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = s.as_bytes();
@@ -142,78 +130,8 @@ impl FromStr for Tag {
         if valid {
             Ok(Tag(s.to_owned()))
         } else {
-            Err(RegistryError::new(
-                ErrorCode::TagInvalid,
-                format!(
-                    "invalid tag {:?}: tags are up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                    truncate_for_message(s)
-                ),
-            ))
+            Err(ParseError::Tag(truncate_for_message(s)))
         }
-    }
-}
-
-/// A content digest. Only `sha256` is supported for storage, which is what every registry uses.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest {
-    /// Lowercase hex of the sha256, 64 characters.
-    hex: String,
-}
-
-impl Digest {
-    pub fn from_sha256_bytes(bytes: &[u8]) -> Self {
-        Digest {
-            hex: hex::encode(bytes),
-        }
-    }
-
-    /// The digest of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        use sha2::Digest as _;
-        Self::from_sha256_bytes(&sha2::Sha256::digest(data))
-    }
-
-    pub fn algorithm(&self) -> &'static str {
-        "sha256"
-    }
-
-    pub fn hex(&self) -> &str {
-        &self.hex
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
-    }
-}
-
-impl FromStr for Digest {
-    type Err = RegistryError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |why: &str| {
-            RegistryError::new(
-                ErrorCode::DigestInvalid,
-                format!("invalid digest {:?}: {why}", truncate_for_message(s)),
-            )
-        };
-        let (algorithm, encoded) = s
-            .split_once(':')
-            .ok_or_else(|| invalid("expected <algorithm>:<hex>"))?;
-        if algorithm != "sha256" {
-            return Err(invalid("only sha256 digests are supported"));
-        }
-        if encoded.len() != 64
-            || !encoded
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(invalid("sha256 needs 64 lowercase hex characters"));
-        }
-        Ok(Digest {
-            hex: encoded.to_owned(),
-        })
     }
 }
 
@@ -234,7 +152,7 @@ impl fmt::Display for Reference {
 }
 
 impl FromStr for Reference {
-    type Err = RegistryError;
+    type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains(':') {
@@ -245,22 +163,10 @@ impl FromStr for Reference {
     }
 }
 
-/// Keeps hostile input from bloating error messages and logs.
-fn truncate_for_message(s: &str) -> String {
-    const LIMIT: usize = 80;
-    if s.len() <= LIMIT {
-        return s.to_owned();
-    }
-    let mut end = LIMIT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::ErrorCode;
 
     #[test]
     fn repo_names_follow_the_grammar() {
@@ -312,29 +218,6 @@ mod tests {
     }
 
     #[test]
-    fn digests() {
-        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let d: Digest = format!("sha256:{hex}").parse().unwrap();
-        assert_eq!(d.hex(), hex);
-        assert_eq!(d, Digest::of(b""));
-        assert_eq!(d.to_string(), format!("sha256:{hex}"));
-        for bad in [
-            "sha256:xyz",
-            "sha256:",
-            "sha256",
-            &format!("sha256:{}", hex.to_uppercase()),
-            &format!("sha512:{hex}"),
-            &format!("sha256:{hex}0"),
-        ] {
-            assert_eq!(
-                bad.parse::<Digest>().unwrap_err().code(),
-                ErrorCode::DigestInvalid,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
     fn references_and_tags() {
         assert!(matches!("latest".parse(), Ok(Reference::Tag(_))));
         assert!(matches!("v1.2.3-rc_1".parse(), Ok(Reference::Tag(_))));
@@ -345,5 +228,32 @@ mod tests {
         assert!("a".repeat(128).parse::<Reference>().is_ok());
         let err = "sha256:xyz".parse::<Reference>().unwrap_err();
         assert_eq!(err.code(), ErrorCode::DigestInvalid);
+    }
+
+    #[test]
+    fn messages_stay_as_clients_know_them() {
+        let message = |s: &str| s.parse::<RepoName>().unwrap_err().to_string();
+        assert_eq!(message(""), "repository name is empty");
+        assert_eq!(
+            message(&"a".repeat(MAX_NAME_LEN + 1)),
+            "repository name is longer than 255 characters"
+        );
+        assert_eq!(
+            message("a/B"),
+            "invalid repository name component \"B\": components are lowercase letters and \
+             digits, joined by '.', '_', '__' or '-'"
+        );
+        assert_eq!(
+            ".x".parse::<Tag>().unwrap_err().to_string(),
+            "invalid tag \".x\": tags are up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'"
+        );
+        assert_eq!(
+            "sha256:xyz".parse::<Reference>().unwrap_err().to_string(),
+            "invalid digest \"sha256:xyz\": sha256 needs 64 lowercase hex characters"
+        );
+        assert_eq!(
+            "md5".parse::<Digest>().unwrap_err().to_string(),
+            "invalid digest \"md5\": expected <algorithm>:<hex>"
+        );
     }
 }
