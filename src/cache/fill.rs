@@ -107,9 +107,20 @@ pub struct FillWriter {
 }
 
 impl Fill {
-    /// A new fill writing into `temp`. The caller spawns [`FillWriter::run`].
+    /// A new fill writing into `temp`. The caller spawns [`FillWriter::run`]. Opens a file:
+    /// blocks.
     pub fn new(digest: Digest, temp: NamedTempFile) -> std::io::Result<(Arc<Fill>, FillWriter)> {
         let read_handle = temp.reopen()?;
+        Ok(Fill::with_reader(digest, temp, read_handle))
+    }
+
+    /// A new fill writing into `temp`, read through `read_handle` (`temp` reopened, on the
+    /// blocking pool, so that no file is opened under the in-flight lock).
+    pub fn with_reader(
+        digest: Digest,
+        temp: NamedTempFile,
+        read_handle: File,
+    ) -> (Arc<Fill>, FillWriter) {
         let (tx, rx) = watch::channel(FillState {
             written: 0,
             size: None,
@@ -127,7 +138,7 @@ impl Fill {
             state: tx,
             fill: Arc::clone(&fill),
         };
-        Ok((fill, writer))
+        (fill, writer)
     }
 
     pub fn digest(&self) -> &Digest {
