@@ -107,9 +107,21 @@ pub struct FillWriter {
 }
 
 impl Fill {
-    /// A new fill writing into `temp`. The caller spawns [`FillWriter::run`].
+    /// A new fill writing into `temp` (tests, benches). Opens a file: blocks, so the server
+    /// uses [`Fill::with_reader`].
     pub fn new(digest: Digest, temp: NamedTempFile) -> std::io::Result<(Arc<Fill>, FillWriter)> {
         let read_handle = temp.reopen()?;
+        Ok(Fill::with_reader(digest, temp, read_handle))
+    }
+
+    /// A new fill writing into `temp`, read through `read_handle` (`temp` reopened, on the
+    /// blocking pool, so that no file is opened under the in-flight lock). The caller spawns
+    /// [`FillWriter::run`].
+    pub fn with_reader(
+        digest: Digest,
+        temp: NamedTempFile,
+        read_handle: File,
+    ) -> (Arc<Fill>, FillWriter) {
         let (tx, rx) = watch::channel(FillState {
             written: 0,
             size: None,
@@ -127,7 +139,7 @@ impl Fill {
             state: tx,
             fill: Arc::clone(&fill),
         };
-        Ok((fill, writer))
+        (fill, writer)
     }
 
     pub fn digest(&self) -> &Digest {

@@ -185,14 +185,19 @@ impl Cache {
             }
         }
         let storage = Arc::clone(&self.storage);
-        let temp = blocking(move || storage.blobs.temp_file()).await?;
+        let (temp, read_handle) = blocking(move || {
+            let temp = storage.blobs.temp_file()?;
+            let read_handle = temp.reopen()?;
+            Ok::<_, std::io::Error>((temp, read_handle))
+        })
+        .await?;
         let (fill, writer) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(fill) = inflight.get(digest) {
                 metrics::inc(&self.metrics.blob_coalesced);
                 return Ok(BlobSource::Filling(Arc::clone(fill)));
             }
-            let (fill, writer) = Fill::new(digest.clone(), temp)?;
+            let (fill, writer) = Fill::with_reader(digest.clone(), temp, read_handle);
             inflight.insert(digest.clone(), Arc::clone(&fill));
             self.metrics.fills_in_flight.fetch_add(1, Ordering::Relaxed);
             (fill, writer)
@@ -419,30 +424,35 @@ impl Cache {
         Ok(guarding)
     }
 
-    pub fn mark_guarded(&self, key: &str) -> Result<(), StorageError> {
+    pub async fn mark_guarded(&self, key: &str) -> Result<(), StorageError> {
         self.change_guarding(key, |index| index.mark_guarded(key))
+            .await
     }
 
-    pub fn mark_unsure(&self, key: &str) -> Result<(), StorageError> {
+    pub async fn mark_unsure(&self, key: &str) -> Result<(), StorageError> {
         self.change_guarding(key, |index| index.mark_unsure(key))
+            .await
     }
 
-    pub fn clear_unsure(&self, key: &str) -> Result<(), StorageError> {
+    pub async fn clear_unsure(&self, key: &str) -> Result<(), StorageError> {
         self.change_guarding(key, |index| index.clear_unsure(key))
+            .await
     }
 
-    pub fn mark_open(&self, key: &str) -> Result<(), StorageError> {
+    pub async fn mark_open(&self, key: &str) -> Result<(), StorageError> {
         self.change_guarding(key, |index| index.mark_open(key))
+            .await
     }
 
-    /// Applies a change to the index durably; the next lookup reads the outcome back.
-    fn change_guarding(
+    /// Applies a change to the index durably (flushed off the async workers); the next lookup
+    /// reads the outcome back.
+    async fn change_guarding(
         &self,
         key: &str,
         change: impl FnOnce(&Index) -> Result<(), IndexError>,
     ) -> Result<(), StorageError> {
         change(&self.storage.index)?;
-        self.storage.index.flush()?;
+        self.storage.index.flush_async().await?;
         self.guarded.invalidate(key);
         Ok(())
     }

@@ -94,13 +94,13 @@ pub async fn get_private(
     stored(req, registry, &digest, mapped, guard)
 }
 
-pub fn delete_private(
+pub async fn delete_private(
     registry: &Registry,
     repo: &RepoName,
     digest: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let digest: Digest = digest.parse()?;
-    registry.projects.delete_blob(repo, &digest)?;
+    registry.projects.delete_blob(repo, &digest).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 

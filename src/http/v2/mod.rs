@@ -115,7 +115,7 @@ async fn private(
             blob::get_private(req, registry, repo, digest).await
         }
         (Route::Blob { digest, .. }, Method::DELETE) => {
-            blob::delete_private(registry, repo, digest)
+            blob::delete_private(registry, repo, digest).await
         }
         (Route::Tags { .. }, Method::GET) => tags::list_private(req, registry, repo),
         (Route::Referrers { digest, .. }, Method::GET) => {

@@ -23,7 +23,11 @@ pub async fn start(
         // A `from` that is not a private repository (or unreadable) means a plain upload.
         if let Some(Ok(from)) = registry.projects.repo_of(&from) {
             let readable = from_readable(&from);
-            if let Some(digest) = registry.projects.mount(repo, &digest, &from, readable)? {
+            if let Some(digest) = registry
+                .projects
+                .mount(repo, &digest, &from, readable)
+                .await?
+            {
                 return Ok(blob_created(req, repo, &digest));
             }
         }

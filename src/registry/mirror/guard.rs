@@ -275,14 +275,14 @@ impl Mirror {
         let now = match verdict {
             Verdict::Open => {
                 if known != Guarding::Open {
-                    self.cache.mark_open(key).map_err(storage_error)?;
+                    self.cache.mark_open(key).await.map_err(storage_error)?;
                     tracing::info!(repository = key, "upstream serves it openly");
                 }
                 Guarding::Open
             }
             Verdict::Guarded => {
                 if known != Guarding::Guarded {
-                    self.cache.mark_guarded(key).map_err(storage_error)?;
+                    self.cache.mark_guarded(key).await.map_err(storage_error)?;
                     tracing::info!(repository = key, "upstream serves it only with credentials");
                 }
                 Guarding::Guarded
@@ -293,7 +293,7 @@ impl Mirror {
             // gets an answer.
             Verdict::Failed(e) => {
                 if known == Guarding::Open {
-                    self.cache.mark_unsure(key).map_err(storage_error)?;
+                    self.cache.mark_unsure(key).await.map_err(storage_error)?;
                     tracing::warn!(
                         repository = key,
                         error = %e,
@@ -343,7 +343,7 @@ impl Mirror {
 
     /// Upstream trouble for a request: a refusal of the default identity by the registry marks
     /// the repository guarded and asks the client for credentials.
-    pub(super) fn refused(
+    pub(super) async fn refused(
         &self,
         target: &MirrorRepo,
         e: UpstreamError,
@@ -353,7 +353,7 @@ impl Mirror {
         match &e {
             UpstreamError::Unauthorized { .. } => {
                 if !client {
-                    if let Err(err) = self.cache.mark_guarded(&repo_key(target)) {
+                    if let Err(err) = self.cache.mark_guarded(&repo_key(target)).await {
                         return storage_error(err);
                     }
                 }

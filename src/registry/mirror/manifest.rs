@@ -254,13 +254,16 @@ impl Mirror {
                 &accept.for_upstream(),
                 &target.identity,
             )
-            .await
-            .map_err(|e| {
+            .await;
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(e) => {
                 if !matches!(e, UpstreamError::Offline { .. }) {
                     metrics::inc(&metrics.upstream_errors);
                 }
-                self.refused(target, e, ErrorCode::ManifestUnknown)
-            })?;
+                return Err(self.refused(target, e, ErrorCode::ManifestUnknown).await);
+            }
+        };
         let digest = Digest::of(&fetched.body);
         let expected = match reference {
             Reference::Digest(d) => Some(d.to_string()),
@@ -311,8 +314,11 @@ impl Mirror {
                 &media::accept_all(),
                 &target.identity,
             )
-            .await
-            .map_err(|e| self.refused(target, e, ErrorCode::ManifestUnknown))?;
+            .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => return Err(self.refused(target, e, ErrorCode::ManifestUnknown).await),
+        };
         let media_type = head
             .content_type
             .as_deref()

@@ -138,12 +138,17 @@ impl Mirror {
                 Ok(BlobReply::Stored(bytes, guard))
             }
             BlobSource::Filling(fill) => {
-                let size = fill.started().await.map_err(|e| match &*e {
-                    FillError::Upstream(u) => {
-                        self.refused(target, u.clone(), ErrorCode::BlobUnknown)
-                    }
-                    _ => fill_error(e),
-                })?;
+                let size = match fill.started().await {
+                    Ok(size) => size,
+                    Err(e) => match &*e {
+                        FillError::Upstream(u) => {
+                            return Err(self
+                                .refused(target, u.clone(), ErrorCode::BlobUnknown)
+                                .await)
+                        }
+                        _ => return Err(fill_error(e)),
+                    },
+                };
                 // A fill started for another request of this repository linked it by now.
                 if !ours && self.linked(target, digest)?.is_none() {
                     self.confirm_blob(target, digest).await?;
@@ -166,11 +171,14 @@ impl Mirror {
                 return Ok(size);
             }
         }
-        let size = target
+        let size = match target
             .upstream
             .head_blob(&target.repo, digest, &target.identity)
             .await
-            .map_err(|e| self.refused(target, e, ErrorCode::BlobUnknown))?;
+        {
+            Ok(size) => size,
+            Err(e) => return Err(self.refused(target, e, ErrorCode::BlobUnknown).await),
+        };
         self.link(target, digest, "")?;
         Ok(size)
     }
@@ -210,11 +218,13 @@ impl Mirror {
         if target.upstream.is_offline() {
             return Err(offline_error(target, ErrorCode::BlobUnknown));
         }
-        target
+        if let Err(e) = target
             .upstream
             .head_blob(&target.repo, digest, &target.identity)
             .await
-            .map_err(|e| self.refused(target, e, ErrorCode::BlobUnknown))?;
+        {
+            return Err(self.refused(target, e, ErrorCode::BlobUnknown).await);
+        }
         self.link(target, digest, "")
     }
 
@@ -228,11 +238,14 @@ impl Mirror {
         if target.upstream.is_offline() {
             return self.cached_tags(target, query, ns);
         }
-        let page = target
+        let page = match target
             .upstream
             .get_tags(&target.repo, query, &target.identity)
             .await
-            .map_err(|e| self.refused(target, e, ErrorCode::NameUnknown))?;
+        {
+            Ok(page) => page,
+            Err(e) => return Err(self.refused(target, e, ErrorCode::NameUnknown).await),
+        };
         let link = page.next.map(|mut pairs| {
             if let Some(ns) = ns {
                 pairs.push(("ns".to_owned(), ns.to_owned()));

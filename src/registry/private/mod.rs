@@ -84,13 +84,13 @@ impl Projects {
     }
 
     /// Removes a blob from the repository (its bytes stay while other repositories use them).
-    pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
         let index = &self.storage().index;
         if index
             .unlink_repo_blob(repo, digest)
             .map_err(storage_error)?
         {
-            index.flush().map_err(storage_error)?;
+            index.flush_async().await.map_err(storage_error)?;
             Ok(())
         } else {
             Err(blob_unknown(repo, digest))

@@ -104,20 +104,25 @@ impl Projects {
 
     /// POST with `mount`: links a blob `from` another repository, when the caller may read it
     /// (`from_readable`) and it is there. `None` means: fall back to a plain upload.
-    pub fn mount(
+    pub async fn mount(
         &self,
         repo: &RepoName,
         digest: &Digest,
         from: &RepoName,
         from_readable: bool,
     ) -> Result<Option<Digest>, RegistryError> {
-        // Under the digest's lock: eviction cannot take the blob between check and link.
-        if !from_readable
-            || !self
-                .storage()
-                .mount(repo, from, digest)
-                .map_err(storage_error)?
-        {
+        if !from_readable {
+            return Ok(None);
+        }
+        // Under the digest's lock: eviction cannot take the blob between check and link. The
+        // lock and the flush block, so on the blocking pool.
+        let storage = Arc::clone(self.storage());
+        let (r, f, d) = (repo.clone(), from.clone(), digest.clone());
+        let mounted = tokio::task::spawn_blocking(move || storage.mount(&r, &f, &d))
+            .await
+            .map_err(|e| RegistryError::internal("mount failed", e))?
+            .map_err(storage_error)?;
+        if !mounted {
             return Ok(None);
         }
         Ok(Some(digest.clone()))
@@ -298,10 +303,13 @@ impl Projects {
     {
         let path = self.storage().blobs.upload_path(id);
         let mut file = Some(
-            std::fs::OpenOptions::new()
+            tokio::fs::OpenOptions::new()
                 .append(true)
                 .open(&path)
-                .map_err(|_| upload_unknown(id))?,
+                .await
+                .map_err(|_| upload_unknown(id))?
+                .into_std()
+                .await,
         );
         let mut held = Some(held);
         let mut pending = BytesMut::new();
