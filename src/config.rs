@@ -5,11 +5,13 @@
 //! key and the defaults cannot drift apart.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::{Deserialize, Serialize, Serializer};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The documented example configuration, which is also the embedded default.
 pub const DEFAULTS_TOML: &str = include_str!("../config/berth.toml");
@@ -199,9 +201,10 @@ pub struct ServerSettings {
     /// Used for the token realm and `Location` headers; without it, `Location`s are relative.
     #[serde(default)]
     pub external_url: Option<String>,
-    /// Proxies (CIDRs) whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    /// Proxies whose `X-Forwarded-*` headers are believed: CIDR blocks or single addresses,
+    /// parsed once here so a typo fails the start instead of silently trusting nobody.
+    #[serde(default, deserialize_with = "deserialize_nets")]
+    pub trusted_proxies: Vec<IpNet>,
     /// Longest a client may leave its request headers or body silent before it is dropped.
     #[serde(with = "humantime_serde", default = "default_server_read_timeout")]
     pub read_timeout: Duration,
@@ -212,6 +215,22 @@ pub struct ServerSettings {
     /// answered even when the main listener is at `max_connections`.
     #[serde(default)]
     pub health_listen: Option<String>,
+}
+
+/// An address block (`10.0.0.0/8`, `fd00::/8`) or a single address (`127.0.0.1`, `::1`), which
+/// `IpNet` alone does not accept: it becomes a /32 or /128.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a CIDR block like 10.0.0.0/8"))
+}
+
+fn deserialize_nets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|entry| parse_net(entry).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn default_server_read_timeout() -> Duration {
@@ -504,8 +523,6 @@ impl Settings {
                 "mirror.pin_refresh must not be 0".into(),
             ));
         }
-        crate::http::challenge::validate_trusted_proxies(&self.server.trusted_proxies)
-            .map_err(|e| ConfigError::Invalid(format!("server.trusted_proxies: {e}")))?;
         if let Some(url) = &self.server.external_url {
             url::Url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("server.external_url {url:?}: {e}")))?;
@@ -670,6 +687,40 @@ mod tests {
                 "{key}={bad} accepted"
             );
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_once_at_load() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\"]"
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(f.path()), no_env()).unwrap();
+        let nets: Vec<String> = s
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        // The effective configuration prints them back as blocks.
+        assert!(s.to_redacted_toml().contains("\"127.0.0.1/32\""));
+
+        let env = vec![(
+            "BERTH__SERVER__TRUSTED_PROXIES".to_string(),
+            "192.168.0.0/16, fd00::/8".to_string(),
+        )];
+        let s = Settings::load_with_env(None, env).unwrap();
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+
+        let env = vec![(
+            "BERTH__SERVER__TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8,nope".to_string(),
+        )];
+        let err = Settings::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("\"nope\" is not an address"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,11 @@
 //! `external_url` beats everything. actix's `connection_info()` trusts those headers from
 //! anyone, which is why it is not used here.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
+use ipnet::IpNet;
 
 use crate::config::ServerSettings;
 
@@ -71,84 +70,11 @@ fn is_valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
-/// Whether `peer` falls in one of the `trusted` CIDRs; entries that do not parse trust
-/// nothing.
-pub fn is_trusted(peer: IpAddr, trusted: &[String]) -> bool {
-    trusted
-        .iter()
-        .filter_map(|entry| entry.parse::<Cidr>().ok())
-        .any(|cidr| cidr.contains(peer))
-}
-
-/// Checks every `trusted_proxies` entry, so a typo is reported at startup rather than
-/// silently trusting nobody.
-pub fn validate_trusted_proxies(trusted: &[String]) -> Result<(), CidrError> {
-    trusted
-        .iter()
-        .try_for_each(|entry| entry.parse::<Cidr>().map(drop))
-}
-
-/// An address block: `10.0.0.0/8`, `::1/128`, or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an address or a CIDR block like 10.0.0.0/8")]
-pub struct CidrError(String);
-
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let error = || CidrError(text.to_owned());
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text.trim(), None),
-        };
-        let network: IpAddr = address.parse().map_err(|_| error())?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().map_err(|_| error())?
-            }
-            Some(_) => return Err(error()),
-            None => max,
-        };
-        if prefix > max {
-            return Err(error());
-        }
-        Ok(Cidr { network, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn contains(&self, address: IpAddr) -> bool {
-        // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(addr)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(addr) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(addr)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(addr) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
+/// Whether `peer` falls in one of the `trusted` blocks.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
+    trusted.iter().any(|net| net.contains(&peer))
 }
 
 /// `Bearer realm="<base>/token",service="<service>"[,scope="<scope>"][,error="insufficient_scope"]`.
@@ -191,6 +117,7 @@ fn quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_net;
     use actix_web::test::TestRequest;
     use std::net::SocketAddr;
     use std::time::Duration;
@@ -200,7 +127,7 @@ mod tests {
             listen: "127.0.0.1:5000".into(),
             workers: 1,
             external_url: external_url.map(String::from),
-            trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
+            trusted_proxies: trusted.iter().map(|s| parse_net(s).unwrap()).collect(),
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             health_listen: None,
@@ -275,20 +202,26 @@ mod tests {
     }
 
     #[test]
-    fn cidrs() {
-        let cidr: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(cidr.contains("10.255.0.1".parse().unwrap()));
-        assert!(!cidr.contains("11.0.0.1".parse().unwrap()));
-        assert!(!cidr.contains("::1".parse().unwrap()));
-        let any: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(any.contains("8.8.8.8".parse().unwrap()));
-        let v6: Cidr = "fd00::/8".parse().unwrap();
-        assert!(v6.contains("fd12:3456::1".parse().unwrap()));
-        assert!(!v6.contains("fe80::1".parse().unwrap()));
-        let single: Cidr = "192.168.0.7".parse().unwrap();
-        assert_eq!(single.to_string(), "192.168.0.7/32");
-        assert!(single.contains("192.168.0.7".parse().unwrap()));
-        assert!(!single.contains("192.168.0.8".parse().unwrap()));
+    fn trusted_blocks() {
+        let trusted = |entry: &str, peer: &str| {
+            is_trusted(peer.parse().unwrap(), &[parse_net(entry).unwrap()])
+        };
+        assert!(trusted("10.0.0.0/8", "10.255.0.1"));
+        assert!(!trusted("10.0.0.0/8", "11.0.0.1"));
+        assert!(!trusted("10.0.0.0/8", "::1"));
+        assert!(trusted("10.0.0.0/8", "::ffff:10.1.1.1"));
+        assert!(trusted("0.0.0.0/0", "8.8.8.8"));
+        assert!(trusted("fd00::/8", "fd12:3456::1"));
+        assert!(!trusted("fd00::/8", "fe80::1"));
+        // Host bits in the entry do not narrow it.
+        assert!(trusted("10.1.2.3/8", "10.9.9.9"));
+        assert!(trusted(" 192.168.0.7 ", "192.168.0.7"));
+        assert!(!trusted("192.168.0.7", "192.168.0.8"));
+        assert_eq!(
+            parse_net("192.168.0.7").unwrap().to_string(),
+            "192.168.0.7/32"
+        );
+        assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
         for bad in [
             "",
             "10.0.0.0/33",
@@ -297,11 +230,10 @@ mod tests {
             "10.0.0.0/+8",
             "host/8",
             "10.0.0/8",
+            "nope",
         ] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
+            assert!(parse_net(bad).is_err(), "{bad:?}");
         }
-        assert!(validate_trusted_proxies(&["10.0.0.0/8".into(), "::1".into()]).is_ok());
-        assert!(validate_trusted_proxies(&["10.0.0.0/8".into(), "nope".into()]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::{web, HttpRequest};
+use ipnet::IpNet;
 
 use super::challenge::is_trusted;
 use crate::config::ServerSettings;
@@ -23,7 +24,7 @@ pub fn client_address(req: &HttpRequest) -> Option<IpAddr> {
 
 fn forwarded_client(
     peer: IpAddr,
-    trusted: &[String],
+    trusted: &[IpNet],
     headers: &actix_web::http::header::HeaderMap,
 ) -> IpAddr {
     if !is_trusted(peer, trusted) {
@@ -73,7 +74,10 @@ mod tests {
     }
 
     fn client(peer: &str, trusted: &[&str], values: &[&str]) -> String {
-        let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
+        let trusted: Vec<IpNet> = trusted
+            .iter()
+            .map(|s| crate::config::parse_net(s).unwrap())
+            .collect();
         forwarded_client(peer.parse().unwrap(), &trusted, &headers(values)).to_string()
     }
 

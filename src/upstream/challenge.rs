@@ -1,10 +1,14 @@
-//! Parser for `WWW-Authenticate` challenges (RFC 7235), as registries send them:
+//! `WWW-Authenticate` challenges (RFC 7235), as registries send them:
 //! `Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="…"`.
 //!
-//! One header may carry several challenges (`Basic realm="x", Bearer realm="y"`); parameters may
-//! be quoted strings with backslash escapes or bare tokens.
+//! One header may carry several challenges (`Basic realm="x", Bearer realm="y"`), and commas
+//! separate both challenges and parameters; `http-auth`'s parser untangles that (and quoted
+//! strings with escapes). This module only adds what berth needs on top: the scheme as an enum
+//! and parameters looked up by lowercased name.
 
 use std::collections::HashMap;
+
+use http_auth::parser::ChallengeParser;
 
 /// One authentication challenge: a scheme and its parameters (names lowercased).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,103 +30,24 @@ impl Challenge {
     }
 }
 
-/// Parses every challenge in a header value. Malformed trailing input ends the parse; what was
-/// understood before it is kept.
+/// Parses every challenge in a header value. A syntax error ends the parse; the challenges
+/// complete before it are kept, a half-read one is not.
 pub fn parse(header: &str) -> Vec<Challenge> {
-    let mut lexer = Lexer {
-        rest: header.as_bytes(),
-    };
-    let mut challenges: Vec<Challenge> = Vec::new();
-    loop {
-        lexer.skip_separators();
-        let Some(word) = lexer.token() else { break };
-        lexer.skip_spaces();
-        if lexer.peek() == Some(b'=') {
-            // `name=value`: a parameter of the current challenge.
-            lexer.bump();
-            lexer.skip_spaces();
-            let Some(value) = lexer.value() else { break };
-            match challenges.last_mut() {
-                Some(current) => {
-                    current.params.insert(word.to_ascii_lowercase(), value);
-                }
-                None => break,
-            }
-        } else {
-            let scheme = match word.to_ascii_lowercase().as_str() {
+    ChallengeParser::new(header)
+        .map_while(Result::ok)
+        .map(|challenge| Challenge {
+            scheme: match challenge.scheme.to_ascii_lowercase().as_str() {
                 "bearer" => Scheme::Bearer,
                 "basic" => Scheme::Basic,
                 other => Scheme::Other(other.to_owned()),
-            };
-            challenges.push(Challenge {
-                scheme,
-                params: HashMap::new(),
-            });
-        }
-    }
-    challenges
-}
-
-struct Lexer<'a> {
-    rest: &'a [u8],
-}
-
-impl Lexer<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.rest.first().copied()
-    }
-
-    fn bump(&mut self) {
-        self.rest = &self.rest[1..];
-    }
-
-    fn skip_spaces(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.bump();
-        }
-    }
-
-    fn skip_separators(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
-            self.bump();
-        }
-    }
-
-    /// An RFC 7230 token.
-    fn token(&mut self) -> Option<String> {
-        let len = self
-            .rest
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(b))
-            .count();
-        if len == 0 {
-            return None;
-        }
-        let word = String::from_utf8_lossy(&self.rest[..len]).into_owned();
-        self.rest = &self.rest[len..];
-        Some(word)
-    }
-
-    /// A quoted string (with `\` escapes) or a token.
-    fn value(&mut self) -> Option<String> {
-        if self.peek() != Some(b'"') {
-            return self.token();
-        }
-        self.bump();
-        let mut out = Vec::new();
-        loop {
-            let b = self.peek()?;
-            self.bump();
-            match b {
-                b'"' => return Some(String::from_utf8_lossy(&out).into_owned()),
-                b'\\' => {
-                    out.push(self.peek()?);
-                    self.bump();
-                }
-                _ => out.push(b),
-            }
-        }
-    }
+            },
+            params: challenge
+                .params
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.to_unescaped()))
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -162,14 +87,61 @@ mod tests {
         assert_eq!(c[0].param("service"), Some("svc"));
         assert!(parse("").is_empty());
         assert!(parse("=broken").is_empty());
-        // An unterminated quote keeps what came before it.
-        let c = parse(r#"Bearer service="x",realm="unterminated"#);
+        // An unterminated quote keeps the challenges complete before it, not the half-read one.
+        let c = parse(r#"Basic realm="r", Bearer service="x",realm="unterminated"#);
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0].param("service"), Some("x"));
-        assert_eq!(c[0].param("realm"), None);
+        assert_eq!(c[0].scheme, Scheme::Basic);
+        assert_eq!(c[0].param("realm"), Some("r"));
+        assert!(parse(r#"Bearer service="x",realm="unterminated"#).is_empty());
         assert_eq!(
             parse("Negotiate")[0].scheme,
             Scheme::Other("negotiate".into())
         );
+    }
+
+    #[test]
+    fn challenges_from_real_registries() {
+        // ghcr.io, anonymous.
+        let c = parse(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:user/image:pull""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].param("realm"), Some("https://ghcr.io/token"));
+        assert_eq!(c[0].param("service"), Some("ghcr.io"));
+        assert_eq!(c[0].param("scope"), Some("repository:user/image:pull"));
+        // quay.io names several actions (a quoted comma) and no scope on /v2/.
+        let c = parse(
+            r#"Bearer realm="https://quay.io/v2/auth",service="quay.io",scope="repository:org/app:pull,push""#,
+        );
+        assert_eq!(c[0].param("realm"), Some("https://quay.io/v2/auth"));
+        assert_eq!(c[0].param("scope"), Some("repository:org/app:pull,push"));
+        assert_eq!(
+            parse(r#"Bearer realm="https://quay.io/v2/auth",service="quay.io""#)[0].param("scope"),
+            None
+        );
+        // Docker Hub on a push it refuses: two scopes and an error.
+        let c = parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push repository:library/c:pull",error="insufficient_scope""#,
+        );
+        assert_eq!(
+            c[0].param("scope"),
+            Some("repository:a/b:pull,push repository:library/c:pull")
+        );
+        assert_eq!(c[0].param("error"), Some("insufficient_scope"));
+        // Distribution with htpasswd auth.
+        let c = parse(r#"Basic realm="Registry Realm""#);
+        assert_eq!(c[0].scheme, Scheme::Basic);
+        assert_eq!(c[0].param("realm"), Some("Registry Realm"));
+        // Harbor-style: a quoted comma in the realm's query, then a second challenge.
+        let c = parse(
+            r#"Bearer realm="https://h.example/service/token?a=1,b=2",service="harbor-registry", Basic realm="harbor""#,
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0].param("realm"),
+            Some("https://h.example/service/token?a=1,b=2")
+        );
+        assert_eq!(c[0].param("service"), Some("harbor-registry"));
+        assert_eq!(c[1].scheme, Scheme::Basic);
     }
 }

@@ -57,7 +57,7 @@ enum Verdict {
 
 pub struct Guard {
     /// Keys identity ids; random per process.
-    secret: [u8; 32],
+    secret: ring::hmac::Key,
     /// (identity id, upstream/repo) that upstream accepted recently.
     authorized: Cache<(String, String), ()>,
     /// upstream/repo whose default-identity access was checked recently.
@@ -78,7 +78,7 @@ impl Guard {
         // Without randomness ids would still differ per credentials, only be guessable.
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
         Guard {
-            secret,
+            secret: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
             authorized: Cache::builder()
                 .max_capacity(GUARD_CACHE_BYTES)
                 .weigher(|(id, repo): &(String, String), _| weight(id.len() + repo.len()))
@@ -114,15 +114,17 @@ pub fn needs_credentials(target: &MirrorRepo, reason: &str) -> RegistryError {
     )
 }
 
-/// An identity id for credentials: a keyed hash, so equal credentials share upstream grants
-/// within this process while the id reveals nothing about them.
-fn identity_id(secret: &[u8; 32], upstream: &str, username: &str, password: &str) -> String {
-    let mut material = secret.to_vec();
+/// An identity id for credentials: an HMAC under the per-process key, so equal credentials
+/// share upstream grants within this process while the id reveals nothing about them.
+fn identity_id(key: &ring::hmac::Key, upstream: &str, username: &str, password: &str) -> String {
+    let mut context = ring::hmac::Context::with_key(key);
+    // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
     for part in [upstream, username, password] {
-        material.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        material.extend_from_slice(part.as_bytes());
+        context.update(&(part.len() as u64).to_le_bytes());
+        context.update(part.as_bytes());
     }
-    Digest::of(&material).hex()[..32].to_owned()
+    // 128 bits, as 32 hex characters.
+    hex::encode(&context.sign().as_ref()[..16])
 }
 
 impl Mirror {
@@ -364,5 +366,38 @@ impl Mirror {
             }
             _ => upstream_error(e, not_found),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::hmac::{Key, HMAC_SHA256};
+
+    #[test]
+    fn identity_ids_are_keyed_and_keep_credentials_apart() {
+        let key = Key::new(HMAC_SHA256, &[7; 32]);
+        let id = identity_id(&key, "docker.io", "alice", "pw");
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(id, identity_id(&key, "docker.io", "alice", "pw"));
+        for other in [
+            identity_id(&key, "ghcr.io", "alice", "pw"),
+            identity_id(&key, "docker.io", "alice", "pw2"),
+            identity_id(&key, "docker.io", "alicep", "w"),
+            identity_id(&Key::new(HMAC_SHA256, &[8; 32]), "docker.io", "alice", "pw"),
+        ] {
+            assert_ne!(id, other);
+        }
+        // The id is the HMAC itself, not a hash of key and data.
+        let mut message = Vec::new();
+        for part in ["docker.io", "alice", "pw"] {
+            message.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            message.extend_from_slice(part.as_bytes());
+        }
+        let tag = ring::hmac::sign(&key, &message);
+        assert_eq!(id, hex::encode(&tag.as_ref()[..16]));
     }
 }

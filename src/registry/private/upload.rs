@@ -40,20 +40,13 @@ pub enum Started {
     Open(UploadState),
 }
 
-fn new_upload_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded from the OS; mixed with time and a counter, ids do not repeat
-    // and cannot be guessed from earlier ones.
-    let mut seed = Vec::new();
-    for _ in 0..2 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        seed.extend_from_slice(&hasher.finish().to_le_bytes());
-    }
-    seed.extend_from_slice(&now_ms().to_le_bytes());
-    Digest::of(&seed).hex()[..32].to_owned()
+/// 128 bits from the OS's CSPRNG, as 32 hex characters: ids never repeat and cannot be
+/// guessed from earlier ones.
+fn new_upload_id() -> Result<String, RegistryError> {
+    let mut id = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| RegistryError::internal("upload failed", "the OS gave no random bytes"))?;
+    Ok(hex::encode(id))
 }
 
 fn upload_unknown(id: &str) -> RegistryError {
@@ -75,7 +68,7 @@ impl Projects {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let id = new_upload_id();
+        let id = new_upload_id()?;
         let record = UploadRecord {
             repo: repo.to_string(),
             started_ms: now_ms(),
@@ -376,4 +369,22 @@ fn verify_and_store(
         .store_upload(id, expected, size, repo)
         .map_err(|e| RegistryError::internal("cannot store the blob", e))?;
     Ok((size, new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids_are_random_hex() {
+        let ids: std::collections::HashSet<String> =
+            (0..64).map(|_| new_upload_id().unwrap()).collect();
+        assert_eq!(ids.len(), 64);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+    }
 }
