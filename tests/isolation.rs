@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::images::{self, Flavor, Image};
-use common::private::{creds, write_oci_layout, AuthFiles};
+use common::private::{skopeo_push, write_oci_layout, AuthFiles};
 use common::proxy::{FaultProxy, Mode};
 use common::{config_for, seeded, skopeo, try_pull, Berth, OTHER_USER, PRIVATE_USER};
 use reqwest::{Method, StatusCode};
@@ -166,23 +166,9 @@ impl Client {
     }
 }
 
-/// Pushes `image` to berth as `user` with skopeo.
+/// Pushes `image` to berth as `user` with skopeo; panics on failure.
 fn push(berth: &Berth, image: &Image, target: &str, user: &str) {
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(image, source.path());
-    let src = format!("oci:{}:latest", source.path().display());
-    let dest = format!("docker://{}/{target}", berth.addr);
-    let output = skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(user),
-        "--retry-times",
-        "0",
-        &src,
-        &dest,
-    ]);
+    let output = skopeo_push(berth, image, target, user);
     assert!(
         output.status.success(),
         "push {target}: {}\n{}",

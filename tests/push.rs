@@ -4,7 +4,7 @@
 mod common;
 
 use common::images::{self, sha256, Flavor};
-use common::private::{creds, token_string, write_oci_layout, AuthFiles};
+use common::private::{creds, skopeo_push, token_string, write_oci_layout, AuthFiles};
 use common::{config_for, skopeo, Berth};
 
 const MIB: usize = 1024 * 1024;
@@ -29,26 +29,6 @@ fn skopeo_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn push(berth: &Berth, image: &images::Image, target: &str, user: &str) -> std::process::Output {
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(image, source.path());
-    let src = format!("oci:{}:latest", source.path().display());
-    let dest = format!("docker://{}/{target}", berth.addr);
-    let creds = creds(user);
-    skopeo(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        "--retry-times",
-        "0",
-        &src,
-        &dest,
-    ])
-}
-
 fn raw_manifest(berth: &Berth, target: &str, user: Option<&str>) -> std::process::Output {
     common::skopeo_inspect_raw(berth, target, user.map(creds).as_deref())
 }
@@ -62,7 +42,7 @@ async fn skopeo_pushes_and_pulls_images_and_indexes_by_role() {
 
     // A developer pushes an image and a multi-arch index.
     for (img, target) in [(&image, "team/app:1"), (&index, "team/multi:1")] {
-        let output = push(&berth, img, target, "alice");
+        let output = skopeo_push(&berth, img, target, "alice");
         assert!(
             output.status.success(),
             "push {target}: {}\n{}",
@@ -100,7 +80,7 @@ async fn skopeo_pushes_and_pulls_images_and_indexes_by_role() {
     assert!(!raw_manifest(&berth, "team/app:1", Some("dave"))
         .status
         .success());
-    let guest_push = push(&berth, &image, "team/guest:1", "bob");
+    let guest_push = skopeo_push(&berth, &image, "team/guest:1", "bob");
     assert!(!guest_push.status.success(), "a guest pushed");
     let wrong = skopeo(&[
         "inspect",
@@ -118,7 +98,7 @@ async fn skopeo_pushes_and_pulls_images_and_indexes_by_role() {
     assert!(raw_manifest(&berth, "team/app:1", Some("carol"))
         .status
         .success());
-    let mirror_push = push(&berth, &image, "library/app:1", "root");
+    let mirror_push = skopeo_push(&berth, &image, "library/app:1", "root");
     assert!(
         !mirror_push.status.success(),
         "pushed into the mirror namespace"
@@ -130,8 +110,10 @@ async fn public_projects_pull_anonymously_and_delete_needs_maintainer() {
     let files = AuthFiles::create();
     let berth = private_berth(&files);
     let image = images::image(Flavor::Oci, 60, &[MIB / 2], "amd64");
-    assert!(push(&berth, &image, "pub/tool:1", "alice").status.success());
-    assert!(push(&berth, &image, "team/tool:1", "alice")
+    assert!(skopeo_push(&berth, &image, "pub/tool:1", "alice")
+        .status
+        .success());
+    assert!(skopeo_push(&berth, &image, "team/tool:1", "alice")
         .status
         .success());
     let anonymous = raw_manifest(&berth, "pub/tool:1", None);
@@ -230,7 +212,9 @@ async fn token_attacks_are_refused() {
     let files = AuthFiles::create();
     let berth = private_berth(&files);
     let image = images::image(Flavor::Oci, 80, &[1000], "amd64");
-    assert!(push(&berth, &image, "team/app:1", "alice").status.success());
+    assert!(skopeo_push(&berth, &image, "team/app:1", "alice")
+        .status
+        .success());
     let url = format!("{}/v2/team/app/manifests/1", berth.url);
     let client = reqwest::Client::new();
     let get = |token: String| {

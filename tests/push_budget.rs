@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::fault::FaultyUpstream;
 use common::images::{self, random_bytes, sha256, Flavor, OCI_MANIFEST};
-use common::private::{creds, token_string, write_oci_layout, AuthFiles};
-use common::{config_for, skopeo, Berth};
+use common::private::{creds, skopeo_push, token_string, AuthFiles};
+use common::{config_for, Berth};
 use reqwest::{Method, StatusCode};
 
 const KIB: usize = 1024;
@@ -208,22 +208,7 @@ async fn sequential_skopeo_pushes_under_a_tiny_budget_are_all_kept() {
         .map(|i| images::image(Flavor::Oci, 300 + i, &[16 * KIB], "amd64"))
         .collect();
     for (i, image) in images.iter().enumerate() {
-        let source = tempfile::tempdir().unwrap();
-        write_oci_layout(image, source.path());
-        let src = format!("oci:{}:latest", source.path().display());
-        let dest = format!("docker://{}/team/seq:{i}", berth.addr);
-        let alice = creds("alice");
-        let output = skopeo(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &alice,
-            "--retry-times",
-            "0",
-            &src,
-            &dest,
-        ]);
+        let output = skopeo_push(&berth, image, &format!("team/seq:{i}"), "alice");
         assert!(
             output.status.success(),
             "push {i}: {}\n{}",

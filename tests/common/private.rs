@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use super::images::Image;
 
@@ -124,6 +124,26 @@ pub fn write_oci_layout(image: &Image, dir: &Path) {
         }],
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Pushes `image` (all of an index's platforms) to berth's `target` as `user` with skopeo.
+pub fn skopeo_push(berth: &super::Berth, image: &Image, target: &str, user: &str) -> Output {
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(image, source.path());
+    let src = format!("oci:{}:latest", source.path().display());
+    let dest = format!("docker://{}/{target}", berth.addr);
+    super::skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(user),
+        "--retry-times",
+        "0",
+        &src,
+        &dest,
+    ])
 }
 
 /// A token from berth's token service for `scopes`, as `user` (or anonymous).
