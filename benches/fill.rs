@@ -13,9 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use berth::cache::fill::Fill;
+use berth::cache::fill::{Fill, FillSource, SourceError};
 use berth::oci::Digest;
-use berth::upstream::{BlobResponse, UpstreamError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::Digest as _;
@@ -128,17 +127,17 @@ async fn fill(data: &Bytes, chunk: usize, digest: &Digest, readers: usize, dir: 
             }))
         })
         .collect();
-    let chunks: Vec<Result<Bytes, UpstreamError>> = (0..data.len())
+    let chunks: Vec<Result<Bytes, SourceError>> = (0..data.len())
         .step_by(chunk)
         .map(|at| Ok(data.slice(at..(at + chunk).min(data.len()))))
         .collect();
-    let response = BlobResponse {
+    let source = FillSource {
         content_length: Some(data.len() as u64),
-        body: Box::new(futures_util::stream::iter(chunks)),
+        body: futures_util::stream::iter(chunks).boxed(),
     };
     let kept = dir.join("blob");
     writer
-        .run(Ok(response), move |temp, _| {
+        .run(Ok(source), move |temp, _| {
             temp.persist(kept).map(|_| ()).map_err(|e| e.to_string())
         })
         .await

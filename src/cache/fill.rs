@@ -17,13 +17,13 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use sha2::Digest as _;
 use tempfile::NamedTempFile;
 use tokio::sync::watch;
 
 use crate::oci::Digest;
-use crate::upstream::{BlobResponse, UpstreamError};
 
 /// Bytes gathered from upstream before they are written out and shown to readers.
 const WRITE_BLOCK: usize = 256 * 1024;
@@ -35,10 +35,21 @@ const RECENT_BYTES: usize = 2 * 1024 * 1024;
 /// Largest chunk a reader hands to its client at once.
 const READ_CHUNK: u64 = 256 * 1024;
 
+/// Why the source of a fill failed, kept whole: the cache only passes it on, and whoever made
+/// the source (the registry layer, for upstream's errors) looks inside to answer the client.
+pub type SourceError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// What a fill reads: a plain byte stream, with the length its sender declared, if any.
+pub struct FillSource {
+    pub content_length: Option<u64>,
+    pub body: BoxStream<'static, Result<Bytes, SourceError>>,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {
+    /// The source could not be opened, or failed while streaming.
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Source(SourceError),
     #[error("blob {expected} from upstream hashed to {actual}; discarded")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error(
@@ -235,11 +246,11 @@ impl Fill {
 }
 
 impl FillWriter {
-    /// Streams `response` into the temp file, verifies it, and hands the verified file to
+    /// Streams `source` into the temp file, verifies it, and hands the verified file to
     /// `commit` (which must make it the blob and index it). Reports every step to readers.
     pub async fn run<C>(
         self,
-        response: Result<BlobResponse, UpstreamError>,
+        source: Result<FillSource, SourceError>,
         commit: C,
     ) -> Result<u64, Arc<FillError>>
     where
@@ -252,7 +263,7 @@ impl FillWriter {
             fill,
         } = self;
         let state = Arc::new(state);
-        let result = stream_and_commit(&digest, temp, response, &state, &fill, commit).await;
+        let result = stream_and_commit(&digest, temp, source, &state, &fill, commit).await;
         match &result {
             Ok(_) => state.send_modify(|s| s.phase = Phase::Committed),
             Err(e) => {
@@ -267,7 +278,7 @@ impl FillWriter {
 async fn stream_and_commit<C>(
     digest: &Digest,
     temp: NamedTempFile,
-    response: Result<BlobResponse, UpstreamError>,
+    source: Result<FillSource, SourceError>,
     state: &Arc<watch::Sender<FillState>>,
     fill: &Arc<Fill>,
     commit: C,
@@ -275,8 +286,8 @@ async fn stream_and_commit<C>(
 where
     C: FnOnce(NamedTempFile, u64) -> Result<(), String> + Send + 'static,
 {
-    let response = response.map_err(|e| Arc::new(FillError::Upstream(e)))?;
-    let declared = response.content_length;
+    let source = source.map_err(|e| Arc::new(FillError::Source(e)))?;
+    let declared = source.content_length;
     state.send_modify(|s| {
         s.size = declared;
         s.phase = Phase::Streaming;
@@ -288,13 +299,13 @@ where
         let (state, fill) = (Arc::clone(state), Arc::clone(fill));
         tokio::task::spawn_blocking(move || hash_and_write(temp, declared, queue, &state, &fill))
     };
-    let mut body = response.body;
+    let mut body = source.body;
     let mut received = 0u64;
     // Chunks are passed on as upstream's client made them: no copying into blocks.
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Arc::new(FillError::Upstream(e)))?;
+        let chunk = chunk.map_err(|e| Arc::new(FillError::Source(e)))?;
         received += chunk.len() as u64;
         if let Some(declared) = declared.filter(|&d| received > d) {
             return Err(Arc::new(FillError::SizeMismatch {
@@ -515,13 +526,13 @@ mod tests {
     async fn fill_from(data: &[u8], chunk: usize, dir: &std::path::Path) -> (Arc<Fill>, u64) {
         let temp = NamedTempFile::new_in(dir).unwrap();
         let (fill, writer) = Fill::new(Digest::of(data), temp).unwrap();
-        let chunks: Vec<Result<Bytes, UpstreamError>> = data
+        let chunks: Vec<Result<Bytes, SourceError>> = data
             .chunks(chunk)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        let response = BlobResponse {
+        let response = FillSource {
             content_length: Some(data.len() as u64),
-            body: Box::new(futures_util::stream::iter(chunks)),
+            body: futures_util::stream::iter(chunks).boxed(),
         };
         let kept = dir.join("blob");
         let written = writer
@@ -623,9 +634,9 @@ mod tests {
             let fill = Arc::clone(&fill);
             async move { fill.verified(stall).await }
         });
-        let response = BlobResponse {
+        let response = FillSource {
             content_length: Some(data.len() as u64),
-            body: Box::new(futures_util::stream::iter(vec![Ok(Bytes::from(data))])),
+            body: futures_util::stream::iter(vec![Ok(Bytes::from(data))]).boxed(),
         };
         assert!(writer.run(Ok(response), |_, _| Ok(())).await.is_err());
         assert!(matches!(

@@ -5,6 +5,7 @@
 //! only writer of the [`Storage`]. It decides nothing about upstreams: the registry layer hands
 //! it a future that fetches, and it runs that future at most once per digest at a time.
 
+mod body;
 pub mod evict;
 pub mod fill;
 pub mod flight;
@@ -17,8 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+pub use self::body::BlobBody;
 use self::evict::{Budget, ServingGuard, Usage};
-use self::fill::{Fill, FillError};
+use self::fill::{Fill, FillError, FillSource, SourceError};
 use crate::memory::weight;
 use crate::metrics::{self, Metrics};
 use crate::oci::media;
@@ -28,7 +30,6 @@ use crate::storage::index::{
     tag_key, BlobRecord, Guarding, Index, IndexError, PushedManifest, TagRecord,
 };
 use crate::storage::{Storage, StorageError};
-use crate::upstream::{BlobResponse, UpstreamError};
 
 /// A verified manifest as stored.
 #[derive(Debug)]
@@ -51,15 +52,6 @@ impl StoredManifest {
             body: self.body.clone(),
         })
     }
-}
-
-/// Where a blob request stands once the cache has looked.
-pub enum BlobSource {
-    /// On disk, verified: the whole file, memory-mapped, protected from eviction while the
-    /// guard lives.
-    Stored(Bytes, ServingGuard),
-    /// Being fetched; read along.
-    Filling(Arc<Fill>),
 }
 
 /// What a `Digest` holds: 64 hex characters.
@@ -134,19 +126,25 @@ impl Cache {
         &self.storage
     }
 
-    /// Keeps `digest` from eviction while the guard lives.
-    pub fn serving(&self, digest: &Digest) -> ServingGuard {
-        ServingGuard::new(&self.usage, digest)
-    }
-
     /// The size of a stored blob, if it is stored.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         Ok(self.storage.index.blob(digest)?.map(|r| r.size))
     }
 
+    /// A stored blob's body, kept from eviction while it lives. `None` when the blob is not
+    /// stored (or its file has gone missing underneath the index).
+    pub async fn stored_blob(&self, digest: &Digest) -> Result<Option<BlobBody>, StorageError> {
+        // Guarded before it is mapped, so that eviction cannot come between.
+        let guard = ServingGuard::new(&self.usage, digest);
+        Ok(self
+            .map_blob(digest)
+            .await?
+            .map(|mapped| BlobBody::stored(mapped, guard)))
+    }
+
     /// Maps a stored blob into memory. `None` (and the index entry dropped) when its file has
     /// gone missing underneath the index.
-    pub async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
+    async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
         let storage = Arc::clone(&self.storage);
         let d = digest.clone();
         let mapped = self
@@ -161,27 +159,26 @@ impl Cache {
         Ok(mapped)
     }
 
-    /// The blob from disk, or the fill that is fetching it: joins a fill in flight, or starts
-    /// one with `fetch`. `fetch` runs only when this call starts the fill.
+    /// The blob from disk, or from the fill that is fetching it: joins a fill in flight, or
+    /// starts one with `fetch`. `fetch` runs only when this call starts the fill.
     pub async fn blob_or_fill<F, Fut>(
         self: &Arc<Self>,
         digest: &Digest,
         fetch: F,
-    ) -> Result<BlobSource, StorageError>
+    ) -> Result<BlobBody, StorageError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<BlobResponse, UpstreamError>> + Send + 'static,
+        Fut: Future<Output = Result<FillSource, SourceError>> + Send + 'static,
     {
         if let Some(fill) = self.inflight_fill(digest) {
             metrics::inc(&self.metrics.blob_coalesced);
-            return Ok(BlobSource::Filling(fill));
+            return Ok(BlobBody::filling(fill));
         }
         if let Some(record) = self.storage.index.blob(digest)? {
-            let guard = ServingGuard::new(&self.usage, digest);
-            if let Some(map) = self.map_blob(digest).await? {
+            if let Some(body) = self.stored_blob(digest).await? {
                 metrics::inc(&self.metrics.blob_hits);
                 self.storage.index.touch(digest, record)?;
-                return Ok(BlobSource::Stored(map, guard));
+                return Ok(body);
             }
         }
         let storage = Arc::clone(&self.storage);
@@ -195,7 +192,7 @@ impl Cache {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(fill) = inflight.get(digest) {
                 metrics::inc(&self.metrics.blob_coalesced);
-                return Ok(BlobSource::Filling(Arc::clone(fill)));
+                return Ok(BlobBody::filling(Arc::clone(fill)));
             }
             let (fill, writer) = Fill::with_reader(digest.clone(), temp, read_handle);
             inflight.insert(digest.clone(), Arc::clone(&fill));
@@ -228,7 +225,8 @@ impl Cache {
                 }
                 Err(e) => {
                     metrics::inc(&cache.metrics.fills_failed);
-                    if matches!(&*e, FillError::Upstream(_)) {
+                    // The only source a fill has is upstream.
+                    if matches!(&*e, FillError::Source(_)) {
                         metrics::inc(&cache.metrics.upstream_errors);
                     }
                     tracing::warn!(digest = %d, error = %e, "blob fetch discarded");
@@ -246,7 +244,7 @@ impl Cache {
                 .fetch_sub(1, Ordering::Relaxed);
             cache.evict_if_needed();
         });
-        Ok(BlobSource::Filling(fill))
+        Ok(BlobBody::filling(fill))
     }
 
     fn is_in_flight(&self, digest: &Digest) -> bool {

@@ -3,15 +3,13 @@
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
-use bytes::Bytes;
 
-use crate::cache::evict::ServingGuard;
-use crate::cache::fill::{FillError, NotVerified};
+use crate::cache::BlobBody;
 use crate::http::body;
 use crate::http::range::{self, RangeRequest};
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, RepoName};
-use crate::registry::mirror::{upstream_error, BlobReply};
+use crate::registry::mirror::BlobRead;
 use crate::registry::namespace::MirrorRepo;
 use crate::registry::{Registry, RegistryError};
 
@@ -26,57 +24,13 @@ pub async fn get(
         let size = registry.mirror.blob_size(target, &digest).await?;
         return Ok(head(&digest, size));
     }
-    match registry.mirror.blob(target, &digest).await? {
-        BlobReply::Stored(mapped, guard) => stored(req, registry, &digest, mapped, guard),
-        BlobReply::Filling { fill, .. } if range_header(req).is_some() => {
-            // A range can end before the last byte, the one a reader of a fill withholds until
-            // the digest is checked: wait for the check, then serve from the verified file.
-            let stall = target.upstream.settings().read_timeout;
-            let size = fill.verified(stall).await.map_err(not_verified)?;
-            match range::parse(range_header(req), size) {
-                RangeRequest::Partial { start, end } => {
-                    Ok(blob_headers(StatusCode::PARTIAL_CONTENT, &digest)
-                        .insert_header((
-                            header::CONTENT_RANGE,
-                            format!("bytes {start}-{end}/{size}"),
-                        ))
-                        .body(body::filling(
-                            fill.reader(start, Some(end + 1)),
-                            Some(end - start + 1),
-                            registry.metrics(),
-                        )))
-                }
-                RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
-                RangeRequest::Full => Ok(blob_headers(StatusCode::OK, &digest).body(
-                    body::filling(fill.reader(0, None), Some(size), registry.metrics()),
-                )),
-            }
-        }
-        // A whole blob streams as it arrives: its reader withholds the last byte until the
-        // digest is checked.
-        BlobReply::Filling { fill, size } => Ok(blob_headers(StatusCode::OK, &digest).body(
-            body::filling(fill.reader(0, None), size, registry.metrics()),
-        )),
-    }
-}
-
-/// A ranged request's wait for verification that ended without it.
-fn not_verified(e: NotVerified) -> RegistryError {
-    match e {
-        NotVerified::Stalled(stall) => RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("the blob's download from upstream made no progress for {stall:?}"),
-        ),
-        NotVerified::Failed(e) => match &*e {
-            FillError::Upstream(u) => upstream_error(u.clone(), ErrorCode::BlobUnknown),
-            FillError::DigestMismatch { .. } | FillError::SizeMismatch { .. } => {
-                RegistryError::new(ErrorCode::Unavailable, e.to_string())
-            }
-            FillError::Storage(_) | FillError::Vanished => {
-                RegistryError::internal("cache storage failed", e.to_string())
-            }
-        },
-    }
+    // A whole blob streams as it arrives; a range waits for the fill's digest check.
+    let read = match range_header(req) {
+        Some(_) => BlobRead::Range,
+        None => BlobRead::Whole,
+    };
+    let blob = registry.mirror.blob(target, &digest, read).await?;
+    respond(req, registry, &digest, blob)
 }
 
 pub async fn get_private(
@@ -90,8 +44,8 @@ pub async fn get_private(
         let size = registry.projects.blob_size(repo, &digest)?;
         return Ok(head(&digest, size));
     }
-    let (mapped, guard) = registry.projects.blob(repo, &digest).await?;
-    stored(req, registry, &digest, mapped, guard)
+    let blob = registry.projects.blob(repo, &digest).await?;
+    respond(req, registry, &digest, blob)
 }
 
 pub async fn delete_private(
@@ -114,29 +68,26 @@ fn head(digest: &Digest, size: u64) -> HttpResponse {
     blob_headers(StatusCode::OK, digest).body(body::head_only(size))
 }
 
-/// A stored blob, whole or the requested range.
-fn stored(
+/// The blob, whole or the requested range. Its length is known unless it is a fill read
+/// whole from an upstream that declared none (a range waits for the verified length).
+fn respond(
     req: &HttpRequest,
     registry: &Registry,
     digest: &Digest,
-    mapped: Bytes,
-    guard: ServingGuard,
+    blob: BlobBody,
 ) -> Result<HttpResponse, RegistryError> {
     let served = registry.metrics();
-    let size = mapped.len() as u64;
+    let Some(size) = blob.size() else {
+        return Ok(blob_headers(StatusCode::OK, digest).body(body::whole(blob, served)));
+    };
     match range::parse(range_header(req), size) {
-        RangeRequest::Full if size == 0 => Ok(blob_headers(StatusCode::OK, digest).body(mapped)),
-        RangeRequest::Full => Ok(blob_headers(StatusCode::OK, digest).body(body::mapped(
-            mapped,
-            0,
-            size - 1,
-            guard,
-            served,
-        ))),
+        RangeRequest::Full => {
+            Ok(blob_headers(StatusCode::OK, digest).body(body::whole(blob, served)))
+        }
         RangeRequest::Partial { start, end } => {
             Ok(blob_headers(StatusCode::PARTIAL_CONTENT, digest)
                 .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")))
-                .body(body::mapped(mapped, start, end, guard, served)))
+                .body(body::part(blob, start..end + 1, served)))
         }
         RangeRequest::Unsatisfiable => Err(unsatisfiable(size)),
     }

@@ -18,19 +18,19 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 
 pub use self::seed::SeededImage;
 use super::error::RegistryError;
 use super::namespace::MirrorRepo;
-use crate::cache::evict::ServingGuard;
-use crate::cache::fill::{Fill, FillError};
+use crate::cache::fill::{FillError, FillSource, NotVerified, SourceError};
 use crate::cache::flight::Flights;
-use crate::cache::{BlobSource, Cache, StoredManifest};
+use crate::cache::{BlobBody, Cache, StoredManifest};
 use crate::config::MirrorSettings;
 use crate::oci::Digest;
 use crate::oci::ErrorCode;
 use crate::storage::StorageError;
-use crate::upstream::UpstreamError;
+use crate::upstream::{BlobResponse, UpstreamError};
 
 #[derive(Clone)]
 pub struct ManifestReply {
@@ -39,13 +39,14 @@ pub struct ManifestReply {
     pub stale: bool,
 }
 
-pub enum BlobReply {
-    /// The mapped blob, and the guard that keeps it from eviction while it is streamed.
-    Stored(Bytes, ServingGuard),
-    Filling {
-        fill: Arc<Fill>,
-        size: Option<u64>,
-    },
+/// What of a blob a request reads, which decides when the bytes of a fill may go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobRead {
+    /// The whole blob: streamed as it arrives, the last byte withheld until it is verified.
+    Whole,
+    /// A range (a `Range` header was sent): it may end before the last byte, the one a fill
+    /// withholds, so it waits until the whole fill is verified.
+    Range,
 }
 
 pub struct TagsReply {
@@ -87,12 +88,14 @@ impl Mirror {
     }
 
     /// A blob of `target`'s repository: served from the cache only when that repository may
-    /// hold it (see [`Mirror::holds`]), else fetched for it.
+    /// hold it (see [`Mirror::linked`]), else fetched for it. A body being filled has started
+    /// (its declared length is known); for [`BlobRead::Range`] it is verified too.
     pub async fn blob(
         &self,
         target: &MirrorRepo,
         digest: &Digest,
-    ) -> Result<BlobReply, RegistryError> {
+        read: BlobRead,
+    ) -> Result<BlobBody, RegistryError> {
         self.admit(target, guard::Probe::Blob(digest)).await?;
         let linked = self.linked(target, digest)?.is_some();
         if target.upstream.is_offline()
@@ -113,47 +116,53 @@ impl Mirror {
         // Set when this request starts the fill: then its own GET upstream is the proof that
         // the repository holds the blob.
         let fetching = AtomicBool::new(false);
-        let source = self
+        let body = self
             .cache
             .blob_or_fill(digest, || {
                 fetching.store(true, Ordering::Relaxed);
                 async move {
-                    let response = upstream.get_blob(&repo, &d, &identity).await?;
+                    let response = upstream
+                        .get_blob(&repo, &d, &identity)
+                        .await
+                        .map_err(source_error)?;
                     // Linked before the fill counts as started, so that a request joining the
                     // fill finds the link once it sees the start.
                     if let Err(e) = cache.link(upstream.name(), &repo, &d, "") {
                         tracing::warn!(digest = %d, error = %e, "cannot record the blob's repository");
                     }
-                    Ok(response)
+                    Ok(fill_source(response))
                 }
             })
             .await
             .map_err(storage_error)?;
         let ours = linked || fetching.load(Ordering::Relaxed);
-        match source {
-            BlobSource::Stored(bytes, guard) => {
-                if !ours {
-                    self.confirm_blob(target, digest).await?;
-                }
-                Ok(BlobReply::Stored(bytes, guard))
+        if !body.is_filling() {
+            if !ours {
+                self.confirm_blob(target, digest).await?;
             }
-            BlobSource::Filling(fill) => {
-                let size = match fill.started().await {
-                    Ok(size) => size,
-                    Err(e) => match &*e {
-                        FillError::Upstream(u) => {
-                            return Err(self
-                                .refused(target, u.clone(), ErrorCode::BlobUnknown)
-                                .await)
-                        }
-                        _ => return Err(fill_error(e)),
-                    },
-                };
-                // A fill started for another request of this repository linked it by now.
-                if !ours && self.linked(target, digest)?.is_none() {
-                    self.confirm_blob(target, digest).await?;
-                }
-                Ok(BlobReply::Filling { fill, size })
+            return Ok(body);
+        }
+        let body = match body.started().await {
+            Ok(body) => body,
+            Err(e) => {
+                return Err(match upstream_cause(&e) {
+                    Some(u) => {
+                        self.refused(target, u.clone(), ErrorCode::BlobUnknown)
+                            .await
+                    }
+                    None => fill_error(e),
+                })
+            }
+        };
+        // A fill started for another request of this repository linked it by now.
+        if !ours && self.linked(target, digest)?.is_none() {
+            self.confirm_blob(target, digest).await?;
+        }
+        match read {
+            BlobRead::Whole => Ok(body),
+            BlobRead::Range => {
+                let stall = target.upstream.settings().read_timeout;
+                body.verified(stall).await.map_err(not_verified)
             }
         }
     }
@@ -363,15 +372,51 @@ fn offline_error(target: &MirrorRepo, not_found: ErrorCode) -> RegistryError {
     )
 }
 
+/// A fill reads upstream's body as the cache's plain byte stream; upstream's errors ride along
+/// whole, for [`upstream_cause`] to find again.
+fn fill_source(response: BlobResponse) -> FillSource {
+    FillSource {
+        content_length: response.content_length,
+        body: response.body.map_err(source_error).boxed(),
+    }
+}
+
+fn source_error(e: UpstreamError) -> SourceError {
+    Arc::new(e)
+}
+
+/// The upstream error a fill failed with, if that is why it failed.
+fn upstream_cause(e: &FillError) -> Option<&UpstreamError> {
+    match e {
+        FillError::Source(source) => source.downcast_ref::<UpstreamError>(),
+        _ => None,
+    }
+}
+
 fn fill_error(e: Arc<FillError>) -> RegistryError {
+    if let Some(u) = upstream_cause(&e) {
+        return upstream_error(u.clone(), ErrorCode::BlobUnknown);
+    }
     match &*e {
-        FillError::Upstream(u) => upstream_error(u.clone(), ErrorCode::BlobUnknown),
+        // Every fill's source is upstream's body: another cause is trouble there too.
+        FillError::Source(_) => RegistryError::new(ErrorCode::Unavailable, e.to_string()),
         FillError::DigestMismatch { .. } | FillError::SizeMismatch { .. } => {
             RegistryError::new(ErrorCode::Unavailable, e.to_string())
         }
         FillError::Storage(_) | FillError::Vanished => {
             RegistryError::internal("cache storage failed", e.to_string())
         }
+    }
+}
+
+/// A ranged request's wait for verification that ended without it.
+fn not_verified(e: NotVerified) -> RegistryError {
+    match e {
+        NotVerified::Stalled(stall) => RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("the blob's download from upstream made no progress for {stall:?}"),
+        ),
+        NotVerified::Failed(e) => fill_error(e),
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{fill_error, storage_error, BlobReply, Mirror, PARALLEL_BLOBS};
+use super::{fill_error, storage_error, BlobRead, Mirror, PARALLEL_BLOBS};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{Digest, Reference};
 use crate::registry::error::RegistryError;
@@ -95,12 +95,11 @@ impl Mirror {
             }
             return Ok(false);
         }
-        match self.blob(target, digest).await? {
-            BlobReply::Stored(..) => Ok(false),
-            BlobReply::Filling { fill, .. } => {
-                fill.finished().await.map(|_| true).map_err(fill_error)
-            }
+        let body = self.blob(target, digest, BlobRead::Whole).await?;
+        if !body.is_filling() {
+            return Ok(false);
         }
+        body.finished().await.map(|()| true).map_err(fill_error)
     }
 }
 

@@ -15,12 +15,9 @@ pub mod upload;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::error::RegistryError;
 use super::mirror::storage_error;
-use crate::cache::evict::ServingGuard;
-use crate::cache::Cache;
+use crate::cache::{BlobBody, Cache};
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, RepoName};
 use crate::storage::Storage;
@@ -66,21 +63,14 @@ impl Projects {
             .ok_or_else(|| blob_unknown(repo, digest))
     }
 
-    /// A blob of the repository, memory-mapped, with the guard that keeps it while served.
-    pub async fn blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<(Bytes, ServingGuard), RegistryError> {
+    /// A blob of the repository, memory-mapped and kept from eviction while served.
+    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, RegistryError> {
         self.blob_size(repo, digest)?;
-        let guard = self.cache.serving(digest);
-        let mapped = self
-            .cache
-            .map_blob(digest)
+        self.cache
+            .stored_blob(digest)
             .await
             .map_err(storage_error)?
-            .ok_or_else(|| blob_unknown(repo, digest))?;
-        Ok((mapped, guard))
+            .ok_or_else(|| blob_unknown(repo, digest))
     }
 
     /// Removes a blob from the repository (its bytes stay while other repositories use them).

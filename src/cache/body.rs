@@ -1,0 +1,114 @@
+//! [`BlobBody`]: the one thing the cache hands out for a blob, stored or still being filled.
+//!
+//! A stored blob is one memory map; its reads are 1 MiB `Bytes` slices of it, which share the
+//! mapping instead of copying through a read buffer. Measured here on a 300 MiB cache hit:
+//! 0.117 s, against nginx's sendfile 0.125 s and Distribution's 0.289 s (`bench/blob.sh`).
+//! A blob being filled is read along with its fill (see [`super::fill`]).
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::Either;
+use futures_util::{stream, Stream};
+
+use super::evict::ServingGuard;
+use super::fill::{Fill, FillError, NotVerified};
+
+const SLICE: usize = 1024 * 1024;
+
+/// A blob's bytes with their length, for a response body.
+pub struct BlobBody {
+    size: Option<u64>,
+    source: Source,
+}
+
+enum Source {
+    /// On disk, verified: the whole file, memory-mapped, kept from eviction while the guard
+    /// lives.
+    Stored { mapped: Bytes, guard: ServingGuard },
+    /// Being fetched; read along.
+    Filling(Arc<Fill>),
+}
+
+impl BlobBody {
+    pub(super) fn stored(mapped: Bytes, guard: ServingGuard) -> Self {
+        BlobBody {
+            size: Some(mapped.len() as u64),
+            source: Source::Stored { mapped, guard },
+        }
+    }
+
+    /// A fill's body, its length not known until the fill has [`started`](Self::started).
+    pub(super) fn filling(fill: Arc<Fill>) -> Self {
+        BlobBody {
+            size: None,
+            source: Source::Filling(fill),
+        }
+    }
+
+    /// The blob's length: always known when stored; for a fill, what its source declared
+    /// (once started), or the verified size (once verified).
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+
+    /// Whether the bytes are still being fetched.
+    pub fn is_filling(&self) -> bool {
+        matches!(self.source, Source::Filling(_))
+    }
+
+    /// Waits until the fill's source has answered, and takes the length it declared. A stored
+    /// blob is ready at once.
+    pub async fn started(mut self) -> Result<Self, Arc<FillError>> {
+        if let Source::Filling(fill) = &self.source {
+            self.size = fill.started().await?;
+        }
+        Ok(self)
+    }
+
+    /// Waits until every byte is in and verified, so that a read ending before the last byte
+    /// is safe too (see [`Fill::verified`]); the length is then the verified size.
+    pub async fn verified(mut self, stall: Duration) -> Result<Self, NotVerified> {
+        if let Source::Filling(fill) = &self.source {
+            self.size = Some(fill.verified(stall).await?);
+        }
+        Ok(self)
+    }
+
+    /// Waits until the blob is committed to the cache (at once when stored).
+    pub async fn finished(&self) -> Result<(), Arc<FillError>> {
+        match &self.source {
+            Source::Stored { .. } => Ok(()),
+            Source::Filling(fill) => fill.finished().await,
+        }
+    }
+
+    /// Bytes `range` of the blob (clamped to its end), as they become safe to send.
+    pub fn read(
+        self,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
+        match self.source {
+            Source::Stored { mapped, guard } => {
+                let len = mapped.len();
+                let clamp = |at: u64| usize::try_from(at).map_or(len, |at| at.min(len));
+                let (start, end) = (clamp(range.start), clamp(range.end));
+                let slices = (start..end).step_by(SLICE).map(move |offset| {
+                    let _serving = &guard;
+                    Ok(mapped.slice(offset..(offset + SLICE).min(end)))
+                });
+                Either::Left(stream::iter(slices))
+            }
+            Source::Filling(fill) => {
+                Either::Right(fill.reader(range.start, Some(range.end)).into_stream())
+            }
+        }
+    }
+
+    /// Every byte of the blob, as they become safe to send.
+    pub fn read_all(self) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
+        self.read(0..u64::MAX)
+    }
+}
