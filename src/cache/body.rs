@@ -112,3 +112,92 @@ impl BlobBody {
         self.read(0..u64::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::cache::evict::Usage;
+    use crate::oci::Digest;
+
+    fn stored(data: &Bytes) -> BlobBody {
+        let usage = Arc::new(Usage::new(0, Arc::new(AtomicU64::new(0))));
+        BlobBody::stored(data.clone(), ServingGuard::new(&usage, &Digest::of(data)))
+    }
+
+    async fn chunks_of(body: BlobBody, range: Range<u64>) -> Vec<Bytes> {
+        body.read(range).map(Result::unwrap).collect().await
+    }
+
+    /// A stored blob is read as slices of its one mapping, at most 1 MiB each, with ranges
+    /// clamped to its end: no byte is copied.
+    #[tokio::test]
+    async fn stored_reads_are_slices_of_the_mapping() {
+        let data = Bytes::from((0..2 * SLICE + 10).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(stored(&data).size(), Some(data.len() as u64));
+
+        let whole = stored(&data)
+            .read_all()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .await;
+        assert_eq!(
+            whole.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [SLICE, SLICE, 10]
+        );
+        assert!(whole.concat() == data);
+        let base = data.as_ptr() as usize;
+        for (i, chunk) in whole.iter().enumerate() {
+            assert_eq!(
+                chunk.as_ptr() as usize,
+                base + i * SLICE,
+                "a chunk was copied"
+            );
+        }
+
+        let part = chunks_of(stored(&data), 5..SLICE as u64 + 7).await;
+        assert!(part.concat() == data[5..SLICE + 7]);
+        let past_the_end = chunks_of(stored(&data), data.len() as u64 - 3..u64::MAX).await;
+        assert!(past_the_end.concat() == data[data.len() - 3..]);
+        assert!(chunks_of(stored(&data), 7..7).await.is_empty());
+        assert!(chunks_of(stored(&Bytes::new()), 0..u64::MAX)
+            .await
+            .is_empty());
+    }
+
+    /// A fill's body learns its length when the source answers, and a range of it is read
+    /// once it is verified.
+    #[tokio::test]
+    async fn a_fill_body_takes_its_size_from_the_source_then_the_verification() {
+        use crate::cache::fill::{FillSource, SourceError};
+
+        let data = Bytes::from((0..300_000).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let temp = tempfile::NamedTempFile::new().unwrap();
+        let (fill, writer) = Fill::new(Digest::of(&data), temp).unwrap();
+        let body = BlobBody::filling(Arc::clone(&fill));
+        assert_eq!(body.size(), None);
+        assert!(body.is_filling());
+
+        let chunks: Vec<Result<Bytes, SourceError>> =
+            vec![Ok(data.slice(..1000)), Ok(data.slice(1000..))];
+        let source = FillSource {
+            content_length: Some(data.len() as u64),
+            body: futures_util::stream::iter(chunks).boxed(),
+        };
+        let run = tokio::spawn(writer.run(Ok(source), |_, _| Ok(())));
+        let body = body.started().await.unwrap();
+        assert_eq!(body.size(), Some(data.len() as u64));
+        let body = body.verified(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(body.size(), Some(data.len() as u64));
+        assert!(chunks_of(body, 10..200_000).await.concat() == data[10..200_000]);
+        run.await.unwrap().unwrap();
+        let whole = BlobBody::filling(fill)
+            .read_all()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        assert!(whole.await.concat() == data);
+    }
+}

@@ -423,3 +423,27 @@ fn not_verified(e: NotVerified) -> RegistryError {
 pub fn storage_error(e: impl Into<StorageError>) -> RegistryError {
     RegistryError::internal("cache storage failed", e.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream's error survives the cache's plain byte stream, so a failed fill is answered
+    /// in upstream's terms (a 404 upstream is the client's BLOB_UNKNOWN, not a 503).
+    #[test]
+    fn a_fill_failure_keeps_its_upstream_error() {
+        let refused = UpstreamError::NotFound {
+            upstream: "hub".to_owned(),
+            what: "blob".to_owned(),
+            reason: String::new(),
+        };
+        let failed = FillError::Source(source_error(refused));
+        assert!(matches!(
+            upstream_cause(&failed),
+            Some(UpstreamError::NotFound { .. })
+        ));
+        assert_eq!(failed.to_string(), "upstream hub has no blob");
+        let other = FillError::Source(Arc::new(std::io::Error::other("disk")));
+        assert!(upstream_cause(&other).is_none());
+    }
+}
