@@ -7,8 +7,9 @@
 //!
 //! The `kid` is the libtrust fingerprint Distribution expects, so that other registries
 //! configured with berth's certificate (sent as `x5c`) can verify berth's tokens too.
-//! Every PEM is read with `rustls-pemfile`; the DER containers are converted by hand
-//! ([`super::der`]) into what ring and jsonwebtoken accept.
+//! Every PEM is read with `rustls-pemfile`; the DER containers (SEC1, PKCS#1, PKCS#8, X.509)
+//! are read and built with RustCrypto's `pkcs8`, `sec1` and `x509-cert`, into what ring and
+//! jsonwebtoken accept.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,18 +23,22 @@ use ring::signature::{self, KeyPair as _};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::der::{self, DerError, Reader};
+use pkcs8::der::asn1::{AnyRef, BitStringRef, OctetStringRef};
+use pkcs8::der::{Decode as _, Encode as _};
+use pkcs8::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+use pkcs8::{ObjectIdentifier, PrivateKeyInfoRef};
+
 use super::AuthError;
 
 /// Clock skew tolerated on `exp` and `nbf`, between berth and the clients' registries.
 pub const LEEWAY_SECS: u64 = 30;
 
-/// The fixed DER prefix of an EC P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point
-/// follows. (SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 0-unused-bits … }.)
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
+const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// prime256v1, the one curve of ES256.
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+const NOT_P256: &str = "EC key on an unsupported curve: only P-256 (ES256) is supported";
 
 /// The public half of a signing key: what a token must be verified with.
 #[derive(Clone)]
@@ -166,8 +171,9 @@ fn read(path: &Path) -> Result<Vec<u8>, AuthError> {
     })
 }
 
-fn der_reason(e: DerError) -> String {
-    e.to_string()
+/// The reason of a key that the DER crates could not read or write.
+fn malformed(what: &str) -> impl Fn(pkcs8::der::Error) -> String + '_ {
+    move |e| format!("malformed {what}: {e}")
 }
 
 /// Finds the one private key in a PEM file and turns it into a signing and a public key.
@@ -209,27 +215,15 @@ enum KeyDer {
 
 /// PKCS#8 says in its AlgorithmIdentifier what it holds; dispatch on that.
 fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
-    let mut info = der::nested(der, der::SEQUENCE, "PKCS#8: not a SEQUENCE").map_err(der_reason)?;
-    info.take(der::INTEGER, "PKCS#8: no version")
-        .map_err(der_reason)?;
-    let algorithm = info
-        .take(der::SEQUENCE, "PKCS#8: no algorithm")
-        .map_err(der_reason)?;
-    let mut algorithm = Reader::new(algorithm.value);
-    let oid = algorithm
-        .take(der::OID, "PKCS#8: no algorithm OID")
-        .map_err(der_reason)?;
-    if oid.value == der::OID_EC_PUBLIC_KEY {
-        let curve = algorithm.next().map_err(der_reason)?;
-        if curve.tag != der::OID || curve.value != der::OID_P256 {
-            return Err("EC key on an unsupported curve: only P-256 (ES256) is supported".into());
+    let info = PrivateKeyInfoRef::from_der(der).map_err(malformed("PKCS#8 key"))?;
+    let algorithm = &info.algorithm;
+    if algorithm.oid == ID_EC_PUBLIC_KEY {
+        if algorithm.parameters_oid().ok() != Some(P256) {
+            return Err(NOT_P256.into());
         }
         ec_from_pkcs8(der)
-    } else if oid.value == der::OID_RSA {
-        let private_key = info
-            .take(der::OCTET_STRING, "PKCS#8: no private key")
-            .map_err(der_reason)?;
-        rsa_from_pkcs1(private_key.value)
+    } else if algorithm.oid == RSA_ENCRYPTION {
+        rsa_from_pkcs1(info.private_key.as_bytes())
     } else {
         Err("unsupported key type: use EC P-256 or RSA".into())
     }
@@ -237,26 +231,31 @@ fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
 
 /// Wraps a SEC1 `ECPrivateKey` into PKCS#8, the only EC form ring and jsonwebtoken take.
 fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, String> {
-    let mut key = der::nested(sec1, der::SEQUENCE, "SEC1: not a SEQUENCE").map_err(der_reason)?;
-    key.take(der::INTEGER, "SEC1: no version")
-        .map_err(der_reason)?;
-    key.take(der::OCTET_STRING, "SEC1: no private key")
-        .map_err(der_reason)?;
-    if key.peek_tag() == Some(der::CONTEXT_0) {
-        let parameters = key.next().map_err(der_reason)?;
-        let mut parameters = Reader::new(parameters.value);
-        let curve = parameters.next().map_err(der_reason)?;
-        if curve.tag != der::OID || curve.value != der::OID_P256 {
-            return Err("EC key on an unsupported curve: only P-256 (ES256) is supported".into());
+    let key = sec1::EcPrivateKey::from_der(sec1).map_err(malformed("SEC1 key"))?;
+    // The curve may be left to the container; when SEC1 names one, it must be P-256.
+    if let Some(parameters) = key.parameters {
+        if parameters.named_curve() != Some(P256) {
+            return Err(NOT_P256.into());
         }
     }
-    let version = der::encode(der::INTEGER, &[0]);
-    let algorithm = der::sequence(&[
-        &der::encode(der::OID, der::OID_EC_PUBLIC_KEY),
-        &der::encode(der::OID, der::OID_P256),
-    ]);
-    let private_key = der::encode(der::OCTET_STRING, sec1);
-    Ok(der::sequence(&[&version, &algorithm, &private_key]))
+    let algorithm = AlgorithmIdentifierRef {
+        oid: ID_EC_PUBLIC_KEY,
+        parameters: Some(AnyRef::from(&P256)),
+    };
+    let private_key = OctetStringRef::new(sec1).map_err(malformed("SEC1 key"))?;
+    PrivateKeyInfoRef::new(algorithm, private_key)
+        .to_der()
+        .map_err(malformed("PKCS#8 key"))
+}
+
+/// The DER SubjectPublicKeyInfo of a public key (what the libtrust kid hashes).
+fn spki_der(algorithm: AlgorithmIdentifierRef<'_>, key: &[u8]) -> Result<Vec<u8>, String> {
+    SubjectPublicKeyInfoRef {
+        algorithm,
+        subject_public_key: BitStringRef::from_bytes(key).map_err(malformed("public key"))?,
+    }
+    .to_der()
+    .map_err(malformed("public key"))
 }
 
 fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
@@ -270,7 +269,11 @@ fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         format!("not a usable EC P-256 key ({e}); keys without their public part are not supported")
     })?;
     let point = pair.public_key().as_ref();
-    let spki = [&P256_SPKI_PREFIX[..], point].concat();
+    let algorithm = AlgorithmIdentifierRef {
+        oid: ID_EC_PUBLIC_KEY,
+        parameters: Some(AnyRef::from(&P256)),
+    };
+    let spki = spki_der(algorithm, point)?;
     let public = PublicKey {
         kid: libtrust_kid(&spki),
         algorithm: Algorithm::ES256,
@@ -285,16 +288,11 @@ fn rsa_from_pkcs1(pkcs1: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         .map_err(|e| format!("not a usable RSA key ({e}); at least 2048 bits are required"))?;
     // ring's public key is the PKCS#1 RSAPublicKey; PKIX wraps it with its algorithm.
     let rsa_public = pair.public().as_ref();
-    let mut bit_string = Vec::with_capacity(rsa_public.len() + 1);
-    bit_string.push(0); // no unused bits
-    bit_string.extend_from_slice(rsa_public);
-    let spki = der::sequence(&[
-        &der::sequence(&[
-            &der::encode(der::OID, der::OID_RSA),
-            &der::encode(der::NULL, &[]),
-        ]),
-        &der::encode(der::BIT_STRING, &bit_string),
-    ]);
+    let algorithm = AlgorithmIdentifierRef {
+        oid: RSA_ENCRYPTION,
+        parameters: Some(AnyRef::NULL),
+    };
+    let spki = spki_der(algorithm, rsa_public)?;
     let public = PublicKey {
         kid: libtrust_kid(&spki),
         algorithm: Algorithm::RS256,
@@ -315,28 +313,17 @@ fn certificate_chain(pem: &[u8], public: &PublicKey) -> Result<Vec<String>, Stri
     let leaf = chain
         .first()
         .ok_or("no certificate found (expected PEM \"CERTIFICATE\")")?;
-    let spki = certificate_spki(leaf).map_err(der_reason)?;
-    if spki != public.spki.as_slice() {
+    let certificate = x509_cert::Certificate::from_der(leaf).map_err(malformed("certificate"))?;
+    let spki = certificate
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(malformed("certificate"))?;
+    if spki != public.spki {
         return Err("the certificate is not for the signing key".into());
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(chain.iter().map(|der| b64.encode(der)).collect())
-}
-
-/// The SubjectPublicKeyInfo element of an X.509 certificate.
-fn certificate_spki(certificate: &[u8]) -> Result<&[u8], DerError> {
-    let mut outer = der::nested(certificate, der::SEQUENCE, "certificate: not a SEQUENCE")?;
-    let tbs = outer.take(der::SEQUENCE, "certificate: no TBSCertificate")?;
-    let mut tbs = Reader::new(tbs.value);
-    if tbs.peek_tag() == Some(der::CONTEXT_0) {
-        tbs.next()?; // version
-    }
-    tbs.take(der::INTEGER, "certificate: no serial number")?;
-    // signature algorithm, issuer, validity, subject
-    for _ in 0..4 {
-        tbs.take(der::SEQUENCE, "certificate: unexpected field")?;
-    }
-    Ok(tbs.take(der::SEQUENCE, "certificate: no public key")?.raw)
 }
 
 /// The libtrust key ID: the first 240 bits of SHA-256 over the PKIX public key, in base32,
@@ -789,6 +776,72 @@ feXTCbAfJjfpYmgbMbmLkA==
         )
         .unwrap_err();
         assert!(err.to_string().contains("not for the signing key"), "{err}");
+    }
+
+    #[test]
+    fn an_rsa_certificate_matches_its_key() {
+        // The RSA SubjectPublicKeyInfo carries a NULL parameter; the certificate's must compare
+        // equal to the one built from the key.
+        let key_pair = rcgen::KeyPair::from_pem(RSA_PKCS8).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["registry.test".to_string()]).unwrap();
+        let cert_pem = params.self_signed(&key_pair).unwrap().pem();
+        let key = SigningKey::from_pem(
+            RSA_PKCS1.as_bytes(),
+            &memory_path(),
+            Some((cert_pem.as_bytes(), Path::new("cert.pem"))),
+        )
+        .unwrap();
+        assert_eq!(key.x5c().map(<[String]>::len), Some(1));
+        assert_eq!(key.public_key().spki_der(), key_pair.public_key_der());
+    }
+
+    #[test]
+    fn malformed_keys_and_certificates_are_explained() {
+        let err = |pem: &str| {
+            SigningKey::from_pem(pem.as_bytes(), Path::new("k.pem"), None)
+                .unwrap_err()
+                .to_string()
+        };
+        // Valid base64, not DER of the kind the label promises.
+        for label in ["PRIVATE KEY", "EC PRIVATE KEY"] {
+            let pem = format!("-----BEGIN {label}-----\nMAMCAQA=\n-----END {label}-----\n");
+            assert!(err(&pem).contains("malformed"), "{label}: {}", err(&pem));
+        }
+        let pkcs1 = "-----BEGIN RSA PRIVATE KEY-----\nMAMCAQA=\n-----END RSA PRIVATE KEY-----\n";
+        assert!(
+            err(pkcs1).contains("not a usable RSA key"),
+            "{}",
+            err(pkcs1)
+        );
+        // `openssl genpkey -algorithm ed25519`
+        let ed25519 = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINdD3TIxi+OfHefspsF/nFXEwnQ0PhB3wuIcbNIdl4Qr
+-----END PRIVATE KEY-----
+";
+        assert!(
+            err(ed25519).contains("unsupported key type"),
+            "{}",
+            err(ed25519)
+        );
+        // The P-384 key below, as PKCS#8.
+        let p384 = "-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBsZHveFeAouD8VJ3zP
+89LOFkpul97AegMJbviu62Ha9E0ytXnlb49Xth2abnuSDhqhZANiAAR8bMirutce
+rHc06O7/cLQU8NQzq1FFiwJ+WEwQtSY6PUGoKfXtTzQ11cG2aIsAqzzjZp3lWh3E
+QV9rrtFzM5ucKv+pIAcsDL03+M1SM/M310loxqWa444/oFTSw8Akox4=
+-----END PRIVATE KEY-----
+";
+        assert!(err(p384).contains("only P-256"), "{}", err(p384));
+
+        let certificate = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+        let err = SigningKey::from_pem(
+            EC_SEC1.as_bytes(),
+            &memory_path(),
+            Some((certificate.as_bytes(), Path::new("cert.pem"))),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AuthError::Key { .. }), "{err:?}");
+        assert!(err.to_string().contains("malformed certificate"), "{err}");
     }
 
     #[test]
