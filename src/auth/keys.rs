@@ -402,24 +402,9 @@ impl Verifier {
 
 /// A new EC P-256 private key as PKCS#8 PEM (`berth keygen`).
 pub fn generate_ec_pem() -> Result<String, AuthError> {
-    let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(
-        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        &SystemRandom::new(),
-    )
-    .map_err(|e| AuthError::Crypto(format!("key generation: {e}")))?;
-    Ok(pem_encode("PRIVATE KEY", pkcs8.as_ref()))
-}
-
-/// PEM with the customary 64-column lines.
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map(|key| key.serialize_pem())
+        .map_err(|e| AuthError::Crypto(format!("key generation: {e}")))
 }
 
 #[cfg(test)]
