@@ -18,15 +18,14 @@ use std::path::Path;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use ring::rand::SystemRandom;
-use ring::signature::{self, KeyPair as _};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
 use pkcs8::der::asn1::{AnyRef, BitStringRef, OctetStringRef};
 use pkcs8::der::{Decode as _, Encode as _};
 use pkcs8::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use pkcs8::{ObjectIdentifier, PrivateKeyInfoRef};
+use ring::rand::SystemRandom;
+use ring::signature::{self, KeyPair as _};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::AuthError;
 
@@ -238,14 +237,18 @@ fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, String> {
             return Err(NOT_P256.into());
         }
     }
-    let algorithm = AlgorithmIdentifierRef {
-        oid: ID_EC_PUBLIC_KEY,
-        parameters: Some(AnyRef::from(&P256)),
-    };
     let private_key = OctetStringRef::new(sec1).map_err(malformed("SEC1 key"))?;
-    PrivateKeyInfoRef::new(algorithm, private_key)
+    PrivateKeyInfoRef::new(p256_algorithm(), private_key)
         .to_der()
         .map_err(malformed("PKCS#8 key"))
+}
+
+/// An EC P-256 key's algorithm, in its PKCS#8 wrapper and in its SubjectPublicKeyInfo.
+fn p256_algorithm() -> AlgorithmIdentifierRef<'static> {
+    AlgorithmIdentifierRef {
+        oid: ID_EC_PUBLIC_KEY,
+        parameters: Some(AnyRef::from(&P256)),
+    }
 }
 
 /// The DER SubjectPublicKeyInfo of a public key (what the libtrust kid hashes).
@@ -269,11 +272,7 @@ fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         format!("not a usable EC P-256 key ({e}); keys without their public part are not supported")
     })?;
     let point = pair.public_key().as_ref();
-    let algorithm = AlgorithmIdentifierRef {
-        oid: ID_EC_PUBLIC_KEY,
-        parameters: Some(AnyRef::from(&P256)),
-    };
-    let spki = spki_der(algorithm, point)?;
+    let spki = spki_der(p256_algorithm(), point)?;
     let public = PublicKey {
         kid: libtrust_kid(&spki),
         algorithm: Algorithm::ES256,
