@@ -12,7 +12,6 @@
 //!
 //! Nothing here knows actix; the HTTP layer turns an [`AuthError`] into a registry error.
 
-mod der;
 pub mod hashing;
 pub mod keys;
 pub mod login;
