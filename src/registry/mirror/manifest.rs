@@ -75,10 +75,7 @@ impl Mirror {
                 if !target.upstream.is_offline() && !is_fresh(target, &record) {
                     return Ok(None);
                 }
-                match record.digest.parse() {
-                    Ok(digest) => (digest, record.media_type),
-                    Err(_) => return Ok(None),
-                }
+                (record.digest, record.media_type)
             }
         };
         Ok(self
@@ -165,9 +162,6 @@ impl Mirror {
         tag: &Tag,
         record: TagRecord,
     ) -> Result<Option<ManifestReply>, RegistryError> {
-        let Ok(digest) = record.digest.parse::<Digest>() else {
-            return Ok(None);
-        };
         let upstream = &target.upstream;
         let metrics = self.cache.metrics();
         let mut stale = false;
@@ -183,8 +177,8 @@ impl Mirror {
                 )
                 .await
             {
-                Ok(head) if head.digest.as_deref() == Some(record.digest.as_str()) => {
-                    self.remember_tag(target, tag, &digest, &record.media_type)
+                Ok(head) if holds(head.digest.as_deref(), &record.digest) => {
+                    self.remember_tag(target, tag, &record.digest, &record.media_type)
                         .await?;
                 }
                 Ok(_) => return Ok(None),
@@ -206,7 +200,12 @@ impl Mirror {
                 }
             }
         }
-        let Some(manifest) = self.cache.manifest(&digest).await.map_err(storage_error)? else {
+        let Some(manifest) = self
+            .cache
+            .manifest(&record.digest)
+            .await
+            .map_err(storage_error)?
+        else {
             return Ok(None);
         };
         metrics::inc(&metrics.manifest_hits);
@@ -224,7 +223,7 @@ impl Mirror {
         media_type: &str,
     ) -> Result<(), RegistryError> {
         let record = TagRecord {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             media_type: media_type.to_owned(),
             checked_at_ms: now_ms(),
         };
@@ -330,6 +329,14 @@ impl Mirror {
         self.link(target, &stored.digest, &media_type)?;
         Ok(stored.served_as(&media_type))
     }
+}
+
+/// Whether upstream's `Docker-Content-Digest` names the digest the tag was cached with.
+fn holds(upstream_digest: Option<&str>, cached: &Digest) -> bool {
+    upstream_digest
+        .and_then(|d| d.parse::<Digest>().ok())
+        .as_ref()
+        == Some(cached)
 }
 
 fn age_ms(record: &TagRecord) -> u64 {
