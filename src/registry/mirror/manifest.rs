@@ -10,11 +10,36 @@ use crate::cache::StoredManifest;
 use crate::metrics;
 use crate::oci::media::{self, AcceptList};
 use crate::oci::ErrorCode;
+use crate::oci::RepoName;
 use crate::oci::{Digest, Reference, Tag};
 use crate::registry::error::RegistryError;
 use crate::registry::namespace::MirrorRepo;
 use crate::storage::index::TagRecord;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Identity, UpstreamError};
+
+/// What identifies one manifest resolution, so that only requests that would get the same
+/// answer share a flight: the same upstream, repository and reference, asked with the same
+/// `Accept`, as the same upstream identity (a client's own credentials may see more).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ManifestKey {
+    upstream: String,
+    repo: RepoName,
+    reference: Reference,
+    accept: String,
+    identity: Identity,
+}
+
+impl ManifestKey {
+    fn new(target: &MirrorRepo, reference: &Reference, accept: &AcceptList) -> Self {
+        ManifestKey {
+            upstream: target.upstream.name().to_owned(),
+            repo: target.repo.clone(),
+            reference: reference.clone(),
+            accept: accept.for_upstream(),
+            identity: target.identity.clone(),
+        }
+    }
+}
 
 impl Mirror {
     pub async fn manifest(
@@ -34,12 +59,7 @@ impl Mirror {
                 stale: false,
             });
         }
-        let key = (
-            target.upstream.name().to_owned(),
-            target.repo.to_string(),
-            reference.to_string(),
-            format!("{}|{:?}", accept.for_upstream(), target.identity),
-        );
+        let key = ManifestKey::new(target, reference, accept);
         let this = self.clone();
         let (target, reference, accept) = (target.clone(), reference.clone(), accept.clone());
         let (reply, joined) = self
