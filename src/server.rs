@@ -25,7 +25,7 @@ pub enum StartError {
         source: crate::storage::StorageError,
     },
     #[error("upstream configuration: {0}")]
-    Upstream(String),
+    Upstream(#[from] crate::upstream::SetupError),
     #[error("token service: {0}")]
     Auth(String),
     #[error("mirror.pinned: {0}")]

@@ -8,16 +8,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::scope::{self, Scope, ALL, DELETE, PULL, PUSH};
+use super::scope::{self, Action, Scope};
 use crate::config::{AuthSettings, ProjectSettings, Role};
 
-const NOTHING: &[&str] = &[];
-const PULL_ONLY: &[&str] = &[PULL];
-const PULL_PUSH: &[&str] = &[PULL, PUSH];
-const EVERYTHING: &[&str] = &[PULL, PUSH, DELETE];
-const CATALOG: &[&str] = &[ALL];
+const NOTHING: &[Action] = &[];
+const PULL_ONLY: &[Action] = &[Action::Pull];
+const PULL_PUSH: &[Action] = &[Action::Pull, Action::Push];
+const EVERYTHING: &[Action] = &[Action::Pull, Action::Push, Action::Delete];
+const CATALOG: &[Action] = &[Action::All];
 
-fn role_actions(role: Role) -> &'static [&'static str] {
+fn role_actions(role: Role) -> &'static [Action] {
     match role {
         Role::Guest => PULL_ONLY,
         Role::Developer => PULL_PUSH,
@@ -57,7 +57,7 @@ impl Policy {
         subject: Option<&str>,
         resource_type: &str,
         name: &str,
-    ) -> &'static [&'static str] {
+    ) -> &'static [Action] {
         let may_read = subject.is_some() || self.anonymous_pull;
         match resource_type {
             // The catalog is filtered per caller where it is served; reaching it is a read.
@@ -100,7 +100,7 @@ impl Policy {
     /// and with pull it would probe upstream for its layers, telling upstream the digests of
     /// what it meant to push.
     pub fn grant(&self, subject: Option<&str>, asked: &Scope) -> Option<Scope> {
-        let writes = asked.actions.iter().any(|a| a == PUSH || a == DELETE);
+        let writes = asked.actions.iter().any(|a| a.writes());
         if writes
             && asked.resource_type == scope::REPOSITORY
             && self.is_project_repo(&asked.name).is_none()
@@ -108,13 +108,13 @@ impl Policy {
             return None;
         }
         let permitted = self.permitted(subject, &asked.resource_type, &asked.name);
-        let actions: Vec<&str> = if asked.actions.iter().any(|a| a == ALL) {
+        let actions: Vec<Action> = if asked.actions.contains(&Action::All) {
             permitted.to_vec()
         } else {
             asked
                 .actions
                 .iter()
-                .map(String::as_str)
+                .copied()
                 .filter(|a| permitted.contains(a))
                 .collect()
         };
@@ -129,7 +129,7 @@ impl Policy {
     }
 
     /// Whether `subject` may take `action` on repository `repo`.
-    pub fn may(&self, subject: Option<&str>, repo: &str, action: &str) -> bool {
+    pub fn may(&self, subject: Option<&str>, repo: &str, action: Action) -> bool {
         self.permitted(subject, scope::REPOSITORY, repo)
             .contains(&action)
     }
@@ -137,6 +137,7 @@ impl Policy {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::Action::{All, Delete, Pull, Push};
     use super::*;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -179,7 +180,7 @@ pub(crate) mod tests {
         ]
     }
 
-    fn actions(policy: &Policy, subject: Option<&str>, repo: &str) -> Vec<&'static str> {
+    fn actions(policy: &Policy, subject: Option<&str>, repo: &str) -> Vec<Action> {
         policy.permitted(subject, scope::REPOSITORY, repo).to_vec()
     }
 
@@ -199,12 +200,12 @@ pub(crate) mod tests {
 
     #[test]
     fn matrix() {
-        let pull = vec![PULL];
-        let push = vec![PULL, PUSH];
-        let all = vec![PULL, PUSH, DELETE];
-        let none: Vec<&str> = vec![];
+        let pull = vec![Pull];
+        let push = vec![Pull, Push];
+        let all = vec![Pull, Push, Delete];
+        let none: Vec<Action> = vec![];
         // (anonymous_pull, subject, repo, expected)
-        let cases: Vec<(bool, Option<&str>, &str, &Vec<&str>)> = vec![
+        let cases: Vec<(bool, Option<&str>, &str, &Vec<Action>)> = vec![
             // private project
             (true, None, "secret/app", &none),
             (true, Some("gina"), "secret/app", &pull),
@@ -235,7 +236,7 @@ pub(crate) mod tests {
                 expected,
                 "anonymous_pull={anonymous_pull} subject={subject:?} repo={repo}"
             );
-            for action in [PULL, PUSH, DELETE] {
+            for action in [Pull, Push, Delete] {
                 assert_eq!(
                     policy.may(subject, repo, action),
                     expected.contains(&action),
@@ -249,9 +250,9 @@ pub(crate) mod tests {
     fn catalog_and_unknown_types() {
         let open = Policy::new(&settings(true), &projects());
         let closed = Policy::new(&settings(false), &projects());
-        assert_eq!(open.permitted(None, "registry", "catalog"), [ALL]);
+        assert_eq!(open.permitted(None, "registry", "catalog"), [All]);
         assert!(closed.permitted(None, "registry", "catalog").is_empty());
-        assert_eq!(closed.permitted(Some("gina"), "registry", "catalog"), [ALL]);
+        assert_eq!(closed.permitted(Some("gina"), "registry", "catalog"), [All]);
         assert!(open.permitted(Some("root"), "registry", "other").is_empty());
         assert!(open
             .permitted(Some("root"), "repository(plugin)", "secret/app")
@@ -264,15 +265,15 @@ pub(crate) mod tests {
     #[test]
     fn grants_are_the_intersection_of_asked_and_permitted() {
         let policy = Policy::new(&settings(true), &projects());
-        let asked = Scope::repository("secret/app", &[PULL, PUSH, DELETE]);
+        let asked = Scope::repository("secret/app", &[Pull, Push, Delete]);
         assert_eq!(
             policy.grant(Some("dave"), &asked),
-            Some(Scope::repository("secret/app", &[PULL, PUSH]))
+            Some(Scope::repository("secret/app", &[Pull, Push]))
         );
         // Never more than asked, even for an admin.
         assert_eq!(
-            policy.grant(Some("root"), &Scope::repository("secret/app", &[PULL])),
-            Some(Scope::repository("secret/app", &[PULL]))
+            policy.grant(Some("root"), &Scope::repository("secret/app", &[Pull])),
+            Some(Scope::repository("secret/app", &[Pull]))
         );
         assert_eq!(policy.grant(Some("stranger"), &asked), None);
         assert_eq!(policy.grant(None, &asked), None);
@@ -280,41 +281,41 @@ pub(crate) mod tests {
         assert_eq!(
             policy.grant(
                 Some("root"),
-                &Scope::repository("library/alpine", &[PUSH, PULL])
+                &Scope::repository("library/alpine", &[Push, Pull])
             ),
             None
         );
         assert_eq!(
-            policy.grant(Some("root"), &Scope::repository("library/alpine", &[PULL])),
-            Some(Scope::repository("library/alpine", &[PULL]))
+            policy.grant(Some("root"), &Scope::repository("library/alpine", &[Pull])),
+            Some(Scope::repository("library/alpine", &[Pull]))
         );
         assert_eq!(
-            policy.grant(Some("root"), &Scope::repository("library/alpine", &[PUSH])),
+            policy.grant(Some("root"), &Scope::repository("library/alpine", &[Push])),
             None
         );
         // Unknown actions are dropped.
         assert_eq!(
             policy.grant(
                 Some("mona"),
-                &Scope::repository("secret/app", &["pull", "own"])
+                &"repository:secret/app:pull,own".parse().unwrap()
             ),
-            Some(Scope::repository("secret/app", &[PULL]))
+            Some(Scope::repository("secret/app", &[Pull]))
         );
         // `*` asks for everything permitted, spelled out.
         assert_eq!(
-            policy.grant(Some("mona"), &Scope::repository("secret/app", &[ALL])),
-            Some(Scope::repository("secret/app", &[PULL, PUSH, DELETE]))
+            policy.grant(Some("mona"), &Scope::repository("secret/app", &[All])),
+            Some(Scope::repository("secret/app", &[Pull, Push, Delete]))
         );
         assert_eq!(
-            policy.grant(None, &Scope::repository("open/app", &[ALL])),
-            Some(Scope::repository("open/app", &[PULL]))
+            policy.grant(None, &Scope::repository("open/app", &[All])),
+            Some(Scope::repository("open/app", &[Pull]))
         );
         assert_eq!(
             policy.grant(None, &Scope::catalog()),
             Some(Scope::catalog())
         );
         assert_eq!(
-            policy.grant(Some("gina"), &Scope::new("registry", "catalog", ["pull"])),
+            policy.grant(Some("gina"), &Scope::new("registry", "catalog", [Pull])),
             None
         );
     }

@@ -16,25 +16,64 @@ pub const REPOSITORY: &str = "repository";
 pub const REGISTRY: &str = "registry";
 pub const CATALOG: &str = "catalog";
 
-pub const PULL: &str = "pull";
-pub const PUSH: &str = "push";
-pub const DELETE: &str = "delete";
-/// Every action (the catalog's only action; for a repository, "whatever I may").
-pub const ALL: &str = "*";
+/// What a scope asks for or grants on its resource. Serialized as Distribution spells it
+/// (`"pull"`, `"push"`, `"delete"`, `"*"`) in `access` claims, which Distribution reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    #[serde(rename = "pull")]
+    Pull,
+    #[serde(rename = "push")]
+    Push,
+    #[serde(rename = "delete")]
+    Delete,
+    /// Every action (the catalog's only action; for a repository, "whatever I may").
+    #[serde(rename = "*")]
+    All,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+            Action::All => "*",
+        }
+    }
+
+    /// A known action's name; `None` for any other (a client may ask for actions berth never
+    /// grants, so they are not an error, just nothing).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Action::Pull, Action::Push, Action::Delete, Action::All]
+            .into_iter()
+            .find(|a| a.as_str() == name)
+    }
+
+    /// Whether it changes the repository (what the mirror namespace never takes).
+    pub fn writes(self) -> bool {
+        matches!(self, Action::Push | Action::Delete)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Scope {
     #[serde(rename = "type")]
     pub resource_type: String,
     pub name: String,
-    pub actions: Vec<String>,
+    pub actions: Vec<Action>,
 }
 
 impl Scope {
     pub fn new(
         resource_type: impl Into<String>,
         name: impl Into<String>,
-        actions: impl IntoIterator<Item = impl Into<String>>,
+        actions: impl IntoIterator<Item = Action>,
     ) -> Self {
         let mut scope = Scope {
             resource_type: resource_type.into(),
@@ -42,25 +81,27 @@ impl Scope {
             actions: Vec::new(),
         };
         for action in actions {
-            scope.add_action(action.into());
+            scope.add_action(action);
         }
         scope
     }
 
-    pub fn repository(name: impl Into<String>, actions: &[&str]) -> Self {
+    pub fn repository(name: impl Into<String>, actions: &[Action]) -> Self {
         Scope::new(REPOSITORY, name, actions.iter().copied())
     }
 
     /// `registry:catalog:*`
     pub fn catalog() -> Self {
-        Scope::new(REGISTRY, CATALOG, [ALL])
+        Scope::new(REGISTRY, CATALOG, [Action::All])
     }
 
-    pub fn has_action(&self, action: &str) -> bool {
-        self.actions.iter().any(|a| a == action || a == ALL)
+    pub fn has_action(&self, action: Action) -> bool {
+        self.actions
+            .iter()
+            .any(|&a| a == action || a == Action::All)
     }
 
-    fn add_action(&mut self, action: String) {
+    fn add_action(&mut self, action: Action) {
         if !self.actions.contains(&action) {
             self.actions.push(action);
         }
@@ -91,12 +132,15 @@ impl FromStr for Scope {
         if name.is_empty() || !name.bytes().all(is_name_byte) {
             return Err(invalid("bad resource name"));
         }
-        let mut scope = Scope::new(resource_type, name, std::iter::empty::<String>());
+        let mut scope = Scope::new(resource_type, name, []);
         for action in actions.split(',').filter(|a| !a.is_empty()) {
             if !action.bytes().all(is_action_byte) {
                 return Err(invalid("bad action"));
             }
-            scope.add_action(action.to_owned());
+            // Unknown actions are well-formed but grant nothing: dropped here.
+            if let Some(action) = Action::from_name(action) {
+                scope.add_action(action);
+            }
         }
         Ok(scope)
     }
@@ -124,7 +168,11 @@ impl fmt::Display for Scope {
             "{}:{}:{}",
             self.resource_type,
             self.name,
-            self.actions.join(",")
+            self.actions
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         )
     }
 }
@@ -175,6 +223,7 @@ pub fn join(scopes: &[Scope]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::Action::{All, Delete, Pull, Push};
     use super::*;
 
     fn parse(text: &str) -> Scope {
@@ -184,11 +233,11 @@ mod tests {
     #[test]
     fn simple_scopes() {
         let scope = parse("repository:library/alpine:pull");
-        assert_eq!(scope, Scope::repository("library/alpine", &[PULL]));
+        assert_eq!(scope, Scope::repository("library/alpine", &[Pull]));
         assert_eq!(parse("registry:catalog:*"), Scope::catalog());
         assert_eq!(
             parse("repository:team/app:pull,push,delete").actions,
-            ["pull", "push", "delete"]
+            [Pull, Push, Delete]
         );
     }
 
@@ -197,7 +246,7 @@ mod tests {
         let scope = parse("repository:localhost:5000/team/app:pull,push");
         assert_eq!(scope.resource_type, "repository");
         assert_eq!(scope.name, "localhost:5000/team/app");
-        assert_eq!(scope.actions, ["pull", "push"]);
+        assert_eq!(scope.actions, [Pull, Push]);
         assert_eq!(
             parse("repository:ghcr.io/org/tool:pull").name,
             "ghcr.io/org/tool"
@@ -207,7 +256,7 @@ mod tests {
         let scope = parse("repository:pull:push");
         assert_eq!(
             (scope.name.as_str(), &scope.actions[..]),
-            ("pull", &["push".to_string()][..])
+            ("pull", &[Push][..])
         );
         assert_eq!(
             parse("repository(plugin):vieux/sshfs:pull").resource_type,
@@ -216,12 +265,11 @@ mod tests {
     }
 
     #[test]
-    fn actions_are_deduplicated_and_empty_ones_dropped() {
-        assert_eq!(
-            parse("repository:a:pull,,pull,push,").actions,
-            ["pull", "push"]
-        );
+    fn actions_are_deduplicated_and_empty_and_unknown_ones_dropped() {
+        assert_eq!(parse("repository:a:pull,,pull,push,").actions, [Pull, Push]);
         assert!(parse("repository:a:").actions.is_empty());
+        assert_eq!(parse("repository:a:own,pull,x-y").actions, [Pull]);
+        assert_eq!(parse("registry:catalog:*").actions, [All]);
     }
 
     #[test]
@@ -263,8 +311,8 @@ mod tests {
         assert_eq!(
             scopes,
             [
-                Scope::repository("team/app", &[PULL, PUSH]),
-                Scope::repository("team/base", &[PULL]),
+                Scope::repository("team/app", &[Pull, Push]),
+                Scope::repository("team/base", &[Pull]),
                 Scope::catalog(),
             ]
         );
@@ -299,10 +347,17 @@ mod tests {
 
     #[test]
     fn access_entries_serialize_like_distribution() {
-        let json = serde_json::to_value(Scope::repository("a/b", &[PULL])).unwrap();
+        let json = serde_json::to_value(Scope::repository("a/b", &[Pull])).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"type": "repository", "name": "a/b", "actions": ["pull"]})
         );
+        let every = Scope::repository("a/b", &[Pull, Push, Delete, All]);
+        let text = serde_json::to_string(&every).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"repository","name":"a/b","actions":["pull","push","delete","*"]}"#
+        );
+        assert_eq!(serde_json::from_str::<Scope>(&text).unwrap(), every);
     }
 }

@@ -23,7 +23,7 @@ use super::keys::{SigningKey, Verifier};
 use super::login::Logins;
 use super::policy::Policy;
 use super::refresh::{Fingerprints, RefreshClaims, REFRESH_TOKEN_USE};
-use super::scope::Scope;
+use super::scope::{Action, Scope};
 use super::users::Htpasswd;
 use super::AuthError;
 use crate::config::{AuthSettings, ProjectSettings};
@@ -68,7 +68,7 @@ impl AccessClaims {
             .map(|s| {
                 64 + s.resource_type.len()
                     + s.name.len()
-                    + s.actions.iter().map(|a| 24 + a.len()).sum::<usize>()
+                    + s.actions.len() * std::mem::size_of::<Action>()
             })
             .sum();
         std::mem::size_of::<Self>()
@@ -81,7 +81,7 @@ impl AccessClaims {
     }
 
     /// Whether the token grants `action` on the resource (`*` grants every action).
-    pub fn allows(&self, resource_type: &str, name: &str, action: &str) -> bool {
+    pub fn allows(&self, resource_type: &str, name: &str, action: Action) -> bool {
         self.access.iter().any(|granted| {
             granted.resource_type == resource_type
                 && granted.name == name
@@ -306,7 +306,7 @@ impl TokenService {
             jti: self.jti()?,
             access: repos
                 .iter()
-                .map(|name| Scope::repository(name.clone(), &["pull"]))
+                .map(|name| Scope::repository(name.clone(), &[Action::Pull]))
                 .collect(),
             upid: Some(upid.to_owned()),
         };
@@ -476,7 +476,7 @@ mod tests {
     use super::*;
     use crate::auth::keys::tests::{key, EC_SEC1};
     use crate::auth::policy::tests::{projects, settings};
-    use crate::auth::scope::{PULL, PUSH};
+    use crate::auth::scope::Action::{All, Delete, Pull, Push};
     use std::io::Write;
 
     struct Fixture {
@@ -538,9 +538,9 @@ mod tests {
         let f = fixture();
         let s = &f.service;
         let asked = [
-            Scope::repository("secret/app", &[PULL, PUSH]),
-            Scope::repository("library/alpine", &[PULL, PUSH]),
-            Scope::repository("other/private", &[PULL]),
+            Scope::repository("secret/app", &[Pull, Push]),
+            Scope::repository("library/alpine", &[Pull, Push]),
+            Scope::repository("other/private", &[Pull]),
         ];
         let response = s.issue(Some("dave"), &asked, false).unwrap();
         assert_eq!(response.token, response.access_token);
@@ -558,15 +558,15 @@ mod tests {
             claims.access,
             // A push asked on the mirror grants nothing there, not even pull.
             [
-                Scope::repository("secret/app", &[PULL, PUSH]),
-                Scope::repository("other/private", &[PULL]),
+                Scope::repository("secret/app", &[Pull, Push]),
+                Scope::repository("other/private", &[Pull]),
             ]
         );
-        assert!(claims.allows("repository", "secret/app", "push"));
-        assert!(!claims.allows("repository", "secret/app", "delete"));
-        assert!(!claims.allows("repository", "library/alpine", "push"));
-        assert!(!claims.allows("repository", "secret/other", "pull"));
-        assert!(!claims.allows("registry", "catalog", "*"));
+        assert!(claims.allows("repository", "secret/app", Push));
+        assert!(!claims.allows("repository", "secret/app", Delete));
+        assert!(!claims.allows("repository", "library/alpine", Push));
+        assert!(!claims.allows("repository", "secret/other", Pull));
+        assert!(!claims.allows("registry", "catalog", All));
 
         // Each token is distinct.
         let again = s.issue(Some("dave"), &asked, false).unwrap();
@@ -580,7 +580,7 @@ mod tests {
         let response = s
             .issue(
                 None,
-                &[Scope::repository("secret/app", &[PULL]), Scope::catalog()],
+                &[Scope::repository("secret/app", &[Pull]), Scope::catalog()],
                 true,
             )
             .unwrap();
@@ -589,7 +589,7 @@ mod tests {
         let claims = s.verify_access(&response.token).unwrap();
         assert_eq!(claims.subject(), None);
         assert_eq!(claims.access, [Scope::catalog()]);
-        assert!(claims.allows("registry", "catalog", "*"));
+        assert!(claims.allows("registry", "catalog", All));
     }
 
     #[test]
@@ -608,7 +608,7 @@ mod tests {
         let s = &f.service;
         // A token with many scopes weighs what it carries, not one entry like any other.
         let many: Vec<Scope> = (0..64)
-            .map(|i| Scope::repository(format!("library/{i:0>200}"), &[PULL]))
+            .map(|i| Scope::repository(format!("library/{i:0>200}"), &[Pull]))
             .collect();
         let token = s.issue(None, &many, false).unwrap().token;
         let claims = s.verify_access(&token).unwrap();
@@ -628,7 +628,7 @@ mod tests {
     fn refresh_tokens_refresh_and_nothing_else() {
         let f = fixture();
         let s = &f.service;
-        let asked = [Scope::repository("secret/app", &[PULL, PUSH])];
+        let asked = [Scope::repository("secret/app", &[Pull, Push])];
         let response = s.issue(Some("dave"), &asked, true).unwrap();
         let refresh = response.refresh_token.unwrap();
 
@@ -647,7 +647,7 @@ mod tests {
         assert!(refreshed.refresh_token.is_none());
         let claims = s.verify_access(&refreshed.token).unwrap();
         assert_eq!(claims.subject(), Some("dave"));
-        assert!(claims.allows("repository", "secret/app", "push"));
+        assert!(claims.allows("repository", "secret/app", Push));
 
         // A new password revokes the refresh tokens issued before it, not those after.
         let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();
@@ -697,7 +697,7 @@ mod tests {
             nbf: now,
             iat: now,
             jti: "x".into(),
-            access: vec![Scope::repository("secret/app", &[PULL])],
+            access: vec![Scope::repository("secret/app", &[Pull])],
             upid: None,
         };
         let token = s

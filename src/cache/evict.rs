@@ -292,8 +292,8 @@ mod tests {
     fn pinned_blobs_are_never_evicted() {
         let (_dir, cache, d) = cache_with(&[(b"aaaa", 10), (b"bbbb", 20), (b"cccc", 30)]);
         let pin = crate::storage::index::PinRecord {
-            digest: d[0].to_string(),
-            blobs: vec![d[0].to_string(), d[1].to_string()],
+            digest: d[0].clone(),
+            blobs: vec![d[0].clone(), d[1].clone()],
             seeded_ms: 1,
         };
         cache.storage.index.put_pin("app:1", &pin).unwrap();

@@ -105,7 +105,7 @@ impl Cache {
             tags: moka::sync::Cache::builder()
                 .max_capacity(small)
                 .weigher(|key: &Vec<u8>, r: &TagRecord| {
-                    weight(key.len() + r.digest.len() + r.media_type.len())
+                    weight(key.len() + DIGEST_BYTES + r.media_type.len())
                 })
                 .build(),
             guarded: moka::sync::Cache::builder()

@@ -115,7 +115,9 @@ fn passthrough_applies(tokens: &TokenService, username: &str, scopes: &[scope::S
         && (!scopes.is_empty() || tokens.is_open())
         && scopes.iter().all(|s| {
             s.resource_type == scope::REPOSITORY
-                && s.actions.iter().all(|action| action == "pull")
+                && s.actions
+                    .iter()
+                    .all(|&action| action == scope::Action::Pull)
                 && tokens.policy().is_project_repo(&s.name).is_none()
         })
 }
@@ -313,6 +315,7 @@ mod tests {
     use super::*;
     use crate::auth::keys::tests::{key, EC_SEC1};
     use crate::auth::policy::tests::{projects, settings};
+    use crate::auth::scope::Action::{Pull, Push};
     use actix_web::{test, App};
     use base64::Engine as _;
     use std::io::Write;
@@ -374,8 +377,8 @@ mod tests {
         let claims = tokens
             .verify_access(body["token"].as_str().unwrap())
             .unwrap();
-        assert!(claims.allows("repository", "secret/app", "push"));
-        assert!(claims.allows("repository", "library/alpine", "pull"));
+        assert!(claims.allows("repository", "secret/app", Push));
+        assert!(claims.allows("repository", "library/alpine", Pull));
     }
 
     #[actix_rt::test]
@@ -474,8 +477,8 @@ mod tests {
         let claims = tokens
             .verify_access(body["access_token"].as_str().unwrap())
             .unwrap();
-        assert!(claims.allows("repository", "secret/app", "pull"));
-        assert!(claims.allows("repository", "secret/base", "push"));
+        assert!(claims.allows("repository", "secret/app", Pull));
+        assert!(claims.allows("repository", "secret/base", Push));
         let refresh = body["refresh_token"].as_str().unwrap().to_owned();
 
         let req = test::TestRequest::post()
@@ -492,7 +495,7 @@ mod tests {
             .verify_access(body["token"].as_str().unwrap())
             .unwrap();
         assert_eq!(claims.subject(), Some("dave"));
-        assert!(claims.allows("repository", "secret/other", "pull"));
+        assert!(claims.allows("repository", "secret/other", Pull));
 
         for (payload, status) in [
             (

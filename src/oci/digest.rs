@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use super::error::{truncate_for_message, ParseError};
 
 /// A content digest. Only `sha256` is supported for storage, which is what every registry uses.
@@ -64,6 +66,20 @@ impl FromStr for Digest {
         Ok(Digest {
             hex: encoded.to_owned(),
         })
+    }
+}
+
+/// As its text form, `sha256:<hex>`, which is how records that held it as a string stored it.
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -120,8 +120,8 @@ impl Registry {
     ) -> Result<SeededImage, RegistryError> {
         let seeded = self.mirror.seed(target, &pin.reference, platforms).await?;
         let record = PinRecord {
-            digest: seeded.digest.to_string(),
-            blobs: seeded.holds.iter().map(|d| d.to_string()).collect(),
+            digest: seeded.digest.clone(),
+            blobs: seeded.holds.clone(),
             seeded_ms: now_ms(),
         };
         let index = &self.cache().storage().index;

@@ -21,7 +21,7 @@ use url::Url;
 
 use self::auth::Authenticator;
 pub use self::auth::{Credentials, Identity};
-pub use self::error::UpstreamError;
+pub use self::error::{SetupError, UpstreamError};
 use self::health::{Breaker, NotFound, Outcome};
 pub(crate) use self::response::{error_reason, read_limited, status_error};
 use self::response::{header_string, next_link_query};
@@ -74,15 +74,22 @@ pub struct Upstream {
 
 impl Upstream {
     /// `offline` (global, or the upstream's own setting) stops every request before it is sent.
-    pub fn new(settings: &UpstreamSettings, offline: bool) -> Result<Self, String> {
-        let base = Url::parse(&settings.url).map_err(|e| format!("{}: {e}", settings.url))?;
+    pub fn new(settings: &UpstreamSettings, offline: bool) -> Result<Self, SetupError> {
+        let base = Url::parse(&settings.url).map_err(|source| SetupError::Url {
+            upstream: settings.name.clone(),
+            url: settings.url.clone(),
+            source,
+        })?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(|source| SetupError::Client {
+                upstream: settings.name.clone(),
+                source,
+            })?;
         let credentials = match (&settings.username, &settings.password) {
             (Some(username), Some(password)) => Some(Credentials {
                 username: username.clone(),
@@ -515,7 +522,7 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &[UpstreamSettings], offline: bool) -> Result<Self, String> {
+    pub fn new(settings: &[UpstreamSettings], offline: bool) -> Result<Self, SetupError> {
         let all = settings
             .iter()
             .map(|s| Upstream::new(s, offline).map(Arc::new))

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 
+use crate::auth::scope::Action;
 use crate::auth::token::{AccessClaims, TokenService};
 use crate::config::ServerSettings;
 use crate::http::challenge::{bearer_challenge, external_base};
@@ -33,7 +34,7 @@ impl Caller {
         self.claims.as_ref().and_then(|c| c.upid.as_deref())
     }
 
-    pub fn allows(&self, resource_type: &str, name: &str, action: &str) -> bool {
+    pub fn allows(&self, resource_type: &str, name: &str, action: Action) -> bool {
         self.claims
             .as_ref()
             .is_some_and(|c| c.allows(resource_type, name, action))
@@ -81,7 +82,7 @@ pub fn require(
     req: &HttpRequest,
     resource_type: &str,
     name: &str,
-    action: Option<&str>,
+    action: Option<Action>,
 ) -> Result<Caller, RegistryError> {
     let Some(tokens) = token_service(req) else {
         return Ok(Caller { claims: None });
@@ -140,7 +141,7 @@ pub fn challenge_pull(req: &HttpRequest, name: &str, err: RegistryError) -> Regi
         Some(server) => external_base(req, server),
         None => String::new(),
     };
-    let scope = format!("repository:{name}:pull");
+    let scope = format!("repository:{name}:{}", Action::Pull);
     err.with_challenge(bearer_challenge(
         &base,
         tokens.service(),
@@ -154,6 +155,6 @@ pub fn challenge_pull(req: &HttpRequest, name: &str, err: RegistryError) -> Regi
 pub fn may_pull(req: &HttpRequest, caller: &Caller, repo: &str) -> bool {
     match token_service(req) {
         None => true,
-        Some(tokens) => tokens.policy().may(caller.subject(), repo, "pull"),
+        Some(tokens) => tokens.policy().may(caller.subject(), repo, Action::Pull),
     }
 }

@@ -5,10 +5,11 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::{access, next_link, page_params};
+use crate::auth::scope::Action;
 use crate::registry::{Registry, RegistryError};
 
 pub fn list(req: &HttpRequest, registry: &Registry) -> Result<HttpResponse, RegistryError> {
-    let caller = access::require(req, "registry", "catalog", Some("*"))?;
+    let caller = access::require(req, "registry", "catalog", Some(Action::All))?;
     let (n, last) = page_params(req)?;
     let page = registry.projects.catalog(
         |repo| access::may_pull(req, &caller, repo),

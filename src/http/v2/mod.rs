@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::error_response;
 use super::routes::{self, Route};
+use crate::auth::scope::Action;
 use crate::config::ServerSettings;
 use crate::oci::ErrorCode;
 use crate::oci::RepoName;
@@ -43,12 +44,12 @@ pub async fn dispatch(
 }
 
 /// The action a request needs on a repository. Cancelling an upload is part of pushing.
-fn action_for(route: &Route<'_>, method: &Method) -> &'static str {
+fn action_for(route: &Route<'_>, method: &Method) -> Action {
     match (route, method) {
-        (Route::Upload { .. } | Route::UploadStart { .. }, _) => "push",
-        (_, &Method::GET | &Method::HEAD) => "pull",
-        (_, &Method::DELETE) => "delete",
-        _ => "push",
+        (Route::Upload { .. } | Route::UploadStart { .. }, _) => Action::Push,
+        (_, &Method::GET | &Method::HEAD) => Action::Pull,
+        (_, &Method::DELETE) => Action::Delete,
+        _ => Action::Push,
     }
 }
 
@@ -123,7 +124,7 @@ async fn private(
         }
         (Route::UploadStart { .. }, Method::POST) => {
             let from_readable =
-                |from: &RepoName| caller.allows("repository", from.as_str(), "pull");
+                |from: &RepoName| caller.allows("repository", from.as_str(), Action::Pull);
             upload::start(req, payload, registry, repo, from_readable).await
         }
         (Route::Upload { id, .. }, Method::PATCH) => {
@@ -158,7 +159,7 @@ async fn mirror(
             ),
         ));
     }
-    let caller = access::require(req, "repository", name, Some("pull"))?;
+    let caller = access::require(req, "repository", name, Some(Action::Pull))?;
     let mut target = target;
     if let Some(id) = caller.upstream_identity() {
         target.identity = Identity::Client(id.to_owned());

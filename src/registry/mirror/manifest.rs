@@ -10,11 +10,36 @@ use crate::cache::StoredManifest;
 use crate::metrics;
 use crate::oci::media::{self, AcceptList};
 use crate::oci::ErrorCode;
+use crate::oci::RepoName;
 use crate::oci::{Digest, Reference, Tag};
 use crate::registry::error::RegistryError;
 use crate::registry::namespace::MirrorRepo;
 use crate::storage::index::TagRecord;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Identity, UpstreamError};
+
+/// What identifies one manifest resolution, so that only requests that would get the same
+/// answer share a flight: the same upstream, repository and reference, asked with the same
+/// `Accept`, as the same upstream identity (a client's own credentials may see more).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ManifestKey {
+    upstream: String,
+    repo: RepoName,
+    reference: Reference,
+    accept: String,
+    identity: Identity,
+}
+
+impl ManifestKey {
+    fn new(target: &MirrorRepo, reference: &Reference, accept: &AcceptList) -> Self {
+        ManifestKey {
+            upstream: target.upstream.name().to_owned(),
+            repo: target.repo.clone(),
+            reference: reference.clone(),
+            accept: accept.for_upstream(),
+            identity: target.identity.clone(),
+        }
+    }
+}
 
 impl Mirror {
     pub async fn manifest(
@@ -34,12 +59,7 @@ impl Mirror {
                 stale: false,
             });
         }
-        let key = (
-            target.upstream.name().to_owned(),
-            target.repo.to_string(),
-            reference.to_string(),
-            format!("{}|{:?}", accept.for_upstream(), target.identity),
-        );
+        let key = ManifestKey::new(target, reference, accept);
         let this = self.clone();
         let (target, reference, accept) = (target.clone(), reference.clone(), accept.clone());
         let (reply, joined) = self
@@ -75,10 +95,7 @@ impl Mirror {
                 if !target.upstream.is_offline() && !is_fresh(target, &record) {
                     return Ok(None);
                 }
-                match record.digest.parse() {
-                    Ok(digest) => (digest, record.media_type),
-                    Err(_) => return Ok(None),
-                }
+                (record.digest, record.media_type)
             }
         };
         Ok(self
@@ -165,9 +182,6 @@ impl Mirror {
         tag: &Tag,
         record: TagRecord,
     ) -> Result<Option<ManifestReply>, RegistryError> {
-        let Ok(digest) = record.digest.parse::<Digest>() else {
-            return Ok(None);
-        };
         let upstream = &target.upstream;
         let metrics = self.cache.metrics();
         let mut stale = false;
@@ -183,8 +197,8 @@ impl Mirror {
                 )
                 .await
             {
-                Ok(head) if head.digest.as_deref() == Some(record.digest.as_str()) => {
-                    self.remember_tag(target, tag, &digest, &record.media_type)
+                Ok(head) if holds(head.digest.as_deref(), &record.digest) => {
+                    self.remember_tag(target, tag, &record.digest, &record.media_type)
                         .await?;
                 }
                 Ok(_) => return Ok(None),
@@ -206,7 +220,12 @@ impl Mirror {
                 }
             }
         }
-        let Some(manifest) = self.cache.manifest(&digest).await.map_err(storage_error)? else {
+        let Some(manifest) = self
+            .cache
+            .manifest(&record.digest)
+            .await
+            .map_err(storage_error)?
+        else {
             return Ok(None);
         };
         metrics::inc(&metrics.manifest_hits);
@@ -224,7 +243,7 @@ impl Mirror {
         media_type: &str,
     ) -> Result<(), RegistryError> {
         let record = TagRecord {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             media_type: media_type.to_owned(),
             checked_at_ms: now_ms(),
         };
@@ -330,6 +349,14 @@ impl Mirror {
         self.link(target, &stored.digest, &media_type)?;
         Ok(stored.served_as(&media_type))
     }
+}
+
+/// Whether upstream's `Docker-Content-Digest` names the digest the tag was cached with.
+fn holds(upstream_digest: Option<&str>, cached: &Digest) -> bool {
+    upstream_digest
+        .and_then(|d| d.parse::<Digest>().ok())
+        .as_ref()
+        == Some(cached)
 }
 
 fn age_ms(record: &TagRecord) -> u64 {

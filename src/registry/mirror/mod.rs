@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
+use self::manifest::ManifestKey;
 pub use self::seed::SeededImage;
 use super::error::RegistryError;
 use super::namespace::MirrorRepo;
@@ -54,9 +55,6 @@ pub struct TagsReply {
     /// A `Link` header pointing at the next page, in the client's terms.
     pub link: Option<String>,
 }
-
-/// What identifies one manifest resolution: upstream, repository, reference, `Accept` sent.
-type ManifestKey = (String, String, String, String);
 
 #[derive(Clone)]
 pub struct Mirror {

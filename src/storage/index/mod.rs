@@ -93,7 +93,7 @@ const TOUCH_GRANULARITY_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
-    pub digest: String,
+    pub digest: Digest,
     pub media_type: String,
     /// When upstream last confirmed this tag, in milliseconds since the Unix epoch.
     pub checked_at_ms: u64,
@@ -530,7 +530,7 @@ mod tests {
             let index = Index::open(dir.path()).unwrap();
             index.put_blob(&d, &BlobRecord::new(3, None)).unwrap();
             let record = TagRecord {
-                digest: d.to_string(),
+                digest: d.clone(),
                 media_type: "application/vnd.oci.image.manifest.v1+json".into(),
                 checked_at_ms: 42,
             };
@@ -554,5 +554,23 @@ mod tests {
         assert_eq!(all.len(), 1);
         index.remove_blob(&d).unwrap();
         assert!(index.blob(&d).unwrap().is_none());
+    }
+
+    /// Tag records written when the digest was a plain string still read back.
+    #[test]
+    fn tag_records_keep_their_stored_form() {
+        let d = digest(7);
+        let old = format!(
+            r#"{{"digest":"{d}","media_type":"application/vnd.oci.image.index.v1+json","checked_at_ms":42}}"#
+        );
+        let record: TagRecord = decode(b"docker.io/library/x:latest", old.as_bytes()).unwrap();
+        assert_eq!(record.digest, d);
+        assert_eq!(record.checked_at_ms, 42);
+        assert_eq!(encode(&record), old.as_bytes());
+        let bad = old.replace(&d.to_string(), "sha256:nothex");
+        assert!(matches!(
+            decode::<TagRecord>(b"k", bad.as_bytes()),
+            Err(IndexError::Corrupt { .. })
+        ));
     }
 }

@@ -18,9 +18,9 @@ use crate::oci::Digest;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinRecord {
     /// The manifest the pin's reference resolved to.
-    pub digest: String,
+    pub digest: Digest,
     /// Every digest it holds, the manifest's own included.
-    pub blobs: Vec<String>,
+    pub blobs: Vec<Digest>,
     pub seeded_ms: u64,
 }
 
@@ -51,7 +51,7 @@ impl Index {
     pub fn pinned_blobs(&self) -> Result<HashSet<Digest>, IndexError> {
         let mut pinned = HashSet::new();
         for (_, record) in self.pins()? {
-            pinned.extend(record.blobs.iter().filter_map(|d| d.parse().ok()));
+            pinned.extend(record.blobs);
         }
         Ok(pinned)
     }
@@ -67,8 +67,8 @@ mod tests {
         let index = Index::open(dir.path()).unwrap();
         let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
         let record = |blobs: &[&Digest]| PinRecord {
-            digest: blobs[0].to_string(),
-            blobs: blobs.iter().map(|d| d.to_string()).collect(),
+            digest: blobs[0].clone(),
+            blobs: blobs.iter().map(|&d| d.clone()).collect(),
             seeded_ms: 1,
         };
         index.put_pin("alpine:3.20", &record(&[&a, &b])).unwrap();
@@ -82,5 +82,16 @@ mod tests {
         index.remove_pin("alpine:3.20").unwrap();
         assert_eq!(index.pinned_blobs().unwrap(), HashSet::from([b, c]));
         assert_eq!(index.pins().unwrap().len(), 1);
+    }
+
+    /// Records written when the digests were plain strings still read back.
+    #[test]
+    fn pin_records_keep_their_stored_form() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let old = format!(r#"{{"digest":"{a}","blobs":["{a}","{b}"],"seeded_ms":7}}"#);
+        let record: PinRecord = decode(b"alpine:3.20", old.as_bytes()).unwrap();
+        assert_eq!(record.blobs, [a.clone(), b]);
+        assert_eq!(record.digest, a);
+        assert_eq!(encode(&record), old.as_bytes());
     }
 }
