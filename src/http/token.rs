@@ -115,6 +115,7 @@ fn passthrough_applies(tokens: &TokenService, username: &str, scopes: &[scope::S
         && (!scopes.is_empty() || tokens.is_open())
         && scopes.iter().all(|s| {
             s.resource_type == scope::REPOSITORY
+                && !s.actions.is_empty()
                 && s.actions
                     .iter()
                     .all(|&action| action == scope::Action::Pull)
