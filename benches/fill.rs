@@ -138,7 +138,7 @@ async fn fill(data: &Bytes, chunk: usize, digest: &Digest, readers: usize, dir: 
     let kept = dir.join("blob");
     writer
         .run(Ok(source), move |temp, _| {
-            temp.persist(kept).map(|_| ()).map_err(|e| e.to_string())
+            temp.persist(kept).map(|_| ()).map_err(|e| e.error.into())
         })
         .await
         .expect("the fill failed");

@@ -13,6 +13,7 @@
 //! not be protected by that, so a ranged request waits for [`Fill::verified`] first.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use tempfile::NamedTempFile;
 use tokio::sync::watch;
 
 use crate::oci::Digest;
+use crate::storage::StorageError;
 
 /// Bytes gathered from upstream before they are written out and shown to readers.
 const WRITE_BLOCK: usize = 256 * 1024;
@@ -61,7 +63,7 @@ pub enum FillError {
         actual: u64,
     },
     #[error("cache storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] Arc<StorageError>),
     #[error("the fill task ended unexpectedly")]
     Vanished,
 }
@@ -254,7 +256,7 @@ impl FillWriter {
         commit: C,
     ) -> Result<u64, Arc<FillError>>
     where
-        C: FnOnce(NamedTempFile, u64) -> Result<(), String> + Send + 'static,
+        C: FnOnce(NamedTempFile, u64) -> Result<(), StorageError> + Send + 'static,
     {
         let FillWriter {
             digest,
@@ -284,7 +286,7 @@ async fn stream_and_commit<C>(
     commit: C,
 ) -> Result<u64, Arc<FillError>>
 where
-    C: FnOnce(NamedTempFile, u64) -> Result<(), String> + Send + 'static,
+    C: FnOnce(NamedTempFile, u64) -> Result<(), StorageError> + Send + 'static,
 {
     let source = source.map_err(|e| Arc::new(FillError::Source(e)))?;
     let declared = source.content_length;
@@ -333,8 +335,8 @@ where
     drop(batches);
     let (temp, hasher, written) = writer
         .await
-        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?
-        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?;
+        .map_err(|e| storage_failure(io::Error::other(e)))?
+        .map_err(storage_failure)?;
     if let Some(declared) = declared.filter(|&d| d != written) {
         return Err(Arc::new(FillError::SizeMismatch {
             digest: digest.clone(),
@@ -352,9 +354,13 @@ where
     state.send_modify(|s| s.phase = Phase::Verified);
     tokio::task::spawn_blocking(move || commit(temp, written))
         .await
-        .map_err(|e| Arc::new(FillError::Storage(e.to_string())))?
-        .map_err(|e| Arc::new(FillError::Storage(e)))?;
+        .map_err(|e| storage_failure(io::Error::other(e)))?
+        .map_err(storage_failure)?;
     Ok(written)
+}
+
+fn storage_failure(e: impl Into<StorageError>) -> Arc<FillError> {
+    Arc::new(FillError::Storage(Arc::new(e.into())))
 }
 
 /// The writer thread: hashes and appends every queued batch, publishing progress to readers
@@ -537,8 +543,8 @@ mod tests {
         let kept = dir.join("blob");
         let written = writer
             .run(Ok(response), move |temp, _| {
-                temp.as_file().sync_all().map_err(|e| e.to_string())?;
-                temp.persist(kept).map(|_| ()).map_err(|e| e.to_string())
+                temp.as_file().sync_all()?;
+                temp.persist(kept).map(|_| ()).map_err(|e| e.error.into())
             })
             .await
             .expect("the fill verifies");

@@ -208,12 +208,9 @@ impl Cache {
         tokio::spawn(async move {
             let (storage, usage) = (Arc::clone(&cache.storage), Arc::clone(&cache.usage));
             let commit_digest = d.clone();
-            let commit = move |temp, size| -> Result<(), String> {
+            let commit = move |temp, size| -> Result<(), StorageError> {
                 // Counted by the store that added the blob only (an upload may have, meanwhile).
-                if storage
-                    .store_temp(temp, &commit_digest, size)
-                    .map_err(|e| e.to_string())?
-                {
+                if storage.store_temp(temp, &commit_digest, size)? {
                     usage.add(size);
                 }
                 Ok(())

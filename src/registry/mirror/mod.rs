@@ -401,8 +401,9 @@ fn fill_error(e: Arc<FillError>) -> RegistryError {
         FillError::DigestMismatch { .. } | FillError::SizeMismatch { .. } => {
             RegistryError::new(ErrorCode::Unavailable, e.to_string())
         }
+        // The chain is kept for the log (the client sees only the static message).
         FillError::Storage(_) | FillError::Vanished => {
-            RegistryError::internal("cache storage failed", e.to_string())
+            RegistryError::internal("cache storage failed", e)
         }
     }
 }
