@@ -419,15 +419,6 @@ impl Index {
             .map(|value| String::from_utf8_lossy(&value).into_owned()))
     }
 
-    pub fn is_linked(
-        &self,
-        upstream: &str,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<bool, IndexError> {
-        Ok(self.links.contains_key(link_key(upstream, repo, digest))?)
-    }
-
     /// Writes everything to disk now (sled otherwise flushes on its own timer). Blocks.
     pub fn flush(&self) -> Result<(), IndexError> {
         self.db.flush()?;
@@ -548,8 +539,23 @@ mod tests {
                 .checked_at_ms,
             42
         );
-        assert!(index.is_linked("docker.io", &repo, &d).unwrap());
-        assert!(!index.is_linked("ghcr.io", &repo, &d).unwrap());
+        assert_eq!(
+            index.linked("docker.io", &repo, &d).unwrap().as_deref(),
+            Some("")
+        );
+        assert_eq!(index.linked("ghcr.io", &repo, &d).unwrap(), None);
+        index
+            .link(
+                "docker.io",
+                &repo,
+                &d,
+                "application/vnd.oci.image.manifest.v1+json",
+            )
+            .unwrap();
+        assert_eq!(
+            index.linked("docker.io", &repo, &d).unwrap().as_deref(),
+            Some("application/vnd.oci.image.manifest.v1+json")
+        );
         let all: Vec<_> = index.blobs().collect::<Result<_, _>>().unwrap();
         assert_eq!(all.len(), 1);
         index.remove_blob(&d).unwrap();
