@@ -11,8 +11,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::storage_error;
 use super::error::RegistryError;
-use super::mirror::{storage_error, SeededImage};
+use super::mirror::SeededImage;
 use super::namespace::MirrorRepo;
 use super::Registry;
 use crate::metrics;

@@ -13,8 +13,8 @@ use crate::oci::media;
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, Reference, RepoName};
+use crate::registry::error::storage_error;
 use crate::registry::error::RegistryError;
-use crate::registry::mirror::storage_error;
 use crate::storage::index::{PushedManifest, ReferrerRecord};
 
 /// What a PUT stored.
