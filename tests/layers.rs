@@ -33,8 +33,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "http", "registry", "auth", "cache", "storage", "upstream", "config", "oci",
-            "metrics", "memory",
+            "http", "registry", "auth", "cache", "storage", "upstream", "config", "oci", "metrics",
+            "memory",
         ],
     ),
 ];
@@ -151,7 +151,10 @@ fn imports_run_downward_only() {
             }
         }
     }
-    assert!(modules_seen > 50, "found only {modules_seen} files under src/");
+    assert!(
+        modules_seen > 50,
+        "found only {modules_seen} files under src/"
+    );
     assert!(
         violations.is_empty(),
         "imports against the layer rule:\n{}",

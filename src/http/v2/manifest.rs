@@ -11,7 +11,7 @@ use crate::cache::StoredManifest;
 use crate::oci::media::AcceptList;
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::ErrorCode;
-use crate::oci::Reference;
+use crate::oci::{ParseError, Reference};
 use crate::registry::repository::{ManifestRead, Repository};
 use crate::registry::RegistryError;
 
@@ -20,7 +20,7 @@ pub async fn get(
     repo: &impl Repository,
     reference: &str,
 ) -> Result<HttpResponse, RegistryError> {
-    let reference: Reference = reference.parse()?;
+    let reference = readable_reference(reference)?;
     let accept = AcceptList::parse(
         req.headers()
             .get_all(header::ACCEPT)
@@ -32,6 +32,19 @@ pub async fn get(
     };
     let reply = repo.manifest(&reference, &accept, read).await?;
     Ok(respond(&reply.manifest, reply.stale))
+}
+
+/// A reference to read. One that is not a valid tag names no manifest: 404
+/// `MANIFEST_UNKNOWN`, as the OCI conformance suite (and Harbor) expect; a `PUT` of it stays
+/// 400 `TAG_INVALID`. A malformed digest stays 400 `DIGEST_INVALID`.
+fn readable_reference(reference: &str) -> Result<Reference, RegistryError> {
+    reference.parse().map_err(|e: ParseError| match e {
+        ParseError::Tag(_) => RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("no manifest is known by {reference:?}, which is not a valid tag"),
+        ),
+        other => other.into(),
+    })
 }
 
 fn respond(manifest: &StoredManifest, stale: bool) -> HttpResponse {

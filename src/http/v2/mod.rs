@@ -100,7 +100,15 @@ async fn repository(
     let target = registry.target(name, ns.as_deref())?;
     let action = action_for(&route, req.method());
     target.admits(action)?;
-    let caller = access::require(req, "repository", name, Some(action))?;
+    // A mount's source joins the challenge: a 401 then asks for everything the mount needs.
+    let mount_source = match route {
+        Route::UploadStart { .. } if query_param(req, "mount").is_some() => {
+            query_param(req, "from").and_then(|from| from.parse::<RepoName>().ok())
+        }
+        _ => None,
+    };
+    let caller =
+        access::require_also_asking(req, "repository", name, Some(action), mount_source.as_ref())?;
     let served = match target {
         Target::Project(repo) => {
             let may_pull =
