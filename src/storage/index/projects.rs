@@ -7,7 +7,6 @@
 //! | `manifest_repos` | `sha256:<hex>@<repo>`                | empty             |
 //! | `repo_tags`      | `<repo>:<tag>`                       | `sha256:<hex>`    |
 //! | `referrers`      | `<repo>@<subject>@<manifest>`        | [`ReferrerRecord`]|
-//! | `uploads`        | upload id                            | [`UploadRecord`]  |
 //!
 //! `repo_blobs` and `manifest_repos` (the digest-first twin of `repo_manifests`, written in
 //! the same transactions) are keyed digest-first, so that "is this digest private anywhere?"
@@ -20,9 +19,7 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::{
-    decode, encode, insert_new_blob, text_keyed, transaction_error, BlobRecord, Index, IndexError,
-};
+use super::{decode, encode, insert_new_blob, transaction_error, BlobRecord, Index, IndexError};
 use crate::oci::{Digest, RepoName, Tag};
 
 pub(super) struct Trees {
@@ -32,7 +29,6 @@ pub(super) struct Trees {
     manifest_repos: sled::Tree,
     repo_tags: sled::Tree,
     referrers: sled::Tree,
-    uploads: sled::Tree,
 }
 
 impl Trees {
@@ -43,16 +39,8 @@ impl Trees {
             manifest_repos: db.open_tree("manifest_repos")?,
             repo_tags: db.open_tree("repo_tags")?,
             referrers: db.open_tree("referrers")?,
-            uploads: db.open_tree("uploads")?,
         })
     }
-}
-
-/// A blob upload in progress; its bytes are in `uploads/<id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadRecord {
-    pub repo: String,
-    pub started_ms: u64,
 }
 
 /// What the referrers API lists for one manifest that names a subject.
@@ -373,28 +361,6 @@ impl Index {
                 decode(&key, &value)
             })
             .collect()
-    }
-
-    pub fn put_upload(&self, id: &str, record: &UploadRecord) -> Result<(), IndexError> {
-        self.project.uploads.insert(id.as_bytes(), encode(record))?;
-        Ok(())
-    }
-
-    pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>, IndexError> {
-        self.project
-            .uploads
-            .get(id.as_bytes())?
-            .map(|v| decode(id.as_bytes(), &v))
-            .transpose()
-    }
-
-    pub fn remove_upload(&self, id: &str) -> Result<(), IndexError> {
-        self.project.uploads.remove(id.as_bytes())?;
-        Ok(())
-    }
-
-    pub fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, IndexError> {
-        text_keyed(&self.project.uploads)
     }
 }
 

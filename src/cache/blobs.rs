@@ -1,0 +1,147 @@
+//! The blob side of the cache: stored blobs mapped into memory, and the single flight of fills
+//! that fetch the missing ones.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::evict::ServingGuard;
+use super::fill::{Fill, FillError, FillSource, SourceError};
+use super::{blocking, BlobBody, Cache};
+use crate::metrics;
+use crate::oci::Digest;
+use crate::storage::StorageError;
+
+impl Cache {
+    /// The size of a stored blob, if it is stored.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        Ok(self.storage.index.blob(digest)?.map(|r| r.size))
+    }
+
+    /// A stored blob's body, kept from eviction while it lives. `None` when the blob is not
+    /// stored (or its file has gone missing underneath the index).
+    pub async fn stored_blob(&self, digest: &Digest) -> Result<Option<BlobBody>, StorageError> {
+        // Guarded before it is mapped, so that eviction cannot come between.
+        let guard = ServingGuard::new(&self.usage, digest);
+        Ok(self
+            .map_blob(digest)
+            .await?
+            .map(|mapped| BlobBody::stored(mapped, guard)))
+    }
+
+    /// Maps a stored blob into memory. `None` (and the index entry dropped) when its file has
+    /// gone missing underneath the index.
+    async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
+        let storage = Arc::clone(&self.storage);
+        let d = digest.clone();
+        let mapped = self
+            .mapped
+            .get_or_map(digest, move || storage.blobs.open_blob(&d))
+            .await?;
+        if mapped.is_none() {
+            let storage = Arc::clone(&self.storage);
+            let d = digest.clone();
+            blocking(move || storage.index.remove_blob(&d).map(drop)).await?;
+        }
+        Ok(mapped)
+    }
+
+    /// The blob from disk, or from the fill that is fetching it: joins a fill in flight, or
+    /// starts one with `fetch`. `fetch` runs only when this call starts the fill.
+    pub async fn blob_or_fill<F, Fut>(
+        self: &Arc<Self>,
+        digest: &Digest,
+        fetch: F,
+    ) -> Result<BlobBody, StorageError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<FillSource, SourceError>> + Send + 'static,
+    {
+        if let Some(fill) = self.inflight_fill(digest) {
+            metrics::inc(&self.metrics.blob_coalesced);
+            return Ok(BlobBody::filling(fill));
+        }
+        if let Some(record) = self.storage.index.blob(digest)? {
+            if let Some(body) = self.stored_blob(digest).await? {
+                metrics::inc(&self.metrics.blob_hits);
+                self.storage.index.touch(digest, record)?;
+                return Ok(body);
+            }
+        }
+        let storage = Arc::clone(&self.storage);
+        let (temp, read_handle) = blocking(move || {
+            let temp = storage.blobs.temp_file()?;
+            let read_handle = temp.reopen()?;
+            Ok::<_, std::io::Error>((temp, read_handle))
+        })
+        .await?;
+        let (fill, writer) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fill) = inflight.get(digest) {
+                metrics::inc(&self.metrics.blob_coalesced);
+                return Ok(BlobBody::filling(Arc::clone(fill)));
+            }
+            let (fill, writer) = Fill::with_reader(digest.clone(), temp, read_handle);
+            inflight.insert(digest.clone(), Arc::clone(&fill));
+            self.metrics.fills_in_flight.fetch_add(1, Ordering::Relaxed);
+            (fill, writer)
+        };
+        metrics::inc(&self.metrics.blob_misses);
+        metrics::inc(&self.metrics.upstream_blob_gets);
+        let response = fetch();
+        let cache = Arc::clone(self);
+        let d = digest.clone();
+        // Its own task: a client hanging up must not abort the fill others may be reading.
+        tokio::spawn(async move {
+            let (storage, usage) = (Arc::clone(&cache.storage), Arc::clone(&cache.usage));
+            let commit_digest = d.clone();
+            let commit = move |temp, size| -> Result<(), StorageError> {
+                // Counted by the store that added the blob only (an upload may have, meanwhile).
+                if storage.store_temp(temp, &commit_digest, size)? {
+                    usage.add(size);
+                }
+                Ok(())
+            };
+            let result = writer.run(response.await, commit).await;
+            match result {
+                Ok(bytes) => {
+                    metrics::add(&cache.metrics.upstream_bytes, bytes);
+                }
+                Err(e) => {
+                    metrics::inc(&cache.metrics.fills_failed);
+                    // The only source a fill has is upstream.
+                    if matches!(&*e, FillError::Source(_)) {
+                        metrics::inc(&cache.metrics.upstream_errors);
+                    }
+                    tracing::warn!(digest = %d, error = %e, "blob fetch discarded");
+                }
+            }
+            cache
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&d);
+            // Committed and flushed (or discarded) by now.
+            cache
+                .metrics
+                .fills_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
+            cache.evict_if_needed();
+        });
+        Ok(BlobBody::filling(fill))
+    }
+
+    pub(super) fn is_in_flight(&self, digest: &Digest) -> bool {
+        self.inflight_fill(digest).is_some()
+    }
+
+    fn inflight_fill(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()
+    }
+}

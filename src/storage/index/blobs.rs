@@ -1,0 +1,149 @@
+//! The `blobs` tree and its inverse `access` (LRU order), which change together.
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, now_ms, transaction_error, Index, IndexError};
+use crate::oci::Digest;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    /// Set for manifests, whose media type must be answered as `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// When the blob was stored or last served, in ms since the Unix epoch (LRU order).
+    #[serde(default)]
+    pub last_access_ms: u64,
+}
+
+impl BlobRecord {
+    /// A record for a blob stored now.
+    pub fn new(size: u64, media_type: Option<String>) -> Self {
+        BlobRecord {
+            size,
+            media_type,
+            last_access_ms: now_ms(),
+        }
+    }
+}
+
+/// Served blobs are re-stamped at most this often, to keep hits from writing the index.
+const TOUCH_GRANULARITY_MS: u64 = 1000;
+
+pub fn blob_key(digest: &Digest) -> Vec<u8> {
+    digest.to_string().into_bytes()
+}
+
+pub fn parse_blob_key(key: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(key).ok()?.parse().ok()
+}
+
+pub fn access_key(last_access_ms: u64, digest: &Digest) -> Vec<u8> {
+    let mut key = last_access_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(&blob_key(digest));
+    key
+}
+
+pub fn parse_access_key(key: &[u8]) -> Option<(u64, Digest)> {
+    let (stamp, digest) = key.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(stamp.try_into().ok()?),
+        parse_blob_key(digest)?,
+    ))
+}
+
+/// Inside a transaction: indexes a blob unless it is already; true when this call did.
+pub(super) fn insert_new_blob(
+    blobs: &sled::transaction::TransactionalTree,
+    access: &sled::transaction::TransactionalTree,
+    digest: &Digest,
+    record: &BlobRecord,
+) -> sled::transaction::ConflictableTransactionResult<bool, sled::Error> {
+    let key = blob_key(digest);
+    if blobs.get(&key)?.is_some() {
+        return Ok(false);
+    }
+    blobs.insert(key, encode(record))?;
+    access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
+    Ok(true)
+}
+
+impl Index {
+    pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
+        let key = blob_key(digest);
+        self.blobs.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    /// Inserts or replaces a blob's record, moving its `access` entry along.
+    pub fn put_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<(), IndexError> {
+        use sled::Transactional;
+        let key = blob_key(digest);
+        let value = encode(record);
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| {
+                if let Some(old) = blobs.insert(key.as_slice(), value.as_slice())? {
+                    if let Ok(old) = serde_json::from_slice::<BlobRecord>(&old) {
+                        access.remove(access_key(old.last_access_ms, digest))?;
+                    }
+                }
+                access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
+                Ok(())
+            })
+            .map_err(transaction_error)
+    }
+
+    /// Indexes a blob unless it is already: true when this call did, so that only the one
+    /// store that added a digest counts its bytes.
+    pub fn put_new_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<bool, IndexError> {
+        use sled::Transactional;
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| insert_new_blob(blobs, access, digest, record))
+            .map_err(transaction_error)
+    }
+
+    /// Removes a blob's record and its `access` entry; returns the record that was there.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
+        use sled::Transactional;
+        let key = blob_key(digest);
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| {
+                let old = blobs.remove(key.as_slice())?;
+                let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
+                if let Some(old) = &old {
+                    access.remove(access_key(old.last_access_ms, digest))?;
+                }
+                Ok(old)
+            })
+            .map_err(transaction_error)
+    }
+
+    /// Marks a blob as just used (coarsely: at most once per second).
+    /// `record` is the blob's record as just read, so a hit reads the index once.
+    pub fn touch(&self, digest: &Digest, mut record: BlobRecord) -> Result<(), IndexError> {
+        let now = now_ms();
+        if record.last_access_ms + TOUCH_GRANULARITY_MS > now {
+            return Ok(());
+        }
+        record.last_access_ms = now;
+        self.put_blob(digest, &record)
+    }
+
+    /// Blobs from least to most recently used.
+    pub fn least_recently_used(&self) -> impl Iterator<Item = Result<Digest, IndexError>> + '_ {
+        self.access.iter().keys().filter_map(|key| match key {
+            Err(e) => Some(Err(e.into())),
+            Ok(key) => parse_access_key(&key).map(|(_, digest)| Ok(digest)),
+        })
+    }
+
+    /// Every indexed blob. Entries whose key does not parse are skipped.
+    pub fn blobs(&self) -> impl Iterator<Item = Result<(Digest, BlobRecord), IndexError>> + '_ {
+        self.blobs.iter().filter_map(|item| match item {
+            Err(e) => Some(Err(e.into())),
+            Ok((key, value)) => {
+                let digest = parse_blob_key(&key)?;
+                Some(decode(&key, &value).map(|record| (digest, record)))
+            }
+        })
+    }
+}

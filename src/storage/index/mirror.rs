@@ -1,0 +1,164 @@
+//! The mirror's trees: cached tag answers (`tags`), which mirrored repository holds which
+//! digest (`links`), and which repositories upstream guards (`guarded`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, Index, IndexError};
+use crate::oci::{Digest, RepoName, Tag};
+
+/// Whether upstream serves a repository only with credentials, as far as berth knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarding {
+    /// Upstream serves it to berth's default identity (or nobody has asked yet).
+    Open,
+    /// Upstream failed when asked: treated as guarded until a later check gets an answer.
+    Unsure,
+    /// Upstream refused the default identity.
+    Guarded,
+}
+
+/// The `guarded` tree's value for [`Guarding::Unsure`]; an empty value is [`Guarding::Guarded`],
+/// as written before unsure marks existed.
+pub(super) const UNSURE: &[u8] = b"unsure";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    /// When upstream last confirmed this tag, in milliseconds since the Unix epoch.
+    pub checked_at_ms: u64,
+}
+
+pub fn tag_key(upstream: &str, repo: &RepoName, tag: &Tag) -> Vec<u8> {
+    format!("{upstream}/{repo}:{tag}").into_bytes()
+}
+
+pub fn parse_tag_key(key: &[u8]) -> Option<(String, RepoName, Tag)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let (upstream, rest) = text.split_once('/')?;
+    let (repo, tag) = rest.rsplit_once(':')?;
+    Some((upstream.to_owned(), repo.parse().ok()?, tag.parse().ok()?))
+}
+
+pub fn link_key(upstream: &str, repo: &RepoName, digest: &Digest) -> Vec<u8> {
+    format!("{upstream}/{repo}@{digest}").into_bytes()
+}
+
+pub fn parse_link_key(key: &[u8]) -> Option<(String, RepoName, Digest)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let (upstream, rest) = text.split_once('/')?;
+    let (repo, digest) = rest.rsplit_once('@')?;
+    Some((
+        upstream.to_owned(),
+        repo.parse().ok()?,
+        digest.parse().ok()?,
+    ))
+}
+
+impl Index {
+    pub fn tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<TagRecord>, IndexError> {
+        let key = tag_key(upstream, repo, tag);
+        self.tags.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    pub fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        record: &TagRecord,
+    ) -> Result<(), IndexError> {
+        self.tags
+            .insert(tag_key(upstream, repo, tag), encode(record))?;
+        Ok(())
+    }
+
+    pub fn remove_tag(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> Result<(), IndexError> {
+        self.tags.remove(tag_key(upstream, repo, tag))?;
+        Ok(())
+    }
+
+    pub fn guarding(&self, key: &str) -> Result<Guarding, IndexError> {
+        Ok(match self.guarded.get(key.as_bytes())? {
+            None => Guarding::Open,
+            Some(value) if value.as_ref() == UNSURE => Guarding::Unsure,
+            Some(_) => Guarding::Guarded,
+        })
+    }
+
+    /// Upstream refused the default identity: guarded, whatever was known before.
+    pub fn mark_guarded(&self, key: &str) -> Result<(), IndexError> {
+        self.guarded.insert(key.as_bytes(), &[] as &[u8])?;
+        Ok(())
+    }
+
+    /// Guarded until upstream can be asked; leaves a repository already guarded alone.
+    pub fn mark_unsure(&self, key: &str) -> Result<(), IndexError> {
+        // A failed swap means some other request marked it first: nothing to do.
+        let _ =
+            self.guarded
+                .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(UNSURE))?;
+        Ok(())
+    }
+
+    /// Upstream serves an unsure repository to the default identity after all. Only an unsure
+    /// mark goes: a refusal recorded meanwhile stands.
+    pub fn clear_unsure(&self, key: &str) -> Result<(), IndexError> {
+        let _ =
+            self.guarded
+                .compare_and_swap(key.as_bytes(), Some(UNSURE), None as Option<&[u8]>)?;
+        Ok(())
+    }
+
+    /// Upstream serves the repository to the default identity again: open, whatever was
+    /// known before.
+    pub fn mark_open(&self, key: &str) -> Result<(), IndexError> {
+        self.guarded.remove(key.as_bytes())?;
+        Ok(())
+    }
+
+    /// The cached tags of one repository.
+    pub fn tags_of(&self, upstream: &str, repo: &RepoName) -> Result<Vec<String>, IndexError> {
+        let prefix = format!("{upstream}/{repo}:");
+        self.tags
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|key| {
+                let key = key?;
+                Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// Records that `upstream/repo` holds `digest`; `media_type` is a manifest's, empty for a
+    /// blob. A later link of the same digest replaces the media type.
+    pub fn link(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<(), IndexError> {
+        self.links
+            .insert(link_key(upstream, repo, digest), media_type.as_bytes())?;
+        Ok(())
+    }
+
+    /// `Some(media type)` (empty for a blob) when `upstream/repo` holds `digest`.
+    pub fn linked(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<String>, IndexError> {
+        Ok(self
+            .links
+            .get(link_key(upstream, repo, digest))?
+            .map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+}

@@ -1,0 +1,147 @@
+use super::*;
+use crate::oci::{Digest, RepoName, Tag};
+
+fn digest(byte: u8) -> Digest {
+    Digest::of(&[byte])
+}
+
+#[test]
+fn an_unsure_mark_never_overrides_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let (open, flaky, refused) = ("docker.io/a", "docker.io/b", "docker.io/c");
+    assert_eq!(index.guarding(open).unwrap(), Guarding::Open);
+
+    index.mark_unsure(flaky).unwrap();
+    assert_eq!(index.guarding(flaky).unwrap(), Guarding::Unsure);
+    index.clear_unsure(flaky).unwrap();
+    assert_eq!(index.guarding(flaky).unwrap(), Guarding::Open);
+
+    // A refusal replaces an unsure mark; neither unsure call undoes it.
+    index.mark_unsure(refused).unwrap();
+    index.mark_guarded(refused).unwrap();
+    index.mark_unsure(refused).unwrap();
+    index.clear_unsure(refused).unwrap();
+    assert_eq!(index.guarding(refused).unwrap(), Guarding::Guarded);
+    // Marks written before unsure existed (an empty value) read as guarded.
+    assert_eq!(
+        index.guarded.get(refused.as_bytes()).unwrap().as_deref(),
+        Some(&[] as &[u8])
+    );
+}
+
+#[test]
+fn keys_round_trip() {
+    let repo: RepoName = "library/my.app".parse().unwrap();
+    let tag: Tag = "v1.2".parse().unwrap();
+    let d = digest(1);
+    assert_eq!(
+        tag_key("docker.io", &repo, &tag),
+        b"docker.io/library/my.app:v1.2".to_vec()
+    );
+    assert_eq!(
+        parse_tag_key(&tag_key("127.0.0.1:5000", &repo, &tag)),
+        Some(("127.0.0.1:5000".into(), repo.clone(), tag.clone()))
+    );
+    assert_eq!(
+        parse_link_key(&link_key("ghcr.io", &repo, &d)),
+        Some(("ghcr.io".into(), repo, d.clone()))
+    );
+    assert_eq!(parse_blob_key(&blob_key(&d)), Some(d));
+    assert_eq!(parse_blob_key(b"sha256:nothex"), None);
+    assert_eq!(parse_tag_key(b"no-slash"), None);
+}
+
+#[test]
+fn access_order_follows_puts_and_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let (a, b, c) = (digest(1), digest(2), digest(3));
+    for (d, stamp) in [(&a, 30), (&b, 10), (&c, 20)] {
+        let mut record = BlobRecord::new(1, None);
+        record.last_access_ms = stamp;
+        index.put_blob(d, &record).unwrap();
+    }
+    let order = |index: &Index| -> Vec<Digest> {
+        index
+            .least_recently_used()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(order(&index), vec![b.clone(), c.clone(), a.clone()]);
+    index.touch(&b, index.blob(&b).unwrap().unwrap()).unwrap();
+    assert_eq!(order(&index), vec![c.clone(), a.clone(), b.clone()]);
+    assert_eq!(index.remove_blob(&a).unwrap().map(|r| r.size), Some(1));
+    assert_eq!(order(&index), vec![c.clone(), b.clone()]);
+    assert_eq!(index.remove_blob(&a).unwrap(), None);
+    assert_eq!(parse_access_key(&access_key(7, &c)), Some((7, c)));
+}
+
+#[test]
+fn records_persist_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo: RepoName = "library/x".parse().unwrap();
+    let tag: Tag = "latest".parse().unwrap();
+    let d = digest(7);
+    {
+        let index = Index::open(dir.path()).unwrap();
+        index.put_blob(&d, &BlobRecord::new(3, None)).unwrap();
+        let record = TagRecord {
+            digest: d.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            checked_at_ms: 42,
+        };
+        index.put_tag("docker.io", &repo, &tag, &record).unwrap();
+        index.link("docker.io", &repo, &d, "").unwrap();
+        index.flush().unwrap();
+    }
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.blob(&d).unwrap().unwrap().size, 3);
+    assert_eq!(
+        index
+            .tag("docker.io", &repo, &tag)
+            .unwrap()
+            .unwrap()
+            .checked_at_ms,
+        42
+    );
+    assert_eq!(
+        index.linked("docker.io", &repo, &d).unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(index.linked("ghcr.io", &repo, &d).unwrap(), None);
+    index
+        .link(
+            "docker.io",
+            &repo,
+            &d,
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    assert_eq!(
+        index.linked("docker.io", &repo, &d).unwrap().as_deref(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    let all: Vec<_> = index.blobs().collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 1);
+    index.remove_blob(&d).unwrap();
+    assert!(index.blob(&d).unwrap().is_none());
+}
+
+/// Tag records written when the digest was a plain string still read back.
+#[test]
+fn tag_records_keep_their_stored_form() {
+    let d = digest(7);
+    let old = format!(
+        r#"{{"digest":"{d}","media_type":"application/vnd.oci.image.index.v1+json","checked_at_ms":42}}"#
+    );
+    let record: TagRecord = decode(b"docker.io/library/x:latest", old.as_bytes()).unwrap();
+    assert_eq!(record.digest, d);
+    assert_eq!(record.checked_at_ms, 42);
+    assert_eq!(encode(&record), old.as_bytes());
+    let bad = old.replace(&d.to_string(), "sha256:nothex");
+    assert!(matches!(
+        decode::<TagRecord>(b"k", bad.as_bytes()),
+        Err(IndexError::Corrupt { .. })
+    ));
+}
