@@ -108,7 +108,7 @@ mod tests {
     fn upstreams() -> Upstreams {
         let make = |name: &str| UpstreamSettings {
             name: name.into(),
-            url: format!("https://{name}"),
+            url: format!("https://{name}").parse().unwrap(),
             tag_ttl: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
