@@ -180,9 +180,9 @@ pub(super) fn query_param(req: &HttpRequest, key: &str) -> Option<String> {
 pub(super) fn location(req: &HttpRequest, path: &str) -> String {
     let external = req
         .app_data::<web::Data<ServerSettings>>()
-        .and_then(|s| s.external_url.clone());
+        .and_then(|s| s.external_base());
     match external {
-        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        Some(base) => format!("{base}{path}"),
         None => path.to_owned(),
     }
 }
