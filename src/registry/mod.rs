@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod namespace;
 pub mod pins;
 pub mod private;
+pub mod token;
 
 use std::sync::Arc;
 
