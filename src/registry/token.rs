@@ -251,3 +251,186 @@ impl From<AuthError> for RegistryError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::tests::{key, EC_SEC1};
+    use crate::auth::policy::tests::{projects, settings};
+    use std::io::Write as _;
+
+    fn service(htpasswd: &tempfile::NamedTempFile) -> Arc<TokenService> {
+        let mut auth = settings(true);
+        auth.htpasswd = Some(htpasswd.path().to_path_buf());
+        Arc::new(TokenService::new(&auth, &projects(), key(EC_SEC1)).unwrap())
+    }
+
+    fn htpasswd() -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "dave:{}", bcrypt::hash("dev", 4).unwrap()).unwrap();
+        file
+    }
+
+    fn scopes(texts: &[&str]) -> Vec<Scope> {
+        scope::parse_all(texts.iter().copied()).unwrap()
+    }
+
+    fn password(username: &str, password: &str, scopes: Vec<Scope>) -> TokenRequest {
+        TokenRequest {
+            service: None,
+            scopes,
+            grant: Grant::Password {
+                credentials: Credentials::new(username, password),
+                account: None,
+            },
+            offline: false,
+            client: None,
+        }
+    }
+
+    #[test]
+    fn only_unknown_users_pulling_from_the_mirror_pass_through() {
+        let file = htpasswd();
+        let tokens = service(&file);
+        let open = TokenService::open(key(EC_SEC1)).unwrap();
+        let pull = scopes(&[
+            "repository:library/alpine:pull",
+            "repository:ghcr.io/a/b:pull",
+        ]);
+        assert!(passthrough_applies(&tokens, "hub-user", &pull));
+        assert!(passthrough_applies(&open, "hub-user", &pull));
+        // A local user's wrong password never leaves berth.
+        assert!(!passthrough_applies(&tokens, "dave", &pull));
+        for refused in [
+            // A push, even with a pull: the mirror takes none.
+            &["repository:library/alpine:pull,push"][..],
+            &[
+                "repository:library/alpine:pull",
+                "repository:library/b:delete",
+            ],
+            // A project's repository is berth's own.
+            &["repository:secret/app:pull"],
+            // No action berth knows, or not a repository.
+            &["repository:library/alpine:frobnicate"],
+            &["registry:catalog:*"],
+            &["repository(plugin):library/alpine:pull"],
+        ] {
+            assert!(
+                !passthrough_applies(&tokens, "hub-user", &scopes(refused)),
+                "{refused:?}"
+            );
+        }
+        // No scopes is a login, which only the open mirror checks upstream.
+        assert!(!passthrough_applies(&tokens, "hub-user", &[]));
+        assert!(passthrough_applies(&open, "hub-user", &[]));
+    }
+
+    #[tokio::test]
+    async fn local_users_log_in_and_the_account_must_match() {
+        let file = htpasswd();
+        let tokens = service(&file);
+        let asked = scopes(&["repository:secret/app:pull,push"]);
+        let response = issue_token(tokens.clone(), None, password("dave", "dev", asked.clone()))
+            .await
+            .unwrap();
+        let claims = tokens.verify_access(&response.token).unwrap();
+        assert_eq!(claims.subject(), Some("dave"));
+        assert_eq!(claims.access, asked);
+
+        let mut request = password("dave", "dev", asked);
+        request.grant = Grant::Password {
+            credentials: Credentials::new("dave", "dev"),
+            account: Some("eve".into()),
+        };
+        let err = issue_token(tokens.clone(), None, request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthorized);
+        assert!(err.to_string().contains("account"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn without_a_registry_unknown_credentials_are_just_wrong() {
+        let file = htpasswd();
+        let tokens = service(&file);
+        let pull = scopes(&["repository:library/alpine:pull"]);
+        // With local users, a failed passthrough is the same answer as a wrong password...
+        let err = issue_token(
+            tokens.clone(),
+            None,
+            password("hub-user", "pw", pull.clone()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthorized);
+        assert_eq!(err.message(), AuthError::InvalidCredentials.to_string());
+        // ...on an open mirror, the reason is the answer: there are no local users to hide.
+        let open = Arc::new(TokenService::open(key(EC_SEC1)).unwrap());
+        let err = issue_token(open, None, password("hub-user", "pw", pull))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthorized);
+        assert!(err.to_string().contains("passed through"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_token_for_another_service_is_refused_before_any_login() {
+        let file = htpasswd();
+        let tokens = service(&file);
+        let mut request = password("dave", "wrong", vec![]);
+        request.service = Some("elsewhere".into());
+        let err = issue_token(tokens.clone(), None, request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthorized);
+        assert!(err.to_string().contains("elsewhere"), "{err}");
+        // The same request for this service is a login (and fails as one).
+        let mut request = password("dave", "wrong", vec![]);
+        request.service = Some(tokens.service().to_owned());
+        let err = issue_token(tokens, None, request).await.unwrap_err();
+        assert_eq!(err.message(), AuthError::InvalidCredentials.to_string());
+    }
+
+    #[test]
+    fn auth_errors_carry_their_spec_codes() {
+        let cases = [
+            (
+                AuthError::InvalidScope {
+                    scope: "x".into(),
+                    reason: "bad",
+                },
+                ErrorCode::NameInvalid,
+                None,
+            ),
+            (
+                AuthError::Throttled {
+                    retry_after: Duration::from_secs(7),
+                },
+                ErrorCode::TooManyRequests,
+                Some(Duration::from_secs(7)),
+            ),
+            (
+                AuthError::Busy,
+                ErrorCode::TooManyRequests,
+                Some(Duration::from_secs(1)),
+            ),
+            (
+                AuthError::TooManyScopes { limit: 64 },
+                ErrorCode::Denied,
+                None,
+            ),
+            (AuthError::InvalidCredentials, ErrorCode::Unauthorized, None),
+            (
+                AuthError::InvalidToken("expired".into()),
+                ErrorCode::Unauthorized,
+                None,
+            ),
+        ];
+        for (err, code, retry_after) in cases {
+            let mapped = RegistryError::from(err);
+            assert_eq!((mapped.code(), mapped.retry_after()), (code, retry_after));
+        }
+        let fault = RegistryError::from(AuthError::Crypto("no randomness".into()));
+        assert_eq!(fault.status(), 500);
+    }
+}
