@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::scope::{Action, Scope};
+use super::scope::{Action, ResourceType, Scope};
 
 /// The claims of an access token, as the Docker token spec defines them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ impl AccessClaims {
             .access
             .iter()
             .map(|s| {
-                64 + s.resource_type.len()
+                64 + s.resource_type.heap_bytes()
                     + s.name.len()
                     + s.actions.len() * std::mem::size_of::<Action>()
             })
@@ -53,7 +53,13 @@ impl AccessClaims {
     }
 
     /// Whether the token grants `action` on the resource (`*` grants every action).
-    pub fn allows(&self, resource_type: &str, name: &str, action: Action) -> bool {
+    pub fn allows(
+        &self,
+        resource_type: impl Into<ResourceType>,
+        name: &str,
+        action: Action,
+    ) -> bool {
+        let resource_type = resource_type.into();
         self.access.iter().any(|granted| {
             granted.resource_type == resource_type
                 && granted.name == name

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Registry, RegistryError};
-use crate::auth::scope::{self, Action, Scope};
+use crate::auth::scope::{Action, ResourceType, Scope};
 use crate::auth::{AuthError, Credentials, TokenResponse, TokenService};
 use crate::oci::ErrorCode;
 
@@ -146,7 +146,7 @@ fn passthrough_applies(tokens: &TokenService, username: &str, scopes: &[Scope]) 
     !tokens.is_local_user(username)
         && (!scopes.is_empty() || tokens.is_open())
         && scopes.iter().all(|s| {
-            s.resource_type == scope::REPOSITORY
+            s.resource_type == ResourceType::Repository
                 && !s.actions.is_empty()
                 && s.actions.iter().all(|&action| action == Action::Pull)
                 && tokens.policy().is_project_repo(&s.name).is_none()
@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn scopes(texts: &[&str]) -> Vec<Scope> {
-        scope::parse_all(texts.iter().copied()).unwrap()
+        crate::auth::scope::parse_all(texts.iter().copied()).unwrap()
     }
 
     fn password(username: &str, password: &str, scopes: Vec<Scope>) -> TokenRequest {
