@@ -14,7 +14,8 @@
 //! - [`token`]: the service gluing them together, used by `registry::token` and by request
 //!   checks. It is handed its key: key files are read (or made) by startup.
 //!
-//! Nothing here knows actix; the HTTP layer turns an [`AuthError`] into a registry error.
+//! Nothing here knows actix, the registry or the upstreams; `registry::token` decides what a
+//! token request gets and turns an [`AuthError`] into a registry error.
 
 pub mod claims;
 pub mod credentials;
