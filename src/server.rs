@@ -6,7 +6,8 @@ use std::sync::Arc;
 use actix_web::dev::Service as _;
 use actix_web::{web, App, HttpServer};
 
-use crate::auth::token::TokenService;
+use crate::auth::keys::{self, SigningKey};
+use crate::auth::{AuthError, TokenService};
 use crate::cache::evict::Budget;
 use crate::cache::Cache;
 use crate::config::Settings;
@@ -105,13 +106,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    // Without [auth], an open mirror still runs a token service: it lets clients pass their
-    // upstream credentials through, with a key kept in data_dir.
-    let tokens = match &settings.auth {
-        Some(auth) => TokenService::new(auth, &settings.projects),
-        None => TokenService::open(&settings.storage.data_dir),
-    }
-    .map_err(|e| StartError::Auth(e.to_string()))?;
+    let tokens = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || token_service(&settings))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))??
+    };
     let tokens = Some(web::Data::new(tokens));
     let server_settings = web::Data::new(settings.server.clone());
     let data = web::Data::from(Arc::clone(&registry));
@@ -162,6 +162,29 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     }
     Ok(())
 }
+
+/// The token service, with its signing key loaded (and, for an open mirror, made on first
+/// start). Reads files: blocks.
+fn token_service(settings: &Settings) -> Result<TokenService, StartError> {
+    let auth_error = |e: AuthError| StartError::Auth(e.to_string());
+    match &settings.auth {
+        Some(auth) => {
+            let key = SigningKey::load(&auth.signing_key, auth.certificate.as_deref())
+                .map_err(auth_error)?;
+            TokenService::new(auth, &settings.projects, key).map_err(auth_error)
+        }
+        // Without [auth], an open mirror still runs a token service: it lets clients pass
+        // their upstream credentials through, with a key kept in data_dir.
+        None => {
+            let key = keys::load_or_generate(&settings.storage.data_dir.join(OPEN_MIRROR_KEY))
+                .map_err(auth_error)?;
+            TokenService::open(key).map_err(auth_error)
+        }
+    }
+}
+
+/// The open mirror's signing key, in the data directory.
+const OPEN_MIRROR_KEY: &str = "token.key";
 
 /// Connections the health listener keeps open at once; probes are short and few.
 const HEALTH_CONNECTIONS: usize = 64;

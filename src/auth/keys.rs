@@ -406,5 +406,31 @@ pub fn generate_ec_pem() -> Result<String, AuthError> {
         .map_err(|e| AuthError::Crypto(format!("key generation: {e}")))
 }
 
+/// The key kept at `path`, made there (EC P-256, PKCS#8, mode 0600) when there is none yet:
+/// the open mirror's key, which nobody configures. Reads and writes files: call it at startup,
+/// off the async executor.
+pub fn load_or_generate(path: &Path) -> Result<SigningKey, AuthError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| AuthError::Io { path, source }
+    };
+    if !path.exists() {
+        let pem = generate_ec_pem()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut file| file.write_all(pem.as_bytes()))
+            .map_err(io_error(path))?;
+    }
+    SigningKey::load(path, None)
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -8,11 +8,19 @@
 //! - [`login`]: checking a password without letting guessing hurt anyone: [`throttle`] paces
 //!   failures, [`hashing`] bounds the bcrypt work, [`verified`] spares repeated logins it;
 //! - [`policy`]: who may do what to which repository (projects, roles, the read-only mirror);
-//! - [`token`]: the service gluing them together, used by `http::token` and by request checks.
+//! - [`claims`], [`issue`], [`verify`], [`refresh`]: what a token says, signing it, accepting
+//!   it, and what ties a refresh token to its user's password;
+//! - [`credentials`]: a client's user name and password, parsed once from Basic or a form;
+//! - [`token`]: the service gluing them together, used by `registry::token` and by request
+//!   checks. It is handed its key: key files are read (or made) by startup.
 //!
-//! Nothing here knows actix; the HTTP layer turns an [`AuthError`] into a registry error.
+//! Nothing here knows actix, the registry or the upstreams; `registry::token` decides what a
+//! token request gets and turns an [`AuthError`] into a registry error.
 
+pub mod claims;
+pub mod credentials;
 pub mod hashing;
+pub mod issue;
 pub mod keys;
 pub mod login;
 pub mod policy;
@@ -22,14 +30,17 @@ pub mod throttle;
 pub mod token;
 pub mod users;
 pub mod verified;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use self::claims::{AccessClaims, TokenResponse};
+pub use self::credentials::Credentials;
 pub use self::keys::{SigningKey, Verifier};
 pub use self::policy::Policy;
 pub use self::scope::Scope;
-pub use self::token::{AccessClaims, TokenResponse, TokenService};
+pub use self::token::TokenService;
 pub use self::users::Htpasswd;
 
 #[derive(Debug, thiserror::Error)]

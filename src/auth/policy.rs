@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::scope::{self, Action, Scope};
+use super::scope::{self, Action, ResourceType, Scope};
 use crate::config::{AuthSettings, ProjectSettings, Role};
 
 const NOTHING: &[Action] = &[];
@@ -55,20 +55,20 @@ impl Policy {
     pub fn permitted(
         &self,
         subject: Option<&str>,
-        resource_type: &str,
+        resource_type: &ResourceType,
         name: &str,
     ) -> &'static [Action] {
         let may_read = subject.is_some() || self.anonymous_pull;
         match resource_type {
             // The catalog is filtered per caller where it is served; reaching it is a read.
-            scope::REGISTRY if name == scope::CATALOG => {
+            ResourceType::Registry if name == scope::CATALOG => {
                 if may_read {
                     CATALOG
                 } else {
                     NOTHING
                 }
             }
-            scope::REPOSITORY => match self.is_project_repo(name) {
+            ResourceType::Repository => match self.is_project_repo(name) {
                 Some(project) => {
                     if let Some(user) = subject {
                         if self.admins.contains(user) {
@@ -102,7 +102,7 @@ impl Policy {
     pub fn grant(&self, subject: Option<&str>, asked: &Scope) -> Option<Scope> {
         let writes = asked.actions.iter().any(|a| a.writes());
         if writes
-            && asked.resource_type == scope::REPOSITORY
+            && asked.resource_type == ResourceType::Repository
             && self.is_project_repo(&asked.name).is_none()
         {
             return None;
@@ -130,7 +130,7 @@ impl Policy {
 
     /// Whether `subject` may take `action` on repository `repo`.
     pub fn may(&self, subject: Option<&str>, repo: &str, action: Action) -> bool {
-        self.permitted(subject, scope::REPOSITORY, repo)
+        self.permitted(subject, &ResourceType::Repository, repo)
             .contains(&action)
     }
 }
@@ -181,7 +181,9 @@ pub(crate) mod tests {
     }
 
     fn actions(policy: &Policy, subject: Option<&str>, repo: &str) -> Vec<Action> {
-        policy.permitted(subject, scope::REPOSITORY, repo).to_vec()
+        policy
+            .permitted(subject, &ResourceType::Repository, repo)
+            .to_vec()
     }
 
     #[test]
@@ -250,15 +252,25 @@ pub(crate) mod tests {
     fn catalog_and_unknown_types() {
         let open = Policy::new(&settings(true), &projects());
         let closed = Policy::new(&settings(false), &projects());
-        assert_eq!(open.permitted(None, "registry", "catalog"), [All]);
-        assert!(closed.permitted(None, "registry", "catalog").is_empty());
-        assert_eq!(closed.permitted(Some("gina"), "registry", "catalog"), [All]);
-        assert!(open.permitted(Some("root"), "registry", "other").is_empty());
+        assert_eq!(
+            open.permitted(None, &ResourceType::Registry, "catalog"),
+            [All]
+        );
+        assert!(closed
+            .permitted(None, &ResourceType::Registry, "catalog")
+            .is_empty());
+        assert_eq!(
+            closed.permitted(Some("gina"), &ResourceType::Registry, "catalog"),
+            [All]
+        );
         assert!(open
-            .permitted(Some("root"), "repository(plugin)", "secret/app")
+            .permitted(Some("root"), &ResourceType::Registry, "other")
             .is_empty());
         assert!(open
-            .permitted(Some("root"), "blob", "secret/app")
+            .permitted(Some("root"), &"repository(plugin)".into(), "secret/app")
+            .is_empty());
+        assert!(open
+            .permitted(Some("root"), &"blob".into(), "secret/app")
             .is_empty());
     }
 
@@ -315,7 +327,10 @@ pub(crate) mod tests {
             Some(Scope::catalog())
         );
         assert_eq!(
-            policy.grant(Some("gina"), &Scope::new("registry", "catalog", [Pull])),
+            policy.grant(
+                Some("gina"),
+                &Scope::new(ResourceType::Registry, "catalog", [Pull])
+            ),
             None
         );
     }

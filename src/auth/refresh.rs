@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 pub const REFRESH_TOKEN_USE: &str = "refresh";
 
+/// The audience of refresh tokens: berth's token endpoint, never a registry, so no verifier of
+/// access tokens (berth's or another registry's) takes one.
+pub fn refresh_audience(service: &str) -> String {
+    format!("{service}:refresh")
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RefreshClaims {
     pub iss: String,

@@ -12,9 +12,71 @@ use serde::{Deserialize, Serialize};
 
 use super::AuthError;
 
-pub const REPOSITORY: &str = "repository";
-pub const REGISTRY: &str = "registry";
+/// The one `registry` resource berth grants: `registry:catalog:*`.
 pub const CATALOG: &str = "catalog";
+
+/// The kind of resource a scope names. Distribution's classed form (`repository(plugin)`) and
+/// types berth does not know parse, and are carried as asked, but grant nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ResourceType {
+    Repository,
+    Registry,
+    Other(String),
+}
+
+impl ResourceType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ResourceType::Repository => "repository",
+            ResourceType::Registry => "registry",
+            ResourceType::Other(other) => other,
+        }
+    }
+
+    /// The bytes it owns on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ResourceType::Other(other) => other.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl From<&str> for ResourceType {
+    fn from(text: &str) -> Self {
+        match text {
+            "repository" => ResourceType::Repository,
+            "registry" => ResourceType::Registry,
+            other => ResourceType::Other(other.to_owned()),
+        }
+    }
+}
+
+impl PartialEq<str> for ResourceType {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// As its name: the `type` of a token's `access` entry, which Distribution reads.
+impl Serialize for ResourceType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(ResourceType::from(&*text))
+    }
+}
 
 /// What a scope asks for or grants on its resource. Serialized as Distribution spells it
 /// (`"pull"`, `"push"`, `"delete"`, `"*"`) in `access` claims, which Distribution reads.
@@ -64,14 +126,14 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Scope {
     #[serde(rename = "type")]
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub name: String,
     pub actions: Vec<Action>,
 }
 
 impl Scope {
     pub fn new(
-        resource_type: impl Into<String>,
+        resource_type: impl Into<ResourceType>,
         name: impl Into<String>,
         actions: impl IntoIterator<Item = Action>,
     ) -> Self {
@@ -87,12 +149,12 @@ impl Scope {
     }
 
     pub fn repository(name: impl Into<String>, actions: &[Action]) -> Self {
-        Scope::new(REPOSITORY, name, actions.iter().copied())
+        Scope::new(ResourceType::Repository, name, actions.iter().copied())
     }
 
     /// `registry:catalog:*`
     pub fn catalog() -> Self {
-        Scope::new(REGISTRY, CATALOG, [Action::All])
+        Scope::new(ResourceType::Registry, CATALOG, [Action::All])
     }
 
     pub fn has_action(&self, action: Action) -> bool {
@@ -244,7 +306,7 @@ mod tests {
     #[test]
     fn names_with_hosts_and_ports() {
         let scope = parse("repository:localhost:5000/team/app:pull,push");
-        assert_eq!(scope.resource_type, "repository");
+        assert_eq!(scope.resource_type, ResourceType::Repository);
         assert_eq!(scope.name, "localhost:5000/team/app");
         assert_eq!(scope.actions, [Pull, Push]);
         assert_eq!(
@@ -260,7 +322,7 @@ mod tests {
         );
         assert_eq!(
             parse("repository(plugin):vieux/sshfs:pull").resource_type,
-            "repository(plugin)"
+            ResourceType::Other("repository(plugin)".into())
         );
     }
 
@@ -359,5 +421,10 @@ mod tests {
             r#"{"type":"repository","name":"a/b","actions":["pull","push","delete","*"]}"#
         );
         assert_eq!(serde_json::from_str::<Scope>(&text).unwrap(), every);
+        // A type berth does not know survives the round trip as it was.
+        let classed = parse("repository(plugin):vieux/sshfs:pull");
+        let text = serde_json::to_string(&classed).unwrap();
+        assert!(text.contains(r#""type":"repository(plugin)""#), "{text}");
+        assert_eq!(serde_json::from_str::<Scope>(&text).unwrap(), classed);
     }
 }

@@ -6,177 +6,69 @@
 //!   `grant_type=refresh_token` (`refresh_token`), space-separated `scope`, and
 //!   `access_type=offline` for a refresh token (docker stores it instead of the password).
 //!
-//! Password checks run as [`crate::auth::login`] orders them: throttle, cache of verified logins,
-//! then bcrypt on a bounded pool, never on the request executor. Wrong credentials are a 401
-//! with the spec's JSON error body, the same for unknown users and wrong passwords; too many
-//! failures from one user name or address are a 429 `TOOMANYREQUESTS` with `Retry-After`.
+//! This file parses either form into a [`TokenRequest`] and renders the answer; who gets
+//! what is decided in [`crate::registry::token`].
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::error_response;
 use super::source;
-use crate::auth::{scope, AuthError, TokenResponse, TokenService};
+use crate::auth::{scope, AuthError, Credentials, TokenResponse, TokenService};
 use crate::oci::ErrorCode;
+use crate::registry::token::{issue_token, Grant, TokenRequest};
 use crate::registry::{Registry, RegistryError};
 
 /// `GET /token`
 pub async fn get(req: HttpRequest) -> HttpResponse {
-    respond(get_token(&req).await)
+    respond(answer(&req, parse_get(&req)).await)
 }
 
 /// `POST /token`
 pub async fn post(req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    respond(post_token(&req, &body).await)
+    respond(answer(&req, parse_post(&req, &body)).await)
 }
 
-async fn get_token(req: &HttpRequest) -> Result<TokenResponse, RegistryError> {
-    let tokens = service(req)?;
-    let params = Params::parse(req.query_string().as_bytes());
-    check_service(&tokens, &params)?;
-    let scopes = scope::parse_all(params.all("scope")).map_err(auth_error)?;
-    let credentials = match req.headers().get(header::AUTHORIZATION) {
-        Some(value) => {
-            let value = value.to_str().map_err(|_| {
-                auth_error(AuthError::MalformedCredentials("non-ASCII credentials"))
-            })?;
-            Some(TokenService::parse_basic(value).map_err(auth_error)?)
-        }
-        None => None,
-    };
-    let offline = params.first("offline_token") == Some("true");
-    let subject = match credentials {
-        None => None,
-        Some((username, password)) => {
-            match login(req, &tokens, &username, &password, &scopes).await? {
-                Login::Upstream(response) => return Ok(response),
-                Login::Local => {}
-            }
-            if params
-                .first("account")
-                .is_some_and(|account| account != username)
-            {
-                return Err(auth_error(AuthError::MalformedCredentials(
-                    "account does not match the credentials",
-                )));
-            }
-            Some(username)
-        }
-    };
-    blocking(move || tokens.issue(subject.as_deref(), &scopes, offline)).await
-}
-
-/// How a client's credentials were accepted.
-enum Login {
-    /// A local user's password.
-    Local,
-    /// Upstream's credentials, passed through: the token is ready.
-    Upstream(TokenResponse),
-}
-
-/// Checks credentials: a local user's password, or, when [`passthrough_applies`], the
-/// upstream's. A failure counts towards the throttle; with local users every failure, unknown
-/// user or wrong password, locally or upstream, is the same answer.
-async fn login(
+async fn answer(
     req: &HttpRequest,
-    tokens: &TokenService,
-    username: &str,
-    password: &str,
-    scopes: &[scope::Scope],
-) -> Result<Login, RegistryError> {
-    let address = source::client_address(req);
-    let local = tokens.authenticate(username, password, address).await;
-    let failure = match local {
-        Ok(()) => return Ok(Login::Local),
-        Err(AuthError::InvalidCredentials) if passthrough_applies(tokens, username, scopes) => {
-            match passthrough(req, tokens, username, password, scopes).await {
-                Ok(response) => return Ok(Login::Upstream(response)),
-                Err(e) if tokens.is_open() => return Err(e),
-                Err(e) => {
-                    tracing::info!(error = %e, "passed-through credentials refused");
-                    AuthError::InvalidCredentials
-                }
-            }
-        }
-        Err(e) => e,
-    };
-    if matches!(failure, AuthError::InvalidCredentials) {
-        tokens.login_failed(username, address);
-    }
-    Err(auth_error(failure))
-}
-
-/// Credentials berth does not know may be an upstream's: passed through when every scope asked
-/// for is a pull of a repository of the mirror namespace. A local user's wrong password never
-/// is, and neither is a push (the mirror takes none: pushing to a repository that is in no
-/// project never contacts an upstream).
-fn passthrough_applies(tokens: &TokenService, username: &str, scopes: &[scope::Scope]) -> bool {
-    !tokens.is_local_user(username)
-        && (!scopes.is_empty() || tokens.is_open())
-        && scopes.iter().all(|s| {
-            s.resource_type == scope::REPOSITORY
-                && !s.actions.is_empty()
-                && s.actions
-                    .iter()
-                    .all(|&action| action == scope::Action::Pull)
-                && tokens.policy().is_project_repo(&s.name).is_none()
-        })
-}
-
-/// Exchanges the client's credentials upstream and issues berth's token tied to that grant.
-async fn passthrough(
-    req: &HttpRequest,
-    tokens: &TokenService,
-    username: &str,
-    password: &str,
-    scopes: &[scope::Scope],
+    request: Result<TokenRequest, RegistryError>,
 ) -> Result<TokenResponse, RegistryError> {
-    let registry = req
-        .app_data::<web::Data<Registry>>()
-        .ok_or_else(|| unauthorized("credentials cannot be passed through here"))?;
-    if scopes.is_empty() {
-        // A login: check the credentials at the default upstream; grant nothing yet.
-        let target = registry.resolve("library/login-check", None)?;
-        registry
-            .mirror
-            .verify_login(&target, username, password)
-            .await?;
-        return tokens.issue(Some(username), &[], false).map_err(auth_error);
-    }
-    let mut grant: Option<(String, String, std::time::Duration)> = None;
-    let mut repos = Vec::new();
-    for asked in scopes {
-        let target = registry.resolve(&asked.name, None)?;
-        let (id, lifetime) = registry
-            .mirror
-            .passthrough_login(&target, username, password)
-            .await?;
-        if let Some((upstream, ..)) = &grant {
-            if upstream != target.upstream.name() {
-                return Err(unauthorized(
-                    "one token cannot carry credentials for two upstreams",
-                ));
-            }
-        }
-        let shortest = grant.as_ref().map_or(lifetime, |(.., l)| lifetime.min(*l));
-        grant = Some((target.upstream.name().to_owned(), id, shortest));
-        repos.push(asked.name.clone());
-    }
-    let Some((_, id, lifetime)) = grant else {
-        return Err(unauthorized("nothing to pass credentials through for"));
-    };
-    tokens
-        .issue_for_upstream(username, &repos, &id, lifetime)
-        .map_err(auth_error)
+    let tokens = req
+        .app_data::<web::Data<TokenService>>()
+        .cloned()
+        .ok_or_else(|| RegistryError::new(ErrorCode::NameUnknown, "no token service configured"))?;
+    let registry = req.app_data::<web::Data<Registry>>().map(|r| r.get_ref());
+    issue_token(tokens.into_inner(), registry, request?).await
 }
 
-async fn post_token(req: &HttpRequest, body: &[u8]) -> Result<TokenResponse, RegistryError> {
-    let tokens = service(req)?;
+fn parse_get(req: &HttpRequest) -> Result<TokenRequest, RegistryError> {
+    let params = Params::parse(req.query_string().as_bytes());
+    let scopes = scope::parse_all(params.all("scope"))?;
+    let grant = match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| AuthError::MalformedCredentials("non-ASCII credentials"))?;
+            Grant::Password {
+                credentials: Credentials::from_basic(value)?,
+                account: params.first("account").map(str::to_owned),
+            }
+        }
+        None => Grant::Anonymous,
+    };
+    Ok(TokenRequest {
+        service: params.first("service").map(str::to_owned),
+        scopes,
+        grant,
+        offline: params.first("offline_token") == Some("true"),
+        client: source::client_address(req),
+    })
+}
+
+fn parse_post(req: &HttpRequest, body: &[u8]) -> Result<TokenRequest, RegistryError> {
     let params = Params::parse(body);
-    check_service(&tokens, &params)?;
-    let scopes = scope::parse_all(params.all("scope")).map_err(auth_error)?;
-    let offline = params.first("access_type") == Some("offline");
-    match params.first("grant_type") {
+    let scopes = scope::parse_all(params.all("scope"))?;
+    let grant = match params.first("grant_type") {
         Some("password") => {
             let (Some(username), Some(password)) =
                 (params.first("username"), params.first("password"))
@@ -185,85 +77,41 @@ async fn post_token(req: &HttpRequest, body: &[u8]) -> Result<TokenResponse, Reg
                     "grant_type=password needs username and password",
                 ));
             };
-            match login(req, &tokens, username, password, &scopes).await? {
-                Login::Upstream(response) => Ok(response),
-                Login::Local => {
-                    let username = username.to_owned();
-                    blocking(move || tokens.issue(Some(&username), &scopes, offline)).await
-                }
+            Grant::Password {
+                credentials: Credentials::new(username, password),
+                account: None,
             }
         }
         Some("refresh_token") => {
             let Some(refresh_token) = params.first("refresh_token") else {
                 return Err(unauthorized("grant_type=refresh_token needs refresh_token"));
             };
-            let refresh_token = refresh_token.to_owned();
-            blocking(move || tokens.refresh(&refresh_token, &scopes)).await
+            Grant::Refresh(refresh_token.to_owned())
         }
-        Some(other) => Err(RegistryError::new(
-            ErrorCode::Unsupported,
-            format!("grant_type {other:?} is not supported: use password or refresh_token"),
-        )),
-        None => Err(RegistryError::new(
-            ErrorCode::Unsupported,
-            "grant_type is required: password or refresh_token",
-        )),
-    }
-}
-
-/// The token service, when `[auth]` configured one.
-fn service(req: &HttpRequest) -> Result<web::Data<TokenService>, RegistryError> {
-    req.app_data::<web::Data<TokenService>>()
-        .cloned()
-        .ok_or_else(|| RegistryError::new(ErrorCode::NameUnknown, "no token service configured"))
-}
-
-/// A token for another service would be useless to the client, and a sign of misconfiguration
-/// worth saying so plainly.
-fn check_service(tokens: &TokenService, params: &Params) -> Result<(), RegistryError> {
-    match params.first("service") {
-        Some(asked) if asked != tokens.service() => Err(unauthorized(format!(
-            "this token service issues tokens for service {:?}, not {asked:?}",
-            tokens.service()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-async fn blocking<F>(work: F) -> Result<TokenResponse, RegistryError>
-where
-    F: FnOnce() -> Result<TokenResponse, AuthError> + Send + 'static,
-{
-    web::block(work)
-        .await
-        .map_err(|e| RegistryError::internal("token service failure", e))?
-        .map_err(auth_error)
+        Some(other) => {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("grant_type {other:?} is not supported: use password or refresh_token"),
+            ))
+        }
+        None => {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "grant_type is required: password or refresh_token",
+            ))
+        }
+    };
+    Ok(TokenRequest {
+        service: params.first("service").map(str::to_owned),
+        scopes,
+        grant,
+        offline: params.first("access_type") == Some("offline"),
+        client: source::client_address(req),
+    })
 }
 
 fn unauthorized(message: impl Into<String>) -> RegistryError {
     RegistryError::new(ErrorCode::Unauthorized, message)
-}
-
-fn auth_error(err: AuthError) -> RegistryError {
-    if err.is_server_fault() {
-        return RegistryError::internal("token service failure", err);
-    }
-    match err {
-        // There is no generic 400 code in the registry's table; the scope names a resource.
-        AuthError::InvalidScope { .. } => {
-            RegistryError::new(ErrorCode::NameInvalid, err.to_string())
-        }
-        AuthError::Throttled { retry_after } => {
-            RegistryError::new(ErrorCode::TooManyRequests, err.to_string())
-                .with_retry_after(Some(retry_after))
-        }
-        AuthError::Busy => RegistryError::new(ErrorCode::TooManyRequests, err.to_string())
-            .with_retry_after(Some(std::time::Duration::from_secs(1))),
-        // Well-formed, but more than berth grants at once: refused, not a credentials problem
-        // (a 401 would send clients into a login loop).
-        AuthError::TooManyScopes { .. } => RegistryError::new(ErrorCode::Denied, err.to_string()),
-        _ => unauthorized(err.to_string()),
-    }
 }
 
 fn respond(result: Result<TokenResponse, RegistryError>) -> HttpResponse {
@@ -325,7 +173,7 @@ mod tests {
         let mut auth = settings(false);
         auth.service = "registry.test".into();
         auth.htpasswd = Some(htpasswd.path().to_path_buf());
-        web::Data::new(TokenService::with_key(&auth, &projects(), key(EC_SEC1)).unwrap())
+        web::Data::new(TokenService::new(&auth, &projects(), key(EC_SEC1)).unwrap())
     }
 
     fn htpasswd() -> tempfile::NamedTempFile {

@@ -12,6 +12,7 @@ pub mod namespace;
 pub mod pins;
 pub mod private;
 pub mod repository;
+pub mod token;
 
 use std::sync::Arc;
 

@@ -448,3 +448,23 @@ fn generated_pem_is_pkcs8() {
     assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
     assert!(pem.lines().all(|line| line.len() <= 64));
 }
+
+#[test]
+fn a_missing_key_is_made_once_and_kept() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/token.key");
+    let made = load_or_generate(&path).unwrap();
+    assert_eq!(made.algorithm(), Algorithm::ES256);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A restart signs with the same key: tokens issued before it stay valid.
+    let again = load_or_generate(&path).unwrap();
+    assert_eq!(again.kid(), made.kid());
+    // An unreadable key is an error, never silently replaced.
+    std::fs::write(&path, "not a key").unwrap();
+    assert!(matches!(
+        load_or_generate(&path),
+        Err(AuthError::Key { .. })
+    ));
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 use moka::sync::Cache;
 
 use super::{storage_error, upstream_error, Mirror};
+use crate::auth::Credentials as ClientCredentials;
 use crate::config::Secret;
 use crate::memory::weight;
 use crate::oci::media;
@@ -25,7 +26,7 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::error::RegistryError;
 use crate::registry::namespace::MirrorRepo;
 use crate::storage::index::Guarding;
-use crate::upstream::{Credentials, Identity, UpstreamError};
+use crate::upstream::{Credentials, Identity, Upstream, UpstreamError};
 
 /// What to ask upstream when checking a caller's access.
 pub enum Probe<'a> {
@@ -134,44 +135,38 @@ impl Mirror {
     pub async fn passthrough_login(
         &self,
         target: &MirrorRepo,
-        username: &str,
-        password: &str,
+        credentials: &ClientCredentials,
     ) -> Result<(String, Duration), RegistryError> {
-        self.exchange(target, Some(&target.repo), username, password)
+        self.exchange(&target.upstream, Some(&target.repo), credentials)
             .await
     }
 
     /// Checks upstream credentials without a repository (`docker login` against the mirror).
     pub async fn verify_login(
         &self,
-        target: &MirrorRepo,
-        username: &str,
-        password: &str,
+        upstream: &Upstream,
+        credentials: &ClientCredentials,
     ) -> Result<(), RegistryError> {
-        self.exchange(target, None, username, password)
-            .await
-            .map(|_| ())
+        self.exchange(upstream, None, credentials).await.map(|_| ())
     }
 
     async fn exchange(
         &self,
-        target: &MirrorRepo,
+        upstream: &Upstream,
         repo: Option<&RepoName>,
-        username: &str,
-        password: &str,
+        client: &ClientCredentials,
     ) -> Result<(String, Duration), RegistryError> {
         let id = identity_id(
             &self.guard.secret,
-            target.upstream.name(),
-            username,
-            password,
+            upstream.name(),
+            &client.username,
+            client.password(),
         );
         let credentials = Credentials {
-            username: username.to_owned(),
-            password: Secret::new(password),
+            username: client.username.clone(),
+            password: Secret::new(client.password()),
         };
-        let lifetime = target
-            .upstream
+        let lifetime = upstream
             .exchange(repo, &credentials, &Identity::Client(id.clone()))
             .await
             .map_err(|e| match &e {
@@ -180,7 +175,7 @@ impl Mirror {
                     ErrorCode::Unauthorized,
                     format!(
                         "upstream {} refused these credentials: {reason}",
-                        target.upstream.name()
+                        upstream.name()
                     ),
                 ),
                 _ => upstream_error(e, ErrorCode::NameUnknown),

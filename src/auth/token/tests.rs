@@ -1,0 +1,304 @@
+use super::*;
+use crate::auth::claims::now_secs;
+use crate::auth::credentials::Credentials;
+use crate::auth::keys::tests::{key, EC_SEC1};
+use crate::auth::policy::tests::{projects, settings};
+use crate::auth::refresh::REFRESH_TOKEN_USE;
+use crate::auth::scope::Action::{All, Delete, Pull, Push};
+use crate::auth::verify::VERIFIED_CACHE_BYTES;
+use base64::Engine as _;
+use serde::Serialize;
+use std::io::Write;
+
+struct Fixture {
+    service: TokenService,
+    htpasswd: tempfile::NamedTempFile,
+}
+
+fn fixture() -> Fixture {
+    let mut htpasswd = tempfile::NamedTempFile::new().unwrap();
+    for (user, password) in [("dave", "dev"), ("gina", "guest"), ("root", "admin")] {
+        writeln!(htpasswd, "{user}:{}", bcrypt::hash(password, 4).unwrap()).unwrap();
+    }
+    let mut auth = settings(true);
+    auth.service = "registry.test".into();
+    auth.issuer = "berth-issuer".into();
+    auth.htpasswd = Some(htpasswd.path().to_path_buf());
+    let service = TokenService::new(&auth, &projects(), key(EC_SEC1)).unwrap();
+    Fixture { service, htpasswd }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn basic_authentication() {
+    let f = fixture();
+    let s = &f.service;
+    let check = |header: &str| {
+        let parsed = Credentials::from_basic(header);
+        async move {
+            let credentials = parsed?;
+            s.authenticate(&credentials, None)
+                .await
+                .map(|()| credentials.username)
+        }
+    };
+    assert_eq!(check(&basic("dave", "dev")).await.unwrap(), "dave");
+    for (user, password) in [("dave", "wrong"), ("nobody", "dev"), ("", "")] {
+        assert!(matches!(
+            check(&basic(user, password)).await,
+            Err(AuthError::InvalidCredentials)
+        ));
+    }
+    for malformed in ["Basic", "Basic !!!", "Bearer abc", "Basic ZGF2ZQ=="] {
+        assert!(
+            matches!(
+                check(malformed).await,
+                Err(AuthError::MalformedCredentials(_))
+            ),
+            "{malformed}"
+        );
+    }
+}
+
+#[test]
+fn issued_tokens_carry_the_spec_claims() {
+    let f = fixture();
+    let s = &f.service;
+    let asked = [
+        Scope::repository("secret/app", &[Pull, Push]),
+        Scope::repository("library/alpine", &[Pull, Push]),
+        Scope::repository("other/private", &[Pull]),
+    ];
+    let response = s.issue(Some("dave"), &asked, false).unwrap();
+    assert_eq!(response.token, response.access_token);
+    assert_eq!(response.expires_in, 300);
+    assert!(response.refresh_token.is_none());
+    assert!(humantime::parse_rfc3339(&response.issued_at).is_ok());
+
+    let claims = s.verify_access(&response.token).unwrap();
+    assert_eq!(claims.iss, "berth-issuer");
+    assert_eq!(claims.aud, "registry.test");
+    assert_eq!(claims.subject(), Some("dave"));
+    assert_eq!(claims.exp, claims.iat + 300);
+    assert_eq!(claims.jti.len(), 32);
+    assert_eq!(
+        claims.access,
+        // A push asked on the mirror grants nothing there, not even pull.
+        [
+            Scope::repository("secret/app", &[Pull, Push]),
+            Scope::repository("other/private", &[Pull]),
+        ]
+    );
+    assert!(claims.allows("repository", "secret/app", Push));
+    assert!(!claims.allows("repository", "secret/app", Delete));
+    assert!(!claims.allows("repository", "library/alpine", Push));
+    assert!(!claims.allows("repository", "secret/other", Pull));
+    assert!(!claims.allows("registry", "catalog", All));
+
+    // Each token is distinct.
+    let again = s.issue(Some("dave"), &asked, false).unwrap();
+    assert_ne!(again.token, response.token);
+}
+
+#[test]
+fn anonymous_tokens() {
+    let f = fixture();
+    let s = &f.service;
+    let response = s
+        .issue(
+            None,
+            &[Scope::repository("secret/app", &[Pull]), Scope::catalog()],
+            true,
+        )
+        .unwrap();
+    // Anonymous clients get no refresh token, whatever they ask.
+    assert!(response.refresh_token.is_none());
+    let claims = s.verify_access(&response.token).unwrap();
+    assert_eq!(claims.subject(), None);
+    assert_eq!(claims.access, [Scope::catalog()]);
+    assert!(claims.allows("registry", "catalog", All));
+}
+
+#[test]
+fn verified_tokens_are_cached() {
+    let f = fixture();
+    let s = &f.service;
+    let token = s.issue(Some("gina"), &[], false).unwrap().token;
+    let first = s.verify_access(&token).unwrap();
+    let second = s.verify_access(&token).unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+}
+
+#[test]
+fn verified_tokens_are_bounded_in_bytes_and_length() {
+    let f = fixture();
+    let s = &f.service;
+    // A token with many scopes weighs what it carries, not one entry like any other.
+    let many: Vec<Scope> = (0..64)
+        .map(|i| Scope::repository(format!("library/{i:0>200}"), &[Pull]))
+        .collect();
+    let token = s.issue(None, &many, false).unwrap().token;
+    let claims = s.verify_access(&token).unwrap();
+    assert!(claims.heap_bytes() > 64 * 200, "{}", claims.heap_bytes());
+    let cached = s.verifier.cached_bytes();
+    assert!(cached as usize >= token.len() + claims.heap_bytes());
+    assert!(cached <= VERIFIED_CACHE_BYTES);
+    // A token too long to be one of berth's is refused before any work.
+    let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+    assert!(matches!(
+        s.verify_access(&long),
+        Err(AuthError::InvalidToken(_))
+    ));
+}
+
+#[test]
+fn refresh_tokens_refresh_and_nothing_else() {
+    let f = fixture();
+    let s = &f.service;
+    let asked = [Scope::repository("secret/app", &[Pull, Push])];
+    let response = s.issue(Some("dave"), &asked, true).unwrap();
+    let refresh = response.refresh_token.unwrap();
+
+    // A refresh token is not an access token, even to a verifier that skips the marker.
+    assert!(matches!(
+        s.verify_access(&refresh),
+        Err(AuthError::InvalidToken(_))
+    ));
+    // An access token is not a refresh token.
+    assert!(matches!(
+        s.refresh(&response.token, &asked),
+        Err(AuthError::InvalidToken(_))
+    ));
+
+    let refreshed = s.refresh(&refresh, &asked).unwrap();
+    assert!(refreshed.refresh_token.is_none());
+    let claims = s.verify_access(&refreshed.token).unwrap();
+    assert_eq!(claims.subject(), Some("dave"));
+    assert!(claims.allows("repository", "secret/app", Push));
+
+    // A new password revokes the refresh tokens issued before it, not those after.
+    let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();
+    writeln!(file, "dave:{}", bcrypt::hash("dev2", 4).unwrap()).unwrap();
+    drop(file);
+    assert!(matches!(
+        s.refresh(&refresh, &asked),
+        Err(AuthError::InvalidToken(_))
+    ));
+    let after = s.issue(Some("dave"), &asked, true).unwrap();
+    let refresh_after = after.refresh_token.unwrap();
+    assert!(s.refresh(&refresh_after, &asked).is_ok());
+
+    // Removing the user revokes their refresh tokens. (The same size as the file before:
+    // let the modification time move on.)
+    std::thread::sleep(Duration::from_millis(20));
+    let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();
+    writeln!(file, "gina:{}", bcrypt::hash("guest", 4).unwrap()).unwrap();
+    drop(file);
+    assert!(matches!(
+        s.refresh(&refresh_after, &asked),
+        Err(AuthError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        s.refresh(&refresh, &asked),
+        Err(AuthError::InvalidCredentials)
+    ));
+}
+
+#[test]
+fn forged_refresh_claims_are_rejected_as_access_tokens() {
+    // Even a refresh-marked token with the service audience and an access list is refused.
+    let f = fixture();
+    let s = &f.service;
+    #[derive(Serialize)]
+    struct Marked<'a> {
+        #[serde(flatten)]
+        claims: &'a AccessClaims,
+        token_use: &'a str,
+    }
+    let now = now_secs();
+    let claims = AccessClaims {
+        iss: "berth-issuer".into(),
+        sub: "dave".into(),
+        aud: "registry.test".into(),
+        exp: now + 60,
+        nbf: now,
+        iat: now,
+        jti: "x".into(),
+        access: vec![Scope::repository("secret/app", &[Pull])],
+        upid: None,
+    };
+    let token = s
+        .signing_key()
+        .sign(&Marked {
+            claims: &claims,
+            token_use: REFRESH_TOKEN_USE,
+        })
+        .unwrap();
+    assert!(matches!(
+        s.verify_access(&token),
+        Err(AuthError::InvalidToken(_))
+    ));
+    // The same claims without the marker are fine (the control).
+    assert!(s
+        .verify_access(&s.signing_key().sign(&claims).unwrap())
+        .is_ok());
+}
+
+#[test]
+fn expired_and_foreign_tokens_are_rejected() {
+    let f = fixture();
+    let s = &f.service;
+    let now = now_secs();
+    let mut claims = AccessClaims {
+        iss: "berth-issuer".into(),
+        sub: "dave".into(),
+        aud: "registry.test".into(),
+        exp: now - 120,
+        nbf: now - 400,
+        iat: now - 400,
+        jti: "x".into(),
+        access: vec![],
+        upid: None,
+    };
+    let expired = s.signing_key().sign(&claims).unwrap();
+    assert!(matches!(
+        s.verify_access(&expired),
+        Err(AuthError::InvalidToken(_))
+    ));
+    claims.exp = now + 60;
+    claims.aud = "someone-else".into();
+    let foreign = s.signing_key().sign(&claims).unwrap();
+    assert!(matches!(
+        s.verify_access(&foreign),
+        Err(AuthError::InvalidToken(_))
+    ));
+    claims.aud = "registry.test".into();
+    claims.iss = "mallory".into();
+    let forged = s.signing_key().sign(&claims).unwrap();
+    assert!(matches!(
+        s.verify_access(&forged),
+        Err(AuthError::InvalidToken(_))
+    ));
+    assert!(matches!(
+        s.verify_access("garbage"),
+        Err(AuthError::InvalidToken(_))
+    ));
+}
+
+#[tokio::test]
+async fn without_htpasswd_nobody_logs_in() {
+    let auth = settings(true);
+    let s = TokenService::new(&auth, &projects(), key(EC_SEC1)).unwrap();
+    assert!(matches!(
+        s.authenticate(&Credentials::new("root", "admin"), None)
+            .await,
+        Err(AuthError::InvalidCredentials)
+    ));
+    assert!(s.issue(None, &[], false).is_ok());
+}
