@@ -10,7 +10,7 @@ use crate::auth::keys::{self, SigningKey};
 use crate::auth::{AuthError, TokenService};
 use crate::cache::evict::Budget;
 use crate::cache::Cache;
-use crate::config::Settings;
+use crate::config::{Projects, Settings};
 use crate::metrics::Metrics;
 use crate::registry::pins::{keep_pinned, PinPlan};
 use crate::registry::Registry;
@@ -42,7 +42,10 @@ pub enum StartError {
 }
 
 /// Opens storage (recovering from any earlier crash) and builds the registry. Blocks.
-pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> {
+pub fn build_registry(
+    settings: &Settings,
+    projects: Projects,
+) -> Result<Arc<Registry>, StartError> {
     let data_dir = &settings.storage.data_dir;
     let storage_error = |source| StartError::Storage {
         path: data_dir.display().to_string(),
@@ -79,7 +82,6 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         budget,
         stored_bytes,
     ));
-    let projects = settings.projects.iter().map(|p| p.name.clone());
     Ok(Arc::new(Registry::new(
         upstreams,
         cache,
@@ -90,9 +92,11 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
 
 /// Serves until SIGINT/SIGTERM. Prints the bound address on stdout (useful with port 0).
 pub async fn serve(settings: Settings) -> Result<(), StartError> {
+    // One table of projects, shared by the routing of names and the access policy.
+    let projects = Projects::new(&settings.projects);
     let registry = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || build_registry(&settings))
+        let (settings, projects) = (settings.clone(), projects.clone());
+        tokio::task::spawn_blocking(move || build_registry(&settings, projects))
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
@@ -108,7 +112,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
     let tokens = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || token_service(&settings))
+        tokio::task::spawn_blocking(move || token_service(&settings, &projects))
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
@@ -165,13 +169,13 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
 
 /// The token service, with its signing key loaded (and, for an open mirror, made on first
 /// start). Reads files: blocks.
-fn token_service(settings: &Settings) -> Result<TokenService, StartError> {
+fn token_service(settings: &Settings, projects: &Projects) -> Result<TokenService, StartError> {
     let auth_error = |e: AuthError| StartError::Auth(e.to_string());
     match &settings.auth {
         Some(auth) => {
             let key = SigningKey::load(&auth.signing_key, auth.certificate.as_deref())
                 .map_err(auth_error)?;
-            TokenService::new(auth, &settings.projects, key).map_err(auth_error)
+            TokenService::new(auth, projects, key).map_err(auth_error)
         }
         // Without [auth], an open mirror still runs a token service: it lets clients pass
         // their upstream credentials through, with a key kept in data_dir.

@@ -6,10 +6,10 @@
 //! public project. Every other name is the read-only mirror: anyone authenticated pulls,
 //! anonymous clients pull when `anonymous_pull` allows, and nobody pushes or deletes there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::scope::{self, Action, ResourceType, Scope};
-use crate::config::{AuthSettings, ProjectSettings, Role};
+use crate::config::{AuthSettings, ProjectSettings, Projects, Role};
 
 const NOTHING: &[Action] = &[];
 const PULL_ONLY: &[Action] = &[Action::Pull];
@@ -29,26 +29,22 @@ fn role_actions(role: Role) -> &'static [Action] {
 pub struct Policy {
     anonymous_pull: bool,
     admins: HashSet<String>,
-    projects: HashMap<String, ProjectSettings>,
+    projects: Projects,
 }
 
 impl Policy {
-    pub fn new(auth: &AuthSettings, projects: &[ProjectSettings]) -> Self {
+    pub fn new(auth: &AuthSettings, projects: &Projects) -> Self {
         Policy {
             anonymous_pull: auth.anonymous_pull,
             admins: auth.admins.iter().cloned().collect(),
-            projects: projects
-                .iter()
-                .map(|p| (p.name.clone(), p.clone()))
-                .collect(),
+            projects: projects.clone(),
         }
     }
 
     /// The project a repository belongs to, if it is a private-project repository rather
     /// than part of the mirror namespace.
     pub fn is_project_repo(&self, name: &str) -> Option<&ProjectSettings> {
-        let first = name.split('/').next().unwrap_or(name);
-        self.projects.get(first)
+        self.projects.project_of(name)
     }
 
     /// Everything `subject` (`None`: anonymous) may do to a resource, whatever was asked.
@@ -158,7 +154,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn projects() -> Vec<ProjectSettings> {
+    pub(crate) fn projects() -> Projects {
         let members: BTreeMap<String, Role> = [
             ("gina".to_string(), Role::Guest),
             ("dave".to_string(), Role::Developer),
@@ -166,7 +162,7 @@ pub(crate) mod tests {
         ]
         .into_iter()
         .collect();
-        vec![
+        Projects::new(&[
             ProjectSettings {
                 name: "secret".into(),
                 public: false,
@@ -177,7 +173,7 @@ pub(crate) mod tests {
                 public: true,
                 members,
             },
-        ]
+        ])
     }
 
     fn actions(policy: &Policy, subject: Option<&str>, repo: &str) -> Vec<Action> {

@@ -26,7 +26,7 @@ use super::scope::{Action, Scope};
 use super::users::Htpasswd;
 use super::verify::TokenVerifier;
 use super::AuthError;
-use crate::config::{AuthSettings, ProjectSettings};
+use crate::config::{AuthSettings, Projects};
 
 pub use super::claims::{AccessClaims, TokenResponse};
 pub use super::verify::MAX_TOKEN_BYTES;
@@ -55,7 +55,7 @@ impl TokenService {
     /// `auth.signing_key` at startup). Opens the htpasswd file named in `auth`.
     pub fn new(
         auth: &AuthSettings,
-        projects: &[ProjectSettings],
+        projects: &Projects,
         key: SigningKey,
     ) -> Result<Self, AuthError> {
         let users = auth.htpasswd.as_deref().map(Htpasswd::open).transpose()?;
@@ -93,7 +93,7 @@ impl TokenService {
             refresh_token_ttl: Duration::from_secs(3600),
             login: crate::config::LoginSettings::default(),
         };
-        let mut service = TokenService::new(&settings, &[], key)?;
+        let mut service = TokenService::new(&settings, &Projects::default(), key)?;
         service.open = true;
         Ok(service)
     }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,33 @@ pub struct ProjectSettings {
     pub public: bool,
     #[serde(default)]
     pub members: BTreeMap<String, Role>,
+}
+
+/// The configured projects by name: built once from the validated `[[projects]]` and shared
+/// (one `Arc`) by the routing of repository names (`registry`) and the access policy
+/// (`auth`), so the two can never disagree on what is a project.
+#[derive(Debug, Clone, Default)]
+pub struct Projects(Arc<BTreeMap<String, ProjectSettings>>);
+
+impl Projects {
+    pub fn new(projects: &[ProjectSettings]) -> Self {
+        Projects(Arc::new(
+            projects
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+        ))
+    }
+
+    /// The project a repository name belongs to: the one its first component names.
+    pub fn project_of(&self, repo: &str) -> Option<&ProjectSettings> {
+        let first = repo.split('/').next().unwrap_or(repo);
+        self.0.get(first)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Projects need `[auth]`, and each is one repository name component, declared once, that no

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
-pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Role};
+pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Projects, Role};
 pub use self::mirror::MirrorSettings;
 pub use self::secret::Secret;
 pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};

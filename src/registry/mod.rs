@@ -19,10 +19,9 @@ use std::sync::Arc;
 pub use self::error::RegistryError;
 use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
-use self::private::Projects;
 use self::repository::Target;
 use crate::cache::Cache;
-use crate::config::MirrorSettings;
+use crate::config::{MirrorSettings, Projects};
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 
@@ -30,7 +29,7 @@ use crate::upstream::Upstreams;
 pub struct Registry {
     upstreams: Upstreams,
     pub mirror: Mirror,
-    pub projects: Projects,
+    pub projects: private::Projects,
     cache: Arc<Cache>,
 }
 
@@ -38,13 +37,13 @@ impl Registry {
     pub fn new(
         upstreams: Upstreams,
         cache: Arc<Cache>,
-        projects: impl IntoIterator<Item = String>,
+        projects: Projects,
         mirror: &MirrorSettings,
     ) -> Self {
         Registry {
             upstreams,
             mirror: Mirror::new(Arc::clone(&cache), mirror),
-            projects: Projects::new(projects, Arc::clone(&cache)),
+            projects: private::Projects::new(projects, Arc::clone(&cache)),
             cache,
         }
     }

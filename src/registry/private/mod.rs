@@ -12,26 +12,27 @@ pub mod listing;
 pub mod manifest;
 pub mod upload;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::error::storage_error;
 use super::error::RegistryError;
 use crate::cache::{BlobBody, Cache};
+use crate::config;
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, RepoName};
 use crate::storage::Storage;
 
 pub struct Projects {
-    names: HashSet<String>,
+    /// The configured projects, the same table the access policy reads.
+    configured: config::Projects,
     cache: Arc<Cache>,
     upload_locks: Arc<discard::UploadLocks>,
 }
 
 impl Projects {
-    pub fn new(names: impl IntoIterator<Item = String>, cache: Arc<Cache>) -> Self {
+    pub fn new(configured: config::Projects, cache: Arc<Cache>) -> Self {
         Projects {
-            names: names.into_iter().collect(),
+            configured,
             cache,
             upload_locks: Arc::default(),
         }
@@ -39,10 +40,7 @@ impl Projects {
 
     /// The repository, when `name` belongs to a private project.
     pub fn repo_of(&self, name: &str) -> Option<Result<RepoName, RegistryError>> {
-        let first = name.split('/').next()?;
-        if !self.names.contains(first) {
-            return None;
-        }
+        self.configured.project_of(name)?;
         Some(name.parse().map_err(RegistryError::from))
     }
 
