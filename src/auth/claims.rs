@@ -53,15 +53,9 @@ impl AccessClaims {
     }
 
     /// Whether the token grants `action` on the resource (`*` grants every action).
-    pub fn allows(
-        &self,
-        resource_type: impl Into<ResourceType>,
-        name: &str,
-        action: Action,
-    ) -> bool {
-        let resource_type = resource_type.into();
+    pub fn allows(&self, resource_type: &ResourceType, name: &str, action: Action) -> bool {
         self.access.iter().any(|granted| {
-            granted.resource_type == resource_type
+            granted.resource_type == *resource_type
                 && granted.name == name
                 && granted.has_action(action)
         })

@@ -165,6 +165,7 @@ mod tests {
     use crate::auth::keys::tests::{key, EC_SEC1};
     use crate::auth::policy::tests::{projects, settings};
     use crate::auth::scope::Action::{Pull, Push};
+    use crate::auth::scope::ResourceType;
     use actix_web::{test, App};
     use base64::Engine as _;
     use std::io::Write;
@@ -226,8 +227,8 @@ mod tests {
         let claims = tokens
             .verify_access(body["token"].as_str().unwrap())
             .unwrap();
-        assert!(claims.allows("repository", "secret/app", Push));
-        assert!(claims.allows("repository", "library/alpine", Pull));
+        assert!(claims.allows(&ResourceType::Repository, "secret/app", Push));
+        assert!(claims.allows(&ResourceType::Repository, "library/alpine", Pull));
     }
 
     #[actix_rt::test]
@@ -326,8 +327,8 @@ mod tests {
         let claims = tokens
             .verify_access(body["access_token"].as_str().unwrap())
             .unwrap();
-        assert!(claims.allows("repository", "secret/app", Pull));
-        assert!(claims.allows("repository", "secret/base", Push));
+        assert!(claims.allows(&ResourceType::Repository, "secret/app", Pull));
+        assert!(claims.allows(&ResourceType::Repository, "secret/base", Push));
         let refresh = body["refresh_token"].as_str().unwrap().to_owned();
 
         let req = test::TestRequest::post()
@@ -344,7 +345,7 @@ mod tests {
             .verify_access(body["token"].as_str().unwrap())
             .unwrap();
         assert_eq!(claims.subject(), Some("dave"));
-        assert!(claims.allows("repository", "secret/other", Pull));
+        assert!(claims.allows(&ResourceType::Repository, "secret/other", Pull));
 
         for (payload, status) in [
             (

@@ -5,6 +5,7 @@ use crate::auth::keys::tests::{key, EC_SEC1};
 use crate::auth::policy::tests::{projects, settings};
 use crate::auth::refresh::REFRESH_TOKEN_USE;
 use crate::auth::scope::Action::{All, Delete, Pull, Push};
+use crate::auth::scope::ResourceType;
 use crate::auth::verify::VERIFIED_CACHE_BYTES;
 use base64::Engine as _;
 use serde::Serialize;
@@ -95,11 +96,11 @@ fn issued_tokens_carry_the_spec_claims() {
             Scope::repository("other/private", &[Pull]),
         ]
     );
-    assert!(claims.allows("repository", "secret/app", Push));
-    assert!(!claims.allows("repository", "secret/app", Delete));
-    assert!(!claims.allows("repository", "library/alpine", Push));
-    assert!(!claims.allows("repository", "secret/other", Pull));
-    assert!(!claims.allows("registry", "catalog", All));
+    assert!(claims.allows(&ResourceType::Repository, "secret/app", Push));
+    assert!(!claims.allows(&ResourceType::Repository, "secret/app", Delete));
+    assert!(!claims.allows(&ResourceType::Repository, "library/alpine", Push));
+    assert!(!claims.allows(&ResourceType::Repository, "secret/other", Pull));
+    assert!(!claims.allows(&ResourceType::Registry, "catalog", All));
 
     // Each token is distinct.
     let again = s.issue(Some("dave"), &asked, false).unwrap();
@@ -122,7 +123,7 @@ fn anonymous_tokens() {
     let claims = s.verify_access(&response.token).unwrap();
     assert_eq!(claims.subject(), None);
     assert_eq!(claims.access, [Scope::catalog()]);
-    assert!(claims.allows("registry", "catalog", All));
+    assert!(claims.allows(&ResourceType::Registry, "catalog", All));
 }
 
 #[test]
@@ -180,7 +181,7 @@ fn refresh_tokens_refresh_and_nothing_else() {
     assert!(refreshed.refresh_token.is_none());
     let claims = s.verify_access(&refreshed.token).unwrap();
     assert_eq!(claims.subject(), Some("dave"));
-    assert!(claims.allows("repository", "secret/app", Push));
+    assert!(claims.allows(&ResourceType::Repository, "secret/app", Push));
 
     // A new password revokes the refresh tokens issued before it, not those after.
     let mut file = std::fs::File::create(f.htpasswd.path()).unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 
-use crate::auth::scope::Action;
+use crate::auth::scope::{Action, ResourceType};
 use crate::auth::token::{AccessClaims, TokenService};
 use crate::config::ServerSettings;
 use crate::http::challenge::{bearer_challenge, external_base};
@@ -34,7 +34,7 @@ impl Caller {
         self.claims.as_ref().and_then(|c| c.upid.as_deref())
     }
 
-    pub fn allows(&self, resource_type: &str, name: &str, action: Action) -> bool {
+    pub fn allows(&self, resource_type: &ResourceType, name: &str, action: Action) -> bool {
         self.claims
             .as_ref()
             .is_some_and(|c| c.allows(resource_type, name, action))
@@ -80,7 +80,7 @@ fn unauthorized(
 /// `action` asks only for a valid token (the `/v2/` base).
 pub fn require(
     req: &HttpRequest,
-    resource_type: &str,
+    resource_type: &ResourceType,
     name: &str,
     action: Option<Action>,
 ) -> Result<Caller, RegistryError> {
@@ -93,7 +93,7 @@ pub fn require(
 /// source the mount would become a plain upload.
 pub fn require_also_asking(
     req: &HttpRequest,
-    resource_type: &str,
+    resource_type: &ResourceType,
     name: &str,
     action: Option<Action>,
     mount_source: Option<&RepoName>,
@@ -104,7 +104,8 @@ pub fn require_also_asking(
     let scope = action.map(|a| match mount_source {
         Some(source) if source.as_str() != name => {
             format!(
-                "{resource_type}:{name}:{a} repository:{source}:{}",
+                "{resource_type}:{name}:{a} {}:{source}:{}",
+                ResourceType::Repository,
                 Action::Pull
             )
         }

@@ -4,11 +4,11 @@
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::{access, listing_response, page_request};
-use crate::auth::scope::Action;
+use crate::auth::scope::{Action, ResourceType};
 use crate::registry::{Registry, RegistryError};
 
 pub fn list(req: &HttpRequest, registry: &Registry) -> Result<HttpResponse, RegistryError> {
-    let caller = access::require(req, "registry", "catalog", Some(Action::All))?;
+    let caller = access::require(req, &ResourceType::Registry, "catalog", Some(Action::All))?;
     let page = page_request(req)?;
     let listing = registry
         .projects

@@ -17,7 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::error_response;
 use super::routes::{self, Route};
-use crate::auth::scope::Action;
+use crate::auth::scope::{Action, ResourceType};
 use crate::config::ServerSettings;
 use crate::oci::ErrorCode;
 use crate::oci::RepoName;
@@ -69,7 +69,7 @@ async fn route(
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     match route {
         Route::Base if read => {
-            access::require(req, "registry", "", None)?;
+            access::require(req, &ResourceType::Registry, "", None)?;
             Ok(HttpResponse::Ok()
                 .content_type("application/json")
                 .body("{}"))
@@ -107,12 +107,18 @@ async fn repository(
         }
         _ => None,
     };
-    let caller =
-        access::require_also_asking(req, "repository", name, Some(action), mount_source.as_ref())?;
+    let caller = access::require_also_asking(
+        req,
+        &ResourceType::Repository,
+        name,
+        Some(action),
+        mount_source.as_ref(),
+    )?;
     let served = match target {
         Target::Project(repo) => {
-            let may_pull =
-                |from: &RepoName| caller.allows("repository", from.as_str(), Action::Pull);
+            let may_pull = |from: &RepoName| {
+                caller.allows(&ResourceType::Repository, from.as_str(), Action::Pull)
+            };
             let repo = ProjectRepository::new(&registry.projects, repo, may_pull);
             serve(req, payload, registry, &repo, route).await
         }
