@@ -216,4 +216,36 @@ mod tests {
             assert_eq!(&manifest.digest, digest);
         }
     }
+
+    /// Recovery indexes files without a media type: read back, a manifest is told by the model
+    /// (and kept parsed), and anything else is not a manifest.
+    #[tokio::test]
+    async fn recovered_manifests_are_told_by_their_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path()).unwrap());
+        let budget = Budget {
+            max_bytes: None,
+            low_water_percent: 90,
+        };
+        let cache = Cache::new(Arc::clone(&storage), Arc::default(), 1 << 20, budget, 0);
+        let config = Digest::of(b"{}");
+        let image =
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[]}}"#);
+        for body in [image.as_bytes(), b"{}", b"layer bytes"] {
+            storage.store_bytes(&Digest::of(body), body, None).unwrap();
+        }
+
+        let manifest = cache.manifest(&Digest::of(image.as_bytes())).await.unwrap();
+        let manifest = manifest.expect("an image manifest");
+        assert_eq!(manifest.media_type, crate::oci::media::OCI_MANIFEST);
+        assert_eq!(manifest.parsed.as_ref().unwrap().pulled_blobs(), [config]);
+        let record = storage.index.blob(&manifest.digest).unwrap().unwrap();
+        assert_eq!(
+            record.media_type.as_deref(),
+            Some(crate::oci::media::OCI_MANIFEST)
+        );
+        for other in [&b"{}"[..], b"layer bytes"] {
+            assert!(cache.manifest(&Digest::of(other)).await.unwrap().is_none());
+        }
+    }
 }
