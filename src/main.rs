@@ -15,8 +15,8 @@ struct Cli {
     #[arg(long, short, global = true, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
     /// Listen address, overriding server.listen.
-    #[arg(long, global = true)]
-    listen: Option<String>,
+    #[arg(long, global = true, value_parser = berth::config::parse_listen)]
+    listen: Option<std::net::SocketAddr>,
     /// Data directory, overriding storage.data_dir.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,

@@ -12,7 +12,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::pins::{keep_pinned, PinPlan};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::Registry;
 use crate::storage::Storage;
 use crate::upstream::Upstreams;
 
@@ -32,7 +32,7 @@ pub enum StartError {
     Pin(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        addr: String,
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -95,13 +95,13 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
-    let plan = pin_plan(&settings)?;
+    let plan = pin_plan(&settings);
     let pins = registry
         .prepare_pins(&plan)
         .map_err(|e| StartError::Pin(e.to_string()))?;
     let listener =
-        TcpListener::bind(&settings.server.listen).map_err(|source| StartError::Listen {
-            addr: settings.server.listen.clone(),
+        TcpListener::bind(settings.server.listen).map_err(|source| StartError::Listen {
+            addr: settings.server.listen,
             source,
         })?;
     let addr = listener.local_addr()?;
@@ -172,11 +172,11 @@ fn health_server(
     settings: &Settings,
     registry: &Arc<Registry>,
 ) -> Result<Option<actix_web::dev::Server>, StartError> {
-    let Some(listen) = &settings.server.health_listen else {
+    let Some(listen) = settings.server.health_listen else {
         return Ok(None);
     };
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Listen {
-        addr: listen.clone(),
+        addr: listen,
         source,
     })?;
     let addr = listener.local_addr()?;
@@ -220,21 +220,12 @@ fn check_file_limit(connections: usize) {
     }
 }
 
-fn pin_plan(settings: &Settings) -> Result<PinPlan, StartError> {
-    let pins = settings
-        .mirror
-        .pinned
-        .iter()
-        .map(|text| {
-            text.parse()
-                .map_err(|e: RegistryError| StartError::Pin(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(PinPlan {
-        pins,
+fn pin_plan(settings: &Settings) -> PinPlan {
+    PinPlan {
+        pins: settings.mirror.pinned.clone(),
         platforms: settings.mirror.pin_platforms.clone(),
         refresh: settings.mirror.pin_refresh,
-    })
+    }
 }
 
 /// Abandoned uploads go after [`UPLOAD_EXPIRY`]; checking hourly bounds how long they linger.

@@ -108,8 +108,8 @@ async fn bad_input_gets_spec_errors_and_touches_nothing() {
         (
             Method::GET,
             "/v2/library/oci/manifests/-bad".into(),
-            400,
-            "TAG_INVALID",
+            404,
+            "MANIFEST_UNKNOWN",
         ),
         (
             Method::GET,

@@ -334,6 +334,34 @@ async fn cross_repository_mount_needs_read_access_to_the_source() {
         200
     );
 
+    // A client without a token learns from the challenge every scope a mount needs, the
+    // source's pull included, and with a token for exactly those the mount happens.
+    let mount_path = format!("/v2/team/c2/blobs/uploads/?mount={digest}&from=team/a");
+    let challenged = reqwest::Client::new()
+        .post(format!("{}{mount_path}", berth.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenged.status(), 401);
+    let challenge = challenged.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let scope = challenge
+        .split("scope=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        scope, "repository:team/c2:push repository:team/a:pull",
+        "{challenge}"
+    );
+    let scopes: Vec<&str> = scope.split(' ').collect();
+    let answered = Api::new(&berth, "alice", &scopes).await;
+    let mounted = answered.send(Method::POST, &mount_path, &[], vec![]).await;
+    assert_eq!(mounted.status(), 201, "mount with the challenged scopes");
+
     let root = Api::new(&berth, "root", &["repository:pub/d:push,pull"]).await;
     let fallback = alice
         .send(
@@ -438,6 +466,25 @@ async fn manifests_are_validated_and_referrers_listed() {
         )
         .await,
         (400, "DIGEST_INVALID".into())
+    );
+    // A reference that is not a valid tag: a PUT is a client error, a read finds nothing.
+    assert_eq!(
+        code(
+            api.put_manifest("team/m", "-bad", OCI_MANIFEST, &manifest)
+                .await
+        )
+        .await,
+        (400, "TAG_INVALID".into())
+    );
+    assert_eq!(
+        code(api.call(Method::GET, "/v2/team/m/manifests/-bad").await).await,
+        (404, "MANIFEST_UNKNOWN".into())
+    );
+    assert_eq!(
+        api.call(Method::HEAD, "/v2/team/m/manifests/-bad")
+            .await
+            .status(),
+        404
     );
     let huge = vec![b' '; 4 * 1024 * 1024 + 1];
     assert_eq!(

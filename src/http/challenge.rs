@@ -17,8 +17,8 @@ use crate::config::ServerSettings;
 
 /// The base URL clients reach berth at, without a trailing `/`.
 pub fn external_base(req: &HttpRequest, server: &ServerSettings) -> String {
-    if let Some(url) = &server.external_url {
-        return url.trim_end_matches('/').to_owned();
+    if let Some(base) = server.external_base() {
+        return base.to_owned();
     }
     let trusted = req
         .peer_addr()
@@ -124,9 +124,9 @@ mod tests {
 
     fn server(external_url: Option<&str>, trusted: &[&str]) -> ServerSettings {
         ServerSettings {
-            listen: "127.0.0.1:5000".into(),
+            listen: "127.0.0.1:5000".parse().unwrap(),
             workers: 1,
-            external_url: external_url.map(String::from),
+            external_url: external_url.map(|url| url.parse().unwrap()),
             trusted_proxies: trusted.iter().map(|s| parse_net(s).unwrap()).collect(),
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,

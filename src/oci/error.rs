@@ -99,6 +99,11 @@ pub enum ParseError {
          joined by '.', '_', '__' or '-'"
     )]
     NameComponent(String),
+    /// A name's first component looks like a registry host but is not a valid one.
+    #[error(
+        "invalid registry host {0:?}: expected host[:port], labels of letters, digits and '-'"
+    )]
+    Host(String),
     /// The tag, truncated for the message.
     #[error(
         "invalid tag {0:?}: tags are up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'"
@@ -117,9 +122,10 @@ impl ParseError {
     /// The spec code a client is answered with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ParseError::EmptyName | ParseError::NameTooLong | ParseError::NameComponent(_) => {
-                ErrorCode::NameInvalid
-            }
+            ParseError::EmptyName
+            | ParseError::NameTooLong
+            | ParseError::NameComponent(_)
+            | ParseError::Host(_) => ErrorCode::NameInvalid,
             ParseError::Tag(_) => ErrorCode::TagInvalid,
             ParseError::Digest { .. } => ErrorCode::DigestInvalid,
             ParseError::ManifestTooLarge(_) => ErrorCode::SizeInvalid,

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::oci::ErrorCode;
 use crate::oci::ParseError;
+use crate::storage::StorageError;
 
 /// An error answered to a registry client.
 #[derive(Debug)]
@@ -160,6 +161,11 @@ struct ErrorEntry<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a serde_json::Value>,
+}
+
+/// A storage fault: the client learns only that storage failed; the cause is logged.
+pub fn storage_error(e: impl Into<StorageError>) -> RegistryError {
+    RegistryError::internal("cache storage failed", e.into())
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 //! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
 
 pub mod error;
+pub mod listing;
 pub mod mirror;
 pub mod namespace;
 pub mod pins;
 pub mod private;
+pub mod repository;
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub use self::error::RegistryError;
 use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
 use self::private::Projects;
+use self::repository::Target;
 use crate::cache::Cache;
 use crate::config::MirrorSettings;
 use crate::metrics::Metrics;
@@ -48,6 +51,16 @@ impl Registry {
     /// Resolves a client's repository name to the mirrored repository it means.
     pub fn resolve(&self, name: &str, ns: Option<&str>) -> Result<MirrorRepo, RegistryError> {
         namespace::resolve(&self.upstreams, name, ns)
+    }
+
+    /// Resolves a client's repository name (with containerd's `?ns=`) to the repository it
+    /// means: a private project's when its first component names a project, else a mirrored
+    /// one. A bad name is `NAME_INVALID` whatever the request.
+    pub fn target(&self, name: &str, ns: Option<&str>) -> Result<Target, RegistryError> {
+        match self.projects.repo_of(name) {
+            Some(repo) => Ok(Target::Project(repo?)),
+            None => namespace::resolve(&self.upstreams, name, ns).map(Target::Mirror),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

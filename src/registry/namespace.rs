@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::error::RegistryError;
+use crate::oci::image::{is_valid_host, looks_like_host};
 use crate::oci::ErrorCode;
 use crate::oci::RepoName;
 use crate::upstream::{Identity, Upstream, Upstreams};
@@ -23,30 +24,6 @@ pub struct MirrorRepo {
     /// Who berth speaks as upstream for this request: the client's passed-through grant, or
     /// the upstream's default (site credentials, else anonymous).
     pub identity: Identity,
-}
-
-fn looks_like_host(component: &str) -> bool {
-    component.contains('.') || component.contains(':') || component == "localhost"
-}
-
-/// `host[:port]`: dot-separated labels of letters, digits and inner hyphens.
-fn is_valid_host(component: &str) -> bool {
-    let (host, port) = match component.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (component, None),
-    };
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    host.split('.').all(label_ok)
-        && port
-            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 pub fn resolve(
@@ -108,7 +85,7 @@ mod tests {
     fn upstreams() -> Upstreams {
         let make = |name: &str| UpstreamSettings {
             name: name.into(),
-            url: format!("https://{name}"),
+            url: format!("https://{name}").parse().unwrap(),
             tag_ttl: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),

@@ -54,13 +54,6 @@ pub enum UpstreamError {
 /// Why an upstream from the configuration cannot be set up (at start, never per request).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("upstream {upstream}: bad url {url:?}: {source}")]
-    Url {
-        upstream: String,
-        url: String,
-        #[source]
-        source: url::ParseError,
-    },
     #[error("upstream {upstream}: cannot build its HTTP client: {source}")]
     Client {
         upstream: String,
@@ -123,43 +116,5 @@ impl UpstreamError {
             upstream: upstream.to_owned(),
             detail: detail.into(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::error::Error as _;
-    use std::time::Duration;
-
-    use super::SetupError;
-    use crate::config::UpstreamSettings;
-    use crate::upstream::Upstreams;
-
-    #[test]
-    fn a_bad_upstream_url_keeps_its_parse_error() {
-        let settings = UpstreamSettings {
-            name: "docker.io".into(),
-            url: "not a url".into(),
-            tag_ttl: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(1),
-            max_stale: Duration::from_secs(1),
-            offline: false,
-            not_found_ttl: Duration::from_secs(1),
-            breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(1),
-            username: None,
-            password: None,
-            password_file: None,
-        };
-        let Err(err) = Upstreams::new(&[settings], false) else {
-            panic!("a bad url was accepted");
-        };
-        assert!(
-            matches!(&err, SetupError::Url { upstream, .. } if upstream == "docker.io"),
-            "{err:?}"
-        );
-        let source = err.source().expect("the url error is kept");
-        assert!(source.downcast_ref::<url::ParseError>().is_some());
     }
 }

@@ -15,7 +15,7 @@ use crate::auth::scope::Action;
 use crate::auth::token::{AccessClaims, TokenService};
 use crate::config::ServerSettings;
 use crate::http::challenge::{bearer_challenge, external_base};
-use crate::oci::ErrorCode;
+use crate::oci::{ErrorCode, RepoName};
 use crate::registry::RegistryError;
 
 /// The caller, as far as its token says.
@@ -84,10 +84,32 @@ pub fn require(
     name: &str,
     action: Option<Action>,
 ) -> Result<Caller, RegistryError> {
+    require_also_asking(req, resource_type, name, action, None)
+}
+
+/// As [`require`]; a 401's challenge also asks for pull on `mount_source`, the repository a
+/// cross-repository mount (`POST …/uploads/?mount=D&from=R`) reads, as Distribution's does:
+/// a client fetches one token for the scopes of the challenge, and without pull on the
+/// source the mount would become a plain upload.
+pub fn require_also_asking(
+    req: &HttpRequest,
+    resource_type: &str,
+    name: &str,
+    action: Option<Action>,
+    mount_source: Option<&RepoName>,
+) -> Result<Caller, RegistryError> {
     let Some(tokens) = token_service(req) else {
         return Ok(Caller { claims: None });
     };
-    let scope = action.map(|a| format!("{resource_type}:{name}:{a}"));
+    let scope = action.map(|a| match mount_source {
+        Some(source) if source.as_str() != name => {
+            format!(
+                "{resource_type}:{name}:{a} repository:{source}:{}",
+                Action::Pull
+            )
+        }
+        _ => format!("{resource_type}:{name}:{a}"),
+    });
     // An open mirror takes anonymous requests; a token only adds passed-through credentials.
     // The `/v2/` base still challenges, which is how clients learn where to log in.
     if tokens.is_open() && action.is_some() && bearer(req).is_none() {

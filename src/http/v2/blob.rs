@@ -1,5 +1,5 @@
-//! `/v2/<name>/blobs/<digest>`: `GET`/`HEAD` (with single `Range` requests) for the mirror
-//! and private projects, `DELETE` for private projects.
+//! `/v2/<name>/blobs/<digest>`: `GET`/`HEAD` (with single `Range` requests) and `DELETE`
+//! (which the mirror refuses).
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -7,21 +7,21 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use crate::cache::BlobBody;
 use crate::http::body;
 use crate::http::range::{self, RangeRequest};
+use crate::oci::Digest;
 use crate::oci::ErrorCode;
-use crate::oci::{Digest, RepoName};
 use crate::registry::mirror::BlobRead;
-use crate::registry::namespace::MirrorRepo;
+use crate::registry::repository::Repository;
 use crate::registry::{Registry, RegistryError};
 
 pub async fn get(
     req: &HttpRequest,
     registry: &Registry,
-    target: &MirrorRepo,
+    repo: &impl Repository,
     digest: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let digest: Digest = digest.parse()?;
     if req.method() == Method::HEAD {
-        let size = registry.mirror.blob_size(target, &digest).await?;
+        let size = repo.blob_size(&digest).await?;
         return Ok(head(&digest, size));
     }
     // A whole blob streams as it arrives; a range waits for the fill's digest check.
@@ -29,32 +29,13 @@ pub async fn get(
         Some(_) => BlobRead::Range,
         None => BlobRead::Whole,
     };
-    let blob = registry.mirror.blob(target, &digest, read).await?;
+    let blob = repo.blob(&digest, read).await?;
     respond(req, registry, &digest, blob)
 }
 
-pub async fn get_private(
-    req: &HttpRequest,
-    registry: &Registry,
-    repo: &RepoName,
-    digest: &str,
-) -> Result<HttpResponse, RegistryError> {
+pub async fn delete(repo: &impl Repository, digest: &str) -> Result<HttpResponse, RegistryError> {
     let digest: Digest = digest.parse()?;
-    if req.method() == Method::HEAD {
-        let size = registry.projects.blob_size(repo, &digest)?;
-        return Ok(head(&digest, size));
-    }
-    let blob = registry.projects.blob(repo, &digest).await?;
-    respond(req, registry, &digest, blob)
-}
-
-pub async fn delete_private(
-    registry: &Registry,
-    repo: &RepoName,
-    digest: &str,
-) -> Result<HttpResponse, RegistryError> {
-    let digest: Digest = digest.parse()?;
-    registry.projects.delete_blob(repo, &digest).await?;
+    repo.delete_blob(&digest).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 

@@ -1,5 +1,5 @@
-//! `/v2/<name>/manifests/<reference>`: `GET`/`HEAD` for the mirror and private projects,
-//! `PUT` and `DELETE` for private projects.
+//! `/v2/<name>/manifests/<reference>`: `GET`/`HEAD`, `PUT` and `DELETE` (which the mirror
+//! refuses).
 
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,41 +11,40 @@ use crate::cache::StoredManifest;
 use crate::oci::media::AcceptList;
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::ErrorCode;
-use crate::oci::{Reference, RepoName};
-use crate::registry::namespace::MirrorRepo;
-use crate::registry::{Registry, RegistryError};
+use crate::oci::{ParseError, Reference};
+use crate::registry::repository::{ManifestRead, Repository};
+use crate::registry::RegistryError;
 
 pub async fn get(
     req: &HttpRequest,
-    registry: &Registry,
-    target: &MirrorRepo,
+    repo: &impl Repository,
     reference: &str,
 ) -> Result<HttpResponse, RegistryError> {
-    let reference: Reference = reference.parse()?;
+    let reference = readable_reference(reference)?;
     let accept = AcceptList::parse(
         req.headers()
             .get_all(header::ACCEPT)
             .filter_map(|v| v.to_str().ok()),
     );
-    let reply = registry
-        .mirror
-        .manifest(target, &reference, &accept)
-        .await?;
-    // A GET, unlike a HEAD, is how a pull starts.
-    if req.method() == Method::GET {
-        registry.mirror.prefetch(target, &reply.manifest);
-    }
+    let read = match *req.method() {
+        Method::HEAD => ManifestRead::Head,
+        _ => ManifestRead::Get,
+    };
+    let reply = repo.manifest(&reference, &accept, read).await?;
     Ok(respond(&reply.manifest, reply.stale))
 }
 
-pub async fn get_private(
-    registry: &Registry,
-    repo: &RepoName,
-    reference: &str,
-) -> Result<HttpResponse, RegistryError> {
-    let reference: Reference = reference.parse()?;
-    let manifest = registry.projects.manifest(repo, &reference).await?;
-    Ok(respond(&manifest, false))
+/// A reference to read. One that is not a valid tag names no manifest: 404
+/// `MANIFEST_UNKNOWN`, as the OCI conformance suite (and Harbor) expect; a `PUT` of it stays
+/// 400 `TAG_INVALID`. A malformed digest stays 400 `DIGEST_INVALID`.
+fn readable_reference(reference: &str) -> Result<Reference, RegistryError> {
+    reference.parse().map_err(|e: ParseError| match e {
+        ParseError::Tag(_) => RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("no manifest is known by {reference:?}, which is not a valid tag"),
+        ),
+        other => other.into(),
+    })
 }
 
 fn respond(manifest: &StoredManifest, stale: bool) -> HttpResponse {
@@ -63,8 +62,7 @@ fn respond(manifest: &StoredManifest, stale: bool) -> HttpResponse {
 pub async fn put(
     req: &HttpRequest,
     mut payload: web::Payload,
-    registry: &Registry,
-    repo: &RepoName,
+    repo: &impl Repository,
     reference: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let reference: Reference = reference.parse()?;
@@ -88,15 +86,17 @@ pub async fn put(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let put = registry
-        .projects
-        .put_manifest(repo, &reference, content_type, body.freeze())
+    let put = repo
+        .put_manifest(&reference, content_type, body.freeze())
         .await?;
     let mut response = HttpResponse::Created();
     response
         .insert_header((
             header::LOCATION,
-            location(req, &format!("/v2/{repo}/manifests/{}", put.digest)),
+            location(
+                req,
+                &format!("/v2/{}/manifests/{}", repo.name(), put.digest),
+            ),
         ))
         .insert_header(("Docker-Content-Digest", put.digest.to_string()));
     if let Some(subject) = put.subject {
@@ -106,11 +106,10 @@ pub async fn put(
 }
 
 pub async fn delete(
-    registry: &Registry,
-    repo: &RepoName,
+    repo: &impl Repository,
     reference: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let reference: Reference = reference.parse()?;
-    registry.projects.delete_manifest(repo, &reference).await?;
+    repo.delete_manifest(&reference).await?;
     Ok(HttpResponse::Accepted().finish())
 }

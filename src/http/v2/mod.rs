@@ -1,6 +1,7 @@
-//! The `/v2/` API: one dispatcher that routes by [`routes::parse`](super::routes::parse),
-//! namespace (private project or mirror) and method, checks access, and hands over to one
-//! file per resource.
+//! The `/v2/` API: one dispatcher that routes by [`routes::parse`](super::routes::parse) and
+//! method, resolves the repository (private project or mirror: a
+//! [`Target`]), checks access, and hands over to one file per resource, each written once
+//! against the [`Repository`] trait.
 
 mod access;
 mod blob;
@@ -10,7 +11,7 @@ mod referrers;
 mod tags;
 mod upload;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -20,8 +21,9 @@ use crate::auth::scope::Action;
 use crate::config::ServerSettings;
 use crate::oci::ErrorCode;
 use crate::oci::RepoName;
+use crate::registry::listing::{Listing, PageRequest};
+use crate::registry::repository::{MirrorRepository, ProjectRepository, Repository, Target};
 use crate::registry::{Registry, RegistryError};
-use crate::upstream::Identity;
 
 pub const API_VERSION_HEADER: &str = "Docker-Distribution-API-Version";
 pub const API_VERSION: &str = "registry/2.0";
@@ -64,8 +66,7 @@ async fn route(
             format!("{} is not a registry API endpoint", req.path()),
         ));
     };
-    let method = req.method().clone();
-    let read = matches!(method, Method::GET | Method::HEAD);
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
     match route {
         Route::Base if read => {
             access::require(req, "registry", "", None)?;
@@ -80,101 +81,83 @@ async fn route(
         | Route::Tags { name }
         | Route::Referrers { name, .. }
         | Route::UploadStart { name }
-        | Route::Upload { name, .. } => match registry.projects.repo_of(name) {
-            Some(repo) => private(req, payload, registry, &repo?, route).await,
-            None => mirror(req, registry, name, route).await,
-        },
+        | Route::Upload { name, .. } => repository(req, payload, registry, name, route).await,
     }
 }
 
-/// A private project's repository: the whole API, access-checked.
-async fn private(
+/// A repository's endpoints: the name resolved to a private project's repository or a
+/// mirrored one, what that kind never does refused, the caller's access checked, and the
+/// request served through the [`Repository`] bound to that caller.
+async fn repository(
     req: &HttpRequest,
     payload: web::Payload,
-    registry: &Registry,
-    repo: &RepoName,
-    route: Route<'_>,
-) -> Result<HttpResponse, RegistryError> {
-    let method = req.method().clone();
-    let caller = access::require(
-        req,
-        "repository",
-        repo.as_str(),
-        Some(action_for(&route, &method)),
-    )?;
-    match (route, method) {
-        (Route::Manifest { reference, .. }, Method::GET | Method::HEAD) => {
-            manifest::get_private(registry, repo, reference).await
-        }
-        (Route::Manifest { reference, .. }, Method::PUT) => {
-            manifest::put(req, payload, registry, repo, reference).await
-        }
-        (Route::Manifest { reference, .. }, Method::DELETE) => {
-            manifest::delete(registry, repo, reference).await
-        }
-        (Route::Blob { digest, .. }, Method::GET | Method::HEAD) => {
-            blob::get_private(req, registry, repo, digest).await
-        }
-        (Route::Blob { digest, .. }, Method::DELETE) => {
-            blob::delete_private(registry, repo, digest).await
-        }
-        (Route::Tags { .. }, Method::GET) => tags::list_private(req, registry, repo),
-        (Route::Referrers { digest, .. }, Method::GET) => {
-            referrers::list(req, registry, repo, digest)
-        }
-        (Route::UploadStart { .. }, Method::POST) => {
-            let from_readable =
-                |from: &RepoName| caller.allows("repository", from.as_str(), Action::Pull);
-            upload::start(req, payload, registry, repo, from_readable).await
-        }
-        (Route::Upload { id, .. }, Method::PATCH) => {
-            upload::patch(req, payload, registry, repo, id).await
-        }
-        (Route::Upload { id, .. }, Method::PUT) => {
-            upload::finish(req, payload, registry, repo, id).await
-        }
-        (Route::Upload { id, .. }, Method::GET) => upload::status(req, registry, repo, id).await,
-        (Route::Upload { id, .. }, Method::DELETE) => upload::cancel(registry, repo, id).await,
-        _ => Err(method_not_allowed(req)),
-    }
-}
-
-/// The mirror namespace: read-only.
-async fn mirror(
-    req: &HttpRequest,
     registry: &Registry,
     name: &str,
     route: Route<'_>,
 ) -> Result<HttpResponse, RegistryError> {
     let ns = query_param(req, "ns");
-    // Validate the name first, so a bad name gets NAME_INVALID whatever the method.
-    let target = registry.resolve(name, ns.as_deref())?;
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Err(RegistryError::new(
-            ErrorCode::Unsupported,
-            format!(
-                "{} {}: the mirror namespace is read-only; push to a private project instead",
-                req.method(),
-                req.path()
-            ),
-        ));
-    }
-    let caller = access::require(req, "repository", name, Some(Action::Pull))?;
-    let mut target = target;
-    if let Some(id) = caller.upstream_identity() {
-        target.identity = Identity::Client(id.to_owned());
-    }
-    let result = match route {
-        Route::Manifest { reference, .. } => manifest::get(req, registry, &target, reference).await,
-        Route::Blob { digest, .. } => blob::get(req, registry, &target, digest).await,
-        Route::Tags { .. } => tags::list(req, registry, &target, ns.as_deref()).await,
-        Route::Referrers { .. } => Err(RegistryError::new(
-            ErrorCode::Unsupported,
-            "the referrers API is not mirrored",
-        )),
-        _ => Err(method_not_allowed(req)),
+    // Resolved first, so a bad name gets NAME_INVALID whatever the method.
+    let target = registry.target(name, ns.as_deref())?;
+    let action = action_for(&route, req.method());
+    target.admits(action)?;
+    // A mount's source joins the challenge: a 401 then asks for everything the mount needs.
+    let mount_source = match route {
+        Route::UploadStart { .. } if query_param(req, "mount").is_some() => {
+            query_param(req, "from").and_then(|from| from.parse::<RepoName>().ok())
+        }
+        _ => None,
     };
-    result.map_err(|e| access::challenge_pull(req, name, e))
+    let caller =
+        access::require_also_asking(req, "repository", name, Some(action), mount_source.as_ref())?;
+    let served = match target {
+        Target::Project(repo) => {
+            let may_pull =
+                |from: &RepoName| caller.allows("repository", from.as_str(), Action::Pull);
+            let repo = ProjectRepository::new(&registry.projects, repo, may_pull);
+            serve(req, payload, registry, &repo, route).await
+        }
+        Target::Mirror(target) => {
+            let repo =
+                MirrorRepository::new(&registry.mirror, target, ns, caller.upstream_identity());
+            serve(req, payload, registry, &repo, route).await
+        }
+    };
+    served.map_err(|e| access::challenge_pull(req, name, e))
+}
+
+/// One repository endpoint, whichever kind of repository it is.
+async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    registry: &Registry,
+    repo: &impl Repository,
+    route: Route<'_>,
+) -> Result<HttpResponse, RegistryError> {
+    match (route, req.method().clone()) {
+        (Route::Manifest { reference, .. }, Method::GET | Method::HEAD) => {
+            manifest::get(req, repo, reference).await
+        }
+        (Route::Manifest { reference, .. }, Method::PUT) => {
+            manifest::put(req, payload, repo, reference).await
+        }
+        (Route::Manifest { reference, .. }, Method::DELETE) => {
+            manifest::delete(repo, reference).await
+        }
+        (Route::Blob { digest, .. }, Method::GET | Method::HEAD) => {
+            blob::get(req, registry, repo, digest).await
+        }
+        (Route::Blob { digest, .. }, Method::DELETE) => blob::delete(repo, digest).await,
+        (Route::Tags { .. }, Method::GET | Method::HEAD) => tags::list(req, repo).await,
+        (Route::Referrers { digest, .. }, Method::GET | Method::HEAD) => {
+            referrers::list(req, repo, digest).await
+        }
+        (Route::UploadStart { .. }, Method::POST) => upload::start(req, payload, repo).await,
+        (Route::Upload { id, .. }, Method::PATCH) => upload::patch(req, payload, repo, id).await,
+        (Route::Upload { id, .. }, Method::PUT) => upload::finish(req, payload, repo, id).await,
+        (Route::Upload { id, .. }, Method::GET) => upload::status(req, repo, id).await,
+        (Route::Upload { id, .. }, Method::DELETE) => upload::cancel(repo, id).await,
+        _ => Err(method_not_allowed(req)),
+    }
 }
 
 fn method_not_allowed(req: &HttpRequest) -> RegistryError {
@@ -197,17 +180,15 @@ pub(super) fn query_param(req: &HttpRequest, key: &str) -> Option<String> {
 pub(super) fn location(req: &HttpRequest, path: &str) -> String {
     let external = req
         .app_data::<web::Data<ServerSettings>>()
-        .and_then(|s| s.external_url.clone());
+        .and_then(|s| s.external_base());
     match external {
-        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        Some(base) => format!("{base}{path}"),
         None => path.to_owned(),
     }
 }
 
 /// `n` and `last` of a listing request.
-pub(super) fn page_params(
-    req: &HttpRequest,
-) -> Result<(Option<usize>, Option<String>), RegistryError> {
+pub(super) fn page_request(req: &HttpRequest) -> Result<PageRequest, RegistryError> {
     let n = match query_param(req, "n") {
         None => None,
         Some(n) => Some(n.parse::<usize>().map_err(|_| {
@@ -217,15 +198,21 @@ pub(super) fn page_params(
             )
         })?),
     };
-    Ok((n, query_param(req, "last")))
+    Ok(PageRequest {
+        n,
+        last: query_param(req, "last"),
+    })
 }
 
-/// `Link: <path?last=…&n=…>; rel="next"`.
-pub(super) fn next_link(path: &str, next: Option<(String, usize)>) -> Option<String> {
-    let (last, n) = next?;
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("last", &last)
-        .append_pair("n", &n.to_string())
-        .finish();
-    Some(format!("<{path}?{query}>; rel=\"next\""))
+/// A listing as JSON, with `Link: <path?query>; rel="next"` when there is a next page.
+pub(super) fn listing_response(path: &str, listing: Listing) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/json");
+    if let Some(next) = listing.next {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(next)
+            .finish();
+        response.insert_header((header::LINK, format!("<{path}?{query}>; rel=\"next\"")));
+    }
+    response.body(listing.body)
 }

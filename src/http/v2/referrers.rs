@@ -4,20 +4,18 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::query_param;
 use crate::oci::media;
-use crate::oci::{Digest, RepoName};
-use crate::registry::{Registry, RegistryError};
+use crate::oci::Digest;
+use crate::registry::repository::Repository;
+use crate::registry::RegistryError;
 
-pub fn list(
+pub async fn list(
     req: &HttpRequest,
-    registry: &Registry,
-    repo: &RepoName,
+    repo: &impl Repository,
     digest: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let subject: Digest = digest.parse()?;
     let artifact_type = query_param(req, "artifactType");
-    let body = registry
-        .projects
-        .referrers(repo, &subject, artifact_type.as_deref())?;
+    let body = repo.referrers(&subject, artifact_type.as_deref()).await?;
     let mut response = HttpResponse::Ok();
     response.content_type(media::OCI_INDEX);
     if artifact_type.is_some() {

@@ -5,41 +5,29 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{location, query_param};
+use crate::oci::Digest;
 use crate::oci::ErrorCode;
-use crate::oci::{Digest, RepoName};
 use crate::registry::private::upload::{Started, UploadState};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::repository::Repository;
+use crate::registry::RegistryError;
 
-/// POST. `from_readable` says whether the caller may pull the `from` repository of a mount.
+/// POST: a mount (`?mount=&from=`), a monolithic upload (`?digest=`), or a new upload.
 pub async fn start(
     req: &HttpRequest,
     payload: web::Payload,
-    registry: &Registry,
-    repo: &RepoName,
-    from_readable: impl FnOnce(&RepoName) -> bool,
+    repo: &impl Repository,
 ) -> Result<HttpResponse, RegistryError> {
     if let (Some(mount), Some(from)) = (query_param(req, "mount"), query_param(req, "from")) {
         let digest: Digest = mount.parse()?;
-        // A `from` that is not a private repository (or unreadable) means a plain upload.
-        if let Some(Ok(from)) = registry.projects.repo_of(&from) {
-            let readable = from_readable(&from);
-            if let Some(digest) = registry
-                .projects
-                .mount(repo, &digest, &from, readable)
-                .await?
-            {
-                return Ok(blob_created(req, repo, &digest));
-            }
+        // A source that cannot be mounted from means a plain upload.
+        if let Some(digest) = repo.mount(&digest, &from).await? {
+            return Ok(blob_created(req, repo, &digest));
         }
     }
     let monolithic = query_param(req, "digest")
         .map(|d| d.parse::<Digest>())
         .transpose()?;
-    match registry
-        .projects
-        .start_upload(repo, monolithic, payload)
-        .await?
-    {
+    match repo.start_upload(monolithic, payload).await? {
         Started::Complete(digest) => Ok(blob_created(req, repo, &digest)),
         Started::Open(state) => Ok(in_progress(req, repo, &state, HttpResponse::Accepted())),
     }
@@ -49,26 +37,24 @@ pub async fn start(
 pub async fn patch(
     req: &HttpRequest,
     payload: web::Payload,
-    registry: &Registry,
-    repo: &RepoName,
+    repo: &impl Repository,
     id: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let start = match req.headers().get(header::CONTENT_RANGE) {
         None => None,
         Some(value) => Some(parse_content_range(value.to_str().unwrap_or_default())?),
     };
-    let state = registry.projects.append(repo, id, start, payload).await?;
+    let state = repo.append(id, start, payload).await?;
     Ok(in_progress(req, repo, &state, HttpResponse::Accepted()))
 }
 
 /// GET: where the upload stands.
 pub async fn status(
     req: &HttpRequest,
-    registry: &Registry,
-    repo: &RepoName,
+    repo: &impl Repository,
     id: &str,
 ) -> Result<HttpResponse, RegistryError> {
-    let state = registry.projects.upload_status(repo, id).await?;
+    let state = repo.upload_status(id).await?;
     Ok(in_progress(req, repo, &state, HttpResponse::NoContent()))
 }
 
@@ -76,8 +62,7 @@ pub async fn status(
 pub async fn finish(
     req: &HttpRequest,
     payload: web::Payload,
-    registry: &Registry,
-    repo: &RepoName,
+    repo: &impl Repository,
     id: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let digest: Digest = query_param(req, "digest")
@@ -88,20 +73,13 @@ pub async fn finish(
             )
         })?
         .parse()?;
-    registry
-        .projects
-        .finish_upload(repo, id, &digest, payload)
-        .await?;
+    repo.finish_upload(id, &digest, payload).await?;
     Ok(blob_created(req, repo, &digest))
 }
 
 /// DELETE: cancel.
-pub async fn cancel(
-    registry: &Registry,
-    repo: &RepoName,
-    id: &str,
-) -> Result<HttpResponse, RegistryError> {
-    registry.projects.cancel_upload(repo, id).await?;
+pub async fn cancel(repo: &impl Repository, id: &str) -> Result<HttpResponse, RegistryError> {
+    repo.cancel_upload(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -132,11 +110,11 @@ fn parse_content_range(value: &str) -> Result<u64, RegistryError> {
     Ok(start)
 }
 
-fn blob_created(req: &HttpRequest, repo: &RepoName, digest: &Digest) -> HttpResponse {
+fn blob_created(req: &HttpRequest, repo: &impl Repository, digest: &Digest) -> HttpResponse {
     HttpResponse::Created()
         .insert_header((
             header::LOCATION,
-            location(req, &format!("/v2/{repo}/blobs/{digest}")),
+            location(req, &format!("/v2/{}/blobs/{digest}", repo.name())),
         ))
         .insert_header(("Docker-Content-Digest", digest.to_string()))
         .finish()
@@ -144,7 +122,7 @@ fn blob_created(req: &HttpRequest, repo: &RepoName, digest: &Digest) -> HttpResp
 
 fn in_progress(
     req: &HttpRequest,
-    repo: &RepoName,
+    repo: &impl Repository,
     state: &UploadState,
     mut response: actix_web::HttpResponseBuilder,
 ) -> HttpResponse {
@@ -153,7 +131,10 @@ fn in_progress(
     response
         .insert_header((
             header::LOCATION,
-            location(req, &format!("/v2/{repo}/blobs/uploads/{}", state.id)),
+            location(
+                req,
+                &format!("/v2/{}/blobs/uploads/{}", repo.name(), state.id),
+            ),
         ))
         .insert_header((header::RANGE, format!("0-{end}")))
         .insert_header(("Docker-Upload-UUID", state.id.as_str()))

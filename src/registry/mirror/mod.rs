@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use self::manifest::ManifestKey;
 pub use self::seed::SeededImage;
+use super::error::storage_error;
 use super::error::RegistryError;
+use super::listing::{json, paginate, Listing, PageRequest};
 use super::namespace::MirrorRepo;
 use crate::cache::fill::{FillError, FillSource, NotVerified, SourceError};
 use crate::cache::flight::Flights;
@@ -30,7 +31,6 @@ use crate::cache::{BlobBody, Cache, StoredManifest};
 use crate::config::MirrorSettings;
 use crate::oci::Digest;
 use crate::oci::ErrorCode;
-use crate::storage::StorageError;
 use crate::upstream::{BlobResponse, UpstreamError};
 
 #[derive(Clone)]
@@ -48,12 +48,6 @@ pub enum BlobRead {
     /// A range (a `Range` header was sent): it may end before the last byte, the one a fill
     /// withholds, so it waits until the whole fill is verified.
     Range,
-}
-
-pub struct TagsReply {
-    pub body: Bytes,
-    /// A `Link` header pointing at the next page, in the client's terms.
-    pub link: Option<String>,
 }
 
 #[derive(Clone)]
@@ -235,40 +229,34 @@ impl Mirror {
         self.link(target, digest, "")
     }
 
+    /// A page of the repository's tags: upstream's answer (its next page in the client's
+    /// terms), or the tags the cache knows when offline.
     pub async fn tags(
         &self,
         target: &MirrorRepo,
-        query: &[(String, String)],
+        page: &PageRequest,
         ns: Option<&str>,
-    ) -> Result<TagsReply, RegistryError> {
+    ) -> Result<Listing, RegistryError> {
         self.admit(target, guard::Probe::Tags).await?;
-        if target.upstream.is_offline() {
-            return self.cached_tags(target, query, ns);
-        }
-        let page = match target
-            .upstream
-            .get_tags(&target.repo, query, &target.identity)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => return Err(self.refused(target, e, ErrorCode::NameUnknown).await),
-        };
-        let link = page.next.map(|mut pairs| {
-            if let Some(ns) = ns {
-                pairs.push(("ns".to_owned(), ns.to_owned()));
+        let mut listing = if target.upstream.is_offline() {
+            self.cached_tags(target, page)?
+        } else {
+            match target
+                .upstream
+                .get_tags(&target.repo, &page.query(), &target.identity)
+                .await
+            {
+                Ok(page) => Listing {
+                    body: page.body,
+                    next: page.next,
+                },
+                Err(e) => return Err(self.refused(target, e, ErrorCode::NameUnknown).await),
             }
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(pairs)
-                .finish();
-            format!(
-                "</v2/{}/tags/list?{query}>; rel=\"next\"",
-                target.client_name
-            )
-        });
-        Ok(TagsReply {
-            body: page.body,
-            link,
-        })
+        };
+        if let (Some(next), Some(ns)) = (&mut listing.next, ns) {
+            next.push(("ns".to_owned(), ns.to_owned()));
+        }
+        Ok(listing)
     }
 }
 
@@ -277,49 +265,16 @@ impl Mirror {
     fn cached_tags(
         &self,
         target: &MirrorRepo,
-        query: &[(String, String)],
-        ns: Option<&str>,
-    ) -> Result<TagsReply, RegistryError> {
-        let mut tags = self
+        page: &PageRequest,
+    ) -> Result<Listing, RegistryError> {
+        let tags = self
             .cache
             .tags_of(target.upstream.name(), &target.repo)
             .map_err(storage_error)?;
-        tags.sort();
-        let param = |key: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        if let Some(last) = param("last") {
-            tags.retain(|t| t.as_str() > last);
-        }
-        let mut link = None;
-        if let Some(n) = param("n").and_then(|n| n.parse::<usize>().ok()) {
-            if tags.len() > n {
-                tags.truncate(n);
-                let mut pairs = vec![
-                    ("last", tags.last().cloned().unwrap_or_default()),
-                    ("n", n.to_string()),
-                ];
-                if let Some(ns) = ns {
-                    pairs.push(("ns", ns.to_owned()));
-                }
-                let query = url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(pairs)
-                    .finish();
-                link = Some(format!(
-                    "</v2/{}/tags/list?{query}>; rel=\"next\"",
-                    target.client_name
-                ));
-            }
-        }
-        let body =
-            serde_json::to_vec(&serde_json::json!({"name": target.repo.as_str(), "tags": tags}))
-                .map_err(|e| RegistryError::internal("cannot render the tag list", e))?;
-        Ok(TagsReply {
-            body: Bytes::from(body),
-            link,
+        let (tags, next) = paginate(tags, page);
+        Ok(Listing {
+            body: json(serde_json::json!({"name": target.repo.as_str(), "tags": tags}))?,
+            next,
         })
     }
 }
@@ -417,10 +372,6 @@ fn not_verified(e: NotVerified) -> RegistryError {
         ),
         NotVerified::Failed(e) => fill_error(e),
     }
-}
-
-pub fn storage_error(e: impl Into<StorageError>) -> RegistryError {
-    RegistryError::internal("cache storage failed", e.into())
 }
 
 #[cfg(test)]

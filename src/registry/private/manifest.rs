@@ -1,6 +1,7 @@
-//! Manifests of private repositories: validated on PUT (parsed by the one manifest model, then
-//! the digest, and that everything referenced is already in the repository), stored content-addressed like
-//! every blob, and indexed by repository, tag and subject (for the referrers API).
+//! Manifests of private repositories: validated on PUT (read by the one manifest model, then
+//! the digest, and that everything referenced is already in the repository), stored
+//! content-addressed like every blob, and indexed by repository, tag and subject (for the
+//! referrers API).
 
 use std::sync::Arc;
 
@@ -10,8 +11,8 @@ use super::Projects;
 use crate::cache::StoredManifest;
 use crate::oci::media;
 use crate::oci::{Digest, ErrorCode, InvalidManifest, Manifest, ParseError, Reference, RepoName};
+use crate::registry::error::storage_error;
 use crate::registry::error::RegistryError;
-use crate::registry::mirror::storage_error;
 use crate::storage::index::{PushedManifest, ReferrerRecord};
 
 /// What a PUT stored.

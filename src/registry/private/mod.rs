@@ -15,8 +15,8 @@ pub mod upload;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::error::storage_error;
 use super::error::RegistryError;
-use super::mirror::storage_error;
 use crate::cache::{BlobBody, Cache};
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, RepoName};

@@ -1,0 +1,144 @@
+//! Layered configuration: embedded defaults (`config/berth.toml`) → a TOML file → `BERTH__…`
+//! environment variables → command-line flags.
+//!
+//! The embedded defaults are the documented example file itself, so the documentation of every
+//! key and the defaults cannot drift apart. Values are deserialized straight into their types
+//! (addresses, URLs, address blocks, image references, secrets), so a typo fails the load and
+//! nothing downstream parses a setting again. This module imports nothing from berth but `oci`.
+
+mod auth;
+mod mirror;
+mod secret;
+mod server;
+mod storage;
+mod upstream;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Role};
+pub use self::mirror::MirrorSettings;
+pub use self::secret::Secret;
+pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};
+pub use self::storage::{ByteSize, StorageSettings};
+pub use self::upstream::UpstreamSettings;
+
+/// The documented example configuration, which is also the embedded default.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/berth.toml");
+
+/// Keys whose environment variable holds a comma-separated list.
+const LIST_KEYS: [&str; 3] = [
+    "mirror.pinned",
+    "mirror.pin_platforms",
+    "server.trusted_proxies",
+];
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "BERTH";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration: cannot read {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+    pub mirror: MirrorSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    /// berth's own token service; without it berth is an open, anonymous, read-only mirror.
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
+    /// Private projects: repositories whose first component is a project name are berth's
+    /// own, and accept pushes. Require `[auth]`.
+    #[serde(default)]
+    pub projects: Vec<ProjectSettings>,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (when given), then `BERTH__…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not touch the process'.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            // Arrays are replaced, not merged: a file's [[upstreams]] is the whole list.
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let mut env_map: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        // Lists come comma-separated. config's own list parsing would also turn every other
+        // value that looks like a number or a boolean into one (a password "1.50" into "1.5").
+        for key in LIST_KEYS {
+            let var = format!(
+                "{ENV_PREFIX}__{}",
+                key.replace('.', "__").to_ascii_uppercase()
+            );
+            if let Some(text) = env_map.remove(&var) {
+                let items: Vec<String> = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                builder = builder.set_override(key, items)?;
+            }
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env_map)),
+        );
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        for upstream in &mut settings.upstreams {
+            upstream.resolve_password_file()?;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// What types cannot say: limits that must not be 0, names declared twice, sections that
+    /// need each other.
+    fn validate(&self) -> Result<(), ConfigError> {
+        auth::validate_projects(&self.projects, self.auth.as_ref(), &self.upstreams)?;
+        self.mirror.validate()?;
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        self.storage.validate()?;
+        self.server.validate()?;
+        upstream::validate_upstreams(&self.upstreams)
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `berth check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

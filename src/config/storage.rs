@@ -1,0 +1,114 @@
+//! `[storage]`: where data lives, and the memory and disk budgets.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::ConfigError;
+
+/// Less memory than this for hot manifests would not hold one the size the spec allows.
+const MIN_MEMORY_CACHE: u64 = 8 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub data_dir: PathBuf,
+    /// Memory for hot manifests and tag answers, in bytes.
+    #[serde(default = "default_memory_cache")]
+    pub memory_cache: ByteSize,
+    /// The count-bounded predecessor of `memory_cache`: still read, so that existing files
+    /// load, but ignored (a count is no bound on memory); berth warns when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_cache_entries: Option<u64>,
+    /// Disk budget for cached content; `None` is unlimited.
+    #[serde(default)]
+    pub max_size: ByteSize,
+    /// Eviction stops once the cache is down to this percentage of `max_size`.
+    #[serde(default = "default_low_water")]
+    pub low_water_percent: u8,
+}
+
+impl StorageSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .memory_cache
+            .0
+            .is_none_or(|bytes| bytes < MIN_MEMORY_CACHE)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "storage.memory_cache must be a size of at least {MIN_MEMORY_CACHE} bytes"
+            )));
+        }
+        if !(1..=100).contains(&self.low_water_percent) {
+            return Err(ConfigError::Invalid(
+                "storage.low_water_percent must be between 1 and 100".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_low_water() -> u8 {
+    90
+}
+fn default_memory_cache() -> ByteSize {
+    ByteSize(Some(64 << 20))
+}
+
+/// A size in bytes, written humanely (`"50GiB"`, `"512 MB"`, `1048576`), or `"unlimited"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteSize(pub Option<u64>);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("unlimited") || text == "0" {
+            return Ok(ByteSize(None));
+        }
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like \"50GiB\""))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+        };
+        Ok(ByteSize(Some((number * multiplier as f64) as u64)))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(0) => Ok(ByteSize(None)),
+            Raw::Number(n) => Ok(ByteSize(Some(n))),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => serializer.serialize_str("unlimited"),
+            Some(n) => serializer.serialize_u64(n),
+        }
+    }
+}
