@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use berth::config::Settings;
-use berth::oci::media;
 use berth::storage::{gc, Storage};
 
 /// berth: a registry mirror daemon (pull-through cache for OCI / Docker registries).
@@ -175,7 +174,7 @@ fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
         CacheCommand::Stats => print_stats(&storage),
         CacheCommand::Gc => storage
             .recover()
-            .and_then(|_| gc::collect(&storage, media::sniff_manifest, media::references))
+            .and_then(|_| gc::collect(&storage))
             .map(|report| {
                 println!(
                     "manifests: {}\nblobs kept: {}\nblobs removed: {}\nbytes removed: {}\ntemp files removed: {}\nexpired uploads removed: {}",

@@ -436,6 +436,28 @@ async fn manifests_are_validated_and_referrers_listed() {
         .await,
         (400, "MANIFEST_INVALID".into())
     );
+    // Digests a manifest names, its schema version and its media type are the spec's too.
+    let bad_layer = image_manifest(&config, 2, &[("sha256:nothex", 1)], serde_json::json!({}));
+    let schema1 = image_manifest(&config, 2, &[], serde_json::json!({"schemaVersion": 1}));
+    let unknown = image_manifest(
+        &config,
+        2,
+        &[],
+        serde_json::json!({"mediaType": "application/vnd.example+json"}),
+    );
+    for (content_type, body) in [
+        (OCI_MANIFEST, &bad_layer),
+        (OCI_MANIFEST, &schema1),
+        ("application/vnd.example+json", &unknown),
+        (OCI_INDEX, &manifest),
+    ] {
+        assert_eq!(
+            code(api.put_manifest("team/m", "bad", content_type, body).await).await,
+            (400, "MANIFEST_INVALID".into()),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
     let wrong_digest = sha256(b"other");
     assert_eq!(
         code(

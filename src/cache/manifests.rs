@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{blocking, Cache};
-use crate::oci::media;
+use super::{blocking, Cache, DIGEST_BYTES};
 use crate::oci::media::MAX_MANIFEST_BYTES;
-use crate::oci::Digest;
+use crate::oci::{Digest, Manifest};
 use crate::storage::index::{BlobRecord, PushedManifest};
 use crate::storage::StorageError;
 
@@ -17,9 +16,21 @@ pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub body: Bytes,
+    /// The body read as a manifest, once, when it was stored or read back from disk (serving
+    /// it never reads it again); `None` for bytes the model rejects, which the mirror passes
+    /// through as they came.
+    pub parsed: Option<Arc<Manifest>>,
 }
 
 impl StoredManifest {
+    /// Roughly what it takes in memory, for the hot copies' bound.
+    pub fn heap_bytes(&self) -> usize {
+        self.body.len()
+            + self.media_type.len()
+            + 2 * DIGEST_BYTES
+            + self.parsed.as_ref().map_or(0, |m| m.heap_bytes())
+    }
+
     /// The manifest as one repository serves it: the same bytes, with the media type that
     /// repository recorded for them (another repository may have pushed them as another type).
     pub fn served_as(self: &Arc<Self>, media_type: &str) -> Arc<Self> {
@@ -30,6 +41,7 @@ impl StoredManifest {
             digest: self.digest.clone(),
             media_type: media_type.to_owned(),
             body: self.body.clone(),
+            parsed: self.parsed.clone(),
         })
     }
 }
@@ -60,22 +72,28 @@ impl Cache {
             return Ok(None);
         };
         // Recovery re-indexes files without knowing what they are; a manifest tells by itself.
-        let media_type = match record.media_type {
-            Some(media_type) => media_type,
+        let (media_type, parsed) = match record.media_type {
+            Some(media_type) => {
+                let parsed = Manifest::parse(&body, Some(&media_type)).ok();
+                (media_type, parsed)
+            }
             None => {
-                let Some(sniffed) = media::sniff_manifest(&body) else {
+                let Ok(parsed) = Manifest::parse(&body, None) else {
                     return Ok(None);
                 };
-                self.storage
-                    .index
-                    .put_blob(digest, &BlobRecord::new(record.size, Some(sniffed.clone())))?;
-                sniffed
+                let media_type = parsed.media_type.clone();
+                self.storage.index.put_blob(
+                    digest,
+                    &BlobRecord::new(record.size, Some(media_type.clone())),
+                )?;
+                (media_type, Some(parsed))
             }
         };
         let manifest = Arc::new(StoredManifest {
             digest: digest.clone(),
             media_type,
             body: Bytes::from(body),
+            parsed: parsed.map(Arc::new),
         });
         self.manifests.insert(digest.clone(), Arc::clone(&manifest));
         Ok(Some(manifest))
@@ -102,12 +120,13 @@ impl Cache {
         Ok(manifest)
     }
 
-    /// Stores a pushed manifest (digest computed from `body` by the caller) and records it in
-    /// its repository, in one step that eviction cannot come between.
+    /// Stores a pushed manifest (digest computed from `body`, and `body` parsed, by the caller)
+    /// and records it in its repository, in one step that eviction cannot come between.
     pub async fn put_pushed_manifest(
         self: &Arc<Self>,
         pushed: PushedManifest<'_>,
         body: Bytes,
+        parsed: Arc<Manifest>,
     ) -> Result<(), StorageError> {
         let storage = Arc::clone(&self.storage);
         let size = body.len() as u64;
@@ -139,6 +158,7 @@ impl Cache {
             digest: pushed.digest.clone(),
             media_type: pushed.media_type.to_owned(),
             body,
+            parsed: Some(parsed),
         };
         self.manifests
             .insert(manifest.digest.clone(), Arc::new(manifest));
@@ -177,8 +197,9 @@ mod tests {
             cache
                 .put_manifest(StoredManifest {
                     digest: digest.clone(),
-                    media_type: media::OCI_MANIFEST.to_owned(),
+                    media_type: crate::oci::media::OCI_MANIFEST.to_owned(),
                     body: Bytes::from(body),
+                    parsed: None,
                 })
                 .await
                 .unwrap();
@@ -193,6 +214,38 @@ mod tests {
         for digest in &digests {
             let manifest = cache.manifest(digest).await.unwrap().unwrap();
             assert_eq!(&manifest.digest, digest);
+        }
+    }
+
+    /// Recovery indexes files without a media type: read back, a manifest is told by the model
+    /// (and kept parsed), and anything else is not a manifest.
+    #[tokio::test]
+    async fn recovered_manifests_are_told_by_their_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path()).unwrap());
+        let budget = Budget {
+            max_bytes: None,
+            low_water_percent: 90,
+        };
+        let cache = Cache::new(Arc::clone(&storage), Arc::default(), 1 << 20, budget, 0);
+        let config = Digest::of(b"{}");
+        let image =
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[]}}"#);
+        for body in [image.as_bytes(), b"{}", b"layer bytes"] {
+            storage.store_bytes(&Digest::of(body), body, None).unwrap();
+        }
+
+        let manifest = cache.manifest(&Digest::of(image.as_bytes())).await.unwrap();
+        let manifest = manifest.expect("an image manifest");
+        assert_eq!(manifest.media_type, crate::oci::media::OCI_MANIFEST);
+        assert_eq!(manifest.parsed.as_ref().unwrap().pulled_blobs(), [config]);
+        let record = storage.index.blob(&manifest.digest).unwrap().unwrap();
+        assert_eq!(
+            record.media_type.as_deref(),
+            Some(crate::oci::media::OCI_MANIFEST)
+        );
+        for other in [&b"{}"[..], b"layer bytes"] {
+            assert!(cache.manifest(&Digest::of(other)).await.unwrap().is_none());
         }
     }
 }

@@ -70,9 +70,7 @@ impl Cache {
             )),
             manifests: moka::sync::Cache::builder()
                 .max_capacity(memory_bytes - 2 * small)
-                .weigher(|_, m: &Arc<StoredManifest>| {
-                    weight(m.body.len() + m.media_type.len() + 2 * DIGEST_BYTES)
-                })
+                .weigher(|_, m: &Arc<StoredManifest>| weight(m.heap_bytes()))
                 .build(),
             tags: moka::sync::Cache::builder()
                 .max_capacity(small)

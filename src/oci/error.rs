@@ -1,10 +1,12 @@
-//! The spec's error codes, and the error of parsing a name, tag, digest or reference.
+//! The spec's error codes, and the error of parsing a name, tag, digest, reference or manifest.
 //!
 //! Codes map 1:1 to the OCI distribution spec's error table (and Distribution's additions), each
 //! with its HTTP status; `registry::RegistryError` carries one to the client.
 
 use serde::Serialize;
 
+use super::manifest::InvalidManifest;
+use super::media::MAX_MANIFEST_BYTES;
 use super::name::MAX_NAME_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,7 +85,7 @@ impl ErrorCode {
     }
 }
 
-/// A name, tag, digest or reference that does not follow the spec grammar. The message is
+/// A name, tag, digest, reference or manifest that does not follow the spec. The message is
 /// what the client is told; [`ParseError::code`] is the spec code it is told with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -110,6 +112,10 @@ pub enum ParseError {
     /// The digest (truncated for the message) and what is wrong with it.
     #[error("invalid digest {input:?}: {why}")]
     Digest { input: String, why: &'static str },
+    #[error("manifest is {0} bytes; the limit is {MAX_MANIFEST_BYTES}")]
+    ManifestTooLarge(usize),
+    #[error(transparent)]
+    Manifest(#[from] InvalidManifest),
 }
 
 impl ParseError {
@@ -122,6 +128,8 @@ impl ParseError {
             | ParseError::Host(_) => ErrorCode::NameInvalid,
             ParseError::Tag(_) => ErrorCode::TagInvalid,
             ParseError::Digest { .. } => ErrorCode::DigestInvalid,
+            ParseError::ManifestTooLarge(_) => ErrorCode::SizeInvalid,
+            ParseError::Manifest(_) => ErrorCode::ManifestInvalid,
         }
     }
 }

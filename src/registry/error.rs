@@ -143,7 +143,7 @@ impl std::error::Error for RegistryError {
     }
 }
 
-/// A name, tag or digest the client sent does not follow the spec grammar.
+/// A name, tag, digest or manifest the client sent does not follow the spec.
 impl From<ParseError> for RegistryError {
     fn from(err: ParseError) -> Self {
         RegistryError::new(err.code(), err.to_string())

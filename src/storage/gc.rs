@@ -2,14 +2,14 @@
 //! holds, and leftovers in `tmp/`. It needs the index to itself (sled's lock guarantees that no berth is
 //! serving from the same data directory meanwhile).
 //!
-//! What counts as referenced is decided by the caller's `references` function, so this layer
-//! stays ignorant of manifest formats.
+//! What a manifest references is what the one manifest model ([`Manifest`]) reads in it; bytes
+//! it cannot read (passed through from an upstream) reference nothing.
 
 use std::collections::HashSet;
 
 use super::index::BlobRecord;
 use super::{Storage, StorageError};
-use crate::oci::Digest;
+use crate::oci::{Digest, Manifest};
 
 /// Manifests are small; anything larger is not read as one.
 const MAX_MANIFEST_BYTES: u64 = crate::oci::media::MAX_MANIFEST_BYTES as u64;
@@ -24,13 +24,7 @@ pub struct GcReport {
     pub uploads_removed: usize,
 }
 
-/// `sniff` says whether a body is a manifest (its media type); `references` lists the
-/// digests a manifest body points at.
-pub fn collect(
-    storage: &Storage,
-    sniff: impl Fn(&[u8]) -> Option<String>,
-    references: impl Fn(&[u8]) -> Vec<Digest>,
-) -> Result<GcReport, StorageError> {
+pub fn collect(storage: &Storage) -> Result<GcReport, StorageError> {
     let mut report = GcReport {
         temp_files_removed: storage.blobs.sweep_tmp()?,
         uploads_removed: storage.expire_uploads(super::UPLOAD_EXPIRY)?.0,
@@ -47,15 +41,19 @@ pub fn collect(
         let Some(body) = storage.blobs.read_small(digest, MAX_MANIFEST_BYTES)? else {
             continue;
         };
-        let media_type = record.media_type.clone().or_else(|| sniff(&body));
-        if let Some(media_type) = media_type {
-            if record.media_type.is_none() {
-                let mut fixed = record.clone();
-                fixed.media_type = Some(media_type);
-                storage.index.put_blob(digest, &fixed)?;
-            }
-            manifests.insert(digest.clone());
-            referenced.extend(references(&body));
+        let parsed = Manifest::parse(&body, record.media_type.as_deref()).ok();
+        if record.media_type.is_none() {
+            // Recovery indexes manifests without a media type: the body tells, or it is none.
+            let Some(parsed) = &parsed else {
+                continue;
+            };
+            let mut fixed = record.clone();
+            fixed.media_type = Some(parsed.media_type.clone());
+            storage.index.put_blob(digest, &fixed)?;
+        }
+        manifests.insert(digest.clone());
+        if let Some(parsed) = parsed {
+            referenced.extend(parsed.references().cloned());
         }
     }
     report.manifests = manifests.len();
@@ -110,7 +108,7 @@ mod tests {
         let manifest = put(manifest.as_bytes(), None);
         std::fs::write(dir.path().join("tmp/blob-x"), b"partial").unwrap();
 
-        let report = collect(&storage, media::sniff_manifest, media::references).unwrap();
+        let report = collect(&storage).unwrap();
         assert_eq!(
             report,
             GcReport {

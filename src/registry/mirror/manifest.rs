@@ -9,9 +9,7 @@ use super::{now_ms, offline_error, storage_error, upstream_error, ManifestReply,
 use crate::cache::StoredManifest;
 use crate::metrics;
 use crate::oci::media::{self, AcceptList};
-use crate::oci::ErrorCode;
-use crate::oci::RepoName;
-use crate::oci::{Digest, Reference, Tag};
+use crate::oci::{Digest, ErrorCode, Manifest, Reference, RepoName, Tag};
 use crate::registry::error::RegistryError;
 use crate::registry::namespace::MirrorRepo;
 use crate::storage::index::TagRecord;
@@ -299,13 +297,21 @@ impl Mirror {
                 ),
             ));
         }
-        let media_type = media::resolve_media_type(fetched.content_type.as_deref(), &fetched.body);
+        let declared = fetched.content_type.as_deref();
+        let upstream_type = media::upstream_content_type(declared);
+        let (media_type, parsed) = match Manifest::parse(&fetched.body, upstream_type.as_deref()) {
+            Ok(parsed) => (parsed.media_type.clone(), Some(Arc::new(parsed))),
+            // Not a manifest berth reads (schema 1, a type it does not know): passed on as
+            // upstream sent it, and never walked.
+            Err(_) => (media::passthrough_media_type(declared, &fetched.body), None),
+        };
         let manifest = self
             .cache
             .put_manifest(StoredManifest {
                 digest: digest.clone(),
                 media_type,
                 body: fetched.body,
+                parsed,
             })
             .await
             .map_err(storage_error)?;

@@ -70,7 +70,11 @@ impl Mirror {
         if !claim.is_fresh() {
             return;
         }
-        let blobs = media::pulled_blobs(&manifest.media_type, &manifest.body);
+        let blobs = manifest
+            .parsed
+            .as_ref()
+            .map(|parsed| parsed.pulled_blobs())
+            .unwrap_or_default();
         let this = self.clone();
         let target = target.clone();
         let digest = manifest.digest.clone();

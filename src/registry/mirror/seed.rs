@@ -39,12 +39,20 @@ impl Mirror {
         let mut pending = vec![root.clone()];
         while let Some(manifest) = pending.pop() {
             // An index names platform manifests; an image manifest, the blobs to pull.
+            // A body berth cannot read (passed through from upstream) names nothing it can walk.
+            let Some(parsed) = manifest.parsed.as_deref() else {
+                continue;
+            };
             if media::is_index(&manifest.media_type) {
-                let wanted = media::parts(&manifest.media_type, &manifest.body)
+                let wanted: Vec<Digest> = parsed
                     .manifests
-                    .into_iter()
-                    .filter(|child| is_wanted(child.platform.as_deref(), platforms))
-                    .map(|child| child.digest);
+                    .iter()
+                    .filter(|child| {
+                        let platform = child.platform.as_ref().map(ToString::to_string);
+                        is_wanted(platform.as_deref(), platforms)
+                    })
+                    .map(|child| child.digest.clone())
+                    .collect();
                 for child in wanted {
                     if seen.insert(child.clone()) {
                         holds.push(child.clone());
@@ -56,7 +64,8 @@ impl Mirror {
                 }
                 continue;
             }
-            let new_blobs: Vec<Digest> = media::pulled_blobs(&manifest.media_type, &manifest.body)
+            let new_blobs: Vec<Digest> = parsed
+                .pulled_blobs()
                 .into_iter()
                 .filter(|blob| seen.insert(blob.clone()))
                 .collect();

@@ -1,18 +1,16 @@
-//! Manifests of private repositories: validated on PUT (size, JSON, media type, digest, and
-//! that everything referenced is already in the repository), stored content-addressed like
-//! every blob, and indexed by repository, tag and subject (for the referrers API).
+//! Manifests of private repositories: validated on PUT (read by the one manifest model, then
+//! the digest, and that everything referenced is already in the repository), stored
+//! content-addressed like every blob, and indexed by repository, tag and subject (for the
+//! referrers API).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
 
 use super::Projects;
 use crate::cache::StoredManifest;
 use crate::oci::media;
-use crate::oci::media::MAX_MANIFEST_BYTES;
-use crate::oci::ErrorCode;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, ErrorCode, InvalidManifest, Manifest, ParseError, Reference, RepoName};
 use crate::registry::error::storage_error;
 use crate::registry::error::RegistryError;
 use crate::storage::index::{PushedManifest, ReferrerRecord};
@@ -22,38 +20,6 @@ pub struct PutManifest {
     pub digest: Digest,
     /// The manifest's subject, answered as `OCI-Subject`.
     pub subject: Option<Digest>,
-}
-
-#[derive(Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    digest: String,
-}
-
-#[derive(Deserialize)]
-struct ManifestShape {
-    #[serde(rename = "schemaVersion")]
-    schema_version: Option<u32>,
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    #[serde(rename = "artifactType", default)]
-    artifact_type: Option<String>,
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-    manifests: Option<Vec<Descriptor>>,
-    subject: Option<Descriptor>,
-    annotations: Option<serde_json::Value>,
-}
-
-fn invalid(message: impl Into<String>) -> RegistryError {
-    RegistryError::new(ErrorCode::ManifestInvalid, message)
-}
-
-fn parse_digest(text: &str) -> Result<Digest, RegistryError> {
-    text.parse()
-        .map_err(|_| invalid(format!("manifest references an invalid digest {text:?}")))
 }
 
 fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
@@ -71,40 +37,15 @@ impl Projects {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest, RegistryError> {
-        if body.len() > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::new(
-                ErrorCode::SizeInvalid,
-                format!(
-                    "manifest is {} bytes; the limit is {MAX_MANIFEST_BYTES}",
-                    body.len()
-                ),
-            ));
+        let manifest = Arc::new(Manifest::parse(&body, content_type)?);
+        // A pusher must say what it pushes: in the header, or in the body.
+        if content_type
+            .and_then(media::normalize_content_type)
+            .is_none()
+            && !manifest.names_media_type
+        {
+            return Err(ParseError::from(InvalidManifest::NoMediaType).into());
         }
-        let shape: ManifestShape = serde_json::from_slice(&body)
-            .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
-        if shape.schema_version != Some(2) {
-            return Err(invalid("only schemaVersion 2 manifests are accepted"));
-        }
-        let content_type = content_type
-            .and_then(|ct| ct.split(';').next())
-            .map(|ct| ct.trim().to_ascii_lowercase())
-            .filter(|ct| !ct.is_empty());
-        let media_type = match (content_type, &shape.media_type) {
-            (Some(ct), Some(declared)) if &ct != declared => {
-                return Err(invalid(format!(
-                    "Content-Type {ct} does not match the manifest's mediaType {declared}"
-                )))
-            }
-            (Some(ct), _) => ct,
-            (None, Some(declared)) => declared.clone(),
-            (None, None) => return Err(invalid("no Content-Type and no mediaType")),
-        };
-        if !media::SUPPORTED.contains(&media_type.as_str()) {
-            return Err(invalid(format!(
-                "unsupported manifest media type {media_type}"
-            )));
-        }
-        let is_index = media::is_index(&media_type);
         let digest = Digest::of(&body);
         if let Reference::Digest(named) = reference {
             if named != &digest {
@@ -115,24 +56,15 @@ impl Projects {
                 .with_detail(serde_json::json!({ "digest": named.to_string() })));
             }
         }
-        self.check_references(repo, &shape, is_index)?;
-        let subject = shape
-            .subject
-            .as_ref()
-            .map(|s| parse_digest(&s.digest))
-            .transpose()?;
-
+        self.check_references(repo, &manifest)?;
+        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
         let referrer = subject.as_ref().map(|subject| {
-            let artifact_type = shape
-                .artifact_type
-                .clone()
-                .or_else(|| shape.config.as_ref().and_then(|c| c.media_type.clone()));
             let record = ReferrerRecord {
-                media_type: media_type.clone(),
+                media_type: manifest.media_type.clone(),
                 digest: digest.to_string(),
                 size: body.len() as u64,
-                artifact_type,
-                annotations: shape.annotations.clone(),
+                artifact_type: manifest.artifact_type().map(str::to_owned),
+                annotations: manifest.annotations.clone(),
             };
             (subject, record)
         });
@@ -141,7 +73,7 @@ impl Projects {
         let pushed = PushedManifest {
             repo,
             digest: &digest,
-            media_type: &media_type,
+            media_type: &manifest.media_type,
             size: body.len() as u64,
             tag: match reference {
                 Reference::Tag(tag) => Some(tag),
@@ -152,19 +84,14 @@ impl Projects {
                 .map(|(subject, record)| (*subject, record)),
         };
         self.cache
-            .put_pushed_manifest(pushed, body)
+            .put_pushed_manifest(pushed, body, Arc::clone(&manifest))
             .await
             .map_err(storage_error)?;
         Ok(PutManifest { digest, subject })
     }
 
     /// Every blob and child manifest a manifest names must be in the repository already.
-    fn check_references(
-        &self,
-        repo: &RepoName,
-        shape: &ManifestShape,
-        is_index: bool,
-    ) -> Result<(), RegistryError> {
+    fn check_references(&self, repo: &RepoName, manifest: &Manifest) -> Result<(), RegistryError> {
         let index = &self.storage().index;
         let missing = |digest: &Digest| {
             RegistryError::new(
@@ -173,27 +100,22 @@ impl Projects {
             )
             .with_detail(serde_json::json!({ "digest": digest.to_string() }))
         };
-        if is_index {
-            for child in shape.manifests.iter().flatten() {
-                let digest = parse_digest(&child.digest)?;
+        if manifest.is_index() {
+            for child in &manifest.manifests {
                 if index
-                    .repo_manifest(repo, &digest)
+                    .repo_manifest(repo, &child.digest)
                     .map_err(storage_error)?
                     .is_none()
                 {
-                    return Err(missing(&digest));
+                    return Err(missing(&child.digest));
                 }
             }
             return Ok(());
         }
-        let config = shape
-            .config
-            .as_ref()
-            .ok_or_else(|| invalid("an image manifest needs a config"))?;
-        for descriptor in std::iter::once(config).chain(&shape.layers) {
-            let digest = parse_digest(&descriptor.digest)?;
-            if !index.repo_has_blob(repo, &digest).map_err(storage_error)? {
-                return Err(missing(&digest));
+        for descriptor in manifest.config_and_layers()? {
+            let digest = &descriptor.digest;
+            if !index.repo_has_blob(repo, digest).map_err(storage_error)? {
+                return Err(missing(digest));
             }
         }
         Ok(())
