@@ -18,6 +18,7 @@ use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
 use self::private::Projects;
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::config::MirrorSettings;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -36,10 +37,11 @@ impl Registry {
         cache: Arc<Cache>,
         projects: impl IntoIterator<Item = String>,
         mirror: &MirrorSettings,
+        clock: Clock,
     ) -> Self {
         Registry {
             upstreams,
-            mirror: Mirror::new(Arc::clone(&cache), mirror),
+            mirror: Mirror::new(Arc::clone(&cache), mirror, clock),
             projects: Projects::new(projects, Arc::clone(&cache)),
             cache,
         }

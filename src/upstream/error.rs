@@ -152,7 +152,7 @@ mod tests {
             password: None,
             password_file: None,
         };
-        let Err(err) = Upstreams::new(&[settings], false) else {
+        let Err(err) = Upstreams::new(&[settings], false, &crate::clock::Clock::system()) else {
             panic!("a bad url was accepted");
         };
         assert!(

@@ -1,14 +1,16 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
+mod app;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Service as _;
 use actix_web::{web, App, HttpServer};
 
-use crate::auth::token::TokenService;
+pub use self::app::{app, AppState};
 use crate::cache::evict::Budget;
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::pins::{keep_pinned, PinPlan};
@@ -40,8 +42,22 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens storage (recovering from any earlier crash) and builds the registry. Blocks.
+/// Opens storage (recovering from any earlier crash) and builds the registry over the
+/// configured upstreams. Blocks.
 pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> {
+    let clock = Clock::system();
+    let upstreams = Upstreams::new(&settings.upstreams, settings.mirror.offline, &clock)
+        .map_err(StartError::Upstream)?;
+    assemble_registry(settings, upstreams, clock)
+}
+
+/// Opens storage (recovering from any earlier crash) and builds the registry over
+/// `upstreams`, reading time from `clock`. Blocks.
+pub fn assemble_registry(
+    settings: &Settings,
+    upstreams: Upstreams,
+    clock: Clock,
+) -> Result<Arc<Registry>, StartError> {
     let data_dir = &settings.storage.data_dir;
     let storage_error = |source| StartError::Storage {
         path: data_dir.display().to_string(),
@@ -58,8 +74,6 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         "storage ready"
     );
     let stored_bytes = storage.total_size().map_err(storage_error)?;
-    let upstreams = Upstreams::new(&settings.upstreams, settings.mirror.offline)
-        .map_err(StartError::Upstream)?;
     let budget = Budget {
         max_bytes: settings.storage.max_size.0,
         low_water_percent: settings.storage.low_water_percent,
@@ -84,6 +98,7 @@ pub fn build_registry(settings: &Settings) -> Result<Arc<Registry>, StartError> 
         cache,
         projects,
         &settings.mirror,
+        clock,
     )))
 }
 
@@ -105,36 +120,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    // Without [auth], an open mirror still runs a token service: it lets clients pass their
-    // upstream credentials through, with a key kept in data_dir.
-    let tokens = match &settings.auth {
-        Some(auth) => TokenService::new(auth, &settings.projects),
-        None => TokenService::open(&settings.storage.data_dir),
-    }
-    .map_err(|e| StartError::Auth(e.to_string()))?;
-    let tokens = Some(web::Data::new(tokens));
-    let server_settings = web::Data::new(settings.server.clone());
-    let data = web::Data::from(Arc::clone(&registry));
+    let state = AppState::new(&settings, &registry)?;
     let read_timeout = settings.server.read_timeout;
-    let mut server = HttpServer::new(move || {
-        let mut app = App::new()
-            .app_data(data.clone())
-            .app_data(server_settings.clone());
-        if let Some(tokens) = &tokens {
-            app = app.app_data(tokens.clone());
-        }
-        app.wrap(
-            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("berth::access"),
-        )
-        .wrap_fn(move |mut req, service| {
-            crate::http::stall::limit_silence(&mut req, read_timeout);
-            service.call(req)
-        })
-        .configure(crate::http::configure)
-    })
-    .client_request_timeout(read_timeout)
-    .max_connections(settings.server.max_connections)
-    .listen(listener)?;
+    let mut server = HttpServer::new(move || app(&state))
+        .client_request_timeout(read_timeout)
+        .max_connections(settings.server.max_connections)
+        .listen(listener)?;
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
