@@ -1,6 +1,8 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
 mod app;
+#[cfg(test)]
+mod tests;
 
 use std::net::TcpListener;
 use std::sync::Arc;

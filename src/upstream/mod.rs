@@ -3,7 +3,7 @@
 //! An [`Upstream`] decides what is asked at all: nothing when offline, nothing while its
 //! breaker is open (see [`health`]), and no second question within `not_found_ttl` for what it
 //! answered 404 to. The asking itself goes through a [`RegistryApi`]: the HTTP client
-//! ([`client::HttpClient`]). It knows nothing
+//! ([`client::HttpClient`]) in production, an in-memory registry in tests. It knows nothing
 //! about the cache.
 
 pub mod api;
@@ -11,6 +11,8 @@ pub mod auth;
 pub mod challenge;
 mod client;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod health;
 mod response;
 
