@@ -281,10 +281,11 @@ impl Mirror {
         let known = self.cache.guarding(key).map_err(storage_error)?;
         let client = matches!(target.identity, Identity::Client(_));
         // An offline upstream cannot be asked: what is known stands.
-        let due = !target.upstream.is_offline()
+        // The cheap tests first: an open repository asked anonymously is the common case.
+        let due = (client || known != Guarding::Open)
+            && !target.upstream.is_offline()
             && !self.guard.classified.contains(key)
-            && !self.guard.retried.contains(key)
-            && (client || known != Guarding::Open);
+            && !self.guard.retried.contains(key);
         if !due {
             return Ok(known);
         }
