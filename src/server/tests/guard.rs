@@ -135,3 +135,27 @@ async fn an_unsure_repository_is_asked_again_after_the_retry_interval() {
         "one HEAD, the manifest from cache"
     );
 }
+
+#[actix_web::test]
+async fn a_repository_hidden_behind_404s_is_guarded_once_a_client_finds_it() {
+    let app = test_app(|s| s.mirror.guard_ttl = GUARD_TTL).await;
+    let hub = app.hub();
+    let image = hub.put_image("org/hidden", "v1", "hidden");
+    hub.guard("org/hidden", "carol", "pw");
+    hub.hide_guarded(true);
+    let path = "/v2/org/hidden/manifests/v1";
+
+    // Anonymous: a 404 proves nothing, and marks nothing.
+    let reply = app.get(path).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(guarding(&app, "org/hidden"), Guarding::Open);
+
+    // The client's credentials find what anonymous was told is not there: guarded.
+    let token = app.login("org/hidden", "carol", "pw").await;
+    let reply = app.get_as(path, &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body(), &image.manifest[..]);
+    assert_eq!(guarding(&app, "org/hidden"), Guarding::Guarded);
+    // Now cached, and still not served to anonymous clients.
+    assert_eq!(app.get(path).await.status, StatusCode::UNAUTHORIZED);
+}
