@@ -8,20 +8,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each top-level module of `src/` and the modules it may import. Leaves (`oci`, `metrics`,
-/// `memory`) may be imported by everyone; nothing imports `http` or `server`.
+/// `memory`, `clock`) import nothing of berth; nothing imports `http` or `server`.
 const LAYERS: &[(&str, &[&str])] = &[
     ("oci", &[]),
     ("metrics", &[]),
     ("memory", &[]),
+    ("clock", &[]),
     ("config", &["oci"]),
     ("storage", &["oci", "metrics", "memory"]),
     ("cache", &["storage", "oci", "metrics", "memory"]),
-    ("upstream", &["config", "oci", "metrics", "memory"]),
+    ("upstream", &["config", "oci", "metrics", "memory", "clock"]),
     ("auth", &["config", "oci", "metrics", "memory"]),
     (
         "registry",
         &[
-            "auth", "cache", "storage", "upstream", "config", "oci", "metrics", "memory",
+            "auth", "cache", "storage", "upstream", "config", "oci", "metrics", "memory", "clock",
         ],
     ),
     (

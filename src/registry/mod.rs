@@ -21,6 +21,7 @@ use self::mirror::Mirror;
 use self::namespace::MirrorRepo;
 use self::repository::Target;
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::config::{MirrorSettings, Projects};
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -39,10 +40,11 @@ impl Registry {
         cache: Arc<Cache>,
         projects: Projects,
         mirror: &MirrorSettings,
+        clock: Clock,
     ) -> Self {
         Registry {
             upstreams,
-            mirror: Mirror::new(Arc::clone(&cache), mirror),
+            mirror: Mirror::new(Arc::clone(&cache), mirror, clock),
             projects: private::Projects::new(projects, Arc::clone(&cache)),
             cache,
         }

@@ -101,6 +101,7 @@ mod tests {
         Upstreams::new(
             &[make("docker.io"), make("ghcr.io"), make("localhost:5001")],
             false,
+            &crate::clock::Clock::system(),
         )
         .unwrap()
     }

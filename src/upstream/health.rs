@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::auth::Identity;
 use super::error::UpstreamError;
+use crate::clock::Clock;
 use crate::metrics::UpstreamHealth;
-
-/// The breaker's clock; a test injects its own.
-pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -72,11 +70,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(upstream: &str, threshold: u32, cooldown: Duration) -> Self {
-        Self::with_clock(upstream, threshold, cooldown, Arc::new(Instant::now))
-    }
-
-    pub fn with_clock(upstream: &str, threshold: u32, cooldown: Duration, clock: Clock) -> Self {
+    pub fn new(upstream: &str, threshold: u32, cooldown: Duration, clock: Clock) -> Self {
         Breaker {
             upstream: upstream.to_owned(),
             threshold: threshold.max(1),
@@ -97,12 +91,12 @@ impl Breaker {
         let mut state = self.lock();
         let probe = match *state {
             State::Closed { .. } => false,
-            State::Open { until } if (self.clock)() >= until => {
+            State::Open { until } if self.clock.now() >= until => {
                 self.set(&mut state, State::HalfOpen);
                 true
             }
             State::Open { until } => {
-                return Err(self.refuse(until.saturating_duration_since((self.clock)())))
+                return Err(self.refuse(until.saturating_duration_since(self.clock.now())))
             }
             State::HalfOpen => return Err(self.refuse(self.cooldown)),
         };
@@ -151,7 +145,7 @@ impl Breaker {
         );
         self.health.trips.fetch_add(1, Ordering::Relaxed);
         State::Open {
-            until: (self.clock)() + self.cooldown,
+            until: self.clock.now() + self.cooldown,
         }
     }
 
@@ -159,7 +153,7 @@ impl Breaker {
     fn abandon_probe(&self) {
         let mut state = self.lock();
         if *state == State::HalfOpen {
-            let now = (self.clock)();
+            let now = self.clock.now();
             self.set(&mut state, State::Open { until: now });
         }
     }
@@ -265,16 +259,16 @@ impl NotFound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     fn state_code(health: &UpstreamHealth) -> u64 {
         health.state.load(Ordering::Relaxed)
     }
 
     /// A clock the test moves by hand.
-    fn manual_clock() -> (Clock, Arc<Mutex<Instant>>) {
-        let now = Arc::new(Mutex::new(Instant::now()));
-        let read = Arc::clone(&now);
-        (Arc::new(move || *read.lock().unwrap()), now)
+    fn manual_clock() -> (Clock, ManualClock) {
+        let hand = ManualClock::new();
+        (hand.clock(), hand)
     }
 
     fn fail(breaker: &Breaker) {
@@ -284,7 +278,7 @@ mod tests {
     #[test]
     fn opens_after_the_threshold_and_fails_fast() {
         let (clock, _) = manual_clock();
-        let breaker = Breaker::with_clock("up", 3, Duration::from_secs(30), clock);
+        let breaker = Breaker::new("up", 3, Duration::from_secs(30), clock);
         fail(&breaker);
         fail(&breaker);
         assert!(!breaker.is_open());
@@ -308,11 +302,11 @@ mod tests {
     #[test]
     fn one_probe_after_the_cooldown_decides() {
         let (clock, now) = manual_clock();
-        let breaker = Breaker::with_clock("up", 1, Duration::from_secs(10), clock);
+        let breaker = Breaker::new("up", 1, Duration::from_secs(10), clock);
         fail(&breaker);
-        *now.lock().unwrap() += Duration::from_secs(9);
+        now.advance(Duration::from_secs(9));
         assert!(breaker.admit().is_err(), "let through before the cool-down");
-        *now.lock().unwrap() += Duration::from_secs(1);
+        now.advance(Duration::from_secs(1));
         let probe = breaker.admit().expect("no probe after the cool-down");
         assert_eq!(state_code(breaker.health()), 2);
         // While the probe is out, everyone else still fails fast.
@@ -320,7 +314,7 @@ mod tests {
         probe.record(Outcome::Failed);
         assert!(breaker.admit().is_err(), "a failed probe must reopen");
 
-        *now.lock().unwrap() += Duration::from_secs(10);
+        now.advance(Duration::from_secs(10));
         breaker.admit().unwrap().record(Outcome::Alive);
         assert!(!breaker.is_open());
         assert_eq!(state_code(breaker.health()), 0);
@@ -330,9 +324,9 @@ mod tests {
     #[test]
     fn an_abandoned_probe_lets_the_next_request_probe() {
         let (clock, now) = manual_clock();
-        let breaker = Breaker::with_clock("up", 1, Duration::from_secs(5), clock);
+        let breaker = Breaker::new("up", 1, Duration::from_secs(5), clock);
         fail(&breaker);
-        *now.lock().unwrap() += Duration::from_secs(5);
+        now.advance(Duration::from_secs(5));
         drop(breaker.admit().unwrap());
         let probe = breaker.admit().expect("the breaker stayed half-open");
         probe.record(Outcome::Alive);
@@ -342,13 +336,13 @@ mod tests {
     #[test]
     fn late_outcomes_do_not_override_the_probe() {
         let (clock, now) = manual_clock();
-        let breaker = Breaker::with_clock("up", 1, Duration::from_secs(5), clock);
+        let breaker = Breaker::new("up", 1, Duration::from_secs(5), clock);
         let slow = breaker.admit().unwrap();
         fail(&breaker);
         // A call admitted while closed finishes after the breaker opened: it changes nothing.
         slow.record(Outcome::Alive);
         assert!(breaker.is_open());
-        *now.lock().unwrap() += Duration::from_secs(5);
+        now.advance(Duration::from_secs(5));
         breaker.admit().unwrap().record(Outcome::Alive);
         assert!(!breaker.is_open());
     }

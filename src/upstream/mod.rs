@@ -1,113 +1,92 @@
 //! The client side of the registry API: one [`Upstream`] per configured registry.
 //!
-//! It authenticates the way the upstream's challenge asks (see [`auth`]), follows redirects
-//! itself (Docker Hub sends blobs to a CDN, which must not see the registry token), and turns
-//! every non-success answer into an [`UpstreamError`]. It knows nothing about the cache.
+//! An [`Upstream`] decides what is asked at all: nothing when offline, nothing while its
+//! breaker is open (see [`health`]), and no second question within `not_found_ttl` for what it
+//! answered 404 to. The asking itself goes through a [`RegistryApi`]: the HTTP client
+//! ([`client::HttpClient`]) in production, an in-memory registry in tests. It knows nothing
+//! about the cache.
 
+pub mod api;
 pub mod auth;
 pub mod challenge;
+mod client;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod health;
 mod response;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{Method, StatusCode};
-use url::Url;
-
-use self::auth::Authenticator;
+pub use self::api::{BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage};
 pub use self::auth::{Credentials, Identity};
+pub use self::client::HttpClient;
 pub use self::error::{SetupError, UpstreamError};
 use self::health::{Breaker, NotFound, Outcome};
 pub(crate) use self::response::{error_reason, read_limited, status_error};
-use self::response::{header_string, next_link_query};
+use crate::clock::Clock;
 use crate::config::UpstreamSettings;
-use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, Reference, RepoName};
-
-const MAX_REDIRECTS: usize = 5;
-/// Bound for requests whose whole answer is small (manifests, tags, tokens).
-const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A manifest as fetched: raw bytes plus what upstream said about them.
-#[derive(Debug, Clone)]
-pub struct FetchedManifest {
-    pub body: Bytes,
-    pub content_type: Option<String>,
-    pub digest: Option<String>,
-}
-
-/// A manifest's identity as answered to a HEAD.
-#[derive(Debug, Clone)]
-pub struct ManifestHead {
-    pub digest: Option<String>,
-    pub content_type: Option<String>,
-}
-
-/// A blob response whose body has not been read yet.
-pub struct BlobResponse {
-    pub content_length: Option<u64>,
-    pub body: Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin>,
-}
-
-/// A page of the tag list, passed through as upstream wrote it.
-pub struct TagPage {
-    pub body: Bytes,
-    /// The `last` and `n` query values of upstream's `Link: <…>; rel="next"`, if any.
-    pub next: Option<Vec<(String, String)>>,
-}
 
 pub struct Upstream {
     name: String,
-    base: Url,
-    http: reqwest::Client,
-    auth: Authenticator,
+    api: Box<dyn RegistryApi>,
     settings: UpstreamSettings,
     offline: bool,
+    default_identity: Identity,
     breaker: Breaker,
     not_found: NotFound,
 }
 
+/// The credentials configured for an upstream, if both halves are.
+fn site_credentials(settings: &UpstreamSettings) -> Option<Credentials> {
+    match (&settings.username, &settings.password) {
+        (Some(username), Some(password)) => Some(Credentials {
+            username: username.clone(),
+            password: password.clone(),
+        }),
+        _ => None,
+    }
+}
+
 impl Upstream {
-    /// `offline` (global, or the upstream's own setting) stops every request before it is sent.
-    pub fn new(settings: &UpstreamSettings, offline: bool) -> Result<Self, SetupError> {
-        let base = settings.url.clone();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.read_timeout)
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| SetupError::Client {
-                upstream: settings.name.clone(),
-                source,
-            })?;
-        let credentials = match (&settings.username, &settings.password) {
-            (Some(username), Some(password)) => Some(Credentials {
-                username: username.clone(),
-                password: password.clone(),
-            }),
-            _ => None,
-        };
+    /// An upstream reached over HTTP. `offline` (global, or the upstream's own setting) stops
+    /// every request before it is sent.
+    pub fn new(
+        settings: &UpstreamSettings,
+        offline: bool,
+        clock: &Clock,
+    ) -> Result<Self, SetupError> {
+        let api = HttpClient::new(settings)?;
+        Ok(Self::with_api(settings, offline, Box::new(api), clock))
+    }
+
+    /// An upstream answered by `api`; the breaker reads `clock`.
+    pub fn with_api(
+        settings: &UpstreamSettings,
+        offline: bool,
+        api: Box<dyn RegistryApi>,
+        clock: &Clock,
+    ) -> Self {
         let breaker = Breaker::new(
             &settings.name,
             settings.breaker_threshold,
             settings.breaker_cooldown,
+            clock.clone(),
         );
-        Ok(Upstream {
+        Upstream {
             not_found: NotFound::new(settings.not_found_ttl, breaker.health()),
             breaker,
             name: settings.name.clone(),
-            auth: Authenticator::new(&settings.name, credentials),
-            base,
-            http,
+            api,
+            default_identity: match site_credentials(settings) {
+                Some(_) => Identity::Site,
+                None => Identity::Anonymous,
+            },
             settings: settings.clone(),
             offline: offline || settings.offline,
-        })
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -127,9 +106,15 @@ impl Upstream {
         self.breaker.health()
     }
 
-    /// Who berth speaks as for a client without credentials of its own.
+    /// Who berth speaks as for a client without credentials of its own: the site credentials
+    /// configured for this upstream, else anonymous.
     pub fn default_identity(&self) -> Identity {
-        self.auth.default_identity()
+        self.default_identity.clone()
+    }
+
+    /// Docker Hub keeps official images under `library/`.
+    pub fn uses_library_prefix(&self) -> bool {
+        self.name == "docker.io"
     }
 
     /// Exchanges a client's credentials at the upstream's token realm for pull on `repo`; the
@@ -141,54 +126,8 @@ impl Upstream {
         credentials: &Credentials,
         identity: &Identity,
     ) -> Result<Duration, UpstreamError> {
-        if self.offline {
-            return Err(UpstreamError::Offline {
-                upstream: self.name.clone(),
-            });
-        }
-        let permit = self.breaker.admit()?;
-        let result = self.exchange_unguarded(repo, credentials, identity).await;
-        permit.record(match &result {
-            Ok(_) => Outcome::Alive,
-            Err(e) => Outcome::of_error(e),
-        });
-        result
-    }
-
-    async fn exchange_unguarded(
-        &self,
-        repo: Option<&RepoName>,
-        credentials: &Credentials,
-        identity: &Identity,
-    ) -> Result<Duration, UpstreamError> {
-        if !self.auth.scheme_known() {
-            // Learn the scheme from the upstream's challenge to an anonymous ping.
-            let url = self.url("/v2/")?;
-            let response = self.follow(Method::GET, url, None, None, true).await?;
-            if response.status() == StatusCode::UNAUTHORIZED {
-                let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
-                self.auth.learn(challenge.as_deref(), "", identity).await;
-            } else {
-                self.auth.mark_open_if_unknown();
-            }
-        }
-        let scope = repo
-            .map(|repo| format!("repository:{repo}:pull"))
-            .unwrap_or_default();
-        self.auth
-            .exchange(&self.http, &scope, credentials, identity)
+        self.guarded(self.api.exchange(repo, credentials, identity))
             .await
-    }
-
-    /// Docker Hub keeps official images under `library/`.
-    pub fn uses_library_prefix(&self) -> bool {
-        self.name == "docker.io"
-    }
-
-    fn url(&self, path: &str) -> Result<Url, UpstreamError> {
-        self.base
-            .join(path)
-            .map_err(|e| UpstreamError::protocol(&self.name, format!("bad url {path}: {e}")))
     }
 
     pub async fn get_manifest(
@@ -199,37 +138,11 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<FetchedManifest, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let what = format!("manifest {repo}:{reference}");
-        let response = self
-            .request(
-                Method::GET,
-                &path,
-                repo,
-                Some(accept),
-                true,
-                identity,
-                &what,
-            )
-            .await?;
-        let content_type = header_string(response.headers(), CONTENT_TYPE.as_str());
-        let digest = header_string(response.headers(), "docker-content-digest");
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_MANIFEST_BYTES as u64)
-        {
-            return Err(UpstreamError::protocol(
-                &self.name,
-                format!("manifest {repo}:{reference} is larger than {MAX_MANIFEST_BYTES} bytes"),
-            ));
-        }
-        let body = self
-            .read_limited(response, MAX_MANIFEST_BYTES, "manifest")
-            .await?;
-        Ok(FetchedManifest {
-            body,
-            content_type,
-            digest,
+        let what = || format!("manifest {repo}:{reference}");
+        self.remembering(&path, identity, what, || {
+            self.api.get_manifest(repo, reference, accept, identity)
         })
+        .await
     }
 
     pub async fn head_manifest(
@@ -240,22 +153,11 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<ManifestHead, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let what = format!("manifest {repo}:{reference}");
-        let response = self
-            .request(
-                Method::HEAD,
-                &path,
-                repo,
-                Some(accept),
-                true,
-                identity,
-                &what,
-            )
-            .await?;
-        Ok(ManifestHead {
-            digest: header_string(response.headers(), "docker-content-digest"),
-            content_type: header_string(response.headers(), CONTENT_TYPE.as_str()),
+        let what = || format!("manifest {repo}:{reference}");
+        self.remembering(&path, identity, what, || {
+            self.api.head_manifest(repo, reference, accept, identity)
         })
+        .await
     }
 
     pub async fn get_blob(
@@ -265,19 +167,11 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let what = format!("blob {digest} in {repo}");
-        let response = self
-            .request(Method::GET, &path, repo, None, false, identity, &what)
-            .await?;
-        let content_length = response.content_length();
-        let upstream = self.name.clone();
-        let body = response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| UpstreamError::from_reqwest(&upstream, e)));
-        Ok(BlobResponse {
-            content_length,
-            body: Box::new(body),
+        let what = || format!("blob {digest} in {repo}");
+        self.remembering(&path, identity, what, || {
+            self.api.get_blob(repo, digest, identity)
         })
+        .await
     }
 
     /// The size of a blob, from a HEAD (no download).
@@ -288,13 +182,11 @@ impl Upstream {
         identity: &Identity,
     ) -> Result<u64, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let what = format!("blob {digest} in {repo}");
-        let response = self
-            .request(Method::HEAD, &path, repo, None, true, identity, &what)
-            .await?;
-        header_string(response.headers(), "content-length")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| UpstreamError::protocol(&self.name, "blob HEAD without Content-Length"))
+        let what = || format!("blob {digest} in {repo}");
+        self.remembering(&path, identity, what, || {
+            self.api.head_blob(repo, digest, identity)
+        })
+        .await
     }
 
     pub async fn get_tags(
@@ -303,211 +195,41 @@ impl Upstream {
         query: &[(String, String)],
         identity: &Identity,
     ) -> Result<TagPage, UpstreamError> {
-        let mut url = self.url(&format!("/v2/{repo}/tags/list"))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let response = self
-            .send(
-                Method::GET,
-                &path,
-                repo,
-                Some("application/json"),
-                true,
-                identity,
-            )
-            .await?;
-        let response = self.check(response, &format!("repository {repo}")).await?;
-        let next = header_string(response.headers(), "link").and_then(|l| next_link_query(&l));
-        let body = self
-            .read_limited(response, MAX_MANIFEST_BYTES, "tag list")
-            .await?;
-        Ok(TagPage { body, next })
+        self.guarded(self.api.get_tags(repo, query, identity)).await
     }
 
-    /// Sends a request and checks its answer: a success, or the matching error. A 404 is
-    /// remembered for `not_found_ttl` and answered from memory meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    async fn request(
-        &self,
-        method: Method,
+    /// A call whose 404 is remembered for `not_found_ttl` per path and identity, and answered
+    /// from memory meanwhile.
+    async fn remembering<'a, T>(
+        &'a self,
         path: &str,
-        repo: &RepoName,
-        accept: Option<&str>,
-        small: bool,
         identity: &Identity,
-        what: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        if let Some(remembered) = self.not_found.recall(&self.name, path, what, identity) {
+        what: impl FnOnce() -> String,
+        call: impl FnOnce() -> api::ApiFuture<'a, T>,
+    ) -> Result<T, UpstreamError> {
+        if let Some(remembered) = self.not_found.recall(&self.name, path, &what(), identity) {
             return Err(remembered);
         }
-        let response = self
-            .send(method, path, repo, accept, small, identity)
-            .await?;
-        self.check(response, what)
+        self.guarded(call())
             .await
             .inspect_err(|e| self.not_found.remember(path, identity, e))
     }
 
-    /// Sends a request with authentication, answering one 401 challenge and following
-    /// redirects, unless the breaker says upstream is down. Non-success statuses are returned
-    /// as they are, for the caller to check.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        repo: &RepoName,
-        accept: Option<&str>,
-        small: bool,
-        identity: &Identity,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    /// Runs a call unless upstream is offline or its breaker is open, and tells the breaker
+    /// how it went: an answer (a 404, a 401) shows upstream alive, a timeout or a 5xx not.
+    async fn guarded<T>(&self, call: api::ApiFuture<'_, T>) -> Result<T, UpstreamError> {
         if self.offline {
             return Err(UpstreamError::Offline {
                 upstream: self.name.clone(),
             });
         }
         let permit = self.breaker.admit()?;
-        let result = self
-            .send_unguarded(method, path, repo, accept, small, identity)
-            .await;
+        let result = call.await;
         permit.record(match &result {
-            Ok(response) => Outcome::of_status(response.status().as_u16()),
+            Ok(_) => Outcome::Alive,
             Err(e) => Outcome::of_error(e),
         });
         result
-    }
-
-    async fn send_unguarded(
-        &self,
-        method: Method,
-        path: &str,
-        repo: &RepoName,
-        accept: Option<&str>,
-        small: bool,
-        identity: &Identity,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let scope = format!("repository:{repo}:pull");
-        let url = self.url(path)?;
-        let mut authorization = self
-            .auth
-            .authorization(&self.http, &scope, identity)
-            .await?;
-        let mut answered_challenge = false;
-        loop {
-            let response = self
-                .follow(
-                    method.clone(),
-                    url.clone(),
-                    accept,
-                    authorization.as_deref(),
-                    small,
-                )
-                .await?;
-            if response.status() != StatusCode::UNAUTHORIZED {
-                if authorization.is_none() {
-                    self.auth.mark_open_if_unknown();
-                }
-                return Ok(response);
-            }
-            // A passed-through grant cannot be renewed here: the client must log in again.
-            if answered_challenge || matches!(identity, Identity::Client(_)) {
-                return Ok(response);
-            }
-            answered_challenge = true;
-            let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
-            if !self
-                .auth
-                .learn(challenge.as_deref(), &scope, identity)
-                .await
-            {
-                return Ok(response);
-            }
-            authorization = self
-                .auth
-                .authorization(&self.http, &scope, identity)
-                .await?;
-        }
-    }
-
-    /// One request, following up to [`MAX_REDIRECTS`] redirects. Credentials go only to the
-    /// upstream's own host, never to a redirect target elsewhere (a CDN with a signed URL).
-    async fn follow(
-        &self,
-        method: Method,
-        mut url: Url,
-        accept: Option<&str>,
-        authorization: Option<&str>,
-        small: bool,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        for _ in 0..=MAX_REDIRECTS {
-            let mut request = self.http.request(method.clone(), url.clone());
-            if small {
-                request = request.timeout(SMALL_REQUEST_TIMEOUT);
-            }
-            if let Some(accept) = accept {
-                request = request.header(ACCEPT, accept);
-            }
-            if let Some(authorization) = authorization {
-                if url.origin() == self.base.origin() {
-                    request = request.header(AUTHORIZATION, authorization);
-                }
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| UpstreamError::from_reqwest(&self.name, e))?;
-            if !response.status().is_redirection() {
-                return Ok(response);
-            }
-            let location =
-                header_string(response.headers(), LOCATION.as_str()).ok_or_else(|| {
-                    UpstreamError::protocol(&self.name, "redirect without a Location header")
-                })?;
-            url = url.join(&location).map_err(|e| {
-                UpstreamError::protocol(&self.name, format!("bad redirect {location:?}: {e}"))
-            })?;
-        }
-        Err(UpstreamError::protocol(
-            &self.name,
-            format!("more than {MAX_REDIRECTS} redirects"),
-        ))
-    }
-
-    /// Passes a success through; turns anything else into the matching error.
-    async fn check(
-        &self,
-        response: reqwest::Response,
-        what: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        Err(match status {
-            StatusCode::NOT_FOUND => UpstreamError::NotFound {
-                upstream: self.name.clone(),
-                what: what.to_owned(),
-                reason: error_reason(response).await,
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UpstreamError::Unauthorized {
-                upstream: self.name.clone(),
-                reason: error_reason(response).await,
-            },
-            _ => status_error(&self.name, response, what).await,
-        })
-    }
-
-    async fn read_limited(
-        &self,
-        response: reqwest::Response,
-        limit: usize,
-        what: &str,
-    ) -> Result<Bytes, UpstreamError> {
-        read_limited(&self.name, response, limit, what).await
     }
 }
 
@@ -518,12 +240,23 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &[UpstreamSettings], offline: bool) -> Result<Self, SetupError> {
+    /// The configured upstreams, over HTTP.
+    pub fn new(
+        settings: &[UpstreamSettings],
+        offline: bool,
+        clock: &Clock,
+    ) -> Result<Self, SetupError> {
         let all = settings
             .iter()
-            .map(|s| Upstream::new(s, offline).map(Arc::new))
+            .map(|s| Upstream::new(s, offline, clock))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Upstreams { all: Arc::new(all) })
+        Ok(Self::from_upstreams(all))
+    }
+
+    pub fn from_upstreams(all: Vec<Upstream>) -> Self {
+        Upstreams {
+            all: Arc::new(all.into_iter().map(Arc::new).collect()),
+        }
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Upstream>> {

@@ -12,12 +12,14 @@
 //! Public content stays shared and anonymous; blobs are content-addressed and shared on disk,
 //! authorization is per repository and identity.
 
-use std::time::Duration;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
 use super::{storage_error, upstream_error, Mirror};
 use crate::auth::Credentials as ClientCredentials;
+use crate::clock::Clock;
 use crate::config::Secret;
 use crate::memory::weight;
 use crate::oci::media;
@@ -60,11 +62,47 @@ pub struct Guard {
     /// Keys identity ids; random per process.
     secret: ring::hmac::Key,
     /// (identity id, upstream/repo) that upstream accepted recently.
-    authorized: Cache<(String, String), ()>,
+    authorized: Recent<(String, String)>,
     /// upstream/repo whose default-identity access was checked recently.
-    classified: Cache<String, ()>,
+    classified: Recent<String>,
     /// Unsure upstream/repo whose check failed recently: asked again after a short while.
-    retried: Cache<String, ()>,
+    retried: Recent<String>,
+}
+
+/// Keys seen within a TTL, by the mirror's clock. Each entry keeps the time it was recorded;
+/// moka's own expiry (the same TTL, on its clock) only frees the memory of old entries.
+struct Recent<K> {
+    seen: Cache<K, Instant>,
+    ttl: Duration,
+    clock: Clock,
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> Recent<K> {
+    fn new(ttl: Duration, clock: Clock, weigh: impl Fn(&K) -> u32 + Send + Sync + 'static) -> Self {
+        Recent {
+            seen: Cache::builder()
+                .max_capacity(GUARD_CACHE_BYTES)
+                .weigher(move |key: &K, _: &Instant| weigh(key))
+                .time_to_live(ttl)
+                .build(),
+            ttl,
+            clock,
+        }
+    }
+
+    fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.seen
+            .get(key)
+            .is_some_and(|at| self.clock.now().saturating_duration_since(at) < self.ttl)
+    }
+
+    fn insert(&self, key: K) {
+        self.seen.insert(key, self.clock.now());
+    }
 }
 
 /// Memory for each of the guard's caches (entries are a repository name and an id).
@@ -74,27 +112,19 @@ const GUARD_CACHE_BYTES: u64 = 16 << 20;
 const UNSURE_RETRY: Duration = Duration::from_secs(30);
 
 impl Guard {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, clock: Clock) -> Self {
         let mut secret = [0u8; 32];
         // Without randomness ids would still differ per credentials, only be guessable.
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
         Guard {
             secret: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
-            authorized: Cache::builder()
-                .max_capacity(GUARD_CACHE_BYTES)
-                .weigher(|(id, repo): &(String, String), _| weight(id.len() + repo.len()))
-                .time_to_live(ttl)
-                .build(),
-            classified: Cache::builder()
-                .max_capacity(GUARD_CACHE_BYTES)
-                .weigher(|repo: &String, _| weight(repo.len()))
-                .time_to_live(ttl)
-                .build(),
-            retried: Cache::builder()
-                .max_capacity(GUARD_CACHE_BYTES)
-                .weigher(|repo: &String, _| weight(repo.len()))
-                .time_to_live(ttl.min(UNSURE_RETRY))
-                .build(),
+            authorized: Recent::new(ttl, clock.clone(), |(id, repo): &(String, String)| {
+                weight(id.len() + repo.len())
+            }),
+            classified: Recent::new(ttl, clock.clone(), |repo: &String| weight(repo.len())),
+            retried: Recent::new(ttl.min(UNSURE_RETRY), clock, |repo: &String| {
+                weight(repo.len())
+            }),
         }
     }
 }
@@ -205,12 +235,12 @@ impl Mirror {
             ));
         };
         let authorization = (id.clone(), key);
-        if self.guard.authorized.contains_key(&authorization) {
+        if self.guard.authorized.contains(&authorization) {
             return Ok(());
         }
         match self.probe(target, &target.identity, &probe).await {
             Ok(()) => {
-                self.guard.authorized.insert(authorization, ());
+                self.guard.authorized.insert(authorization);
                 Ok(())
             }
             // Upstreams that hide private repositories answer 404 to callers they refuse, so
@@ -246,10 +276,11 @@ impl Mirror {
         let known = self.cache.guarding(key).map_err(storage_error)?;
         let client = matches!(target.identity, Identity::Client(_));
         // An offline upstream cannot be asked: what is known stands.
-        let due = !target.upstream.is_offline()
-            && !self.guard.classified.contains_key(key)
-            && !self.guard.retried.contains_key(key)
-            && (client || known != Guarding::Open);
+        // The cheap tests first: an open repository asked anonymously is the common case.
+        let due = (client || known != Guarding::Open)
+            && !target.upstream.is_offline()
+            && !self.guard.classified.contains(key)
+            && !self.guard.retried.contains(key);
         if !due {
             return Ok(known);
         }
@@ -297,7 +328,7 @@ impl Mirror {
                         "upstream could not say whether it is public; guarded until it can"
                     );
                 }
-                self.guard.retried.insert(key.to_owned(), ());
+                self.guard.retried.insert(key.to_owned());
                 return Ok(if known == Guarding::Guarded {
                     Guarding::Guarded
                 } else {
@@ -306,9 +337,9 @@ impl Mirror {
             }
         };
         if now == Guarding::Unsure {
-            self.guard.retried.insert(key.to_owned(), ());
+            self.guard.retried.insert(key.to_owned());
         } else {
-            self.guard.classified.insert(key.to_owned(), ());
+            self.guard.classified.insert(key.to_owned());
         }
         Ok(now)
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::guard::Probe;
-use super::{now_ms, offline_error, storage_error, upstream_error, ManifestReply, Mirror};
+use super::{offline_error, storage_error, upstream_error, ManifestReply, Mirror};
 use crate::cache::StoredManifest;
 use crate::metrics;
 use crate::oci::media::{self, AcceptList};
@@ -90,7 +90,7 @@ impl Mirror {
                 let Some(record) = self.acceptable_tag(target, tag, accept)? else {
                     return Ok(None);
                 };
-                if !target.upstream.is_offline() && !is_fresh(target, &record) {
+                if !target.upstream.is_offline() && !self.is_fresh(target, &record) {
                     return Ok(None);
                 }
                 (record.digest, record.media_type)
@@ -184,7 +184,7 @@ impl Mirror {
         let metrics = self.cache.metrics();
         let mut stale = false;
         // A concurrent flight may have just confirmed it.
-        if !is_fresh(target, &record) {
+        if !self.is_fresh(target, &record) {
             metrics::inc(&metrics.upstream_manifest_heads);
             match upstream
                 .head_manifest(
@@ -206,7 +206,7 @@ impl Mirror {
                         .map_err(storage_error)?;
                     return Err(upstream_error(e, ErrorCode::ManifestUnknown));
                 }
-                Err(e) if e.is_transient() && within_max_stale(target, &record) => {
+                Err(e) if e.is_transient() && self.within_max_stale(target, &record) => {
                     metrics::inc(&metrics.upstream_errors);
                     metrics::inc(&metrics.stale_serves);
                     tracing::warn!(repo = %target.repo, %tag, error = %e, "upstream cannot revalidate; serving the cached tag");
@@ -243,7 +243,7 @@ impl Mirror {
         let record = TagRecord {
             digest: digest.clone(),
             media_type: media_type.to_owned(),
-            checked_at_ms: now_ms(),
+            checked_at_ms: self.clock.unix_ms(),
         };
         self.cache
             .put_tag(target.upstream.name(), &target.repo, tag, record)
@@ -365,14 +365,16 @@ fn holds(upstream_digest: Option<&str>, cached: &Digest) -> bool {
         == Some(cached)
 }
 
-fn age_ms(record: &TagRecord) -> u64 {
-    now_ms().saturating_sub(record.checked_at_ms)
-}
+impl Mirror {
+    fn age_ms(&self, record: &TagRecord) -> u64 {
+        self.clock.unix_ms().saturating_sub(record.checked_at_ms)
+    }
 
-fn is_fresh(target: &MirrorRepo, record: &TagRecord) -> bool {
-    u128::from(age_ms(record)) < target.upstream.settings().tag_ttl.as_millis()
-}
+    fn is_fresh(&self, target: &MirrorRepo, record: &TagRecord) -> bool {
+        u128::from(self.age_ms(record)) < target.upstream.settings().tag_ttl.as_millis()
+    }
 
-fn within_max_stale(target: &MirrorRepo, record: &TagRecord) -> bool {
-    u128::from(age_ms(record)) <= target.upstream.settings().max_stale.as_millis()
+    fn within_max_stale(&self, target: &MirrorRepo, record: &TagRecord) -> bool {
+        u128::from(self.age_ms(record)) <= target.upstream.settings().max_stale.as_millis()
+    }
 }

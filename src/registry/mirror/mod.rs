@@ -15,7 +15,6 @@ mod seed;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -28,6 +27,7 @@ use super::namespace::MirrorRepo;
 use crate::cache::fill::{FillError, FillSource, NotVerified, SourceError};
 use crate::cache::flight::Flights;
 use crate::cache::{BlobBody, Cache, StoredManifest};
+use crate::clock::Clock;
 use crate::config::MirrorSettings;
 use crate::oci::Digest;
 use crate::oci::ErrorCode;
@@ -56,26 +56,22 @@ pub struct Mirror {
     manifest_flights: Arc<Flights<ManifestKey, Result<ManifestReply, RegistryError>>>,
     guard: Arc<guard::Guard>,
     prefetcher: Arc<prefetch::Prefetcher>,
+    /// Time for the tag TTL and the guard's re-checks.
+    clock: Clock,
 }
 
 /// Blobs of one image that seeding and prefetch fetch at the same time (docker pulls 3 layers
 /// at a time too).
 const PARALLEL_BLOBS: usize = 3;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Mirror {
-    pub fn new(cache: Arc<Cache>, settings: &MirrorSettings) -> Self {
+    pub fn new(cache: Arc<Cache>, settings: &MirrorSettings, clock: Clock) -> Self {
         Mirror {
-            guard: Arc::new(guard::Guard::new(settings.guard_ttl)),
+            guard: Arc::new(guard::Guard::new(settings.guard_ttl, clock.clone())),
             prefetcher: Arc::new(prefetch::Prefetcher::new(settings.prefetch)),
             cache,
             manifest_flights: Arc::default(),
+            clock,
         }
     }
 

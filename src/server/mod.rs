@@ -1,15 +1,20 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
+mod app;
+#[cfg(test)]
+mod tests;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Service as _;
 use actix_web::{web, App, HttpServer};
 
+pub use self::app::{app, AppState};
 use crate::auth::keys::{self, SigningKey};
 use crate::auth::{AuthError, TokenService};
 use crate::cache::evict::Budget;
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::config::{Projects, Settings};
 use crate::metrics::Metrics;
 use crate::registry::pins::{keep_pinned, PinPlan};
@@ -41,9 +46,24 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens storage (recovering from any earlier crash) and builds the registry. Blocks.
+/// Opens storage (recovering from any earlier crash) and builds the registry over the
+/// configured upstreams. Blocks.
 pub fn build_registry(
     settings: &Settings,
+    projects: Projects,
+) -> Result<Arc<Registry>, StartError> {
+    let clock = Clock::system();
+    let upstreams = Upstreams::new(&settings.upstreams, settings.mirror.offline, &clock)
+        .map_err(StartError::Upstream)?;
+    assemble_registry(settings, upstreams, clock, projects)
+}
+
+/// Opens storage (recovering from any earlier crash) and builds the registry over
+/// `upstreams`, reading time from `clock`. Blocks.
+pub fn assemble_registry(
+    settings: &Settings,
+    upstreams: Upstreams,
+    clock: Clock,
     projects: Projects,
 ) -> Result<Arc<Registry>, StartError> {
     let data_dir = &settings.storage.data_dir;
@@ -62,8 +82,6 @@ pub fn build_registry(
         "storage ready"
     );
     let stored_bytes = storage.total_size().map_err(storage_error)?;
-    let upstreams = Upstreams::new(&settings.upstreams, settings.mirror.offline)
-        .map_err(StartError::Upstream)?;
     let budget = Budget {
         max_bytes: settings.storage.max_size.0,
         low_water_percent: settings.storage.low_water_percent,
@@ -87,6 +105,7 @@ pub fn build_registry(
         cache,
         projects,
         &settings.mirror,
+        clock,
     )))
 }
 
@@ -116,29 +135,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
-    let tokens = Some(web::Data::new(tokens));
-    let server_settings = web::Data::new(settings.server.clone());
-    let data = web::Data::from(Arc::clone(&registry));
+    let state = AppState::new(&settings, &registry, tokens);
     let read_timeout = settings.server.read_timeout;
-    let mut server = HttpServer::new(move || {
-        let mut app = App::new()
-            .app_data(data.clone())
-            .app_data(server_settings.clone());
-        if let Some(tokens) = &tokens {
-            app = app.app_data(tokens.clone());
-        }
-        app.wrap(
-            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("berth::access"),
-        )
-        .wrap_fn(move |mut req, service| {
-            crate::http::stall::limit_silence(&mut req, read_timeout);
-            service.call(req)
-        })
-        .configure(crate::http::configure)
-    })
-    .client_request_timeout(read_timeout)
-    .max_connections(settings.server.max_connections)
-    .listen(listener)?;
+    let mut server = HttpServer::new(move || app(&state))
+        .client_request_timeout(read_timeout)
+        .max_connections(settings.server.max_connections)
+        .listen(listener)?;
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -169,7 +171,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
 
 /// The token service, with its signing key loaded (and, for an open mirror, made on first
 /// start). Reads files: blocks.
-fn token_service(settings: &Settings, projects: &Projects) -> Result<TokenService, StartError> {
+pub fn token_service(settings: &Settings, projects: &Projects) -> Result<TokenService, StartError> {
     let auth_error = |e: AuthError| StartError::Auth(e.to_string());
     match &settings.auth {
         Some(auth) => {

@@ -1,0 +1,58 @@
+//! The actix application: routes, middleware and shared state, built the same way for the
+//! listener and for in-process tests.
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App};
+
+use crate::auth::token::TokenService;
+use crate::config::{ServerSettings, Settings};
+use crate::registry::Registry;
+
+/// What every worker's app shares.
+#[derive(Clone)]
+pub struct AppState {
+    registry: web::Data<Registry>,
+    server: web::Data<ServerSettings>,
+    tokens: web::Data<TokenService>,
+}
+
+impl AppState {
+    /// `registry` and `tokens` (see [`super::token_service`]) with `settings`' server part.
+    pub fn new(settings: &Settings, registry: &Arc<Registry>, tokens: TokenService) -> Self {
+        AppState {
+            registry: web::Data::from(Arc::clone(registry)),
+            server: web::Data::new(settings.server.clone()),
+            tokens: web::Data::new(tokens),
+        }
+    }
+}
+
+/// The app serving every route, with the access log and the stall limit on request bodies.
+pub fn app(
+    state: &AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let read_timeout = state.server.read_timeout;
+    App::new()
+        .app_data(state.registry.clone())
+        .app_data(state.server.clone())
+        .app_data(state.tokens.clone())
+        .wrap(
+            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("berth::access"),
+        )
+        .wrap_fn(move |mut req, service| {
+            crate::http::stall::limit_silence(&mut req, read_timeout);
+            service.call(req)
+        })
+        .configure(crate::http::configure)
+}
