@@ -35,7 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "server",
         &[
             "http", "registry", "auth", "cache", "storage", "upstream", "config", "oci", "metrics",
-            "memory",
+            "memory", "clock",
         ],
     ),
 ];
