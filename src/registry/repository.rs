@@ -8,14 +8,13 @@
 //! (the trait's defaults), and [`Target::admits`] says so before any token is asked for.
 
 use bytes::Bytes;
-use futures_util::Stream;
 
 use super::error::RegistryError;
 use super::listing::{Listing, PageRequest};
 use super::mirror::{BlobRead, ManifestReply, Mirror};
 use super::namespace::MirrorRepo;
 use super::private::manifest::PutManifest;
-use super::private::upload::{Started, UploadState};
+use super::private::upload::{Started, UploadBody, UploadState};
 use super::private::Projects;
 use crate::auth::scope::Action;
 use crate::cache::BlobBody;
@@ -110,29 +109,21 @@ pub trait Repository {
     }
 
     /// A new upload, or the finished blob when `monolithic` names its digest.
-    async fn start_upload<S, E>(
+    async fn start_upload(
         &self,
         _monolithic: Option<Digest>,
-        _body: S,
-    ) -> Result<Started, RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        _body: impl UploadBody,
+    ) -> Result<Started, RegistryError> {
         Err(unsupported("pushing a blob"))
     }
 
     /// A chunk of upload `id`, starting at `start` when the client said where.
-    async fn append<S, E>(
+    async fn append(
         &self,
         _id: &str,
         _start: Option<u64>,
-        _body: S,
-    ) -> Result<UploadState, RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        _body: impl UploadBody,
+    ) -> Result<UploadState, RegistryError> {
         Err(unsupported("pushing a blob"))
     }
 
@@ -141,16 +132,12 @@ pub trait Repository {
     }
 
     /// The last bytes of upload `id`, then the digest check and the commit.
-    async fn finish_upload<S, E>(
+    async fn finish_upload(
         &self,
         _id: &str,
         _digest: &Digest,
-        _body: S,
-    ) -> Result<(), RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        _body: impl UploadBody,
+    ) -> Result<(), RegistryError> {
         Err(unsupported("pushing a blob"))
     }
 
@@ -253,30 +240,22 @@ impl<F: Fn(&RepoName) -> bool> Repository for ProjectRepository<'_, F> {
             .await
     }
 
-    async fn start_upload<S, E>(
+    async fn start_upload(
         &self,
         monolithic: Option<Digest>,
-        body: S,
-    ) -> Result<Started, RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl UploadBody,
+    ) -> Result<Started, RegistryError> {
         self.projects
             .start_upload(&self.repo, monolithic, body)
             .await
     }
 
-    async fn append<S, E>(
+    async fn append(
         &self,
         id: &str,
         start: Option<u64>,
-        body: S,
-    ) -> Result<UploadState, RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl UploadBody,
+    ) -> Result<UploadState, RegistryError> {
         self.projects.append(&self.repo, id, start, body).await
     }
 
@@ -284,16 +263,12 @@ impl<F: Fn(&RepoName) -> bool> Repository for ProjectRepository<'_, F> {
         self.projects.upload_status(&self.repo, id).await
     }
 
-    async fn finish_upload<S, E>(
+    async fn finish_upload(
         &self,
         id: &str,
         digest: &Digest,
-        body: S,
-    ) -> Result<(), RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl UploadBody,
+    ) -> Result<(), RegistryError> {
         self.projects
             .finish_upload(&self.repo, id, digest, body)
             .await

@@ -40,6 +40,20 @@ pub enum Started {
     Open(UploadState),
 }
 
+/// A request body being uploaded: chunks of bytes, or an error that says why the body broke
+/// off. (One name for the bound every upload path repeats.)
+pub trait UploadBody: Stream<Item = Result<Bytes, Self::Broken>> + Unpin {
+    type Broken: std::fmt::Display;
+}
+
+impl<S, E> UploadBody for S
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Broken = E;
+}
+
 /// 128 bits from the OS's CSPRNG, as 32 hex characters: ids never repeat and cannot be
 /// guessed from earlier ones.
 fn new_upload_id() -> Result<String, RegistryError> {
@@ -58,16 +72,12 @@ fn upload_unknown(id: &str) -> RegistryError {
 
 impl Projects {
     /// POST: a new upload, or the finished blob when `digest` (monolithic) is given.
-    pub async fn start_upload<S, E>(
+    pub async fn start_upload(
         &self,
         repo: &RepoName,
         monolithic: Option<Digest>,
-        body: S,
-    ) -> Result<Started, RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl UploadBody,
+    ) -> Result<Started, RegistryError> {
         let id = new_upload_id()?;
         let record = UploadRecord {
             repo: repo.to_string(),
@@ -153,17 +163,13 @@ impl Projects {
     /// PATCH: appends `body`. `start` (from `Content-Range`) must equal the bytes received so
     /// far, else the chunk is refused with 416 and nothing is written. A body that breaks off
     /// fails the whole upload, which is discarded at once.
-    pub async fn append<S, E>(
+    pub async fn append(
         &self,
         repo: &RepoName,
         id: &str,
         start: Option<u64>,
-        body: S,
-    ) -> Result<UploadState, RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl UploadBody,
+    ) -> Result<UploadState, RegistryError> {
         self.check_upload(repo, id)?;
         let held = self.upload_locks.acquire(id).await;
         let current = self.upload_status(repo, id).await?;
@@ -195,17 +201,13 @@ impl Projects {
 
     /// PUT: appends the last bytes, checks the digest, and makes the blob part of `repo`.
     /// On a mismatch (or any failure) the upload is discarded and nothing is kept.
-    pub async fn finish_upload<S, E>(
+    pub async fn finish_upload(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        body: S,
-    ) -> Result<(), RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl UploadBody,
+    ) -> Result<(), RegistryError> {
         self.check_upload(repo, id)?;
         let held = self.upload_locks.acquire(id).await;
         self.check_upload(repo, id)?;
@@ -284,16 +286,12 @@ impl Projects {
     /// block's write holds the upload's lock (`held`) until it is done, even when the request
     /// is dropped meanwhile; the lock comes back at the end. Bytes written count as used at
     /// once.
-    async fn write_body<S, E>(
+    async fn write_body(
         &self,
         id: &str,
-        mut body: S,
+        mut body: impl UploadBody,
         held: OwnedMutexGuard<()>,
-    ) -> Result<(u64, OwnedMutexGuard<()>), RegistryError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+    ) -> Result<(u64, OwnedMutexGuard<()>), RegistryError> {
         let path = self.storage().blobs.upload_path(id);
         let mut file = Some(
             tokio::fs::OpenOptions::new()
