@@ -312,6 +312,7 @@ async fn after_a_crash_a_lost_or_cut_blob_is_fetched_again() {
         4,
         "each broken blob is fetched once again"
     );
+    berth.settle();
     assert_eq!(std::fs::read(path(&digests[1])).unwrap(), blobs[1]);
 
     // A graceful stop leaves the mark (once reconciliation is done); the next start trusts
