@@ -12,6 +12,8 @@
                                                HEADs, and now and then a whole large blob; print
                                                "requests errors"
   gauge BASE_URL NAME                           a value from /metrics (0 when absent)
+  wait_gauge BASE_URL NAME MAX TIMEOUT          seconds until the gauge is at most MAX
+                                               (polled every 50 ms), or "timeout"
 
 DIGESTS is the list scale_data printed: "manifest <d>", "large <d>", "small <d>" lines.
 """
@@ -149,16 +151,30 @@ def load(base, digests, seconds, threads):
     print(f"{counts['requests']} {counts['errors']}")
 
 
-def gauge(base, name):
+def read_gauge(base, name):
     conn = connect(base)
     conn.request("GET", "/metrics")
     body = conn.getresponse().read().decode()
+    conn.close()
     for line in body.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == name:
-            print(parts[1])
+            return float(parts[1])
+    return 0
+
+
+def gauge(base, name):
+    print(int(read_gauge(base, name)))
+
+
+def wait_gauge(base, name, limit, timeout):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if read_gauge(base, name) <= limit:
+            print(f"{time.monotonic() - t0:.2f}")
             return
-    print(0)
+        time.sleep(0.05)
+    print("timeout")
 
 
 def main():
@@ -172,6 +188,8 @@ def main():
         load(args[0], args[1], float(args[2]), int(args[3]))
     elif cmd == "gauge":
         gauge(args[0], args[1])
+    elif cmd == "wait_gauge":
+        wait_gauge(args[0], args[1], float(args[2]), float(args[3]))
     else:
         sys.exit(__doc__)
 
