@@ -197,8 +197,8 @@ fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
 }
 
 fn print_stats(storage: &Storage) -> Result<(), berth::storage::StorageError> {
-    let (count, bytes) = storage.blob_stats()?;
-    println!("blobs: {count}\nbytes: {bytes}");
+    let totals = storage.blob_stats()?;
+    println!("blobs: {}\nbytes: {}", totals.blobs, totals.bytes);
     let pins = storage.index.pins()?;
     println!("pinned images: {}", pins.len());
     for (pin, record) in pins {

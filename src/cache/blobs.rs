@@ -23,29 +23,45 @@ impl Cache {
     /// A stored blob's body, kept from eviction while it lives. `None` when the blob is not
     /// stored (or its file has gone missing underneath the index).
     pub async fn stored_blob(&self, digest: &Digest) -> Result<Option<BlobBody>, StorageError> {
+        let Some(record) = self.storage.index.blob(digest)? else {
+            return Ok(None);
+        };
+        self.stored_body(digest, record.size).await
+    }
+
+    async fn stored_body(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<BlobBody>, StorageError> {
         // Guarded before it is mapped, so that eviction cannot come between.
         let guard = ServingGuard::new(&self.usage, digest);
         Ok(self
-            .map_blob(digest)
+            .map_blob(digest, size)
             .await?
             .map(|mapped| BlobBody::stored(mapped, guard)))
     }
 
-    /// Maps a stored blob into memory. `None` (and the index entry dropped) when its file has
-    /// gone missing underneath the index.
-    async fn map_blob(&self, digest: &Digest) -> Result<Option<Bytes>, StorageError> {
+    /// Maps a stored blob of `size` bytes into memory. `None` (and the index entry dropped)
+    /// when its file is missing or of another size: after a crash or a lost disk, the request
+    /// path meets this before background reconciliation may, and makes it a miss.
+    async fn map_blob(&self, digest: &Digest, size: u64) -> Result<Option<Bytes>, StorageError> {
         let storage = Arc::clone(&self.storage);
         let d = digest.clone();
         let mapped = self
             .mapped
             .get_or_map(digest, move || storage.blobs.open_blob(&d))
             .await?;
-        if mapped.is_none() {
-            let storage = Arc::clone(&self.storage);
-            let d = digest.clone();
-            blocking(move || storage.index.remove_blob(&d).map(drop)).await?;
+        if let Some(mapped) = mapped.filter(|m| m.len() as u64 == size) {
+            return Ok(Some(mapped));
         }
-        Ok(mapped)
+        let storage = Arc::clone(&self.storage);
+        let d = digest.clone();
+        match blocking(move || storage.drop_broken(&d)).await? {
+            Some(size) => self.forget(digest, size),
+            None => self.mapped.invalidate(digest),
+        }
+        Ok(None)
     }
 
     /// The blob from disk, or from the fill that is fetching it: joins a fill in flight, or
@@ -64,7 +80,7 @@ impl Cache {
             return Ok(BlobBody::filling(fill));
         }
         if let Some(record) = self.storage.index.blob(digest)? {
-            if let Some(body) = self.stored_blob(digest).await? {
+            if let Some(body) = self.stored_body(digest, record.size).await? {
                 metrics::inc(&self.metrics.blob_hits);
                 self.storage.index.touch(digest, record)?;
                 return Ok(body);

@@ -163,7 +163,7 @@ impl Cache {
     }
 
     /// Starts an eviction run in the background if usage is past the budget.
-    pub(super) fn evict_if_needed(self: &Arc<Self>) {
+    pub fn evict_if_needed(self: &Arc<Self>) {
         let Some(max) = self.budget.max_bytes else {
             return;
         };
@@ -197,19 +197,18 @@ impl Cache {
     }
 
     /// Evicts least recently used blobs until usage is at most `target` bytes. Blocks.
+    /// Candidates are read from the index in LRU order as it goes, never collected; blobs
+    /// used after the run began are not candidates (they are the most recent now).
     pub fn evict_to(&self, target: u64) -> Result<Eviction, StorageError> {
         let mut done = Eviction::default();
         if self.usage.bytes() <= target {
             return Ok(done);
         }
-        let candidates: Vec<Digest> = self
-            .storage
-            .index
-            .least_recently_used()
-            .collect::<Result<_, _>>()?;
+        let began = crate::storage::index::now_ms();
         let pinned = self.storage.index.pinned_blobs()?;
-        for digest in candidates {
-            if self.usage.bytes() <= target {
+        for candidate in self.storage.index.least_recently_used() {
+            let (stamp, digest) = candidate?;
+            if self.usage.bytes() <= target || stamp > began {
                 break;
             }
             // Asked under the digest's lock, with the check for private content: nothing can

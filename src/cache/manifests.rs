@@ -68,7 +68,11 @@ impl Cache {
             blocking(move || storage.blobs.read_small(&d, MAX_MANIFEST_BYTES as u64)).await?;
         let Some(body) = body.filter(|b| Digest::of(b) == *digest) else {
             tracing::warn!(%digest, "stored manifest is missing or corrupt; dropping it");
-            self.storage.index.remove_blob(digest)?;
+            // The file stays until a store replaces it or reconciliation removes it: without
+            // an entry it is never served.
+            if let Some(dropped) = self.storage.index.remove_blob(digest)? {
+                self.forget(digest, dropped.size);
+            }
             return Ok(None);
         };
         // Recovery re-indexes files without knowing what they are; a manifest tells by itself.

@@ -12,6 +12,7 @@ pub mod fill;
 pub mod flight;
 mod manifests;
 mod mapping;
+mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -72,14 +72,16 @@ pub fn assemble_registry(
         source,
     };
     let storage = Storage::open(data_dir).map_err(storage_error)?;
-    let recovery = storage.recover().map_err(storage_error)?;
+    // Bounded by what was in flight at the last stop; the rest is done in the background
+    // (Cache::after_start).
+    let startup = storage.start().map_err(storage_error)?;
     tracing::info!(
         data_dir = %data_dir.display(),
-        temp_files_removed = recovery.temp_files_removed,
-        entries_dropped = recovery.entries_dropped,
-        files_reindexed = recovery.files_reindexed,
-        files_removed = recovery.files_removed,
-        "storage ready"
+        clean_stop = startup.clean,
+        temp_files_removed = startup.temp_files_removed,
+        uploads_removed = startup.uploads_removed,
+        "storage ready{}",
+        if startup.clean { "" } else { "; reconciling in the background" }
     );
     let stored_bytes = storage.total_size().map_err(storage_error)?;
     let budget = Budget {
@@ -150,6 +152,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let health = health_server(&settings, &registry)?;
     println!("berth listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    registry.cache().after_start();
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     let pinner = (!pins.is_empty())
         .then(|| actix_web::rt::spawn(keep_pinned(Arc::clone(&registry), pins, plan)));
@@ -163,7 +166,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     if let Some(pinner) = pinner {
         pinner.abort();
     }
-    if let Err(e) = registry.cache().flush() {
+    if let Err(e) = registry.cache().close() {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }
     Ok(())

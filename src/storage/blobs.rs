@@ -18,6 +18,16 @@ use tempfile::NamedTempFile;
 
 use crate::oci::Digest;
 
+/// What a commit does with a file already at the blob's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Keep it: it is indexed, so verified, and the same content.
+    Beside,
+    /// Replace it: nothing vouches for it (a crash may have left it; background
+    /// reconciliation has not looked at it yet).
+    Over,
+}
+
 pub struct BlobStore {
     blobs_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -51,27 +61,32 @@ impl BlobStore {
     }
 
     /// Makes a fully written and verified temp file the blob `digest`: fsync, rename, fsync the
-    /// directory. If the blob already exists it stays as it is and the temp file is dropped.
+    /// directory. If the blob already exists it stays as it is and the temp file is dropped,
+    /// unless `place` says the file there is not known to be verified.
     /// True when this call placed the file.
-    pub fn commit(&self, temp: NamedTempFile, digest: &Digest) -> io::Result<bool> {
+    pub fn commit(&self, temp: NamedTempFile, digest: &Digest, place: Place) -> io::Result<bool> {
         temp.as_file().sync_all()?;
-        self.place(temp.into_temp_path(), digest)
+        self.place(temp.into_temp_path(), digest, place)
     }
 
-    /// Renames `source` to the blob's path unless a file is there (`RENAME_NOREPLACE`, so two
-    /// stores of one digest cannot both believe they placed it); `source` is deleted when it
-    /// is not placed.
-    fn place(&self, source: tempfile::TempPath, digest: &Digest) -> io::Result<bool> {
+    /// Renames `source` to the blob's path. [`Place::Beside`] leaves a file that is there
+    /// (`RENAME_NOREPLACE`, so two stores of one digest cannot both believe they placed it)
+    /// and deletes `source`; [`Place::Over`] replaces it in one rename.
+    fn place(&self, source: tempfile::TempPath, digest: &Digest, place: Place) -> io::Result<bool> {
         let target = self.path(digest);
         let shard = target
             .parent()
             .ok_or_else(|| io::Error::other("blob path has no parent"))?;
         fs::create_dir_all(shard)?;
-        match source.persist_noclobber(&target) {
+        let placed = match place {
+            Place::Over => source.persist(&target).map_err(|e| e.error),
+            Place::Beside => source.persist_noclobber(&target).map_err(|e| e.error),
+        };
+        match placed {
             Ok(()) => {}
             // Blob files are verified and immutable: the one there is this one.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(e.error),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
         }
         File::open(shard)?.sync_all()?;
         Ok(true)
@@ -86,10 +101,10 @@ impl BlobStore {
     /// Makes a finished, verified upload the blob `digest` (fsync, rename, fsync directory);
     /// when the blob is there already, the upload file is deleted instead. True when this call
     /// placed the file.
-    pub fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<bool> {
+    pub fn commit_upload(&self, id: &str, digest: &Digest, place: Place) -> io::Result<bool> {
         let source = self.upload_path(id);
         File::open(&source)?.sync_all()?;
-        self.place(tempfile::TempPath::try_from_path(source)?, digest)
+        self.place(tempfile::TempPath::try_from_path(source)?, digest, place)
     }
 
     pub fn remove_upload(&self, id: &str) -> io::Result<()> {
@@ -119,11 +134,26 @@ impl BlobStore {
         Ok(ids)
     }
 
-    /// Writes a small blob (a manifest) whose digest the caller has verified.
+    /// Writes a small blob (a manifest) whose digest the caller has verified, beside any file
+    /// of that name.
     pub fn write_verified(&self, digest: &Digest, data: &[u8]) -> io::Result<bool> {
+        self.write(digest, data, Place::Beside)
+    }
+
+    /// Writes a small blob whose digest the caller has verified.
+    pub fn write(&self, digest: &Digest, data: &[u8], place: Place) -> io::Result<bool> {
         let mut temp = self.temp_file()?;
         temp.write_all(data)?;
-        self.commit(temp, digest)
+        self.commit(temp, digest, place)
+    }
+
+    /// The length of a blob's file, `None` when there is none. One `stat`.
+    pub fn file_len(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        match fs::metadata(self.path(digest)) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens a stored blob with its length, or `None` when there is no such file.
@@ -178,25 +208,37 @@ impl BlobStore {
         Ok(removed)
     }
 
-    /// Every file under `blobs/`, with what its name says its digest is (`None` for a stray
-    /// file whose name is not a digest).
+    /// The entries of `blobs/sha256/`: shard directories, and anything else that is there.
+    pub fn shards(&self) -> io::Result<Vec<PathBuf>> {
+        fs::read_dir(&self.blobs_dir)?
+            .map(|entry| Ok(entry?.path()))
+            .collect()
+    }
+
+    /// The files of one shard (or a stray file in place of one), each with what its name says
+    /// its digest is (`None` for a file whose name is not a digest of this shard).
+    pub fn list_shard(&self, shard: &Path) -> io::Result<Vec<(PathBuf, Option<Digest>)>> {
+        if !shard.is_dir() {
+            return Ok(vec![(shard.to_owned(), None)]);
+        }
+        let mut found = Vec::new();
+        for entry in fs::read_dir(shard)? {
+            let path = entry?.path();
+            let digest = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
+                .filter(|d| shard.file_name().and_then(|s| s.to_str()) == Some(&d.hex()[..2]));
+            found.push((path, digest));
+        }
+        Ok(found)
+    }
+
+    /// Every file under `blobs/` (see [`BlobStore::list_shard`]).
     pub fn list(&self) -> io::Result<Vec<(PathBuf, Option<Digest>)>> {
         let mut found = Vec::new();
-        for shard in fs::read_dir(&self.blobs_dir)? {
-            let shard = shard?.path();
-            if !shard.is_dir() {
-                found.push((shard, None));
-                continue;
-            }
-            for entry in fs::read_dir(&shard)? {
-                let path = entry?.path();
-                let digest = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
-                    .filter(|d| shard.file_name().and_then(|s| s.to_str()) == Some(&d.hex()[..2]));
-                found.push((path, digest));
-            }
+        for shard in self.shards()? {
+            found.extend(self.list_shard(&shard)?);
         }
         Ok(found)
     }
@@ -231,7 +273,7 @@ mod tests {
         let digest = Digest::of(data);
         let mut temp = store.temp_file().unwrap();
         temp.write_all(data).unwrap();
-        store.commit(temp, &digest).unwrap();
+        store.commit(temp, &digest, Place::Beside).unwrap();
         let path = store.path(&digest);
         assert!(path.ends_with(format!("sha256/{}/{}", &digest.hex()[..2], digest.hex())));
         assert_eq!(fs::read(&path).unwrap(), data);

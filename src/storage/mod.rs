@@ -1,21 +1,23 @@
-//! Persistence: blob files ([`blobs`]) and the metadata index ([`index`]), and the startup
-//! recovery that makes the two agree after a crash at any point.
+//! Persistence: blob files ([`blobs`]) and the metadata index ([`index`]), and the recovery
+//! that makes the two agree after a crash at any point ([`recover`]).
 //!
 //! The write order is always: temp file → fsync → rename into `blobs/` → index entry. A crash
 //! can therefore leave (a) garbage in `tmp/`, (b) a complete, verified file that is not indexed
-//! yet, or (c) after a lost disk, an index entry without its file. [`Storage::recover`] handles
-//! all three; nothing else ever needs to.
+//! yet, or (c) after a lost disk or an eviction cut short, an index entry without its file.
 
 pub mod blobs;
 pub mod gc;
 pub mod index;
+pub mod recover;
 pub mod store;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use self::blobs::BlobStore;
-use self::index::{BlobRecord, Index, IndexError};
+use self::index::{Index, IndexError};
+pub use self::recover::{Recovery, Startup};
 use self::store::DigestLocks;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,18 +36,9 @@ pub struct Storage {
     pub index: Index,
     /// Held by every change to a digest's file and index entry together ([`store`]).
     locks: DigestLocks,
-}
-
-/// What startup recovery found and did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Recovery {
-    pub temp_files_removed: usize,
-    pub uploads_removed: usize,
-    pub entries_dropped: usize,
-    pub files_reindexed: usize,
-    pub files_removed: usize,
-    /// `manifest_repos` entries added or dropped to agree with `repo_manifests`.
-    pub manifest_links_repaired: usize,
+    data_dir: PathBuf,
+    /// Set from an unclean start until reconciliation has been through everything.
+    unreconciled: AtomicBool,
 }
 
 impl Storage {
@@ -56,28 +49,19 @@ impl Storage {
             blobs: BlobStore::open(data_dir)?,
             index: Index::open(&data_dir.join("index"))?,
             locks: DigestLocks::default(),
+            data_dir: data_dir.to_owned(),
+            unreconciled: AtomicBool::new(false),
         })
     }
 
-    /// Bytes on disk that count against the budget: every indexed blob, and uploads in
-    /// progress.
+    /// Bytes on disk that count against the budget: every indexed blob (from the index's
+    /// running totals), and uploads in progress.
     pub fn total_size(&self) -> Result<u64, StorageError> {
         let mut uploads = 0;
         for id in self.blobs.upload_ids()? {
             uploads += self.blobs.upload_size(&id)?;
         }
-        Ok(self.blob_stats()?.1 + uploads)
-    }
-
-    /// How many blobs are indexed, and their bytes.
-    pub fn blob_stats(&self) -> Result<(usize, u64), StorageError> {
-        let mut count = 0;
-        let mut total = 0;
-        for entry in self.index.blobs() {
-            count += 1;
-            total += entry?.1.size;
-        }
-        Ok((count, total))
+        Ok(self.index.totals()?.bytes + uploads)
     }
 
     /// Removes uploads older than `max_age`, upload records without a file and upload files
@@ -117,67 +101,13 @@ impl Storage {
         self.blobs.remove_upload(id)?;
         Ok(bytes)
     }
-
-    /// Reconciles disk and index after an unclean stop. Blocks; run before serving.
-    pub fn recover(&self) -> Result<Recovery, StorageError> {
-        let mut report = Recovery {
-            temp_files_removed: self.blobs.sweep_tmp()?,
-            ..Recovery::default()
-        };
-        report.uploads_removed = self.expire_uploads(UPLOAD_EXPIRY)?.0;
-        report.manifest_links_repaired = self.index.repair_manifest_repos()?;
-        // Index entries must point at a file of the recorded size.
-        let mut dangling = Vec::new();
-        for entry in self.index.blobs() {
-            let (digest, record) = entry?;
-            match self.blobs.open_blob(&digest)? {
-                Some((_, len)) if len == record.size => {}
-                _ => dangling.push(digest),
-            }
-        }
-        for digest in dangling {
-            self.index.remove_blob(&digest)?;
-            self.blobs.remove(&digest)?;
-            report.entries_dropped += 1;
-        }
-        // Files the index does not know: keep only those whose content matches their name.
-        for (path, named) in self.blobs.list()? {
-            let Some(digest) = named else {
-                remove_file_or_dir(&path)?;
-                report.files_removed += 1;
-                continue;
-            };
-            if self.index.blob(&digest)?.is_some() {
-                continue;
-            }
-            match blobs::hash_file(&path) {
-                Ok((actual, size)) if actual == digest => {
-                    self.index.put_blob(&digest, &BlobRecord::new(size, None))?;
-                    report.files_reindexed += 1;
-                }
-                _ => {
-                    remove_file_or_dir(&path)?;
-                    report.files_removed += 1;
-                }
-            }
-        }
-        self.index.flush()?;
-        Ok(report)
-    }
-}
-
-fn remove_file_or_dir(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oci::Digest;
+    use crate::storage::index::BlobRecord;
 
     #[test]
     fn recovery_after_a_crash_at_each_step() {

@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tempfile::NamedTempFile;
 
+use super::blobs::Place;
 use super::index::{BlobRecord, PushedManifest};
 use super::{Storage, StorageError};
 use crate::oci::{Digest, RepoName};
@@ -35,7 +36,7 @@ impl Default for DigestLocks {
 }
 
 impl DigestLocks {
-    fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
+    pub(super) fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
         // Digests are uniformly distributed: their first hex digits pick a stripe evenly.
         let stripe = digest
             .hex()
@@ -50,6 +51,16 @@ impl DigestLocks {
 }
 
 impl Storage {
+    /// Under the digest's lock: a file already at the digest's path is kept only when the
+    /// index vouches for it. An unindexed one may be what a crash left (half-checked, or
+    /// corrupt) before background reconciliation reached it, so a verified store replaces it.
+    fn placement(&self, digest: &Digest) -> Result<Place, StorageError> {
+        Ok(match self.index.blob(digest)? {
+            Some(_) => Place::Beside,
+            None => Place::Over,
+        })
+    }
+
     /// Makes a verified temp file (a fill) the blob `digest` and indexes it. True when the
     /// blob is new to the store (its bytes are to be counted).
     pub fn store_temp(
@@ -60,7 +71,7 @@ impl Storage {
     ) -> Result<bool, StorageError> {
         let new = {
             let _held = self.locks.lock(digest);
-            self.blobs.commit(temp, digest)?;
+            self.blobs.commit(temp, digest, self.placement(digest)?)?;
             self.index
                 .put_new_blob(digest, &BlobRecord::new(size, None))?
         };
@@ -77,7 +88,7 @@ impl Storage {
     ) -> Result<bool, StorageError> {
         let new = {
             let _held = self.locks.lock(digest);
-            self.blobs.write_verified(digest, body)?;
+            self.blobs.write(digest, body, self.placement(digest)?)?;
             let record = BlobRecord::new(body.len() as u64, media_type);
             self.index.put_new_blob(digest, &record)?
         };
@@ -97,7 +108,8 @@ impl Storage {
     ) -> Result<bool, StorageError> {
         let new = {
             let _held = self.locks.lock(digest);
-            self.blobs.commit_upload(id, digest)?;
+            self.blobs
+                .commit_upload(id, digest, self.placement(digest)?)?;
             self.index
                 .put_private_blob(repo, digest, &BlobRecord::new(size, None))?
         };
@@ -114,7 +126,8 @@ impl Storage {
     ) -> Result<bool, StorageError> {
         let new = {
             let _held = self.locks.lock(pushed.digest);
-            self.blobs.write_verified(pushed.digest, body)?;
+            let place = self.placement(pushed.digest)?;
+            self.blobs.write(pushed.digest, body, place)?;
             let record = BlobRecord::new(pushed.size, Some(pushed.media_type.to_owned()));
             self.index.put_private_manifest(pushed, &record)?
         };

@@ -162,6 +162,20 @@ impl Berth {
         self.launch();
     }
 
+    /// Stops berth gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts berth again after [`Berth::stop`] or [`Berth::kill`].
+    pub fn relaunch(&mut self) {
+        self.launch();
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -52,6 +52,57 @@ pub fn parse_access_key(key: &[u8]) -> Option<(u64, Digest)> {
     ))
 }
 
+/// The key of the running totals, the one record of `access` that is not a blob's: it sorts
+/// after every real stamp, and changes in the same transactions as the blobs it counts.
+pub(super) const TOTALS_KEY: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xfftotals";
+
+/// How many blobs are indexed and their bytes, kept as they change (never by a scan).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    fn encode(self) -> [u8; 16] {
+        let mut value = [0; 16];
+        value[..8].copy_from_slice(&self.blobs.to_be_bytes());
+        value[8..].copy_from_slice(&self.bytes.to_be_bytes());
+        value
+    }
+
+    fn decode(value: &[u8]) -> Totals {
+        let word = |range: std::ops::Range<usize>| {
+            value
+                .get(range)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        Totals {
+            blobs: word(0..8),
+            bytes: word(8..16),
+        }
+    }
+}
+
+/// Inside a transaction: adds `blobs` entries of `bytes` in all (negative: removes them).
+fn adjust_totals(
+    access: &sled::transaction::TransactionalTree,
+    blobs: i64,
+    bytes: i64,
+) -> sled::transaction::ConflictableTransactionResult<(), sled::Error> {
+    let old = access
+        .get(TOTALS_KEY)?
+        .map(|v| Totals::decode(&v))
+        .unwrap_or_default();
+    let new = Totals {
+        blobs: old.blobs.saturating_add_signed(blobs),
+        bytes: old.bytes.saturating_add_signed(bytes),
+    };
+    access.insert(TOTALS_KEY, &new.encode()[..])?;
+    Ok(())
+}
+
 /// Inside a transaction: indexes a blob unless it is already; true when this call did.
 pub(super) fn insert_new_blob(
     blobs: &sled::transaction::TransactionalTree,
@@ -65,6 +116,7 @@ pub(super) fn insert_new_blob(
     }
     blobs.insert(key, encode(record))?;
     access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
+    adjust_totals(access, 1, record.size as i64)?;
     Ok(true)
 }
 
@@ -81,10 +133,17 @@ impl Index {
         let value = encode(record);
         (&self.blobs, &self.access)
             .transaction(|(blobs, access)| {
-                if let Some(old) = blobs.insert(key.as_slice(), value.as_slice())? {
-                    if let Ok(old) = serde_json::from_slice::<BlobRecord>(&old) {
-                        access.remove(access_key(old.last_access_ms, digest))?;
+                match blobs.insert(key.as_slice(), value.as_slice())? {
+                    Some(old) => {
+                        if let Ok(old) = serde_json::from_slice::<BlobRecord>(&old) {
+                            access.remove(access_key(old.last_access_ms, digest))?;
+                            if old.size != record.size {
+                                let delta = record.size as i64 - old.size as i64;
+                                adjust_totals(access, 0, delta)?;
+                            }
+                        }
                     }
+                    None => adjust_totals(access, 1, record.size as i64)?,
                 }
                 access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
                 Ok(())
@@ -111,6 +170,7 @@ impl Index {
                 let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
                 if let Some(old) = &old {
                     access.remove(access_key(old.last_access_ms, digest))?;
+                    adjust_totals(access, -1, -(old.size as i64))?;
                 }
                 Ok(old)
             })
@@ -128,12 +188,41 @@ impl Index {
         self.put_blob(digest, &record)
     }
 
-    /// Blobs from least to most recently used.
-    pub fn least_recently_used(&self) -> impl Iterator<Item = Result<Digest, IndexError>> + '_ {
+    /// Blobs from least to most recently used, with their stamps, read from the index as the
+    /// caller goes (nothing is collected).
+    pub fn least_recently_used(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, Digest), IndexError>> + '_ {
         self.access.iter().keys().filter_map(|key| match key {
             Err(e) => Some(Err(e.into())),
-            Ok(key) => parse_access_key(&key).map(|(_, digest)| Ok(digest)),
+            Ok(key) => parse_access_key(&key).map(Ok),
         })
+    }
+
+    /// How many blobs are indexed, and their bytes: read, not counted.
+    pub fn totals(&self) -> Result<Totals, IndexError> {
+        Ok(self
+            .access
+            .get(TOTALS_KEY)?
+            .map(|v| Totals::decode(&v))
+            .unwrap_or_default())
+    }
+
+    /// Counts the totals again from every entry (an index from before they were kept, or
+    /// after a full recovery). Blocks, for as long as a scan of `blobs` takes; nothing may
+    /// store or remove blobs meanwhile.
+    pub fn recount_totals(&self) -> Result<Totals, IndexError> {
+        let mut totals = Totals::default();
+        for entry in self.blobs() {
+            totals.blobs += 1;
+            totals.bytes += entry?.1.size;
+        }
+        self.access.insert(TOTALS_KEY, &totals.encode()[..])?;
+        Ok(totals)
+    }
+
+    pub(super) fn has_totals(&self) -> Result<bool, IndexError> {
+        Ok(self.access.contains_key(TOTALS_KEY)?)
     }
 
     /// Every indexed blob. Entries whose key does not parse are skipped.

@@ -8,6 +8,7 @@
 //! | `tags`  | `<upstream>/<repo>:<tag>`             | [`TagRecord`]  |
 //! | `links` | `<upstream>/<repo>@sha256:<hex>`      | a manifest's media type, or empty |
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
+//! | `access`| `ff×8 totals` (after every stamp)     | blob count ++ bytes, 8-byte big-endian each ([`Totals`]) |
 //! | `guarded` | `<upstream>/<repo>`                 | empty, or `unsure` ([`Guarding`]) |
 //!
 //! Private projects keep their own trees, described in [`projects`]; blob uploads in progress
@@ -19,7 +20,8 @@
 //! mirrored repository may hold a digest (fetched through it, or confirmed by its upstream), and
 //! for a manifest the media type that repository serves it with. `access` is the inverse of each blob's
 //! `last_access_ms`, so that a scan in key order visits blobs least recently used first; the
-//! two trees change together, in one transaction.
+//! two trees change together, in one transaction, and with them the running totals that
+//! `access` ends with, so that usage and `berth cache stats` never scan the index.
 
 mod blobs;
 mod mirror;
@@ -30,7 +32,7 @@ mod tests;
 mod uploads;
 
 use self::blobs::insert_new_blob;
-pub use self::blobs::{access_key, blob_key, parse_access_key, parse_blob_key, BlobRecord};
+pub use self::blobs::{access_key, blob_key, parse_access_key, parse_blob_key, BlobRecord, Totals};
 pub use self::mirror::{link_key, parse_link_key, parse_tag_key, tag_key, Guarding, TagRecord};
 pub use self::pins::PinRecord;
 pub use self::projects::{PushedManifest, ReferrerRecord};
@@ -121,7 +123,7 @@ impl Index {
             .cache_capacity(INDEX_CACHE_BYTES)
             .flush_every_ms(Some(500))
             .open()?;
-        Ok(Index {
+        let index = Index {
             blobs: db.open_tree("blobs")?,
             tags: db.open_tree("tags")?,
             links: db.open_tree("links")?,
@@ -131,7 +133,12 @@ impl Index {
             project: projects::Trees::open(&db)?,
             uploads: db.open_tree("uploads")?,
             db,
-        })
+        };
+        // An index from before the totals were kept: counted once, kept from then on.
+        if !index.has_totals()? {
+            index.recount_totals()?;
+        }
+        Ok(index)
     }
 
     /// Writes everything to disk now (sled otherwise flushes on its own timer). Blocks.

@@ -65,6 +65,7 @@ fn access_order_follows_puts_and_touches() {
     let order = |index: &Index| -> Vec<Digest> {
         index
             .least_recently_used()
+            .map(|entry| entry.map(|(_, digest)| digest))
             .collect::<Result<_, _>>()
             .unwrap()
     };
@@ -144,4 +145,52 @@ fn tag_records_keep_their_stored_form() {
         decode::<TagRecord>(b"k", bad.as_bytes()),
         Err(IndexError::Corrupt { .. })
     ));
+}
+
+#[test]
+fn totals_follow_every_change_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let totals = |blobs, bytes| Totals { blobs, bytes };
+    {
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.totals().unwrap(), totals(0, 0));
+        index
+            .put_blob(&digest(1), &BlobRecord::new(10, None))
+            .unwrap();
+        assert!(index
+            .put_new_blob(&digest(2), &BlobRecord::new(5, None))
+            .unwrap());
+        // Already there: not counted again.
+        assert!(!index
+            .put_new_blob(&digest(2), &BlobRecord::new(5, None))
+            .unwrap());
+        let repo: RepoName = "team/app".parse().unwrap();
+        index
+            .put_private_blob(&repo, &digest(3), &BlobRecord::new(7, None))
+            .unwrap();
+        assert_eq!(index.totals().unwrap(), totals(3, 22));
+        // A touch moves the stamp, not the totals; a record replaced changes the bytes.
+        let mut touched = index.blob(&digest(1)).unwrap().unwrap();
+        touched.last_access_ms = 1;
+        index.touch(&digest(1), touched).unwrap();
+        index
+            .put_blob(&digest(2), &BlobRecord::new(6, None))
+            .unwrap();
+        assert_eq!(index.totals().unwrap(), totals(3, 23));
+        index.remove_blob(&digest(3)).unwrap();
+        index.remove_blob(&digest(3)).unwrap();
+        assert_eq!(index.totals().unwrap(), totals(2, 16));
+        // The totals record is no blob: the LRU order does not show it.
+        assert_eq!(index.least_recently_used().count(), 2);
+        index.flush().unwrap();
+    }
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.totals().unwrap(), totals(2, 16));
+    assert_eq!(index.recount_totals().unwrap(), totals(2, 16));
+    // An index from before the totals were kept is counted once when opened.
+    index.access.remove(super::blobs::TOTALS_KEY).unwrap();
+    index.flush().unwrap();
+    drop(index);
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.totals().unwrap(), totals(2, 16));
 }
