@@ -1,6 +1,8 @@
 //! berth: a registry mirror daemon. See `docs/architecture.md` for how the layers fit:
-//! `http` → `registry` → {`upstream`, `cache` → `storage`}, imports running downward only;
-//! `oci` (the spec's names, digests, media types and error codes) is a leaf any layer may use.
+//! `server` → `http` → `registry` → {`auth`, `upstream`, `cache` → `storage`}, imports running
+//! downward only (checked by `tests/layers.rs`); `config` imports only `oci`, and `oci` (the
+//! spec's names, digests, manifests, media types and error codes), `metrics`, `memory` and
+//! `clock` are leaves any layer may use.
 
 pub mod auth;
 pub mod cache;

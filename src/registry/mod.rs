@@ -1,7 +1,9 @@
-//! The registry domain: namespace resolution, pins, private projects and the pull-through
-//! decisions. The spec's names, digests, media types and error codes it works with are `oci`'s.
+//! The registry domain: resolving a name to a [`repository::Target`] (a private project's
+//! repository or a mirrored one, both behind the [`repository::Repository`] trait), pins,
+//! private projects, the pull-through decisions, and token requests. The spec's names,
+//! digests, manifests, media types and error codes it works with are `oci`'s.
 //!
-//! Layering rule: `http` calls `registry`; `registry` calls `cache` and `upstream`; nothing
+//! Layering rule: `http` calls `registry`; `registry` calls `auth`, `cache` and `upstream`; nothing
 //! here knows actix, and nothing below calls back up. Every error that leaves this module is a
 //! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
 
