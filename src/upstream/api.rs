@@ -88,6 +88,15 @@ pub trait RegistryApi: Send + Sync {
         identity: &'a Identity,
     ) -> ApiFuture<'a, TagPage>;
 
+    /// The referrers of `subject` (OCI distribution 1.1): upstream's image index, unfiltered,
+    /// first page. A registry without the referrers API answers 404.
+    fn get_referrers<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        subject: &'a Digest,
+        identity: &'a Identity,
+    ) -> ApiFuture<'a, Bytes>;
+
     /// Exchanges a client's credentials for pull on `repo` (`None`: only checks them), kept
     /// under `identity`. Returns how long the grant lasts.
     fn exchange<'a>(

@@ -16,7 +16,7 @@ use super::auth::{Authenticator, Credentials, Identity};
 use super::error::{SetupError, UpstreamError};
 use super::response::{error_reason, header_string, next_link_query, read_limited, status_error};
 use crate::config::UpstreamSettings;
-use crate::oci::media::MAX_MANIFEST_BYTES;
+use crate::oci::media::{self, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, Reference, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
@@ -185,6 +185,30 @@ impl HttpClient {
             .read_limited(response, MAX_MANIFEST_BYTES, "tag list")
             .await?;
         Ok(TagPage { body, next })
+    }
+
+    async fn referrers_index(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        identity: &Identity,
+    ) -> Result<Bytes, UpstreamError> {
+        let path = format!("/v2/{repo}/referrers/{subject}");
+        let response = self
+            .send(
+                Method::GET,
+                &path,
+                repo,
+                Some(media::OCI_INDEX),
+                true,
+                identity,
+            )
+            .await?;
+        let response = self
+            .check(response, &format!("referrers of {subject} in {repo}"))
+            .await?;
+        self.read_limited(response, MAX_MANIFEST_BYTES, "referrers")
+            .await
     }
 
     async fn exchange_credentials(
@@ -398,6 +422,15 @@ impl RegistryApi for HttpClient {
         identity: &'a Identity,
     ) -> ApiFuture<'a, TagPage> {
         Box::pin(self.tag_page(repo, query, identity))
+    }
+
+    fn get_referrers<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        subject: &'a Digest,
+        identity: &'a Identity,
+    ) -> ApiFuture<'a, Bytes> {
+        Box::pin(self.referrers_index(repo, subject, identity))
     }
 
     fn exchange<'a>(

@@ -198,6 +198,22 @@ impl Upstream {
         self.guarded(self.api.get_tags(repo, query, identity)).await
     }
 
+    /// The referrers of `subject`, as upstream's index. A 404 (no referrers API, as in
+    /// Distribution 2.8) is remembered like any other.
+    pub async fn get_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        identity: &Identity,
+    ) -> Result<bytes::Bytes, UpstreamError> {
+        let path = format!("/v2/{repo}/referrers/{subject}");
+        let what = || format!("referrers of {subject} in {repo}");
+        self.remembering(&path, identity, what, || {
+            self.api.get_referrers(repo, subject, identity)
+        })
+        .await
+    }
+
     /// A call whose 404 is remembered for `not_found_ttl` per path and identity, and answered
     /// from memory meanwhile.
     async fn remembering<'a, T>(

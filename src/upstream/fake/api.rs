@@ -131,6 +131,19 @@ impl RegistryApi for FakeRegistry {
         })
     }
 
+    fn get_referrers<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        subject: &'a Digest,
+        identity: &'a Identity,
+    ) -> ApiFuture<'a, Bytes> {
+        Box::pin(async move {
+            self.begin(Op::GetReferrers, Some(repo.as_str()), identity)?;
+            self.pass_gate(Op::GetReferrers).await;
+            self.referrers(repo, subject)
+        })
+    }
+
     fn exchange<'a>(
         &'a self,
         repo: Option<&'a RepoName>,

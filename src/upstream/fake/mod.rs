@@ -27,6 +27,7 @@ pub enum Op {
     GetBlob,
     HeadBlob,
     GetTags,
+    GetReferrers,
     Exchange,
 }
 
@@ -72,6 +73,8 @@ struct Content {
     guarded: HashMap<String, String>,
     /// Answer 404 instead of 401 to identities refused a guarded repository.
     hide_guarded: bool,
+    /// Serve the referrers API (Distribution 2.8 has none: a 404).
+    referrers_api: bool,
     users: HashMap<String, String>,
     /// Identity ids of exchanged credentials → their user.
     granted: HashMap<String, String>,
@@ -220,6 +223,11 @@ impl FakeRegistry {
         self.content().hide_guarded = hide;
     }
 
+    /// Serves the referrers API, from the manifests whose `subject` names the digest asked.
+    pub fn serve_referrers(&self, serve: bool) {
+        self.content().referrers_api = serve;
+    }
+
     /// Fails every call `rule` returns an error for (replacing any earlier rule).
     pub fn fail_when(
         &self,
@@ -347,6 +355,40 @@ impl FakeRegistry {
             Some((digest.parse().ok()?, media_type.clone(), body.clone()))
         });
         found.ok_or_else(|| self.not_found(format!("manifest {repo}:{reference}")))
+    }
+
+    /// The referrers index of `subject` in `repo`, built as a registry with the API would.
+    fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Bytes, UpstreamError> {
+        let content = self.content();
+        if !content.referrers_api {
+            return Err(self.not_found(format!("referrers of {subject} in {repo}")));
+        }
+        let wanted = subject.to_string();
+        let mut manifests = Vec::new();
+        for ((r, digest), (media_type, body)) in &content.manifests {
+            let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(body) else {
+                continue;
+            };
+            let names_subject = manifest["subject"]["digest"].as_str() == Some(wanted.as_str());
+            if r != repo.as_str() || !names_subject {
+                continue;
+            }
+            let artifact_type = manifest["artifactType"]
+                .as_str()
+                .or_else(|| manifest["config"]["mediaType"].as_str());
+            manifests.push(serde_json::json!({
+                "mediaType": media_type,
+                "digest": digest,
+                "size": body.len(),
+                "artifactType": artifact_type,
+            }));
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok(Bytes::from(index.to_string()))
     }
 
     fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Bytes, UpstreamError> {
