@@ -337,4 +337,14 @@ impl Repository for MirrorRepository<'_> {
             .tags(&self.target, page, self.ns.as_deref())
             .await
     }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes, RegistryError> {
+        self.mirror
+            .referrers(&self.target, subject, artifact_type)
+            .await
+    }
 }

@@ -11,6 +11,7 @@
 mod guard;
 mod manifest;
 mod prefetch;
+mod referrers;
 mod seed;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,6 +5,7 @@
 mod blobs;
 mod breaker;
 mod guard;
+mod referrers;
 mod tags;
 
 use std::collections::HashMap;
