@@ -272,9 +272,14 @@ async fn check_table(client: &mut Client, secrets: &[Secret], phase: &str) {
 }
 
 /// Tags, referrers and the catalog of the private and the guarded repository: only to those
-/// who may read them (the guarded repository's tags come from upstream, so only while it
-/// answers).
-async fn check_listings(client: &mut Client, team_manifest: &str, upstream_answers: bool) {
+/// who may read them (the guarded repository's tags and referrers come from upstream, so only
+/// while it answers).
+async fn check_listings(
+    client: &mut Client,
+    team_manifest: &str,
+    guarded_manifest: &str,
+    upstream_answers: bool,
+) {
     for who in EVERYONE {
         let team = client
             .call(who, Method::GET, "/v2/team/app/tags/list", &[])
@@ -310,6 +315,21 @@ async fn check_listings(client: &mut Client, team_manifest: &str, upstream_answe
             "guarded tags as {who:?} (upstream answers: {upstream_answers}): {} {}",
             guarded.status,
             String::from_utf8_lossy(&guarded.body)
+        );
+        // Referrers follow the subject: only Priv, and surely while upstream answers (when it
+        // does not, upstream's remembered 404s may still answer Priv from memory).
+        let path = format!("/v2/private/iso/referrers/{guarded_manifest}");
+        let referrers = client.call(who, Method::GET, &path, &[]).await;
+        let listed = referrers.status.is_success();
+        assert!(
+            if who == Who::Priv {
+                listed || !upstream_answers
+            } else {
+                !listed
+            },
+            "guarded referrers as {who:?} (upstream answers: {upstream_answers}): {} {}",
+            referrers.status,
+            String::from_utf8_lossy(&referrers.body)
         );
         let catalog = client.call(who, Method::GET, "/v2/_catalog", &[]).await;
         let listed = contains(&catalog.body, b"team/app");
@@ -402,7 +422,13 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
 
     let mut client = Client::new(&berth);
     check_table(&mut client, &secrets(false), "").await;
-    check_listings(&mut client, &team.manifest.digest, true).await;
+    check_listings(
+        &mut client,
+        &team.manifest.digest,
+        &guarded.manifest.digest,
+        true,
+    )
+    .await;
 
     // A mount names a repository the caller may read, but only a private repository's own
     // links count: nothing is mounted from the mirror namespace.
@@ -429,7 +455,13 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
     // Upstream down: what upstream confirmed stays served, nothing else is.
     proxy.set_mode(Mode::Status(503));
     check_table(&mut client, &secrets(false), " (upstream down)").await;
-    check_listings(&mut client, &team.manifest.digest, false).await;
+    check_listings(
+        &mut client,
+        &team.manifest.digest,
+        &guarded.manifest.digest,
+        false,
+    )
+    .await;
 
     // Offline: the same table, with nobody able to prove upstream access.
     let data_dir = berth.into_data_dir();
@@ -437,7 +469,13 @@ async fn every_read_path_serves_a_digest_only_under_a_repository_that_holds_it()
     let berth = Berth::start_in(&offline, &data_dir);
     let mut client = Client::new(&berth);
     check_table(&mut client, &secrets(true), " (offline)").await;
-    check_listings(&mut client, &team.manifest.digest, false).await;
+    check_listings(
+        &mut client,
+        &team.manifest.digest,
+        &guarded.manifest.digest,
+        false,
+    )
+    .await;
 }
 
 /// A berth behind a fault proxy in front of the shared upstream.
