@@ -183,7 +183,7 @@ async fn a_guarded_repositorys_referrers_need_the_callers_own_grant() {
     let hub = app.hub();
     let subject = hub.put_image(SECRET, "v1", "secret").digest;
     let sig = attach(hub, SECRET, &subject, SIG);
-    tag_referrers(hub, SECRET, &subject, &[(&sig, SIG)]);
+    hub.serve_referrers(true);
     hub.guard(SECRET, "alice", "pw");
     hub.user("mallory", "pw");
 
@@ -191,12 +191,19 @@ async fn a_guarded_repositorys_referrers_need_the_callers_own_grant() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert!(anonymous.header("www-authenticate").is_some());
 
-    // The fake refuses every call not made as alice: the answer is upstream's to her.
+    assert_eq!(
+        hub.calls(Op::GetReferrers),
+        0,
+        "nothing asked for anonymous"
+    );
+
+    // The fake refuses every call not made as alice: the answer is upstream's API's to her.
     let alice = app.login(SECRET, "alice", "pw").await;
     let reply = app.get_as(&path(SECRET, &subject, None), &alice).await;
     assert_eq!(listed(&reply), sorted(&[&sig]));
+    assert_eq!(hub.calls(Op::GetReferrers), 1);
 
-    // What alice's calls cached (the subject, the fallback tag) reaches nobody else.
+    // What alice's calls cached (the subject) reaches nobody else.
     assert_eq!(
         app.get(&path(SECRET, &subject, None)).await.status,
         StatusCode::UNAUTHORIZED
