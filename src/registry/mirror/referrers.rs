@@ -5,7 +5,9 @@
 //! Every step is an ordinary mirror read as the caller: the subject is resolved like a
 //! manifest GET by digest (guard, links, confirmation upstream), and the fallback tag like a
 //! manifest GET by tag, so it is cached, linked and guarded like other content. Offline, the
-//! API cannot be asked: the cached fallback tag answers, else an empty index. A subject this
+//! API cannot be asked: the cached fallback tag answers, else an empty index. When upstream
+//! fails instead of answering, a cached fallback tag answers as a stale tag would (within
+//! `max_stale`); without one the failure is the answer, never an empty list. A subject this
 //! repository does not hold has no referrers: an empty index, as the spec asks of a registry
 //! with the API (never a 404, which clients read as "no API").
 //!
@@ -15,7 +17,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::Mirror;
+use super::{storage_error, Mirror};
 use crate::oci::media::{self, AcceptList};
 use crate::oci::{Digest, ErrorCode, Reference, Tag};
 use crate::registry::error::RegistryError;
@@ -45,7 +47,8 @@ impl Mirror {
         index(descriptors, artifact_type)
     }
 
-    /// Upstream's referrers API; `None` when it has none (a 404) or is offline.
+    /// Upstream's referrers API; `None` when it has none (a 404), is offline, or cannot answer
+    /// while the fallback tag is cached (served then as a cached tag is: within `max_stale`).
     async fn upstream_referrers(
         &self,
         target: &MirrorRepo,
@@ -61,6 +64,10 @@ impl Mirror {
         {
             Ok(body) => body,
             Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) if e.is_transient() && self.has_fallback_tag(target, subject)? => {
+                tracing::warn!(repo = %target.repo, %subject, error = %e, "upstream cannot list referrers; trying the cached referrers tag");
+                return Ok(None);
+            }
             Err(e) => return Err(self.refused(target, e, ErrorCode::ManifestUnknown).await),
         };
         descriptors(&body).map(Some).map_err(|reason| {
@@ -73,6 +80,23 @@ impl Mirror {
                 ),
             )
         })
+    }
+
+    /// Whether the cache holds the subject's fallback tag (whether it may be served is for
+    /// the ordinary tag read to say).
+    fn has_fallback_tag(
+        &self,
+        target: &MirrorRepo,
+        subject: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let Ok(tag) = fallback_tag(subject).parse::<Tag>() else {
+            return Ok(false);
+        };
+        Ok(self
+            .cache
+            .tag(target.upstream.name(), &target.repo, &tag)
+            .map_err(storage_error)?
+            .is_some())
     }
 
     /// The index under the subject's fallback tag, read like any tag; none is no referrers.

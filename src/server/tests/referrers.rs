@@ -1,6 +1,8 @@
 //! Referrers through the mirror: upstream's referrers API, the tag schema when upstream has
 //! none, an empty index when it has neither, and the guard in front of all of it.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use serde_json::Value;
 
@@ -215,5 +217,42 @@ async fn a_guarded_repositorys_referrers_need_the_callers_own_grant() {
         StatusCode::UNAUTHORIZED,
         "{:?}",
         refused.body
+    );
+}
+
+#[actix_web::test]
+async fn upstream_failing_falls_back_to_a_cached_referrers_tag_within_max_stale() {
+    // No remembered 404s: every request asks the API again.
+    let app = test_app(|s| {
+        s.upstreams[0].not_found_ttl = Duration::ZERO;
+        s.upstreams[0].tag_ttl = Duration::from_secs(60);
+        s.upstreams[0].max_stale = Duration::from_secs(3600);
+    })
+    .await;
+    let hub = app.hub();
+    let subject = hub.put_image(REPO, "v1", "subject").digest;
+    let sig = attach(hub, REPO, &subject, SIG);
+    tag_referrers(hub, REPO, &subject, &[(&sig, SIG)]);
+    assert_eq!(
+        listed(&app.get(&path(REPO, &subject, None)).await),
+        sorted(&[&sig])
+    );
+
+    // Upstream down: the cached tag answers, past its TTL too (stale, within max_stale).
+    let down = hub.status(503);
+    hub.fail_when(move |_| Some(down.clone()));
+    app.advance(Duration::from_secs(120));
+    assert_eq!(
+        listed(&app.get(&path(REPO, &subject, None)).await),
+        sorted(&[&sig])
+    );
+    // Past max_stale it is upstream's failure again, not an empty list.
+    app.advance(Duration::from_secs(3600));
+    let reply = app.get(&path(REPO, &subject, None)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reply.body
     );
 }
