@@ -142,7 +142,7 @@ stop_clean
 INDEX_BYTES=$(du -sb "$SCALE_DATA/index" | cut -f1)
 PER_ENTRY=$((INDEX_BYTES / ENTRIES))
 t0=$(now)
-STATS=$("$BERTH_BIN" --config "$WORK/berth.toml" cache stats 2>&1 | head -2 | paste -sd' ')
+STATS=$("$BERTH_BIN" --config "$WORK/berth.toml" cache stats 2>&1 | sed -n 1,2p | paste -sd' ')
 STATS_SECS=$(elapsed "$t0" "$(now)")
 
 log "c. start after the clean stop"
