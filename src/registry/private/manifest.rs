@@ -61,7 +61,7 @@ impl Projects {
         let referrer = subject.as_ref().map(|subject| {
             let record = ReferrerRecord {
                 media_type: manifest.media_type.clone(),
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 size: body.len() as u64,
                 artifact_type: manifest.artifact_type().map(str::to_owned),
                 annotations: manifest.annotations.clone(),

@@ -48,7 +48,7 @@ impl Trees {
 pub struct ReferrerRecord {
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     #[serde(
         rename = "artifactType",
@@ -174,7 +174,7 @@ impl Index {
         let tag = pushed.tag.map(|tag| repo_tag_key(repo, tag));
         let referrer = pushed.referrer.map(|(subject, record)| {
             let mut key = referrer_prefix(repo, subject);
-            key.extend_from_slice(record.digest.as_bytes());
+            key.extend_from_slice(record.digest.to_string().as_bytes());
             (key, encode(record))
         });
         let p = &self.project;
@@ -439,7 +439,7 @@ mod tests {
 
         let record = ReferrerRecord {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: Digest::of(b"sig").to_string(),
+            digest: Digest::of(b"sig"),
             size: 3,
             artifact_type: Some("application/example".into()),
             annotations: None,
