@@ -107,8 +107,10 @@ fn default_refresh_ttl() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
 }
 
+/// A member's role in a project. Read from its name, so a wrong one is answered with the
+/// valid ones (the `config` crate's own enum error names none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Role {
     /// pull
     Guest,
@@ -116,6 +118,21 @@ pub enum Role {
     Developer,
     /// pull, push, delete
     Maintainer,
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        match name.as_str() {
+            "guest" => Ok(Role::Guest),
+            "developer" => Ok(Role::Developer),
+            "maintainer" => Ok(Role::Maintainer),
+            other => Err(format!(
+                "role {other:?} is not one of guest (pull), developer (pull, push), maintainer (pull, push, delete)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +199,13 @@ pub(super) fn validate_projects(
                 "project {:?} is declared twice",
                 project.name
             )));
+        }
+        // `library/…` is where Docker Hub's official images resolve (`nginx` → `library/nginx`):
+        // a project of that name would shadow them for every client.
+        if project.name == "library" {
+            return Err(ConfigError::Invalid(
+                "project name \"library\" would shadow Docker Hub's official images (nginx means library/nginx): choose another name".into(),
+            ));
         }
         if upstreams.iter().any(|u| u.name == project.name) {
             return Err(ConfigError::Invalid(format!(

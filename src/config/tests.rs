@@ -185,6 +185,38 @@ fn auth_and_projects() {
     assert!(Settings::load_with_env(Some(f.path()), no_env()).is_err());
 }
 
+/// A project named `library` would shadow Docker Hub's official images.
+#[test]
+fn a_project_named_library_is_refused() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "[auth]\nsigning_key = \"k\"\n[[projects]]\nname = \"library\""
+    )
+    .unwrap();
+    let err = Settings::load_with_env(Some(f.path()), no_env()).unwrap_err();
+    assert!(err.to_string().contains("official images"), "{err}");
+}
+
+/// A role that does not exist is named, with the ones that do.
+#[test]
+fn a_wrong_role_lists_the_valid_ones() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "[auth]\nsigning_key = \"k\"\n[[projects]]\nname = \"team\"\nmembers = {{ alice = \"owner\", bob = \"maintainer\" }}"
+    )
+    .unwrap();
+    let err = Settings::load_with_env(Some(f.path()), no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"owner\""), "{err}");
+    assert!(
+        err.contains("guest") && err.contains("developer") && err.contains("maintainer"),
+        "{err}"
+    );
+}
+
 #[test]
 fn byte_sizes() {
     let parse = |t: &str| ByteSize::parse(t).unwrap().0;
