@@ -103,6 +103,44 @@ impl Storage {
     }
 }
 
+/// Opens again what a test just closed. sled's flusher thread lets go of the directory's lock
+/// a moment after the last handle is dropped, so an immediate reopen can find it still held.
+#[cfg(test)]
+pub(crate) fn reopened<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+    for _ in 0..300 {
+        match open() {
+            Ok(opened) => return opened,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen failed: {e}"),
+        }
+    }
+    panic!("the index stayed locked for 3 s after it was closed");
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::*;
+
+    /// The helper waits out a lock still held, and only that.
+    #[test]
+    fn a_locked_index_is_opened_once_it_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Storage::open(dir.path()).unwrap();
+        let Err(e) = Storage::open(dir.path()) else {
+            panic!("a second open got the lock");
+        };
+        assert!(e.to_string().contains("could not acquire lock"), "{e}");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        let _again = reopened(|| Storage::open(dir.path()));
+        releaser.join().unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +180,7 @@ mod tests {
             std::fs::write(dir.path().join("tmp/blob-partial"), b"half").unwrap();
             storage.index.flush().unwrap();
         }
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = reopened(|| Storage::open(dir.path()));
         let report = storage.recover().unwrap();
         assert_eq!(
             report,
@@ -193,7 +231,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = reopened(|| Storage::open(dir.path()));
         assert!(!storage.index.is_private(&digest).unwrap());
         let report = storage.recover().unwrap();
         assert_eq!(report.manifest_links_repaired, 1);

@@ -269,7 +269,7 @@ mod tests {
             assert!(storage.mark_clean_shutdown().unwrap());
         }
         {
-            let storage = Storage::open(dir.path()).unwrap();
+            let storage = crate::storage::reopened(|| Storage::open(dir.path()));
             std::fs::write(dir.path().join("tmp/blob-partial"), b"half").unwrap();
             let startup = storage.start().unwrap();
             assert!(startup.clean);
@@ -277,7 +277,7 @@ mod tests {
             assert!(!storage.is_unreconciled());
             // The mark is gone as soon as the node runs: a crash now is an unclean stop.
         }
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = crate::storage::reopened(|| Storage::open(dir.path()));
         assert!(!storage.start().unwrap().clean);
         assert!(storage.is_unreconciled());
     }

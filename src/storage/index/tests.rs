@@ -96,7 +96,7 @@ fn records_persist_across_reopen() {
         index.link("docker.io", &repo, &d, "").unwrap();
         index.flush().unwrap();
     }
-    let index = Index::open(dir.path()).unwrap();
+    let index = crate::storage::reopened(|| Index::open(dir.path()));
     assert_eq!(index.blob(&d).unwrap().unwrap().size, 3);
     assert_eq!(
         index
@@ -184,13 +184,13 @@ fn totals_follow_every_change_and_survive_reopen() {
         assert_eq!(index.least_recently_used().count(), 2);
         index.flush().unwrap();
     }
-    let index = Index::open(dir.path()).unwrap();
+    let index = crate::storage::reopened(|| Index::open(dir.path()));
     assert_eq!(index.totals().unwrap(), totals(2, 16));
     assert_eq!(index.recount_totals().unwrap(), totals(2, 16));
     // An index from before the totals were kept is counted once when opened.
     index.access.remove(super::blobs::TOTALS_KEY).unwrap();
     index.flush().unwrap();
     drop(index);
-    let index = Index::open(dir.path()).unwrap();
+    let index = crate::storage::reopened(|| Index::open(dir.path()));
     assert_eq!(index.totals().unwrap(), totals(2, 16));
 }
