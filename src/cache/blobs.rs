@@ -29,7 +29,9 @@ impl Cache {
         self.stored_body(digest, record.size).await
     }
 
-    async fn stored_body(
+    /// [`Cache::stored_blob`] for a caller that has just read the blob's `size` from the
+    /// index (the index is not read again).
+    pub async fn stored_body(
         &self,
         digest: &Digest,
         size: u64,

@@ -63,9 +63,9 @@ impl Projects {
 
     /// A blob of the repository, memory-mapped and kept from eviction while served.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, RegistryError> {
-        self.blob_size(repo, digest)?;
+        let size = self.blob_size(repo, digest)?;
         self.cache
-            .stored_blob(digest)
+            .stored_body(digest, size)
             .await
             .map_err(storage_error)?
             .ok_or_else(|| blob_unknown(repo, digest))
