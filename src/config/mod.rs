@@ -23,7 +23,7 @@ pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Projects, Rol
 pub use self::mirror::MirrorSettings;
 pub use self::secret::Secret;
 pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};
-pub use self::storage::{ByteSize, StorageSettings};
+pub use self::storage::{ByteSize, S3Settings, StorageSettings};
 pub use self::upstream::UpstreamSettings;
 
 /// The documented example configuration, which is also the embedded default.
@@ -116,6 +116,9 @@ impl Settings {
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         for upstream in &mut settings.upstreams {
             upstream.resolve_password_file()?;
+        }
+        if let Some(s3) = &mut settings.storage.s3 {
+            s3.resolve_secret_file()?;
         }
         settings.validate()?;
         Ok(settings)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::ConfigError;
+use super::{ConfigError, Secret};
 
 /// Less memory than this for hot manifests would not hold one the size the spec allows.
 const MIN_MEMORY_CACHE: u64 = 8 << 20;
@@ -26,6 +26,70 @@ pub struct StorageSettings {
     /// Eviction stops once the cache is down to this percentage of `max_size`.
     #[serde(default = "default_low_water")]
     pub low_water_percent: u8,
+    /// The shared store every node uses, when present (`[storage.s3]`); `data_dir` is then the
+    /// node's own tier in front of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Settings>,
+}
+
+/// `[storage.s3]`: an S3 bucket (AWS, MinIO, Ceph RGW, Garage), addressed path-style.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub endpoint: url::Url,
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// Read into `secret_access_key` at load (trailing newline dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// A key prefix inside the bucket, so that one bucket can hold several registries.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl S3Settings {
+    pub(super) fn resolve_secret_file(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.secret_access_key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                path: path.clone(),
+                source,
+            })?;
+            self.secret_access_key = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| ConfigError::Invalid(format!("storage.s3: {what}"));
+        if !matches!(self.endpoint.scheme(), "http" | "https") {
+            return Err(invalid("endpoint must be an http or https URL"));
+        }
+        if self.bucket.is_empty() {
+            return Err(invalid("bucket must not be empty"));
+        }
+        if self.access_key_id.is_empty() {
+            return Err(invalid("access_key_id must not be empty"));
+        }
+        if self.secret_access_key.is_none() {
+            return Err(invalid(
+                "secret_access_key or secret_access_key_file is required",
+            ));
+        }
+        if self.prefix.starts_with('/') || self.prefix.contains("//") {
+            return Err(invalid(
+                "prefix must be a relative key prefix like \"berth/\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 impl StorageSettings {
@@ -43,6 +107,9 @@ impl StorageSettings {
             return Err(ConfigError::Invalid(
                 "storage.low_water_percent must be between 1 and 100".into(),
             ));
+        }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod gc;
 pub mod index;
 pub mod recover;
+pub mod shared;
 pub mod store;
 
 use std::io;

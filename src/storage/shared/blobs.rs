@@ -1,0 +1,137 @@
+//! Blob bytes in the shared store: written whole and only once verified, read as a stream.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use object_store::WriteMultipart;
+use tokio::io::AsyncReadExt;
+
+use super::{SharedError, SharedStore};
+use crate::oci::Digest;
+
+/// Objects up to this size go in one PUT; larger ones in multipart parts of this size.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts of one object in flight at once (the memory an upload holds is this many parts).
+pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// A blob being read from the shared store.
+pub struct SharedBlob {
+    pub size: u64,
+    pub body: BoxStream<'static, Result<Bytes, object_store::Error>>,
+}
+
+pub(super) fn blob_name(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm(), digest.hex())
+}
+
+impl SharedStore {
+    /// The size of a stored blob, or `None`.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, SharedError> {
+        self.size(&blob_name(digest)).await
+    }
+
+    /// A stored blob's bytes, streamed, or `None`.
+    pub async fn blob(&self, digest: &Digest) -> Result<Option<SharedBlob>, SharedError> {
+        match self.store.get(&self.key(&blob_name(digest))).await {
+            Ok(result) => Ok(Some(SharedBlob {
+                size: result.meta.size,
+                body: result.into_stream(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores bytes already verified to be `digest` (a manifest).
+    pub async fn put_blob_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<(), SharedError> {
+        self.put(&blob_name(digest), bytes).await.map(|_| ())
+    }
+
+    /// Stores a local file already verified to be `digest`, streaming it in parts.
+    pub async fn put_blob_file(&self, digest: &Digest, path: &Path) -> Result<(), SharedError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| SharedError::Corrupt(format!("cannot read {}: {e}", path.display())))?;
+        self.put_reader(&blob_name(digest), file).await
+    }
+
+    /// Streams `reader` into the object `name`: one PUT when it fits a part, else a multipart
+    /// upload (completed, and so visible, only once everything was read and sent).
+    pub(super) async fn put_reader(
+        &self,
+        name: &str,
+        mut reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<(), SharedError> {
+        let read_error = |e: std::io::Error| SharedError::Corrupt(format!("cannot read: {e}"));
+        let first = read_part(&mut reader).await.map_err(read_error)?;
+        if first.len() < PART_SIZE {
+            self.put(name, first).await?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(&self.key(name)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        writer.put(first);
+        loop {
+            let part = match read_part(&mut reader).await {
+                Ok(part) => part,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(read_error(e));
+                }
+            };
+            if part.is_empty() {
+                break;
+            }
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+            writer.put(part);
+        }
+        writer.finish().await?;
+        Ok(())
+    }
+}
+
+/// Up to one part's bytes (fewer only at the end).
+async fn read_part(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<Bytes> {
+    let mut part = Vec::with_capacity(PART_SIZE);
+    while part.len() < PART_SIZE {
+        let read = (&mut *reader)
+            .take((PART_SIZE - part.len()) as u64)
+            .read_to_end(&mut part)
+            .await?;
+        if read == 0 {
+            break;
+        }
+    }
+    Ok(Bytes::from(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::shared::in_memory;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn a_file_larger_than_a_part_is_stored_whole() {
+        let store = in_memory();
+        let data: Vec<u8> = (0..PART_SIZE * 2 + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let digest = Digest::of(&data);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &data).unwrap();
+        store.put_blob_file(&digest, file.path()).await.unwrap();
+        assert_eq!(
+            store.blob_size(&digest).await.unwrap(),
+            Some(data.len() as u64)
+        );
+        let blob = store.blob(&digest).await.unwrap().unwrap();
+        let read: Vec<Bytes> = blob.body.map(|c| c.unwrap()).collect().await;
+        assert_eq!(read.concat(), data);
+        assert!(store.blob(&Digest::of(b"absent")).await.unwrap().is_none());
+    }
+}
