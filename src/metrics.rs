@@ -41,6 +41,8 @@ pub struct Metrics {
     pub manifest_coalesced: AtomicU64,
     pub stale_serves: AtomicU64,
     pub upstream_blob_gets: AtomicU64,
+    pub shared_blob_gets: AtomicU64,
+    pub shared_blob_puts: AtomicU64,
     pub upstream_manifest_gets: AtomicU64,
     pub upstream_manifest_heads: AtomicU64,
     pub upstream_errors: AtomicU64,
@@ -110,6 +112,16 @@ impl Metrics {
                 "berth_upstream_blob_gets_total",
                 "Blob GET requests sent upstream.",
                 &self.upstream_blob_gets,
+            ),
+            (
+                "berth_shared_blob_gets_total",
+                "Blobs filled into this node's tier from the shared store.",
+                &self.shared_blob_gets,
+            ),
+            (
+                "berth_shared_blob_puts_total",
+                "Blobs from upstream written to the shared store once verified.",
+                &self.shared_blob_puts,
             ),
             (
                 "berth_upstream_manifest_gets_total",

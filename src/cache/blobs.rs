@@ -14,6 +14,14 @@ use crate::metrics;
 use crate::oci::Digest;
 use crate::storage::StorageError;
 
+/// Where a fill reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Upstream,
+    /// The shared store, which another node (or this one) filled.
+    Shared,
+}
+
 impl Cache {
     /// The size of a stored blob, if it is stored.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
@@ -67,7 +75,9 @@ impl Cache {
     }
 
     /// The blob from disk, or from the fill that is fetching it: joins a fill in flight, or
-    /// starts one with `fetch`. `fetch` runs only when this call starts the fill.
+    /// starts one. With a shared store, a blob another node has stored there is filled from
+    /// it; otherwise `fetch` (upstream) runs, only when this call starts the fill, and what it
+    /// brings is written to the shared store once verified.
     pub async fn blob_or_fill<F, Fut>(
         self: &Arc<Self>,
         digest: &Digest,
@@ -77,17 +87,58 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<FillSource, SourceError>> + Send + 'static,
     {
+        if let Some(body) = self.local_or_in_flight(digest).await? {
+            return Ok(body);
+        }
+        if let Some(tier) = &self.shared {
+            if let Some(source) = tier.source_or_wait(digest).await {
+                return self.fill(digest, source, Origin::Shared).await;
+            }
+            tier.mark_filling(digest);
+        }
+        self.fill(digest, fetch(), Origin::Upstream).await
+    }
+
+    /// The blob from disk, from a fill in flight, or filled from the shared store; `None` when
+    /// none of them has it (the private projects' blobs, whose bytes are in the shared store).
+    pub async fn blob_from_shared(
+        self: &Arc<Self>,
+        digest: &Digest,
+    ) -> Result<Option<BlobBody>, StorageError> {
+        if let Some(body) = self.local_or_in_flight(digest).await? {
+            return Ok(Some(body));
+        }
+        let Some(tier) = &self.shared else {
+            return Ok(None);
+        };
+        let Some(source) = tier.source(digest).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.fill(digest, source, Origin::Shared).await?))
+    }
+
+    async fn local_or_in_flight(&self, digest: &Digest) -> Result<Option<BlobBody>, StorageError> {
         if let Some(fill) = self.inflight_fill(digest) {
             metrics::inc(&self.metrics.blob_coalesced);
-            return Ok(BlobBody::filling(fill));
+            return Ok(Some(BlobBody::filling(fill)));
         }
         if let Some(record) = self.storage.index.blob(digest)? {
             if let Some(body) = self.stored_body(digest, record.size).await? {
                 metrics::inc(&self.metrics.blob_hits);
                 self.storage.index.touch(digest, record)?;
-                return Ok(body);
+                return Ok(Some(body));
             }
         }
+        Ok(None)
+    }
+
+    /// Starts the one fill of `digest` from `source` (or joins one that started meanwhile).
+    async fn fill(
+        self: &Arc<Self>,
+        digest: &Digest,
+        source: impl Future<Output = Result<FillSource, SourceError>> + Send + 'static,
+        origin: Origin,
+    ) -> Result<BlobBody, StorageError> {
         let storage = Arc::clone(&self.storage);
         let (temp, read_handle) = blocking(move || {
             let temp = storage.blobs.temp_file()?;
@@ -107,8 +158,10 @@ impl Cache {
             (fill, writer)
         };
         metrics::inc(&self.metrics.blob_misses);
-        metrics::inc(&self.metrics.upstream_blob_gets);
-        let response = fetch();
+        match origin {
+            Origin::Upstream => metrics::inc(&self.metrics.upstream_blob_gets),
+            Origin::Shared => metrics::inc(&self.metrics.shared_blob_gets),
+        }
         let cache = Arc::clone(self);
         let d = digest.clone();
         // Its own task: a client hanging up must not abort the fill others may be reading.
@@ -122,18 +175,20 @@ impl Cache {
                 }
                 Ok(())
             };
-            let result = writer.run(response.await, commit).await;
+            let result = writer.run(source.await, commit).await;
+            let verified = result.is_ok();
             match result {
                 Ok(bytes) => {
-                    metrics::add(&cache.metrics.upstream_bytes, bytes);
+                    if origin == Origin::Upstream {
+                        metrics::add(&cache.metrics.upstream_bytes, bytes);
+                    }
                 }
                 Err(e) => {
                     metrics::inc(&cache.metrics.fills_failed);
-                    // The only source a fill has is upstream.
-                    if matches!(&*e, FillError::Source(_)) {
+                    if origin == Origin::Upstream && matches!(&*e, FillError::Source(_)) {
                         metrics::inc(&cache.metrics.upstream_errors);
                     }
-                    tracing::warn!(digest = %d, error = %e, "blob fetch discarded");
+                    tracing::warn!(digest = %d, error = %e, ?origin, "blob fetch discarded");
                 }
             }
             cache
@@ -146,6 +201,17 @@ impl Cache {
                 .metrics
                 .fills_in_flight
                 .fetch_sub(1, Ordering::Relaxed);
+            if let Some(tier) = &cache.shared {
+                // Before eviction may take the local file; the marker goes after, so that
+                // nodes waiting on it find the blob in place.
+                if origin == Origin::Upstream
+                    && verified
+                    && tier.write_behind(&cache.storage, &d).await
+                {
+                    metrics::inc(&cache.metrics.shared_blob_puts);
+                }
+                tier.unmark(&d).await;
+            }
             cache.evict_if_needed();
         });
         Ok(BlobBody::filling(fill))

@@ -13,6 +13,7 @@ pub mod flight;
 mod manifests;
 mod mapping;
 mod reconcile;
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use crate::memory::weight;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::index::{tag_key, Guarding, Index, IndexError, TagRecord};
+use crate::storage::shared::SharedStore;
 use crate::storage::{Storage, StorageError};
 
 /// What a `Digest` holds: 64 hex characters.
@@ -43,6 +45,9 @@ pub struct Cache {
     budget: Budget,
     usage: Arc<Usage>,
     metrics: Arc<Metrics>,
+    /// The store of record shared by every node, when configured: the local storage is then a
+    /// tier in front of it ([`shared`]).
+    shared: Option<shared::Tier>,
 }
 
 /// File bytes the recently served blob mappings may keep mapped for reuse (page cache, not
@@ -85,7 +90,19 @@ impl Cache {
                 .build(),
             mapped: mapping::Mappings::new(KEPT_MAPPINGS_BYTES),
             metrics,
+            shared: None,
         }
+    }
+
+    /// Puts the shared store behind the local storage.
+    pub fn with_shared(mut self, store: Arc<SharedStore>) -> Self {
+        self.shared = Some(shared::Tier::new(store));
+        self
+    }
+
+    /// The store of record every node shares, if there is one.
+    pub fn shared(&self) -> Option<&Arc<SharedStore>> {
+        self.shared.as_ref().map(|tier| &tier.store)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::oci::ErrorCode;
 use crate::oci::ParseError;
+use crate::storage::shared::SharedError;
 use crate::storage::StorageError;
 
 /// An error answered to a registry client.
@@ -164,8 +165,19 @@ struct ErrorEntry<'a> {
 }
 
 /// A storage fault: the client learns only that storage failed; the cause is logged.
+/// The shared store out of reach is `UNAVAILABLE` (503): the client may retry, and nothing
+/// is lost.
 pub fn storage_error(e: impl Into<StorageError>) -> RegistryError {
-    RegistryError::internal("cache storage failed", e.into())
+    match e.into() {
+        StorageError::Shared(SharedError::Unavailable(cause)) => {
+            tracing::warn!(error = %cause, "shared store unavailable");
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                "the shared store cannot be reached; try again shortly",
+            )
+        }
+        other => RegistryError::internal("cache storage failed", other),
+    }
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ impl<F: Fn(&RepoName) -> bool> Repository for ProjectRepository<'_, F> {
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<u64, RegistryError> {
-        self.projects.blob_size(&self.repo, digest)
+        self.projects.blob_size(&self.repo, digest).await
     }
 
     /// Stored blobs are verified: a range needs no wait.
@@ -199,7 +199,7 @@ impl<F: Fn(&RepoName) -> bool> Repository for ProjectRepository<'_, F> {
     }
 
     async fn tags(&self, page: &PageRequest) -> Result<Listing, RegistryError> {
-        self.projects.tags(&self.repo, page)
+        self.projects.tags(&self.repo, page).await
     }
 
     async fn referrers(
@@ -207,7 +207,9 @@ impl<F: Fn(&RepoName) -> bool> Repository for ProjectRepository<'_, F> {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Bytes, RegistryError> {
-        self.projects.referrers(&self.repo, subject, artifact_type)
+        self.projects
+            .referrers(&self.repo, subject, artifact_type)
+            .await
     }
 
     async fn put_manifest(

@@ -27,6 +27,8 @@ pub enum StorageError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Shared(#[from] shared::SharedError),
 }
 
 /// Abandoned uploads are removed after this long.

@@ -7,11 +7,12 @@ use super::{access, listing_response, page_request};
 use crate::auth::scope::{Action, ResourceType};
 use crate::registry::{Registry, RegistryError};
 
-pub fn list(req: &HttpRequest, registry: &Registry) -> Result<HttpResponse, RegistryError> {
+pub async fn list(req: &HttpRequest, registry: &Registry) -> Result<HttpResponse, RegistryError> {
     let caller = access::require(req, &ResourceType::Registry, "catalog", Some(Action::All))?;
     let page = page_request(req)?;
     let listing = registry
         .projects
-        .catalog(|repo| access::may_pull(req, &caller, repo), &page)?;
+        .catalog(|repo| access::may_pull(req, &caller, repo), &page)
+        .await?;
     Ok(listing_response("/v2/_catalog", listing))
 }

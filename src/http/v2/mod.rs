@@ -74,7 +74,7 @@ async fn route(
                 .content_type("application/json")
                 .body("{}"))
         }
-        Route::Catalog if read => catalog::list(req, registry),
+        Route::Catalog if read => catalog::list(req, registry).await,
         Route::Base | Route::Catalog => Err(method_not_allowed(req)),
         Route::Manifest { name, .. }
         | Route::Blob { name, .. }

@@ -10,23 +10,38 @@ use crate::oci::{Digest, RepoName};
 use crate::registry::error::storage_error;
 use crate::registry::error::RegistryError;
 use crate::registry::listing::{json, paginate, Listing, PageRequest};
+use crate::storage::StorageError;
 
 impl Projects {
-    pub fn tags(&self, repo: &RepoName, page: &PageRequest) -> Result<Listing, RegistryError> {
-        let index = &self.storage().index;
-        let tags: Vec<String> = index
-            .repo_tags(repo)
-            .map_err(storage_error)?
-            .into_iter()
-            .map(|(tag, _)| tag.to_string())
-            .collect();
-        if tags.is_empty()
-            && !index
-                .repositories()
-                .map_err(storage_error)?
-                .iter()
-                .any(|r| r == repo.as_str())
-        {
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        page: &PageRequest,
+    ) -> Result<Listing, RegistryError> {
+        let (tags, known) = match self.shared() {
+            Some(shared) => {
+                let tags = shared.tags(repo).await.map_err(storage_error)?;
+                let known = !tags.is_empty() || shared.exists(repo).await.map_err(storage_error)?;
+                (tags, known)
+            }
+            None => {
+                let index = &self.storage().index;
+                let tags: Vec<String> = index
+                    .repo_tags(repo)
+                    .map_err(storage_error)?
+                    .into_iter()
+                    .map(|(tag, _)| tag.to_string())
+                    .collect();
+                let known = !tags.is_empty()
+                    || index
+                        .repositories()
+                        .map_err(storage_error)?
+                        .iter()
+                        .any(|r| r == repo.as_str());
+                (tags, known)
+            }
+        };
+        if !known {
             return Err(RegistryError::new(
                 ErrorCode::NameUnknown,
                 format!("repository {repo} is not known"),
@@ -40,15 +55,20 @@ impl Projects {
     }
 
     /// The repositories for which `visible` says yes.
-    pub fn catalog(
+    pub async fn catalog(
         &self,
         visible: impl Fn(&str) -> bool,
         page: &PageRequest,
     ) -> Result<Listing, RegistryError> {
-        let repos: Vec<String> = self
-            .storage()
-            .index
-            .repositories()
+        let all = match self.shared() {
+            Some(shared) => shared.repositories().await.map_err(StorageError::from),
+            None => self
+                .storage()
+                .index
+                .repositories()
+                .map_err(StorageError::from),
+        };
+        let repos: Vec<String> = all
             .map_err(storage_error)?
             .into_iter()
             .filter(|r| visible(r))
@@ -61,17 +81,23 @@ impl Projects {
     }
 
     /// The referrers of `subject` as an OCI index, filtered by `artifact_type` when given.
-    pub fn referrers(
+    pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Bytes, RegistryError> {
-        let records = self
-            .storage()
-            .index
-            .referrers(repo, subject)
-            .map_err(storage_error)?;
+        let records = match self.shared() {
+            Some(shared) => shared
+                .referrers(repo, subject)
+                .await
+                .map_err(storage_error)?,
+            None => self
+                .storage()
+                .index
+                .referrers(repo, subject)
+                .map_err(storage_error)?,
+        };
         let manifests: Vec<_> = records
             .into_iter()
             .filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::shared::{self, PushedRecord};
 use super::Projects;
 use crate::cache::StoredManifest;
 use crate::oci::media;
@@ -20,6 +21,16 @@ pub struct PutManifest {
     pub digest: Digest,
     /// The manifest's subject, answered as `OCI-Subject`.
     pub subject: Option<Digest>,
+}
+
+fn reference_missing(repo: &RepoName, digest: &Digest) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::ManifestBlobUnknown,
+        format!(
+            "the manifest references {digest}, which is not in repository {repo}; push it first"
+        ),
+    )
+    .with_detail(serde_json::json!({ "digest": digest.to_string() }))
 }
 
 fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
@@ -56,7 +67,19 @@ impl Projects {
                 .with_detail(serde_json::json!({ "digest": named.to_string() })));
             }
         }
-        self.check_references(repo, &manifest)?;
+        // What the manifest names: child manifests (true) of an index, else blobs (false).
+        let references: Vec<(Digest, bool)> = if manifest.is_index() {
+            manifest
+                .manifests
+                .iter()
+                .map(|child| (child.digest.clone(), true))
+                .collect()
+        } else {
+            manifest
+                .config_and_layers()?
+                .map(|descriptor| (descriptor.digest.clone(), false))
+                .collect()
+        };
         let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
         let referrer = subject.as_ref().map(|subject| {
             let record = ReferrerRecord {
@@ -68,6 +91,41 @@ impl Projects {
             };
             (subject, record)
         });
+        if let Some(shared) = self.shared() {
+            if let Some(digest) = shared
+                .first_missing(repo, &references)
+                .await
+                .map_err(storage_error)?
+            {
+                return Err(reference_missing(repo, &digest));
+            }
+            let record = PushedRecord {
+                digest: &digest,
+                media_type: &manifest.media_type,
+                body: body.clone(),
+                tag: match reference {
+                    Reference::Tag(tag) => Some(tag),
+                    Reference::Digest(_) => None,
+                },
+                referrer: referrer.as_ref().map(|(s, r)| (*s, r)),
+            };
+            shared
+                .put_manifest(repo, &record)
+                .await
+                .map_err(storage_error)?;
+            // A hot copy in this node's tier; the shared store has it whatever happens here.
+            let hot = StoredManifest {
+                digest: digest.clone(),
+                media_type: manifest.media_type.clone(),
+                body,
+                parsed: Some(manifest),
+            };
+            if let Err(e) = self.cache.put_manifest(hot).await {
+                tracing::warn!(%digest, error = %e, "cannot keep a pushed manifest in the local tier");
+            }
+            return Ok(PutManifest { digest, subject });
+        }
+        self.check_references(repo, &references)?;
         // Stored and recorded in the repository in one step: eviction never sees the manifest
         // indexed but not yet linked, and it is durable before the client hears of it.
         let pushed = PushedManifest {
@@ -91,51 +149,63 @@ impl Projects {
     }
 
     /// Every blob and child manifest a manifest names must be in the repository already.
-    fn check_references(&self, repo: &RepoName, manifest: &Manifest) -> Result<(), RegistryError> {
+    fn check_references(
+        &self,
+        repo: &RepoName,
+        references: &[(Digest, bool)],
+    ) -> Result<(), RegistryError> {
         let index = &self.storage().index;
-        let missing = |digest: &Digest| {
-            RegistryError::new(
-                ErrorCode::ManifestBlobUnknown,
-                format!("the manifest references {digest}, which is not in repository {repo}; push it first"),
-            )
-            .with_detail(serde_json::json!({ "digest": digest.to_string() }))
-        };
-        if manifest.is_index() {
-            for child in &manifest.manifests {
-                if index
-                    .repo_manifest(repo, &child.digest)
+        for (digest, is_manifest) in references {
+            let present = match is_manifest {
+                true => index
+                    .repo_manifest(repo, digest)
                     .map_err(storage_error)?
-                    .is_none()
-                {
-                    return Err(missing(&child.digest));
-                }
-            }
-            return Ok(());
-        }
-        for descriptor in manifest.config_and_layers()? {
-            let digest = &descriptor.digest;
-            if !index.repo_has_blob(repo, digest).map_err(storage_error)? {
-                return Err(missing(digest));
+                    .is_some(),
+                false => index.repo_has_blob(repo, digest).map_err(storage_error)?,
+            };
+            if !present {
+                return Err(reference_missing(repo, digest));
             }
         }
         Ok(())
     }
 
-    /// The digest a reference names in the repository.
-    pub fn resolve_reference(
+    /// The digest a reference names in the repository, and the media type it was pushed as
+    /// there (the same bytes may be another repository's manifest under another type).
+    pub async fn resolve_reference(
         &self,
         repo: &RepoName,
         reference: &Reference,
-    ) -> Result<Digest, RegistryError> {
+    ) -> Result<(Digest, String), RegistryError> {
+        if let Some(shared) = self.shared() {
+            let digest = match reference {
+                Reference::Tag(tag) => shared.tag(repo, tag).await.map_err(storage_error)?,
+                Reference::Digest(digest) => Some(digest.clone()),
+            };
+            if let Some(digest) = digest {
+                if let Some(media_type) = shared
+                    .manifest_type(repo, &digest)
+                    .await
+                    .map_err(storage_error)?
+                {
+                    return Ok((digest, media_type));
+                }
+            }
+            return Err(manifest_unknown(repo, reference));
+        }
         let index = &self.storage().index;
         let digest = match reference {
             Reference::Tag(tag) => index.repo_tag(repo, tag).map_err(storage_error)?,
-            Reference::Digest(digest) => index
-                .repo_manifest(repo, digest)
-                .map_err(storage_error)?
-                .map(|_| digest.clone()),
+            Reference::Digest(digest) => Some(digest.clone()),
         };
-        digest.ok_or_else(|| manifest_unknown(repo, reference))
+        let found = match digest {
+            Some(digest) => index
+                .repo_manifest(repo, &digest)
+                .map_err(storage_error)?
+                .map(|media_type| (digest, media_type)),
+            None => None,
+        };
+        found.ok_or_else(|| manifest_unknown(repo, reference))
     }
 
     pub async fn manifest(
@@ -143,18 +213,12 @@ impl Projects {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Arc<StoredManifest>, RegistryError> {
-        let digest = self.resolve_reference(repo, reference)?;
-        // The media type is the repository's own: the same bytes may be another repository's
-        // manifest under another type.
-        let media_type = self
-            .storage()
-            .index
-            .repo_manifest(repo, &digest)
-            .map_err(storage_error)?
-            .unwrap_or_default();
-        self.cache
-            .manifest(&digest)
-            .await
+        let (digest, media_type) = self.resolve_reference(repo, reference).await?;
+        let stored = match self.cache.shared() {
+            Some(store) => shared::manifest_bytes(&self.cache, store, &digest).await,
+            None => self.cache.manifest(&digest).await,
+        };
+        stored
             .map_err(storage_error)?
             .map(|manifest| manifest.served_as(&media_type))
             .ok_or_else(|| manifest_unknown(repo, reference))
@@ -167,6 +231,29 @@ impl Projects {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), RegistryError> {
+        if let Some(shared) = self.shared() {
+            let removed = match reference {
+                Reference::Tag(tag) => shared.remove_tag(repo, tag).await,
+                Reference::Digest(digest) => {
+                    // Its referrer record goes too: the subject is in the manifest itself.
+                    let subject = match self.cache.shared() {
+                        Some(store) => shared::manifest_bytes(&self.cache, store, digest)
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|m| m.parsed.as_ref()?.subject.clone())
+                            .map(|s| s.digest),
+                        None => None,
+                    };
+                    shared.remove_manifest(repo, digest, subject.as_ref()).await
+                }
+            }
+            .map_err(storage_error)?;
+            return match removed {
+                true => Ok(()),
+                false => Err(manifest_unknown(repo, reference)),
+            };
+        }
         let index = &self.storage().index;
         let removed = match reference {
             Reference::Tag(tag) => index.remove_repo_tag(repo, tag),

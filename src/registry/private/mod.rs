@@ -10,10 +10,13 @@
 mod discard;
 pub mod listing;
 pub mod manifest;
+mod shared;
+mod shared_upload;
 pub mod upload;
 
 use std::sync::Arc;
 
+use self::shared::SharedRecords;
 use super::error::storage_error;
 use super::error::RegistryError;
 use crate::cache::{BlobBody, Cache};
@@ -48,8 +51,23 @@ impl Projects {
         self.cache.storage()
     }
 
+    /// The records in the shared store, when there is one: then they, not this node's
+    /// index, are the projects' store of record.
+    fn shared(&self) -> Option<SharedRecords<'_>> {
+        self.cache.shared().map(|store| SharedRecords {
+            store: store.as_ref(),
+        })
+    }
+
     /// Size of a blob in the repository.
-    pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
+        if let Some(shared) = self.shared() {
+            return shared
+                .linked_blob(repo, digest)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| blob_unknown(repo, digest));
+        }
         let index = &self.storage().index;
         if !index.repo_has_blob(repo, digest).map_err(storage_error)? {
             return Err(blob_unknown(repo, digest));
@@ -63,7 +81,15 @@ impl Projects {
 
     /// A blob of the repository, memory-mapped and kept from eviction while served.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, RegistryError> {
-        let size = self.blob_size(repo, digest)?;
+        let size = self.blob_size(repo, digest).await?;
+        if self.shared().is_some() {
+            return self
+                .cache
+                .blob_from_shared(digest)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| blob_unknown(repo, digest));
+        }
         self.cache
             .stored_body(digest, size)
             .await
@@ -73,6 +99,13 @@ impl Projects {
 
     /// Removes a blob from the repository (its bytes stay while other repositories use them).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        if let Some(shared) = self.shared() {
+            return match shared.unlink_blob(repo, digest).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(blob_unknown(repo, digest)),
+                Err(e) => Err(storage_error(e)),
+            };
+        }
         let index = &self.storage().index;
         if index
             .unlink_repo_blob(repo, digest)

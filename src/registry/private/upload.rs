@@ -56,14 +56,14 @@ where
 
 /// 128 bits from the OS's CSPRNG, as 32 hex characters: ids never repeat and cannot be
 /// guessed from earlier ones.
-fn new_upload_id() -> Result<String, RegistryError> {
+pub(super) fn new_upload_id() -> Result<String, RegistryError> {
     let mut id = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
         .map_err(|_| RegistryError::internal("upload failed", "the OS gave no random bytes"))?;
     Ok(hex::encode(id))
 }
 
-fn upload_unknown(id: &str) -> RegistryError {
+pub(super) fn upload_unknown(id: &str) -> RegistryError {
     RegistryError::new(
         ErrorCode::BlobUploadUnknown,
         format!("upload {id:?} is unknown (finished, cancelled, expired, or never started)"),
@@ -78,6 +78,11 @@ impl Projects {
         monolithic: Option<Digest>,
         body: impl UploadBody,
     ) -> Result<Started, RegistryError> {
+        if let Some(store) = self.cache.shared() {
+            return self
+                .shared_start_upload(store, repo, monolithic, body)
+                .await;
+        }
         let id = new_upload_id()?;
         let record = UploadRecord {
             repo: repo.to_string(),
@@ -117,6 +122,20 @@ impl Projects {
         if !from_readable {
             return Ok(None);
         }
+        if let Some(shared) = self.shared() {
+            let Some(size) = shared
+                .linked_blob(from, digest)
+                .await
+                .map_err(storage_error)?
+            else {
+                return Ok(None);
+            };
+            shared
+                .link_blob(repo, digest, size)
+                .await
+                .map_err(storage_error)?;
+            return Ok(Some(digest.clone()));
+        }
         // Under the digest's lock: eviction cannot take the blob between check and link. The
         // lock and the flush block, so on the blocking pool.
         let storage = Arc::clone(self.storage());
@@ -137,6 +156,9 @@ impl Projects {
         repo: &RepoName,
         id: &str,
     ) -> Result<UploadState, RegistryError> {
+        if let Some(store) = self.cache.shared() {
+            return self.shared_upload_status(store, repo, id).await;
+        }
         self.check_upload(repo, id)?;
         let path = self.storage().blobs.upload_path(id);
         let size = tokio::fs::metadata(&path)
@@ -170,6 +192,9 @@ impl Projects {
         start: Option<u64>,
         body: impl UploadBody,
     ) -> Result<UploadState, RegistryError> {
+        if let Some(store) = self.cache.shared() {
+            return self.shared_append(store, repo, id, start, body).await;
+        }
         self.check_upload(repo, id)?;
         let held = self.upload_locks.acquire(id).await;
         let current = self.upload_status(repo, id).await?;
@@ -208,6 +233,11 @@ impl Projects {
         digest: &Digest,
         body: impl UploadBody,
     ) -> Result<(), RegistryError> {
+        if let Some(store) = self.cache.shared() {
+            return self
+                .shared_finish_upload(store, repo, id, digest, body)
+                .await;
+        }
         self.check_upload(repo, id)?;
         let held = self.upload_locks.acquire(id).await;
         self.check_upload(repo, id)?;
@@ -256,6 +286,9 @@ impl Projects {
 
     /// DELETE: cancels an upload; its file goes at once.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
+        if let Some(store) = self.cache.shared() {
+            return self.shared_cancel_upload(store, repo, id).await;
+        }
         self.check_upload(repo, id)?;
         let held = self.upload_locks.acquire(id).await;
         let (cache, locks, upload) = (
