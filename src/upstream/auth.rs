@@ -32,8 +32,27 @@ pub enum Identity {
     /// The credentials configured for this upstream.
     Site,
     /// A client's own upstream credentials, passed through: an opaque id, never the secret.
-    /// Its tokens exist only if the client logged in through berth's token endpoint.
+    /// Its tokens exist only if the client logged in through berth's token endpoint, here or
+    /// on another node (whose token carried them sealed, and were [adopted](Authenticator::adopt)).
     Client(String),
+}
+
+/// A token upstream's token service issued for a client's own credentials: what to send, and
+/// for how long upstream accepts it. It travels (sealed) in berth's token, so that every node
+/// can act for the client.
+#[derive(Clone)]
+pub struct ClientToken {
+    /// The `Authorization` header value (`Bearer …`).
+    pub authorization: Arc<str>,
+    pub lifetime: Duration,
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientToken")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -187,6 +206,12 @@ impl Authenticator {
         self.tokens
             .invalidate(&(scope.to_owned(), identity.clone()))
             .await;
+        self.learn_scheme(header)
+    }
+
+    /// Learns the scheme from a 401's `WWW-Authenticate` header, dropping no token. Returns
+    /// false when the challenge offers nothing berth can answer.
+    pub fn learn_scheme(&self, header: Option<&str>) -> bool {
         let challenges = header.map(challenge::parse).unwrap_or_default();
         let bearer = challenges.iter().find(|c| c.scheme == Scheme::Bearer);
         let learned = if let Some(realm) = bearer.and_then(|c| c.param("realm")) {
@@ -223,7 +248,7 @@ impl Authenticator {
         scope: &str,
         credentials: &Credentials,
         identity: &Identity,
-    ) -> Result<Duration, UpstreamError> {
+    ) -> Result<ClientToken, UpstreamError> {
         let AuthScheme::Bearer { realm, service } = self.current_scheme() else {
             return Err(UpstreamError::Unauthorized {
                 upstream: self.upstream.clone(),
@@ -235,11 +260,31 @@ impl Authenticator {
         let token = self
             .fetch_token(http, &realm, service.as_deref(), scope, Some(credentials))
             .await?;
-        let lifetime = token.lifetime;
+        let exchanged = ClientToken {
+            authorization: Arc::clone(&token.header),
+            lifetime: token.lifetime,
+        };
         self.tokens
             .insert((scope.to_owned(), identity.clone()), token)
             .await;
-        Ok(lifetime)
+        Ok(exchanged)
+    }
+
+    /// Keeps a client's token for `scope` (exchanged by another node, or before a restart)
+    /// under `identity`, unless one is kept already: that one is as good, and was checked here.
+    pub async fn adopt(&self, scope: &str, identity: &Identity, token: &ClientToken) {
+        if token.lifetime.is_zero() || !matches!(identity, Identity::Client(_)) {
+            return;
+        }
+        self.tokens
+            .entry((scope.to_owned(), identity.clone()))
+            .or_insert_with(async {
+                CachedToken {
+                    header: Arc::clone(&token.authorization),
+                    lifetime: token.lifetime,
+                }
+            })
+            .await;
     }
 
     pub fn scheme_known(&self) -> bool {
