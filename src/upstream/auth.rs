@@ -362,3 +362,54 @@ impl Authenticator {
         Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str, secs: u64) -> ClientToken {
+        ClientToken {
+            authorization: Arc::from(format!("Bearer {text}")),
+            lifetime: Duration::from_secs(secs),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_adopted_token_answers_for_its_identity_only_and_never_replaces_one() {
+        let auth = Authenticator::new("docker.io", None);
+        assert!(auth.learn_scheme(Some(
+            "Bearer realm=\"http://127.0.0.1:1/token\",service=\"registry\""
+        )));
+        let http = reqwest::Client::new();
+        let scope = "repository:private/secret:pull";
+        let alice = Identity::Client("alice-id".into());
+        let bob = Identity::Client("bob-id".into());
+
+        auth.adopt(scope, &alice, &token("a1", 60)).await;
+        // Another node's token for the same identity: the one kept here stays.
+        auth.adopt(scope, &alice, &token("a2", 60)).await;
+        let header = auth.authorization(&http, scope, &alice).await.unwrap();
+        assert_eq!(header.as_deref(), Some("Bearer a1"));
+        // Nothing for another identity, or for another repository.
+        for (scope, identity) in [(scope, &bob), ("repository:other:pull", &alice)] {
+            let err = auth
+                .authorization(&http, scope, identity)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, UpstreamError::Unauthorized { .. }), "{err}");
+        }
+        // An expired token, or one for berth's own identities, is not kept.
+        auth.adopt(scope, &bob, &token("b", 0)).await;
+        assert!(auth.authorization(&http, scope, &bob).await.is_err());
+        auth.adopt(scope, &Identity::Site, &token("s", 60)).await;
+        auth.adopt(scope, &Identity::Anonymous, &token("n", 60))
+            .await;
+        for identity in [Identity::Site, Identity::Anonymous] {
+            assert!(auth
+                .tokens
+                .get(&(scope.to_owned(), identity))
+                .await
+                .is_none());
+        }
+    }
+}
