@@ -4,7 +4,9 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::images::sha256;
+use common::private::AuthFiles;
 use common::{
     config_for, seeded, skopeo, skopeo_inspect_raw, try_pull, Berth, OTHER_USER, PRIVATE_USER,
 };
@@ -241,4 +243,121 @@ async fn a_repository_upstream_could_not_classify_opens_once_upstream_answers() 
         gets,
         "the anonymous pull fetched blobs upstream"
     );
+}
+
+/// A token from `berth`'s token endpoint for pull on `repo`, obtained with upstream credentials
+/// as a client gets one.
+async fn passthrough_token(berth: &Berth, repo: &str, user: (&str, &str)) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{}/token", berth.url))
+        .query(&[
+            ("service", "berth-test"),
+            ("scope", &format!("repository:{repo}:pull")),
+        ])
+        .basic_auth(user.0, Some(user.1))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}\n{}", berth.log());
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// `skopeo copy` through `berth` presenting `token` as it is (no login of its own).
+fn pull_with_token(berth: &Berth, image: &str, token: &str) -> Result<tempfile::TempDir, String> {
+    let dest = tempfile::tempdir().unwrap();
+    let output = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--retry-times",
+        "0",
+        "--src-registry-token",
+        token,
+        &format!("docker://{}/{image}", berth.addr),
+        &format!("dir:{}", dest.path().display()),
+    ]);
+    if output.status.success() {
+        Ok(dest)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn a_passthrough_token_from_one_node_pulls_through_another() {
+    let s = seeded().await;
+    // Two nodes configured with the same signing key, and nothing else in common.
+    let files = AuthFiles::create();
+    let config = config_for(&s.upstream.url(), "5m", &files.config(""));
+    let node1 = Berth::start(&config);
+    let node2 = Berth::start(&config);
+
+    // The client logs in through node 1 only: node 2 never sees its credentials.
+    let allowed = passthrough_token(&node1, "private/secret", PRIVATE_USER).await;
+    let refused = passthrough_token(&node1, "private/secret", OTHER_USER).await;
+    assert!(
+        !allowed.contains(PRIVATE_USER.1) && !refused.contains(OTHER_USER.1),
+        "credentials in a token"
+    );
+    // With one repository's upstream token sealed in, the token stays well within the 8 KiB
+    // request line and header buffers of a load balancer's defaults (nginx's).
+    assert!(allowed.len() < 4096, "a {} byte token", allowed.len());
+
+    // Node 2 serves the whole image, byte for byte, to a real client presenting that token.
+    let dest = pull_with_token(&node2, "private/secret:1", &allowed)
+        .unwrap_or_else(|e| panic!("{e}\nnode 2:\n{}", node2.log()));
+    common::assert_dir_matches(dest.path(), &s.oci);
+    // And to a plain GET, for the manifest and for a layer (now cached on node 2).
+    let client = reqwest::Client::new();
+    let get = |path: String, token: &str| {
+        client
+            .get(format!("{}/v2/private/secret/{path}", node2.url))
+            .header("accept", s.oci.manifest.media_type.as_str())
+            .bearer_auth(token)
+            .send()
+    };
+    let manifest = get("manifests/1".into(), &allowed).await.unwrap();
+    assert_eq!(manifest.status(), 200);
+    assert_eq!(
+        sha256(&manifest.bytes().await.unwrap()),
+        s.oci.manifest.digest
+    );
+    let layer = &s.oci.blobs[1];
+    let blob = get(format!("blobs/{}", layer.digest), &allowed)
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), 200);
+    assert_eq!(&blob.bytes().await.unwrap()[..], &layer.data[..]);
+
+    // A token earned with an account upstream refuses pulls nothing through node 2, though
+    // node 2 now holds the allowed account's grant and the content.
+    assert!(
+        pull_with_token(&node2, "private/secret:1", &refused).is_err(),
+        "another account's token pulled guarded content"
+    );
+    for path in ["manifests/1".to_owned(), format!("blobs/{}", layer.digest)] {
+        let reply = get(path.clone(), &refused).await.unwrap();
+        assert_eq!(reply.status(), 401, "{path}");
+    }
+    // Nor does one whose sealed grant was altered (its signature breaks first).
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = allowed.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    let mut upg = claims["upg"].as_str().unwrap().to_owned().into_bytes();
+    let middle = upg.len() / 2;
+    upg[middle] = if upg[middle] == b'A' { b'B' } else { b'A' };
+    claims["upg"] = String::from_utf8(upg).unwrap().into();
+    let payload = b64.encode(serde_json::to_vec(&claims).unwrap());
+    let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+    let reply = get("manifests/1".into(), &tampered).await.unwrap();
+    assert_eq!(reply.status(), 401);
+    for node in [&node1, &node2] {
+        assert!(
+            !node.log().contains(PRIVATE_USER.1),
+            "a password reached a log"
+        );
+    }
 }

@@ -20,10 +20,11 @@ pub struct AccessClaims {
     pub jti: String,
     /// What was granted. Required, so a token without it (a refresh token) does not parse.
     pub access: Vec<Scope>,
-    /// For a client whose own upstream credentials were passed through: the opaque id its
-    /// upstream grant is kept under, server-side. Never the credentials.
+    /// For a client whose own upstream credentials were passed through: its upstream grant,
+    /// sealed (see [`super::seal`]), so that any node with the signing key can act on it.
+    /// Never the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upg: Option<String>,
 }
 
 impl AccessClaims {
@@ -48,7 +49,7 @@ impl AccessClaims {
             + self.sub.len()
             + self.aud.len()
             + self.jti.len()
-            + self.upid.as_ref().map_or(0, String::len)
+            + self.upg.as_ref().map_or(0, String::len)
             + scopes
     }
 

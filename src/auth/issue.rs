@@ -9,6 +9,8 @@ use super::claims::{now_secs, AccessClaims, TokenResponse};
 use super::keys::SigningKey;
 use super::refresh::{refresh_audience, RefreshClaims, REFRESH_TOKEN_USE};
 use super::scope::Scope;
+use super::seal::{Sealer, UpstreamGrant};
+use super::verify::MAX_TOKEN_BYTES;
 use super::AuthError;
 
 /// What one token carries, decided before anything is signed.
@@ -16,15 +18,16 @@ pub struct Grant<'a> {
     /// `None`: anonymous.
     pub subject: Option<&'a str>,
     pub access: Vec<Scope>,
-    /// A passed-through upstream grant: its id, and how long upstream keeps it (the token
-    /// expires no later).
-    pub upstream: Option<(&'a str, Duration)>,
+    /// A passed-through upstream grant, sealed into the token, and how long upstream keeps it
+    /// (the token expires no later).
+    pub upstream: Option<(&'a UpstreamGrant, Duration)>,
     /// The subject's password fingerprint, when a refresh token is to be issued too.
     pub refresh: Option<String>,
 }
 
 pub struct Issuer {
     key: SigningKey,
+    sealer: Sealer,
     issuer: String,
     service: String,
     token_ttl: Duration,
@@ -49,25 +52,36 @@ impl Issuer {
         service: &str,
         token_ttl: Duration,
         refresh_ttl: Duration,
-    ) -> Self {
-        Issuer {
+    ) -> Result<Self, AuthError> {
+        Ok(Issuer {
+            sealer: Sealer::new(&key)?,
             key,
             issuer: issuer.to_owned(),
             service: service.to_owned(),
             token_ttl,
             refresh_ttl,
             rng: SystemRandom::new(),
-        }
+        })
     }
 
     pub fn key(&self) -> &SigningKey {
         &self.key
     }
 
+    /// What seals grants into this issuer's tokens (and opens them on any node with its key).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// Signs the access token of `grant`, and its refresh token when it has a subject and a
     /// fingerprint.
     pub fn sign(&self, grant: Grant<'_>) -> Result<TokenResponse, AuthError> {
         let now = now_secs();
+        let jti = self.jti()?;
+        let upg = match grant.upstream {
+            Some((upstream, _)) => Some(self.sealer.seal(upstream, &jti)?),
+            None => None,
+        };
         let ttl = match grant.upstream {
             Some((_, lifetime)) => lifetime.min(self.token_ttl).as_secs().max(1),
             None => self.token_ttl.as_secs(),
@@ -79,11 +93,15 @@ impl Issuer {
             exp: now + ttl,
             nbf: now,
             iat: now,
-            jti: self.jti()?,
+            jti,
             access: grant.access,
-            upid: grant.upstream.map(|(id, _)| id.to_owned()),
+            upg,
         };
         let token = self.key.sign(&claims)?;
+        // Sealed upstream tokens are large: a token no verifier would take is refused here.
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TokenTooLarge);
+        }
         tracing::debug!(subject = ?grant.subject, granted = ?claims.access, "token issued");
         let refresh_token = match (grant.subject, grant.refresh) {
             (Some(subject), Some(pwf)) => Some(self.key.sign(&RefreshClaims {

@@ -22,6 +22,7 @@ use pkcs8::der::asn1::{AnyRef, BitStringRef, OctetStringRef};
 use pkcs8::der::{Decode as _, Encode as _};
 use pkcs8::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use pkcs8::{ObjectIdentifier, PrivateKeyInfoRef};
+use ring::hkdf;
 use ring::rand::SystemRandom;
 use ring::signature::{self, KeyPair as _};
 use serde::de::DeserializeOwned;
@@ -76,6 +77,9 @@ impl fmt::Debug for PublicKey {
 pub struct SigningKey {
     encoding: EncodingKey,
     public: PublicKey,
+    /// Secret material every node holding this key derives the same keys from (see
+    /// [`SigningKey::material`]).
+    material: hkdf::Prk,
     /// Base64 (standard) DER certificates, leaf first, for the `x5c` header.
     x5c: Option<Vec<String>>,
 }
@@ -117,7 +121,7 @@ impl SigningKey {
             path: key_path.to_path_buf(),
             reason,
         };
-        let (encoding, public) = parse_private_key(key_pem).map_err(key_error)?;
+        let (encoding, public, secret) = parse_private_key(key_pem).map_err(key_error)?;
         let x5c = match certificate {
             Some((pem, path)) => {
                 Some(
@@ -132,6 +136,7 @@ impl SigningKey {
         Ok(SigningKey {
             encoding,
             public,
+            material: hkdf::Salt::new(hkdf::HKDF_SHA256, MATERIAL_SALT).extract(&secret),
             x5c,
         })
     }
@@ -151,6 +156,15 @@ impl SigningKey {
 
     pub fn x5c(&self) -> Option<&[String]> {
         self.x5c.as_deref()
+    }
+
+    /// An HKDF pseudo-random key extracted from the private key's secret (the EC scalar, or
+    /// the RSA key's PKCS#1 DER), to expand into keys for other uses with an `info` of their
+    /// own. It depends on the key only, not on the file's container (SEC1 or PKCS#8), so every
+    /// node configured with the same key derives the same keys, and the public key reveals
+    /// nothing of them.
+    pub(super) fn material(&self) -> &hkdf::Prk {
+        &self.material
     }
 
     /// Signs `claims` as a JWT with this key's algorithm, `kid` and (when configured) `x5c`.
@@ -175,8 +189,15 @@ fn malformed(what: &str) -> impl Fn(pkcs8::der::Error) -> String + '_ {
     move |e| format!("malformed {what}: {e}")
 }
 
+/// HKDF salt for [`SigningKey::material`]; constant, as the secret is already uniform enough
+/// for extraction and every node must derive the same.
+const MATERIAL_SALT: &[u8] = b"berth signing-key material v1";
+
+/// A private key's parts: what signs, what verifies, and the secret keys are derived from.
+type ParsedKey = (EncodingKey, PublicKey, Vec<u8>);
+
 /// Finds the one private key in a PEM file and turns it into a signing and a public key.
-fn parse_private_key(pem: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+fn parse_private_key(pem: &[u8]) -> Result<ParsedKey, String> {
     use rustls_pemfile::Item;
 
     let mut found = None;
@@ -213,7 +234,7 @@ enum KeyDer {
 }
 
 /// PKCS#8 says in its AlgorithmIdentifier what it holds; dispatch on that.
-fn from_pkcs8(der: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+fn from_pkcs8(der: &[u8]) -> Result<ParsedKey, String> {
     let info = PrivateKeyInfoRef::from_der(der).map_err(malformed("PKCS#8 key"))?;
     let algorithm = &info.algorithm;
     if algorithm.oid == ID_EC_PUBLIC_KEY {
@@ -261,7 +282,7 @@ fn spki_der(algorithm: AlgorithmIdentifierRef<'_>, key: &[u8]) -> Result<Vec<u8>
     .map_err(malformed("public key"))
 }
 
-fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<ParsedKey, String> {
     let pair = signature::EcdsaKeyPair::from_pkcs8(
         &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         pkcs8,
@@ -279,10 +300,15 @@ fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         decoding: DecodingKey::from_ec_der(point),
         spki,
     };
-    Ok((EncodingKey::from_ec_der(pkcs8), public))
+    // The scalar alone: SEC1 may or may not repeat the curve and the public point.
+    let info = PrivateKeyInfoRef::from_der(pkcs8).map_err(malformed("PKCS#8 key"))?;
+    let sec1 =
+        sec1::EcPrivateKey::from_der(info.private_key.as_bytes()).map_err(malformed("SEC1 key"))?;
+    let scalar = sec1.private_key.to_vec();
+    Ok((EncodingKey::from_ec_der(pkcs8), public, scalar))
 }
 
-fn rsa_from_pkcs1(pkcs1: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
+fn rsa_from_pkcs1(pkcs1: &[u8]) -> Result<ParsedKey, String> {
     let pair = signature::RsaKeyPair::from_der(pkcs1)
         .map_err(|e| format!("not a usable RSA key ({e}); at least 2048 bits are required"))?;
     // ring's public key is the PKCS#1 RSAPublicKey; PKIX wraps it with its algorithm.
@@ -298,7 +324,8 @@ fn rsa_from_pkcs1(pkcs1: &[u8]) -> Result<(EncodingKey, PublicKey), String> {
         decoding: DecodingKey::from_rsa_der(rsa_public),
         spki,
     };
-    Ok((EncodingKey::from_rsa_der(pkcs1), public))
+    // PKCS#1 DER is canonical for a key; PKCS#8 only wraps it.
+    Ok((EncodingKey::from_rsa_der(pkcs1), public, pkcs1.to_vec()))
 }
 
 /// The certificates of a PEM file as `x5c` entries, after checking that the first one

@@ -11,6 +11,8 @@
 //! - [`claims`], [`issue`], [`verify`], [`refresh`]: what a token says, signing it, accepting
 //!   it, and what ties a refresh token to its user's password;
 //! - [`credentials`]: a client's user name and password, parsed once from Basic or a form;
+//! - [`seal`]: a passed-through upstream grant, sealed into the token so that every node
+//!   with the signing key can act on it;
 //! - [`token`]: the service gluing them together, used by `registry::token` and by request
 //!   checks. It is handed its key: key files are read (or made) by startup.
 //!
@@ -26,6 +28,7 @@ pub mod login;
 pub mod policy;
 pub mod refresh;
 pub mod scope;
+pub mod seal;
 pub mod throttle;
 pub mod token;
 pub mod users;
@@ -77,6 +80,10 @@ pub enum AuthError {
     /// A token request asking for more resources than one token may carry.
     #[error("a token may carry at most {limit} scopes; ask for fewer at a time")]
     TooManyScopes { limit: usize },
+    /// A token that would be longer than berth accepts (passed-through credentials for many
+    /// repositories carry an upstream token each).
+    #[error("the token would be too large; ask for fewer repositories at a time")]
+    TokenTooLarge,
     /// Signing failed or the system's random source failed: a server fault.
     #[error("token signing failed: {0}")]
     Crypto(String),

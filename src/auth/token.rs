@@ -23,6 +23,7 @@ use super::login::Logins;
 use super::policy::Policy;
 use super::refresh::Fingerprints;
 use super::scope::{Action, Scope};
+use super::seal::UpstreamGrant;
 use super::users::Htpasswd;
 use super::verify::TokenVerifier;
 use super::AuthError;
@@ -69,7 +70,7 @@ impl TokenService {
                 &auth.service,
                 auth.token_ttl,
                 auth.refresh_token_ttl,
-            ),
+            )?,
             service: auth.service.clone(),
             policy: Policy::new(auth, projects),
             open: false,
@@ -169,13 +170,13 @@ impl TokenService {
     }
 
     /// A token for a client that logged in with its upstream credentials: pull on `repos`
-    /// (mirror names upstream accepted), tied to the upstream grant kept under `upid`, and
-    /// expiring no later than that grant.
+    /// (mirror names upstream accepted), carrying the upstream `grant` sealed, and expiring no
+    /// later than that grant.
     pub fn issue_for_upstream(
         &self,
         subject: &str,
         repos: &[String],
-        upid: &str,
+        grant: &UpstreamGrant,
         lifetime: Duration,
     ) -> Result<TokenResponse, AuthError> {
         self.issuer.sign(Grant {
@@ -184,9 +185,30 @@ impl TokenService {
                 .iter()
                 .map(|name| Scope::repository(name.clone(), &[Action::Pull]))
                 .collect(),
-            upstream: Some((upid, lifetime)),
+            upstream: Some((grant, lifetime)),
             refresh: None,
         })
+    }
+
+    /// The identity id of a client's `credentials` for `upstream`: the same on every node that
+    /// holds this signing key.
+    pub fn identity_id(&self, upstream: &str, credentials: &Credentials) -> String {
+        self.issuer
+            .sealer()
+            .identity_id(upstream, &credentials.username, credentials.password())
+    }
+
+    /// The upstream grant sealed into a verified access token, if it carries one. A grant that
+    /// does not open (another key, altered) is an invalid token.
+    pub fn upstream_grant(
+        &self,
+        claims: &AccessClaims,
+    ) -> Result<Option<UpstreamGrant>, AuthError> {
+        claims
+            .upg
+            .as_deref()
+            .map(|sealed| self.issuer.sealer().open(sealed, &claims.jti))
+            .transpose()
     }
 
     /// A new access token for the refresh token's user, granted by the policy as it is now.

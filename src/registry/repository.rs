@@ -17,11 +17,11 @@ use super::private::manifest::PutManifest;
 use super::private::upload::{Started, UploadBody, UploadState};
 use super::private::Projects;
 use crate::auth::scope::Action;
+use crate::auth::seal::UpstreamGrant;
 use crate::cache::BlobBody;
 use crate::oci::media::AcceptList;
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, Reference, RepoName};
-use crate::upstream::Identity;
 
 /// What a client's repository name resolved to.
 pub enum Target {
@@ -290,16 +290,17 @@ pub struct MirrorRepository<'a> {
 }
 
 impl<'a> MirrorRepository<'a> {
-    /// `upstream_identity`: the caller's passed-through upstream grant, if it logged in with
-    /// upstream credentials; else berth speaks as the upstream's default identity.
-    pub fn new(
+    /// `grant`: the caller's passed-through upstream grant, opened from its token, if it
+    /// logged in with upstream credentials (on this node or another); else berth speaks as the
+    /// upstream's default identity.
+    pub async fn new(
         mirror: &'a Mirror,
         mut target: MirrorRepo,
         ns: Option<String>,
-        upstream_identity: Option<&str>,
+        grant: Option<&UpstreamGrant>,
     ) -> Self {
-        if let Some(id) = upstream_identity {
-            target.identity = Identity::Client(id.to_owned());
+        if let Some(grant) = grant {
+            mirror.act_for(&mut target, grant).await;
         }
         MirrorRepository { mirror, target, ns }
     }

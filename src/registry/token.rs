@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Registry, RegistryError};
+use crate::auth::claims::now_secs;
 use crate::auth::scope::{Action, ResourceType, Scope};
+use crate::auth::seal::{GrantToken, UpstreamGrant};
 use crate::auth::{AuthError, Credentials, TokenResponse, TokenService};
 use crate::oci::ErrorCode;
 
@@ -164,7 +166,7 @@ async fn passthrough(
         registry.ok_or_else(|| unauthorized("credentials cannot be passed through here"))?;
     if scopes.is_empty() {
         // A login: check the credentials at the default upstream; grant nothing yet.
-        registry.verify_default_login(credentials).await?;
+        registry.verify_default_login(tokens, credentials).await?;
         return Ok(tokens.issue(Some(&credentials.username), &[], false)?);
     }
     // A token carries one upstream grant: every scope must be on the same upstream, checked
@@ -181,34 +183,54 @@ async fn passthrough(
             "one token cannot carry credentials for two upstreams",
         ));
     }
-    // Upstream must accept them for every repository; the token lives no longer than the
-    // shortest-lived answer.
-    let mut grant: Option<(String, Duration)> = None;
-    for target in &targets {
-        let (id, lifetime) = registry
-            .mirror
-            .passthrough_login(target, credentials)
-            .await?;
-        let shortest = grant.as_ref().map_or(lifetime, |(_, l)| lifetime.min(*l));
-        grant = Some((id, shortest));
-    }
-    let Some((id, lifetime)) = grant else {
-        return Err(unauthorized("nothing to pass credentials through for"));
+    let upstream = targets
+        .first()
+        .map(|target| target.upstream.name().to_owned())
+        .ok_or_else(|| unauthorized("nothing to pass credentials through for"))?;
+    let id = tokens.identity_id(&upstream, credentials);
+    // Upstream must accept them for every repository. Its tokens (never the credentials) are
+    // sealed into berth's token, which lives no longer than the shortest-lived of them.
+    let mut grant = UpstreamGrant {
+        upstream,
+        identity: id,
+        tokens: Vec::with_capacity(targets.len()),
     };
+    let mut lifetime = Duration::MAX;
+    for target in &targets {
+        // Two names for one repository (`alpine`, `library/alpine`) need one token.
+        if grant.token_for(target.repo.as_str()).is_some() {
+            continue;
+        }
+        let token = registry
+            .mirror
+            .passthrough_login(target, credentials, &grant.identity)
+            .await?;
+        lifetime = lifetime.min(token.lifetime);
+        grant.tokens.push(GrantToken {
+            repo: target.repo.to_string(),
+            authorization: token.authorization.to_string(),
+            expires: now_secs().saturating_add(token.lifetime.as_secs()),
+        });
+    }
     let repos: Vec<String> = scopes.iter().map(|s| s.name.clone()).collect();
-    Ok(tokens.issue_for_upstream(&credentials.username, &repos, &id, lifetime)?)
+    Ok(tokens.issue_for_upstream(&credentials.username, &repos, &grant, lifetime)?)
 }
 
 impl Registry {
     /// Checks upstream credentials where bare names go (`docker login` against the mirror).
-    async fn verify_default_login(&self, credentials: &Credentials) -> Result<(), RegistryError> {
+    async fn verify_default_login(
+        &self,
+        tokens: &TokenService,
+        credentials: &Credentials,
+    ) -> Result<(), RegistryError> {
         let upstream = self.upstreams.default_upstream().ok_or_else(|| {
             RegistryError::new(
                 ErrorCode::NameUnknown,
                 "no default upstream (named \"docker.io\") is configured to check credentials at",
             )
         })?;
-        self.mirror.verify_login(upstream, credentials).await
+        let id = tokens.identity_id(upstream.name(), credentials);
+        self.mirror.verify_login(upstream, credentials, &id).await
     }
 }
 
@@ -244,7 +266,7 @@ impl From<AuthError> for RegistryError {
                 .with_retry_after(Some(Duration::from_secs(1))),
             // Well-formed, but more than berth grants at once: refused, not a credentials
             // problem (a 401 would send clients into a login loop).
-            AuthError::TooManyScopes { .. } => {
+            AuthError::TooManyScopes { .. } | AuthError::TokenTooLarge => {
                 RegistryError::new(ErrorCode::Denied, err.to_string())
             }
             _ => unauthorized(err.to_string()),

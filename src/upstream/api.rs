@@ -5,12 +5,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::auth::{Credentials, Identity};
+use super::auth::{ClientToken, Credentials, Identity};
 use super::error::UpstreamError;
 use crate::oci::{Digest, Reference, RepoName};
 
@@ -98,11 +97,23 @@ pub trait RegistryApi: Send + Sync {
     ) -> ApiFuture<'a, Bytes>;
 
     /// Exchanges a client's credentials for pull on `repo` (`None`: only checks them), kept
-    /// under `identity`. Returns how long the grant lasts.
+    /// under `identity`. Returns the token upstream issued.
     fn exchange<'a>(
         &'a self,
         repo: Option<&'a RepoName>,
         credentials: &'a Credentials,
         identity: &'a Identity,
-    ) -> ApiFuture<'a, Duration>;
+    ) -> ApiFuture<'a, ClientToken>;
+
+    /// Keeps `token`, exchanged for `identity` elsewhere (another node), for pull on `repo`,
+    /// unless a token is kept for them already. Asks nothing upstream. A registry that does
+    /// not keep tokens (the in-memory one) has nothing to do.
+    fn adopt<'a>(
+        &'a self,
+        _repo: &'a RepoName,
+        _identity: &'a Identity,
+        _token: &'a ClientToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
 }

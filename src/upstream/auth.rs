@@ -32,8 +32,27 @@ pub enum Identity {
     /// The credentials configured for this upstream.
     Site,
     /// A client's own upstream credentials, passed through: an opaque id, never the secret.
-    /// Its tokens exist only if the client logged in through berth's token endpoint.
+    /// Its tokens exist only if the client logged in through berth's token endpoint, here or
+    /// on another node (whose token carried them sealed, and were [adopted](Authenticator::adopt)).
     Client(String),
+}
+
+/// A token upstream's token service issued for a client's own credentials: what to send, and
+/// for how long upstream accepts it. It travels (sealed) in berth's token, so that every node
+/// can act for the client.
+#[derive(Clone)]
+pub struct ClientToken {
+    /// The `Authorization` header value (`Bearer …`).
+    pub authorization: Arc<str>,
+    pub lifetime: Duration,
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientToken")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -187,6 +206,12 @@ impl Authenticator {
         self.tokens
             .invalidate(&(scope.to_owned(), identity.clone()))
             .await;
+        self.learn_scheme(header)
+    }
+
+    /// Learns the scheme from a 401's `WWW-Authenticate` header, dropping no token. Returns
+    /// false when the challenge offers nothing berth can answer.
+    pub fn learn_scheme(&self, header: Option<&str>) -> bool {
         let challenges = header.map(challenge::parse).unwrap_or_default();
         let bearer = challenges.iter().find(|c| c.scheme == Scheme::Bearer);
         let learned = if let Some(realm) = bearer.and_then(|c| c.param("realm")) {
@@ -223,7 +248,7 @@ impl Authenticator {
         scope: &str,
         credentials: &Credentials,
         identity: &Identity,
-    ) -> Result<Duration, UpstreamError> {
+    ) -> Result<ClientToken, UpstreamError> {
         let AuthScheme::Bearer { realm, service } = self.current_scheme() else {
             return Err(UpstreamError::Unauthorized {
                 upstream: self.upstream.clone(),
@@ -235,11 +260,31 @@ impl Authenticator {
         let token = self
             .fetch_token(http, &realm, service.as_deref(), scope, Some(credentials))
             .await?;
-        let lifetime = token.lifetime;
+        let exchanged = ClientToken {
+            authorization: Arc::clone(&token.header),
+            lifetime: token.lifetime,
+        };
         self.tokens
             .insert((scope.to_owned(), identity.clone()), token)
             .await;
-        Ok(lifetime)
+        Ok(exchanged)
+    }
+
+    /// Keeps a client's token for `scope` (exchanged by another node, or before a restart)
+    /// under `identity`, unless one is kept already: that one is as good, and was checked here.
+    pub async fn adopt(&self, scope: &str, identity: &Identity, token: &ClientToken) {
+        if token.lifetime.is_zero() || !matches!(identity, Identity::Client(_)) {
+            return;
+        }
+        self.tokens
+            .entry((scope.to_owned(), identity.clone()))
+            .or_insert_with(async {
+                CachedToken {
+                    header: Arc::clone(&token.authorization),
+                    lifetime: token.lifetime,
+                }
+            })
+            .await;
     }
 
     pub fn scheme_known(&self) -> bool {
@@ -315,5 +360,56 @@ impl Authenticator {
     /// moka shares one error among all waiters; each gets its own copy.
     fn unshare(&self, shared: Arc<UpstreamError>) -> UpstreamError {
         Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str, secs: u64) -> ClientToken {
+        ClientToken {
+            authorization: Arc::from(format!("Bearer {text}")),
+            lifetime: Duration::from_secs(secs),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_adopted_token_answers_for_its_identity_only_and_never_replaces_one() {
+        let auth = Authenticator::new("docker.io", None);
+        assert!(auth.learn_scheme(Some(
+            "Bearer realm=\"http://127.0.0.1:1/token\",service=\"registry\""
+        )));
+        let http = reqwest::Client::new();
+        let scope = "repository:private/secret:pull";
+        let alice = Identity::Client("alice-id".into());
+        let bob = Identity::Client("bob-id".into());
+
+        auth.adopt(scope, &alice, &token("a1", 60)).await;
+        // Another node's token for the same identity: the one kept here stays.
+        auth.adopt(scope, &alice, &token("a2", 60)).await;
+        let header = auth.authorization(&http, scope, &alice).await.unwrap();
+        assert_eq!(header.as_deref(), Some("Bearer a1"));
+        // Nothing for another identity, or for another repository.
+        for (scope, identity) in [(scope, &bob), ("repository:other:pull", &alice)] {
+            let err = auth
+                .authorization(&http, scope, identity)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, UpstreamError::Unauthorized { .. }), "{err}");
+        }
+        // An expired token, or one for berth's own identities, is not kept.
+        auth.adopt(scope, &bob, &token("b", 0)).await;
+        assert!(auth.authorization(&http, scope, &bob).await.is_err());
+        auth.adopt(scope, &Identity::Site, &token("s", 60)).await;
+        auth.adopt(scope, &Identity::Anonymous, &token("n", 60))
+            .await;
+        for identity in [Identity::Site, Identity::Anonymous] {
+            assert!(auth
+                .tokens
+                .get(&(scope.to_owned(), identity))
+                .await
+                .is_none());
+        }
     }
 }

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::api::{ApiFuture, BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage};
-use super::auth::{Authenticator, Credentials, Identity};
+use super::auth::{Authenticator, ClientToken, Credentials, Identity};
 use super::error::{SetupError, UpstreamError};
 use super::response::{error_reason, header_string, next_link_query, read_limited, status_error};
 use crate::config::UpstreamSettings;
@@ -216,7 +216,7 @@ impl HttpClient {
         repo: Option<&RepoName>,
         credentials: &Credentials,
         identity: &Identity,
-    ) -> Result<Duration, UpstreamError> {
+    ) -> Result<ClientToken, UpstreamError> {
         if !self.auth.scheme_known() {
             // Learn the scheme from the upstream's challenge to an anonymous ping.
             let url = self.url("/v2/")?;
@@ -270,17 +270,24 @@ impl HttpClient {
                 }
                 return Ok(response);
             }
-            // A passed-through grant cannot be renewed here: the client must log in again.
-            if answered_challenge || matches!(identity, Identity::Client(_)) {
+            if answered_challenge {
                 return Ok(response);
             }
             answered_challenge = true;
             let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
-            if !self
-                .auth
-                .learn(challenge.as_deref(), &scope, identity)
-                .await
-            {
+            let learned = match identity {
+                // A passed-through grant cannot be renewed here: the client must log in again.
+                Identity::Client(_) if authorization.is_some() => return Ok(response),
+                // A node that never asked upstream before learns the scheme, keeping the
+                // client's token (exchanged on another node) to answer with.
+                Identity::Client(_) => self.auth.learn_scheme(challenge.as_deref()),
+                Identity::Anonymous | Identity::Site => {
+                    self.auth
+                        .learn(challenge.as_deref(), &scope, identity)
+                        .await
+                }
+            };
+            if !learned {
                 return Ok(response);
             }
             authorization = self
@@ -438,7 +445,19 @@ impl RegistryApi for HttpClient {
         repo: Option<&'a RepoName>,
         credentials: &'a Credentials,
         identity: &'a Identity,
-    ) -> ApiFuture<'a, Duration> {
+    ) -> ApiFuture<'a, ClientToken> {
         Box::pin(self.exchange_credentials(repo, credentials, identity))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        identity: &'a Identity,
+        token: &'a ClientToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let scope = format!("repository:{repo}:pull");
+            self.auth.adopt(&scope, identity, token).await
+        })
     }
 }

@@ -17,10 +17,9 @@ pub mod health;
 mod response;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use self::api::{BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage};
-pub use self::auth::{Credentials, Identity};
+pub use self::auth::{ClientToken, Credentials, Identity};
 pub use self::client::HttpClient;
 pub use self::error::{SetupError, UpstreamError};
 use self::health::{Breaker, NotFound, Outcome};
@@ -118,16 +117,22 @@ impl Upstream {
     }
 
     /// Exchanges a client's credentials at the upstream's token realm for pull on `repo`; the
-    /// grant is kept under `identity` (the credentials are not). Returns how long it lasts.
+    /// token is kept under `identity` (the credentials are not), and returned.
     /// `repo: None` only checks the credentials (a login).
     pub async fn exchange(
         &self,
         repo: Option<&RepoName>,
         credentials: &Credentials,
         identity: &Identity,
-    ) -> Result<Duration, UpstreamError> {
+    ) -> Result<ClientToken, UpstreamError> {
         self.guarded(self.api.exchange(repo, credentials, identity))
             .await
+    }
+
+    /// Keeps a client's token for `repo`, exchanged by another node, under `identity` unless
+    /// one is kept already. Nothing is sent upstream.
+    pub async fn adopt(&self, repo: &RepoName, identity: &Identity, token: &ClientToken) {
+        self.api.adopt(repo, identity, token).await
     }
 
     pub async fn get_manifest(

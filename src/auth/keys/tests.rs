@@ -12,7 +12,7 @@ AwEHoUQDQgAEYQy1vxrxVk/mEeUJma4U4WpCMBIIKul/0rZftG03fuI5777rFBPS
 +2vpI7we16Fg/td9E6TWnZABoJ5/H3H/Lw==
 -----END EC PRIVATE KEY-----
 ";
-const EC_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+pub(crate) const EC_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg70FRVDF9juWCMXO9
 ctt8Sa88MVgiu64lz19LLuzro86hRANCAARhDLW/GvFWT+YR5QmZrhThakIwEggq
 6X/Stl+0bTd+4jnvvusUE9L7a+kjvB7XoWD+130TpNadkAGgnn8fcf8v
@@ -23,7 +23,7 @@ ctt8Sa88MVgiu64lz19LLuzro86hRANCAARhDLW/GvFWT+YR5QmZrhThakIwEggq
 const EC_KID: &str = "KO6E:WY7C:WMIQ:DF4J:XHWT:UP4M:R7GP:YJUO:VZSX:53AV:IXEN:IBOZ";
 
 // A throwaway 2048-bit RSA key, as PKCS#1 (`openssl genrsa -traditional`) and PKCS#8.
-const RSA_PKCS1: &str = "-----BEGIN RSA PRIVATE KEY-----
+pub(crate) const RSA_PKCS1: &str = "-----BEGIN RSA PRIVATE KEY-----
 MIIEogIBAAKCAQEAqd/QeigpX153PxP58+srVfuXTsnWOyE9snQRXYbxjoVn5ilg
 1ZJmctoLHmfsseas+d5BBgT2LvCsmM4m8lHiTk7pmG1JgzPsVUfxCjGh6cfndnaW
 KuoAgqGXZLUhpclwyGVRsxbKZgN3ShF2usCoLPpjfRa6YUIzaaXKPI0CRZc9Qz+p
@@ -51,7 +51,7 @@ YH04wwE/7p9viisWkqbKUwnB4GScCNwEr0evQSJNB/bCWCouGW+xdzEzeZNv2H2F
 pRv2j0oPeTj9hO2PE/hqxEa/tAh+u33l0wmwHyY36WJoGzG5i5A=
 -----END RSA PRIVATE KEY-----
 ";
-const RSA_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+pub(crate) const RSA_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
 MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCp39B6KClfXnc/
 E/nz6ytV+5dOydY7IT2ydBFdhvGOhWfmKWDVkmZy2gseZ+yx5qz53kEGBPYu8KyY
 zibyUeJOTumYbUmDM+xVR/EKMaHpx+d2dpYq6gCCoZdktSGlyXDIZVGzFspmA3dK

@@ -232,7 +232,7 @@ fn forged_refresh_claims_are_rejected_as_access_tokens() {
         iat: now,
         jti: "x".into(),
         access: vec![Scope::repository("secret/app", &[Pull])],
-        upid: None,
+        upg: None,
     };
     let token = s
         .signing_key()
@@ -265,7 +265,7 @@ fn expired_and_foreign_tokens_are_rejected() {
         iat: now - 400,
         jti: "x".into(),
         access: vec![],
-        upid: None,
+        upg: None,
     };
     let expired = s.signing_key().sign(&claims).unwrap();
     assert!(matches!(
@@ -302,4 +302,107 @@ async fn without_htpasswd_nobody_logs_in() {
         Err(AuthError::InvalidCredentials)
     ));
     assert!(s.issue(None, &[], false).is_ok());
+}
+
+fn upstream_grant(user: &str) -> crate::auth::seal::UpstreamGrant {
+    crate::auth::seal::UpstreamGrant {
+        upstream: "docker.io".into(),
+        identity: format!("id-of-{user}"),
+        tokens: vec![crate::auth::seal::GrantToken {
+            repo: "library/alpine".into(),
+            authorization: format!("Bearer upstream-token-of-{user}"),
+            expires: now_secs() + 300,
+        }],
+    }
+}
+
+#[test]
+fn a_passthrough_token_carries_its_grant_sealed_to_every_node_with_the_key() {
+    let node1 = fixture().service;
+    // Another node: the same key (in another container), its own memory.
+    let mut auth = settings(true);
+    auth.service = "registry.test".into();
+    auth.issuer = "berth-issuer".into();
+    let node2 =
+        TokenService::new(&auth, &projects(), key(crate::auth::keys::tests::EC_PKCS8)).unwrap();
+    let grant = upstream_grant("alice");
+    let response = node1
+        .issue_for_upstream(
+            "alice",
+            &["alpine".into()],
+            &grant,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(response.expires_in <= 60);
+    // Neither the upstream token nor anything else of the grant is readable in the token.
+    let payload = response.token.split('.').nth(1).unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let payload = String::from_utf8(payload).unwrap();
+    assert!(payload.contains("\"upg\""), "{payload}");
+    assert!(!payload.contains("upstream-token-of-alice"), "{payload}");
+    assert!(!payload.contains("id-of-alice"), "{payload}");
+
+    let claims = node2.verify_access(&response.token).unwrap();
+    assert_eq!(node2.upstream_grant(&claims).unwrap(), Some(grant));
+    // The token endpoint's own tokens carry none.
+    let plain = node1.issue(None, &[], false).unwrap();
+    let claims = node2.verify_access(&plain.token).unwrap();
+    assert_eq!(node2.upstream_grant(&claims).unwrap(), None);
+}
+
+#[test]
+fn a_grant_opens_only_in_the_token_it_was_sealed_into() {
+    let s = fixture().service;
+    let alice = s
+        .issue_for_upstream(
+            "alice",
+            &["alpine".into()],
+            &upstream_grant("alice"),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    let bob = s
+        .issue_for_upstream(
+            "bob",
+            &["alpine".into()],
+            &upstream_grant("bob"),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    let alice = s.verify_access(&alice.token).unwrap();
+    let bob = s.verify_access(&bob.token).unwrap();
+    // Even a holder of the key re-signing bob's claims with alice's sealed grant (or with a
+    // grant altered by one character) gets a token that is refused.
+    for upg in [
+        alice.upg.clone().unwrap(),
+        format!("{}A", bob.upg.as_deref().unwrap()),
+    ] {
+        let mut forged = (*bob).clone();
+        forged.upg = Some(upg);
+        let token = s.signing_key().sign(&forged).unwrap();
+        let claims = s.verify_access(&token).unwrap();
+        let err = s.upstream_grant(&claims).unwrap_err();
+        assert!(matches!(err, AuthError::InvalidToken(_)), "{err}");
+    }
+    // A node with another key refuses the grant (and the token itself).
+    let other = TokenService::open(key(crate::auth::keys::tests::RSA_PKCS1)).unwrap();
+    assert!(other.upstream_grant(&bob).is_err());
+}
+
+#[test]
+fn identity_ids_match_across_nodes_with_the_key() {
+    let node1 = fixture().service;
+    let node2 = TokenService::open(key(crate::auth::keys::tests::EC_PKCS8)).unwrap();
+    let other = TokenService::open(key(crate::auth::keys::tests::RSA_PKCS1)).unwrap();
+    let alice = Credentials::new("alice", "pw");
+    let id = node1.identity_id("docker.io", &alice);
+    assert_eq!(id, node2.identity_id("docker.io", &alice));
+    assert_ne!(id, other.identity_id("docker.io", &alice));
+    assert_ne!(
+        id,
+        node1.identity_id("docker.io", &Credentials::new("bob", "pw"))
+    );
 }

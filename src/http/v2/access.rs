@@ -12,6 +12,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 
 use crate::auth::scope::{Action, ResourceType};
+use crate::auth::seal::UpstreamGrant;
 use crate::auth::token::{AccessClaims, TokenService};
 use crate::config::ServerSettings;
 use crate::http::challenge::{bearer_challenge, external_base};
@@ -21,6 +22,8 @@ use crate::registry::RegistryError;
 /// The caller, as far as its token says.
 pub struct Caller {
     claims: Option<Arc<AccessClaims>>,
+    /// The passed-through upstream grant its token carries, opened.
+    grant: Option<UpstreamGrant>,
 }
 
 impl Caller {
@@ -28,10 +31,10 @@ impl Caller {
         self.claims.as_ref().and_then(|c| c.subject())
     }
 
-    /// The id of the caller's passed-through upstream grant, if it logged in with upstream
-    /// credentials.
-    pub fn upstream_identity(&self) -> Option<&str> {
-        self.claims.as_ref().and_then(|c| c.upid.as_deref())
+    /// The caller's passed-through upstream grant, if it logged in with upstream credentials
+    /// (on this node or on another with the same signing key).
+    pub fn upstream_grant(&self) -> Option<&UpstreamGrant> {
+        self.grant.as_ref()
     }
 
     pub fn allows(&self, resource_type: &ResourceType, name: &str, action: Action) -> bool {
@@ -99,7 +102,10 @@ pub fn require_also_asking(
     mount_source: Option<&RepoName>,
 ) -> Result<Caller, RegistryError> {
     let Some(tokens) = token_service(req) else {
-        return Ok(Caller { claims: None });
+        return Ok(Caller {
+            claims: None,
+            grant: None,
+        });
     };
     let scope = action.map(|a| match mount_source {
         Some(source) if source.as_str() != name => {
@@ -114,7 +120,10 @@ pub fn require_also_asking(
     // An open mirror takes anonymous requests; a token only adds passed-through credentials.
     // The `/v2/` base still challenges, which is how clients learn where to log in.
     if tokens.is_open() && action.is_some() && bearer(req).is_none() {
-        return Ok(Caller { claims: None });
+        return Ok(Caller {
+            claims: None,
+            grant: None,
+        });
     }
     let Some(token) = bearer(req) else {
         return Err(unauthorized(
@@ -134,8 +143,18 @@ pub fn require_also_asking(
             format!("the bearer token was refused: {e}"),
         )
     })?;
+    let grant = tokens.upstream_grant(&claims).map_err(|e| {
+        unauthorized(
+            req,
+            tokens,
+            scope.as_deref(),
+            false,
+            format!("the bearer token was refused: {e}"),
+        )
+    })?;
     let caller = Caller {
         claims: Some(claims),
+        grant,
     };
     if let Some(action) = action {
         if !caller.allows(resource_type, name, action) {

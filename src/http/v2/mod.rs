@@ -124,7 +124,7 @@ async fn repository(
         }
         Target::Mirror(target) => {
             let repo =
-                MirrorRepository::new(&registry.mirror, target, ns, caller.upstream_identity());
+                MirrorRepository::new(&registry.mirror, target, ns, caller.upstream_grant()).await;
             serve(req, payload, registry, &repo, route).await
         }
     };

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 
 use super::{storage_error, upstream_error, Mirror};
+use crate::auth::claims::now_secs;
+use crate::auth::seal::UpstreamGrant;
 use crate::auth::Credentials as ClientCredentials;
 use crate::clock::Clock;
 use crate::config::Secret;
@@ -28,7 +30,7 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::error::RegistryError;
 use crate::registry::namespace::MirrorRepo;
 use crate::storage::index::Guarding;
-use crate::upstream::{Credentials, Identity, Upstream, UpstreamError};
+use crate::upstream::{ClientToken, Credentials, Identity, Upstream, UpstreamError};
 
 /// What to ask upstream when checking a caller's access.
 pub enum Probe<'a> {
@@ -59,8 +61,6 @@ enum Verdict {
 }
 
 pub struct Guard {
-    /// Keys identity ids; random per process.
-    secret: ring::hmac::Key,
     /// (identity id, upstream/repo) that upstream accepted recently.
     authorized: Recent<(String, String)>,
     /// upstream/repo whose default-identity access was checked recently.
@@ -113,11 +113,7 @@ const UNSURE_RETRY: Duration = Duration::from_secs(30);
 
 impl Guard {
     pub fn new(ttl: Duration, clock: Clock) -> Self {
-        let mut secret = [0u8; 32];
-        // Without randomness ids would still differ per credentials, only be guessable.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
         Guard {
-            secret: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
             authorized: Recent::new(ttl, clock.clone(), |(id, repo): &(String, String)| {
                 weight(id.len() + repo.len())
             }),
@@ -145,29 +141,17 @@ pub fn needs_credentials(target: &MirrorRepo, reason: &str) -> RegistryError {
     )
 }
 
-/// An identity id for credentials: an HMAC under the per-process key, so equal credentials
-/// share upstream grants within this process while the id reveals nothing about them.
-fn identity_id(key: &ring::hmac::Key, upstream: &str, username: &str, password: &str) -> String {
-    let mut context = ring::hmac::Context::with_key(key);
-    // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
-    for part in [upstream, username, password] {
-        context.update(&(part.len() as u64).to_le_bytes());
-        context.update(part.as_bytes());
-    }
-    // 128 bits, as 32 hex characters.
-    hex::encode(&context.sign().as_ref()[..16])
-}
-
 impl Mirror {
-    /// Exchanges a client's upstream credentials for a grant on `target`'s repository; the
-    /// grant (never the credentials) is kept under the returned identity id, for as long as the
-    /// returned duration.
+    /// Exchanges a client's upstream credentials for a token on `target`'s repository, kept
+    /// (never the credentials) under the identity id `id` and returned, to be sealed into the
+    /// client's token.
     pub async fn passthrough_login(
         &self,
         target: &MirrorRepo,
         credentials: &ClientCredentials,
-    ) -> Result<(String, Duration), RegistryError> {
-        self.exchange(&target.upstream, Some(&target.repo), credentials)
+        id: &str,
+    ) -> Result<ClientToken, RegistryError> {
+        self.exchange(&target.upstream, Some(&target.repo), credentials, id)
             .await
     }
 
@@ -176,8 +160,34 @@ impl Mirror {
         &self,
         upstream: &Upstream,
         credentials: &ClientCredentials,
+        id: &str,
     ) -> Result<(), RegistryError> {
-        self.exchange(upstream, None, credentials).await.map(|_| ())
+        self.exchange(upstream, None, credentials, id)
+            .await
+            .map(|_| ())
+    }
+
+    /// Speaks upstream as the caller whose token carries `grant` (opened by whichever node
+    /// issued it): its identity, with the upstream token sealed for this repository unless this
+    /// node keeps one for that identity already. Nothing is asked upstream.
+    pub async fn act_for(&self, target: &mut MirrorRepo, grant: &UpstreamGrant) {
+        target.identity = Identity::Client(grant.identity.clone());
+        // A token for another upstream (a name resolved elsewhere since) is never sent here;
+        // the caller is then asked to log in.
+        if grant.upstream != target.upstream.name() {
+            return;
+        }
+        let Some(token) = grant.token_for(target.repo.as_str()) else {
+            return;
+        };
+        let token = ClientToken {
+            authorization: token.authorization.as_str().into(),
+            lifetime: Duration::from_secs(token.expires.saturating_sub(now_secs())),
+        };
+        target
+            .upstream
+            .adopt(&target.repo, &target.identity, &token)
+            .await;
     }
 
     async fn exchange(
@@ -185,19 +195,14 @@ impl Mirror {
         upstream: &Upstream,
         repo: Option<&RepoName>,
         client: &ClientCredentials,
-    ) -> Result<(String, Duration), RegistryError> {
-        let id = identity_id(
-            &self.guard.secret,
-            upstream.name(),
-            &client.username,
-            client.password(),
-        );
+        id: &str,
+    ) -> Result<ClientToken, RegistryError> {
         let credentials = Credentials {
             username: client.username.clone(),
             password: Secret::new(client.password()),
         };
-        let lifetime = upstream
-            .exchange(repo, &credentials, &Identity::Client(id.clone()))
+        upstream
+            .exchange(repo, &credentials, &Identity::Client(id.to_owned()))
             .await
             .map_err(|e| match &e {
                 UpstreamError::Unauthorized { reason, .. }
@@ -209,8 +214,7 @@ impl Mirror {
                     ),
                 ),
                 _ => upstream_error(e, ErrorCode::NameUnknown),
-            })?;
-        Ok((id, lifetime))
+            })
     }
 
     /// Lets a request through unless the repository is guarded and the caller is not
@@ -392,38 +396,5 @@ impl Mirror {
             }
             _ => upstream_error(e, not_found),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ring::hmac::{Key, HMAC_SHA256};
-
-    #[test]
-    fn identity_ids_are_keyed_and_keep_credentials_apart() {
-        let key = Key::new(HMAC_SHA256, &[7; 32]);
-        let id = identity_id(&key, "docker.io", "alice", "pw");
-        assert_eq!(id.len(), 32);
-        assert!(id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_eq!(id, identity_id(&key, "docker.io", "alice", "pw"));
-        for other in [
-            identity_id(&key, "ghcr.io", "alice", "pw"),
-            identity_id(&key, "docker.io", "alice", "pw2"),
-            identity_id(&key, "docker.io", "alicep", "w"),
-            identity_id(&Key::new(HMAC_SHA256, &[8; 32]), "docker.io", "alice", "pw"),
-        ] {
-            assert_ne!(id, other);
-        }
-        // The id is the HMAC itself, not a hash of key and data.
-        let mut message = Vec::new();
-        for part in ["docker.io", "alice", "pw"] {
-            message.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            message.extend_from_slice(part.as_bytes());
-        }
-        let tag = ring::hmac::sign(&key, &message);
-        assert_eq!(id, hex::encode(&tag.as_ref()[..16]));
     }
 }

@@ -159,3 +159,34 @@ async fn a_repository_hidden_behind_404s_is_guarded_once_a_client_finds_it() {
     // Now cached, and still not served to anonymous clients.
     assert_eq!(app.get(path).await.status, StatusCode::UNAUTHORIZED);
 }
+
+#[actix_web::test]
+async fn a_grant_that_does_not_open_is_refused_with_a_challenge() {
+    use base64::Engine as _;
+    let app = test_app(|_| {}).await;
+    let hub = app.hub();
+    hub.put_image("org/secret", "v1", "secret");
+    hub.guard("org/secret", "alice", "pw");
+    let path = "/v2/org/secret/manifests/v1";
+    let token = app.login("org/secret", "alice", "pw").await;
+    assert_eq!(app.get_as(path, &token).await.status, StatusCode::OK);
+
+    // Even signed with the right key (by a holder of it), a token whose sealed grant was
+    // altered is refused: the cipher's tag, not only the signature, guards the grant.
+    let key = crate::auth::keys::load_or_generate(&app.data_dir().join("token.key")).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = token.split('.').nth(1).unwrap();
+    let mut claims: crate::auth::AccessClaims =
+        serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+    let sealed = claims.upg.take().unwrap();
+    let mut altered = sealed.into_bytes();
+    let last = altered.len() - 2;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    claims.upg = Some(String::from_utf8(altered).unwrap());
+    let forged = key.sign(&claims).unwrap();
+    let reply = app.get_as(path, &forged).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.header("www-authenticate").is_some());
+    let body = String::from_utf8_lossy(reply.body()).into_owned();
+    assert!(body.contains("upstream grant cannot be opened"), "{body}");
+}

@@ -104,6 +104,11 @@ pub async fn test_app(configure: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// The data directory (where the open mirror keeps its signing key).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     /// The fake behind the default upstream (`docker.io`).
     pub fn hub(&self) -> &FakeRegistry {
         self.fake("docker.io")

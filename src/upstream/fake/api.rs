@@ -10,7 +10,7 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::upstream::api::{
     ApiFuture, BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage,
 };
-use crate::upstream::auth::{Credentials, Identity};
+use crate::upstream::auth::{ClientToken, Credentials, Identity};
 use crate::upstream::error::UpstreamError;
 
 impl RegistryApi for FakeRegistry {
@@ -149,7 +149,7 @@ impl RegistryApi for FakeRegistry {
         repo: Option<&'a RepoName>,
         credentials: &'a Credentials,
         identity: &'a Identity,
-    ) -> ApiFuture<'a, Duration> {
+    ) -> ApiFuture<'a, ClientToken> {
         Box::pin(async move {
             self.begin(Op::Exchange, repo.map(RepoName::as_str), identity)?;
             self.pass_gate(Op::Exchange).await;
@@ -166,7 +166,10 @@ impl RegistryApi for FakeRegistry {
                     .granted
                     .insert(id.clone(), credentials.username.clone());
             }
-            Ok(Duration::from_secs(300))
+            Ok(ClientToken {
+                authorization: format!("Bearer fake-token-of-{}", credentials.username).into(),
+                lifetime: Duration::from_secs(300),
+            })
         })
     }
 }
