@@ -1,6 +1,7 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
 mod app;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -95,13 +96,24 @@ pub fn assemble_registry(
     }
     let metrics = Arc::new(Metrics::default());
     upstreams.report_to(&metrics);
-    let cache = Arc::new(Cache::new(
+    let cache = Cache::new(
         Arc::new(storage),
         metrics,
         settings.storage.memory_cache.0.unwrap_or(64 << 20),
         budget,
         stored_bytes,
-    ));
+    );
+    let cache = match shared::shared_store(settings).map_err(|e| storage_error(e.into()))? {
+        Some(store) => {
+            tracing::info!(
+                endpoint = %settings.storage.s3.as_ref().map_or(String::new(), |s3| s3.endpoint.to_string()),
+                "shared store: the store of record for blobs, private projects and uploads"
+            );
+            cache.with_shared(store)
+        }
+        None => cache,
+    };
+    let cache = Arc::new(cache);
     Ok(Arc::new(Registry::new(
         upstreams,
         cache,
@@ -131,9 +143,13 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    let shared_key = match (&settings.auth, registry.cache().shared()) {
+        (None, Some(store)) => Some(shared::signing_key(store, &settings.storage.data_dir).await?),
+        _ => None,
+    };
     let tokens = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || token_service(&settings, &projects))
+        tokio::task::spawn_blocking(move || token_service(&settings, &projects, shared_key))
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
@@ -174,7 +190,13 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
 
 /// The token service, with its signing key loaded (and, for an open mirror, made on first
 /// start). Reads files: blocks.
-pub fn token_service(settings: &Settings, projects: &Projects) -> Result<TokenService, StartError> {
+/// `shared_key`: the PEM of the key every node over the shared store signs with, for an open
+/// mirror (with `[auth]`, the configured key is the shared one).
+pub fn token_service(
+    settings: &Settings,
+    projects: &Projects,
+    shared_key: Option<String>,
+) -> Result<TokenService, StartError> {
     let auth_error = |e: AuthError| StartError::Auth(e.to_string());
     match &settings.auth {
         Some(auth) => {
@@ -185,8 +207,15 @@ pub fn token_service(settings: &Settings, projects: &Projects) -> Result<TokenSe
         // Without [auth], an open mirror still runs a token service: it lets clients pass
         // their upstream credentials through, with a key kept in data_dir.
         None => {
-            let key = keys::load_or_generate(&settings.storage.data_dir.join(OPEN_MIRROR_KEY))
-                .map_err(auth_error)?;
+            let key = match shared_key {
+                Some(pem) => SigningKey::from_pem(
+                    pem.as_bytes(),
+                    std::path::Path::new("shared store keys/token.pem"),
+                    None,
+                ),
+                None => keys::load_or_generate(&settings.storage.data_dir.join(OPEN_MIRROR_KEY)),
+            }
+            .map_err(auth_error)?;
             TokenService::open(key).map_err(auth_error)
         }
     }
@@ -272,6 +301,13 @@ async fn expire_uploads_periodically(registry: Arc<Registry>) {
             Ok(Ok(removed)) => tracing::info!(removed, "expired abandoned uploads"),
             Ok(Err(e)) => tracing::warn!(error = %e, "upload expiry failed"),
             Err(e) => tracing::warn!(error = %e, "upload expiry task failed"),
+        }
+        if let Some(store) = registry.cache().shared() {
+            match shared::expire_uploads(store).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "expired abandoned uploads in the shared store"),
+                Err(e) => tracing::warn!(error = %e, "shared upload expiry failed"),
+            }
         }
     }
 }

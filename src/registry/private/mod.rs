@@ -12,6 +12,8 @@ pub mod listing;
 pub mod manifest;
 mod shared;
 mod shared_upload;
+#[cfg(test)]
+mod shared_tests;
 pub mod upload;
 
 use std::sync::Arc;

@@ -92,7 +92,7 @@ pub async fn test_app(configure: impl FnOnce(&mut Settings)) -> TestApp {
         projects.clone(),
     )
     .expect("registry");
-    let tokens = token_service(&settings, &projects).expect("token service");
+    let tokens = token_service(&settings, &projects, None).expect("token service");
     let state = AppState::new(&settings, &registry, tokens);
     TestApp {
         state,

@@ -1,0 +1,201 @@
+//! Two nodes over one shared store (object_store's in-memory store standing in for S3; the
+//! end-to-end tests use a Garage cluster): each node has its own data directory and caches,
+//! and nothing in common but the store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::upload::Started;
+use super::Projects;
+use crate::cache::evict::Budget;
+use crate::cache::{BlobBody, Cache};
+use crate::config::{self, ProjectSettings};
+use crate::oci::{Digest, ErrorCode, Reference, RepoName};
+use crate::registry::listing::PageRequest;
+use crate::storage::shared::SharedStore;
+use crate::storage::Storage;
+
+struct Node {
+    projects: Projects,
+    _dir: tempfile::TempDir,
+}
+
+fn node(store: &Arc<SharedStore>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    let budget = Budget {
+        max_bytes: None,
+        low_water_percent: 90,
+    };
+    let cache = Cache::new(Arc::new(storage), Arc::default(), 16 << 20, budget, 0)
+        .with_shared(Arc::clone(store));
+    let configured = config::Projects::new(&[ProjectSettings {
+        name: "team".into(),
+        public: false,
+        members: Default::default(),
+    }]);
+    Node {
+        projects: Projects::new(configured, Arc::new(cache)),
+        _dir: dir,
+    }
+}
+
+fn body(chunks: &[&[u8]]) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin {
+    futures_util::stream::iter(
+        chunks
+            .iter()
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn none() -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin {
+    body(&[])
+}
+
+async fn read_all(body: BlobBody) -> Vec<u8> {
+    let body = body.started().await.unwrap();
+    let size = body.size().unwrap();
+    let chunks: Vec<Bytes> = body.read(0..size).map(|c| c.unwrap()).collect().await;
+    chunks.concat()
+}
+
+#[tokio::test]
+async fn an_image_pushed_through_one_node_is_read_through_another() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let (a, b) = (node(&store), node(&store));
+    let repo: RepoName = "team/app".parse().unwrap();
+    let layer = b"layer bytes, pushed in two chunks".to_vec();
+    let layer_digest = Digest::of(&layer);
+    // Started on A, first chunk on B, last chunk and the digest on A.
+    let Started::Open(upload) = a.projects.start_upload(&repo, None, none()).await.unwrap() else {
+        panic!("a plain POST opens an upload");
+    };
+    let state = b
+        .projects
+        .append(&repo, &upload.id, Some(0), body(&[&layer[..10]]))
+        .await
+        .unwrap();
+    assert_eq!(state.size, 10);
+    assert_eq!(
+        a.projects.upload_status(&repo, &upload.id).await.unwrap().size,
+        10
+    );
+    a.projects
+        .finish_upload(&repo, &upload.id, &layer_digest, body(&[&layer[10..]]))
+        .await
+        .unwrap();
+    // Monolithic through B.
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = Digest::of(&config);
+    let started = b
+        .projects
+        .start_upload(&repo, Some(config_digest.clone()), body(&[&config]))
+        .await
+        .unwrap();
+    assert!(matches!(started, Started::Complete(_)));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest.to_string(), "size": layer.len()}],
+    });
+    let manifest = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+    let put = a
+        .projects
+        .put_manifest(
+            &repo,
+            &Reference::Tag("v1".parse().unwrap()),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            manifest.clone(),
+        )
+        .await
+        .unwrap();
+    // B sees the tag at once, and serves everything byte for byte.
+    let read = b
+        .projects
+        .manifest(&repo, &Reference::Tag("v1".parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(read.digest, put.digest);
+    assert_eq!(read.body, manifest);
+    assert_eq!(
+        read_all(b.projects.blob(&repo, &layer_digest).await.unwrap()).await,
+        layer
+    );
+    let tags = b
+        .projects
+        .tags(&repo, &PageRequest::default())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&tags.body).contains("\"v1\""));
+    let catalog = b
+        .projects
+        .catalog(|_| true, &PageRequest::default())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&catalog.body).contains("team/app"));
+    // A tag moved through B is what A answers next, with nothing cached in the way.
+    b.projects
+        .delete_manifest(&repo, &Reference::Tag("v1".parse().unwrap()))
+        .await
+        .unwrap();
+    let gone = a
+        .projects
+        .manifest(&repo, &Reference::Tag("v1".parse().unwrap()))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(gone.code(), ErrorCode::ManifestUnknown);
+}
+
+#[tokio::test]
+async fn what_a_repository_does_not_hold_is_not_served_from_another() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let (a, b) = (node(&store), node(&store));
+    let (mine, other): (RepoName, RepoName) =
+        ("team/mine".parse().unwrap(), "team/other".parse().unwrap());
+    let secret = b"only in team/mine".to_vec();
+    let digest = Digest::of(&secret);
+    a.projects
+        .start_upload(&mine, Some(digest.clone()), body(&[&secret]))
+        .await
+        .unwrap();
+    let refused = b.projects.blob(&other, &digest).await.err().unwrap();
+    assert_eq!(refused.code(), ErrorCode::BlobUnknown);
+    // A mount needs the source to be readable by the caller.
+    assert_eq!(
+        b.projects.mount(&other, &digest, &mine, false).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.projects.mount(&other, &digest, &mine, true).await.unwrap(),
+        Some(digest.clone())
+    );
+    assert_eq!(
+        read_all(b.projects.blob(&other, &digest).await.unwrap()).await,
+        secret
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_digest_keeps_nothing_on_any_node() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let (a, b) = (node(&store), node(&store));
+    let repo: RepoName = "team/app".parse().unwrap();
+    let claimed = Digest::of(b"what was promised");
+    let refused = a
+        .projects
+        .start_upload(&repo, Some(claimed.clone()), body(&[b"something else"]))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code(), ErrorCode::DigestInvalid);
+    assert_eq!(
+        b.projects.blob_size(&repo, &claimed).await.err().unwrap().code(),
+        ErrorCode::BlobUnknown
+    );
+    assert!(store.blob_size(&claimed).await.unwrap().is_none());
+}
