@@ -193,9 +193,8 @@ impl<F: Fn(&RepoName) -> bool> Repository for ProjectRepository<'_, F> {
         self.projects.blob_size(&self.repo, digest).await
     }
 
-    /// Stored blobs are verified: a range needs no wait.
-    async fn blob(&self, digest: &Digest, _read: BlobRead) -> Result<BlobBody, RegistryError> {
-        self.projects.blob(&self.repo, digest).await
+    async fn blob(&self, digest: &Digest, read: BlobRead) -> Result<BlobBody, RegistryError> {
+        self.projects.blob(&self.repo, digest, read).await
     }
 
     async fn tags(&self, page: &PageRequest) -> Result<Listing, RegistryError> {

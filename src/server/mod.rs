@@ -305,7 +305,9 @@ async fn expire_uploads_periodically(registry: Arc<Registry>) {
         if let Some(store) = registry.cache().shared() {
             match shared::expire_uploads(store).await {
                 Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "expired abandoned uploads in the shared store"),
+                Ok(removed) => {
+                    tracing::info!(removed, "expired abandoned uploads in the shared store")
+                }
                 Err(e) => tracing::warn!(error = %e, "shared upload expiry failed"),
             }
         }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::StartError;
 use crate::auth::keys;
 use crate::config::{S3Settings, Settings};
-use super::StartError;
 use crate::storage::shared::{S3Location, SharedError, SharedStore};
 use crate::storage::UPLOAD_EXPIRY;
 

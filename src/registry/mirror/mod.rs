@@ -361,7 +361,7 @@ fn fill_error(e: Arc<FillError>) -> RegistryError {
 }
 
 /// A ranged request's wait for verification that ended without it.
-fn not_verified(e: NotVerified) -> RegistryError {
+pub(crate) fn not_verified(e: NotVerified) -> RegistryError {
     match e {
         NotVerified::Stalled(stall) => RegistryError::new(
             ErrorCode::Unavailable,

@@ -11,9 +11,9 @@ mod discard;
 pub mod listing;
 pub mod manifest;
 mod shared;
-mod shared_upload;
 #[cfg(test)]
 mod shared_tests;
+mod shared_upload;
 pub mod upload;
 
 use std::sync::Arc;
@@ -21,11 +21,15 @@ use std::sync::Arc;
 use self::shared::SharedRecords;
 use super::error::storage_error;
 use super::error::RegistryError;
+use super::mirror::{not_verified, BlobRead};
 use crate::cache::{BlobBody, Cache};
 use crate::config;
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, RepoName};
 use crate::storage::Storage;
+
+/// How long a read from the shared store may make no progress before it fails.
+const SHARED_READ_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct Projects {
     /// The configured projects, the same table the access policy reads.
@@ -82,15 +86,28 @@ impl Projects {
     }
 
     /// A blob of the repository, memory-mapped and kept from eviction while served.
-    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, RegistryError> {
+    pub async fn blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        read: BlobRead,
+    ) -> Result<BlobBody, RegistryError> {
         let size = self.blob_size(repo, digest).await?;
         if self.shared().is_some() {
-            return self
+            let body = self
                 .cache
                 .blob_from_shared(digest)
                 .await
                 .map_err(storage_error)?
-                .ok_or_else(|| blob_unknown(repo, digest));
+                .ok_or_else(|| blob_unknown(repo, digest))?;
+            // Filled from the shared store as it is read: a range may end before the last
+            // byte, which is the one a fill withholds until it is verified.
+            return match (read, body.is_filling()) {
+                (BlobRead::Range, true) => {
+                    body.verified(SHARED_READ_STALL).await.map_err(not_verified)
+                }
+                _ => Ok(body),
+            };
         }
         self.cache
             .stored_body(digest, size)

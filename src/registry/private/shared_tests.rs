@@ -14,6 +14,7 @@ use crate::cache::{BlobBody, Cache};
 use crate::config::{self, ProjectSettings};
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
 use crate::registry::listing::PageRequest;
+use crate::registry::mirror::BlobRead;
 use crate::storage::shared::SharedStore;
 use crate::storage::Storage;
 
@@ -80,7 +81,11 @@ async fn an_image_pushed_through_one_node_is_read_through_another() {
         .unwrap();
     assert_eq!(state.size, 10);
     assert_eq!(
-        a.projects.upload_status(&repo, &upload.id).await.unwrap().size,
+        a.projects
+            .upload_status(&repo, &upload.id)
+            .await
+            .unwrap()
+            .size,
         10
     );
     a.projects
@@ -122,7 +127,13 @@ async fn an_image_pushed_through_one_node_is_read_through_another() {
     assert_eq!(read.digest, put.digest);
     assert_eq!(read.body, manifest);
     assert_eq!(
-        read_all(b.projects.blob(&repo, &layer_digest).await.unwrap()).await,
+        read_all(
+            b.projects
+                .blob(&repo, &layer_digest, BlobRead::Whole)
+                .await
+                .unwrap()
+        )
+        .await,
         layer
     );
     let tags = b
@@ -163,19 +174,36 @@ async fn what_a_repository_does_not_hold_is_not_served_from_another() {
         .start_upload(&mine, Some(digest.clone()), body(&[&secret]))
         .await
         .unwrap();
-    let refused = b.projects.blob(&other, &digest).await.err().unwrap();
+    let refused = b
+        .projects
+        .blob(&other, &digest, BlobRead::Range)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(refused.code(), ErrorCode::BlobUnknown);
     // A mount needs the source to be readable by the caller.
     assert_eq!(
-        b.projects.mount(&other, &digest, &mine, false).await.unwrap(),
+        b.projects
+            .mount(&other, &digest, &mine, false)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        b.projects.mount(&other, &digest, &mine, true).await.unwrap(),
+        b.projects
+            .mount(&other, &digest, &mine, true)
+            .await
+            .unwrap(),
         Some(digest.clone())
     );
     assert_eq!(
-        read_all(b.projects.blob(&other, &digest).await.unwrap()).await,
+        read_all(
+            b.projects
+                .blob(&other, &digest, BlobRead::Range)
+                .await
+                .unwrap()
+        )
+        .await,
         secret
     );
 }
@@ -194,7 +222,12 @@ async fn a_wrong_digest_keeps_nothing_on_any_node() {
         .unwrap();
     assert_eq!(refused.code(), ErrorCode::DigestInvalid);
     assert_eq!(
-        b.projects.blob_size(&repo, &claimed).await.err().unwrap().code(),
+        b.projects
+            .blob_size(&repo, &claimed)
+            .await
+            .err()
+            .unwrap()
+            .code(),
         ErrorCode::BlobUnknown
     );
     assert!(store.blob_size(&claimed).await.unwrap().is_none());
