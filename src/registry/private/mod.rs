@@ -24,8 +24,10 @@ use super::error::RegistryError;
 use super::mirror::{not_verified, BlobRead};
 use crate::cache::{BlobBody, Cache};
 use crate::config;
+use crate::memory::weight;
 use crate::oci::ErrorCode;
 use crate::oci::{Digest, RepoName};
+use crate::storage::shared::SharedError;
 use crate::storage::Storage;
 
 /// How long a read from the shared store may make no progress before it fails.
@@ -36,7 +38,13 @@ pub struct Projects {
     configured: config::Projects,
     cache: Arc<Cache>,
     upload_locks: Arc<discard::UploadLocks>,
+    /// Repository links the shared store confirmed lately (repository and digest → size):
+    /// while the store is out of reach, what this node's tier holds of them is still served.
+    confirmed: moka::sync::Cache<(RepoName, Digest), u64>,
 }
+
+/// Memory for [`Projects::confirmed`].
+const CONFIRMED_BYTES: u64 = 8 << 20;
 
 impl Projects {
     pub fn new(configured: config::Projects, cache: Arc<Cache>) -> Self {
@@ -44,6 +52,12 @@ impl Projects {
             configured,
             cache,
             upload_locks: Arc::default(),
+            confirmed: moka::sync::Cache::builder()
+                .max_capacity(CONFIRMED_BYTES)
+                .weigher(|(repo, digest): &(RepoName, Digest), _| {
+                    weight(repo.as_str().len() + digest.hex().len())
+                })
+                .build(),
         }
     }
 
@@ -68,11 +82,27 @@ impl Projects {
     /// Size of a blob in the repository.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
         if let Some(shared) = self.shared() {
-            return shared
-                .linked_blob(repo, digest)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| blob_unknown(repo, digest));
+            let key = (repo.clone(), digest.clone());
+            return match shared.linked_blob(repo, digest).await {
+                Ok(Some(size)) => {
+                    self.confirmed.insert(key, size);
+                    Ok(size)
+                }
+                Ok(None) => {
+                    self.confirmed.invalidate(&key);
+                    Err(blob_unknown(repo, digest))
+                }
+                Err(SharedError::Unavailable(cause)) => match self.confirmed.get(&key) {
+                    Some(size)
+                        if self.cache.blob_size(digest).map_err(storage_error)? == Some(size) =>
+                    {
+                        tracing::debug!(%repo, %digest, error = %cause, "shared store unavailable; serving from this node's tier");
+                        Ok(size)
+                    }
+                    _ => Err(storage_error(SharedError::Unavailable(cause))),
+                },
+                Err(e) => Err(storage_error(e)),
+            };
         }
         let index = &self.storage().index;
         if !index.repo_has_blob(repo, digest).map_err(storage_error)? {
