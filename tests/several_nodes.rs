@@ -1,0 +1,497 @@
+//! Several berth nodes over one shared store behave as one registry (issue 14): three nodes
+//! over a real 3-node Garage cluster (replication 3), behind an nginx round-robin without
+//! sticky sessions, driven by skopeo, podman and raw HTTP. The nodes reach Garage through a
+//! second balancer over its three S3 endpoints, as a site would, so that a Garage node may die.
+
+mod common;
+
+use std::time::Duration;
+
+use common::balancer::Balancer;
+use common::garage::{garage, REGION};
+use common::images::{self, sha256, Flavor};
+use common::private::{creds, write_oci_layout, AuthFiles};
+use common::{config_for, seeded, skopeo, Berth, PRIVATE_USER};
+
+const MIB: usize = 1024 * 1024;
+
+/// Three berth nodes over one bucket, behind a balancer.
+struct Site {
+    nodes: Vec<Berth>,
+    balancer: Balancer,
+    _store: Balancer,
+}
+
+impl Site {
+    /// `config`: everything but `[storage.s3]`, the same for every node.
+    fn start(bucket: &str, config: &str) -> Site {
+        let garage = garage();
+        garage.new_bucket(bucket);
+        let store = Balancer::start(&(0..3).map(|i| garage.s3_addr(i)).collect::<Vec<_>>());
+        let s3 = s3_section(&store.base_url(), bucket);
+        let nodes: Vec<Berth> = (0..3)
+            .map(|_| Berth::start(&format!("{config}\n{s3}")))
+            .collect();
+        let balancer = Balancer::start(&nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>());
+        Site {
+            nodes,
+            balancer,
+            _store: store,
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.balancer.addr()
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i} ---\n{}", n.log()))
+            .collect()
+    }
+
+    async fn metric_sum(&self, name: &str) -> u64 {
+        let mut sum = 0;
+        for node in &self.nodes {
+            sum += node.metric(name).await;
+        }
+        sum
+    }
+}
+
+fn s3_section(endpoint: &str, bucket: &str) -> String {
+    let garage = garage();
+    format!(
+        "[storage.s3]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nregion = \"{REGION}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        garage.access_key_id(),
+        garage.secret_access_key()
+    )
+}
+
+/// A private site: `[auth]` with project `team`, and an upstream that is never reached.
+fn private_site(bucket: &str, files: &AuthFiles) -> Site {
+    let closed = format!("http://127.0.0.1:{}", common::upstream::free_port());
+    Site::start(
+        bucket,
+        &format!("{}{}", files.config(""), config_for(&closed, "5m", "")),
+    )
+}
+
+fn skopeo_ok(args: &[&str]) -> String {
+    let output = skopeo(args);
+    assert!(
+        output.status.success(),
+        "skopeo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn push(addr: &str, image: &images::Image, target: &str, user: &str) {
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(image, source.path());
+    skopeo_ok(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(user),
+        "--retry-times",
+        "0",
+        &format!("oci:{}:latest", source.path().display()),
+        &format!("docker://{addr}/{target}"),
+    ]);
+}
+
+fn pull_and_check(addr: &str, image: &images::Image, target: &str, user: &str) {
+    let dest = tempfile::tempdir().unwrap();
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds(user),
+        "--retry-times",
+        "0",
+        &format!("docker://{addr}/{target}"),
+        &format!("dir:{}", dest.path().display()),
+    ]);
+    common::assert_dir_matches(dest.path(), image);
+}
+
+fn inspect_digest(addr: &str, target: &str, user: &str) -> String {
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &creds(user),
+        "--retry-times",
+        "0",
+        &format!("docker://{addr}/{target}"),
+    ]);
+    sha256(raw.as_bytes())
+}
+
+#[tokio::test]
+async fn private_images_push_and_pull_through_any_node() {
+    let files = AuthFiles::create();
+    let site = private_site("private-push", &files);
+    let addr = site.addr();
+    for round in 0..5u64 {
+        let image = images::image(Flavor::Oci, 100 + round, &[MIB, MIB / 3], "amd64");
+        let target = format!("team/app{round}:v{round}");
+        push(&addr, &image, &target, "alice");
+        pull_and_check(&addr, &image, &target, "bob");
+    }
+    // Every node took part: no sticky sessions.
+    site.balancer.wait_logged(1);
+    let spread = site.balancer.per_backend();
+    assert!(
+        spread.iter().all(|&n| n > 5),
+        "requests per node: {spread:?}\n{}",
+        site.logs()
+    );
+    // One catalog, whichever node answers.
+    for node in &site.nodes {
+        let token = common::private::token_string(
+            &node.url,
+            Some("root"),
+            &["registry:catalog:*"],
+        )
+        .await;
+        let catalog: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/v2/_catalog", node.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let repos = catalog["repositories"].as_array().unwrap();
+        assert_eq!(repos.len(), 5, "{catalog}");
+    }
+}
+
+#[tokio::test]
+async fn podman_pushes_and_pulls_through_the_balancer() {
+    let files = AuthFiles::create();
+    let site = private_site("podman-push", &files);
+    let podman = common::Podman::new();
+    // The podman helper takes a berth for its log; the balancer's address is the registry.
+    let run = |args: &[&str]| podman.run(&site.nodes[0], args);
+    for round in 0..5u64 {
+        let image = images::image(Flavor::Oci, 200 + round, &[MIB], "amd64");
+        let source = tempfile::Builder::new()
+            .prefix("berth")
+            .rand_bytes(0)
+            .suffix(&format!("-several-{round}-{}", std::process::id()))
+            .tempdir()
+            .unwrap();
+        write_oci_layout(&image, source.path());
+        let target = format!("{}/team/podman{round}:1", site.addr());
+        run(&[
+            "pull",
+            "--quiet",
+            &format!("oci:{}:latest", source.path().display()),
+        ]);
+        let local = run(&["images", "--quiet"]);
+        let local = local.lines().next().unwrap().to_owned();
+        run(&[
+            "push",
+            "--quiet",
+            "--tls-verify=false",
+            "--creds",
+            &creds("alice"),
+            &local,
+            &format!("docker://{target}"),
+        ]);
+        run(&["rmi", "--all", "--force"]);
+        run(&[
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            "--creds",
+            &creds("bob"),
+            &target,
+        ]);
+        let layers = run(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.RootFS.Layers}}",
+            &target,
+        ]);
+        assert!(layers.contains(image.blobs[1].digest.as_str()), "{layers}");
+        run(&["rmi", "--all", "--force"]);
+    }
+}
+
+/// A token from one node's token service, valid on every node.
+async fn push_token(node: &Berth, repo: &str) -> String {
+    common::private::token_string(
+        &node.url,
+        Some("alice"),
+        &[&format!("repository:{repo}:pull,push")],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_moves_between_nodes_and_a_tag_is_seen_everywhere_at_once() {
+    let files = AuthFiles::create();
+    let site = private_site("upload-moves", &files);
+    let (a, b, c) = (&site.nodes[0], &site.nodes[1], &site.nodes[2]);
+    let token = push_token(a, "team/moved").await;
+    let client = reqwest::Client::new();
+    let layer = images::random_bytes(7, 3 * MIB + 17);
+    let digest = sha256(&layer);
+    // POST on A, a PATCH on B, a PATCH on C, the PUT on A.
+    let started = client
+        .post(format!("{}/v2/team/moved/blobs/uploads/", a.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let path = location.trim_start_matches(&a.url).to_owned();
+    let (first, rest) = layer.split_at(MIB + 5);
+    for (node, chunk, from) in [(b, first, 0), (c, rest, first.len())] {
+        let patched = client
+            .patch(format!("{}{path}", node.url))
+            .bearer_auth(&token)
+            .header(
+                "Content-Range",
+                format!("{from}-{}", from + chunk.len() - 1),
+            )
+            .header("Content-Type", "application/octet-stream")
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 202, "{}", site.logs());
+    }
+    // The upload's state is the same through any node.
+    let status = client
+        .get(format!("{}{path}", b.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(
+        status.headers()["range"].to_str().unwrap(),
+        format!("0-{}", layer.len() - 1)
+    );
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let wrong = client
+        .put(format!("{}{path}{separator}digest={}", a.url, sha256(b"nope")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400, "a wrong digest is refused");
+    // The failed PUT ended that upload: start again, monolithic this time, through C.
+    let put = client
+        .post(format!(
+            "{}/v2/team/moved/blobs/uploads/?digest={digest}",
+            c.url
+        ))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/octet-stream")
+        .body(layer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", site.logs());
+    // Readable through A at once.
+    let read = client
+        .get(format!("{}/v2/team/moved/blobs/{digest}", a.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(sha256(&read.bytes().await.unwrap()), digest);
+    // A tag pushed through A is read through B and C at once, and moved through C is read
+    // through A at once.
+    let first = images::image(Flavor::Oci, 300, &[MIB / 2], "amd64");
+    let second = images::image(Flavor::Oci, 301, &[MIB / 2], "amd64");
+    push(&a.addr, &first, "team/moved:latest", "alice");
+    assert_eq!(inspect_digest(&b.addr, "team/moved:latest", "bob"), first.manifest.digest);
+    assert_eq!(inspect_digest(&c.addr, "team/moved:latest", "bob"), first.manifest.digest);
+    push(&c.addr, &second, "team/moved:latest", "alice");
+    assert_eq!(inspect_digest(&a.addr, "team/moved:latest", "bob"), second.manifest.digest);
+}
+
+#[tokio::test]
+async fn open_mirror_nodes_share_one_key_and_one_upstream_fetch_per_blob() {
+    let seeded = seeded().await;
+    let site = Site::start(
+        "open-mirror",
+        &config_for(&seeded.upstream.url(), "5m", ""),
+    );
+    let addr = site.addr();
+    // Every pull starts with a token from one node and goes on through the others.
+    for round in 0..10 {
+        let dest = tempfile::tempdir().unwrap();
+        let output = skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-no-creds",
+            "--retry-times",
+            "0",
+            &format!("docker://{addr}/library/oci:1"),
+            &format!("dir:{}", dest.path().display()),
+        ]);
+        assert!(
+            output.status.success(),
+            "pull {round}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            site.logs()
+        );
+        common::assert_dir_matches(dest.path(), &seeded.oci);
+    }
+    // Each blob came from upstream once, whichever node first missed it.
+    let blobs = seeded.oci.all_blobs().len() as u64;
+    assert_eq!(
+        site.metric_sum("berth_upstream_blob_gets_total").await,
+        blobs,
+        "{}",
+        site.logs()
+    );
+    // Pass-through: the client's upstream credentials, sealed in a token any node takes.
+    for round in 0..10 {
+        let dest = tempfile::tempdir().unwrap();
+        let output = skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1),
+            "--retry-times",
+            "0",
+            &format!("docker://{addr}/private/secret:1"),
+            &format!("dir:{}", dest.path().display()),
+        ]);
+        assert!(
+            output.status.success(),
+            "passthrough pull {round}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            site.logs()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_and_a_killed_store_node_do_not_stop_the_site() {
+    let files = AuthFiles::create();
+    let mut site = private_site("faults", &files);
+    let addr = site.addr();
+    let before = images::image(Flavor::Oci, 400, &[2 * MIB], "amd64");
+    push(&addr, &before, "team/faults:1", "alice");
+    // A node dies in the middle of an upload: the client's retry goes to another node.
+    let token = push_token(&site.nodes[0], "team/faults").await;
+    let client = reqwest::Client::new();
+    let started = client
+        .post(format!("{}/v2/team/faults/blobs/uploads/", site.nodes[0].url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let path = location.trim_start_matches(&site.nodes[0].url).to_owned();
+    site.nodes[0].kill();
+    let layer = images::random_bytes(9, MIB);
+    let digest = sha256(&layer);
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let finished = client
+        .put(format!("{}{path}{separator}digest={digest}", site.nodes[1].url))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/octet-stream")
+        .body(layer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 201, "{}", site.logs());
+    // Through the balancer with the node still dead: skopeo retries what hit it.
+    let during = images::image(Flavor::Oci, 401, &[MIB], "amd64");
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(&during, source.path());
+    skopeo_ok(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds("alice"),
+        "--retry-times",
+        "3",
+        &format!("oci:{}:latest", source.path().display()),
+        &format!("docker://{addr}/team/faults:2"),
+    ]);
+    site.nodes[0].relaunch();
+    // One of three Garage nodes dies: pushes and pulls go on (quorum 2 of 3).
+    let garage = garage();
+    garage.kill(2);
+    let degraded = images::image(Flavor::Oci, 402, &[MIB], "amd64");
+    push(&addr, &degraded, "team/faults:3", "alice");
+    for (image, tag) in [(&before, "1"), (&during, "2"), (&degraded, "3")] {
+        pull_and_check(&addr, image, &format!("team/faults:{tag}"), "bob");
+    }
+    garage.restart(2);
+}
+
+#[tokio::test]
+async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unavailable() {
+    let files = AuthFiles::create();
+    let site = private_site("unreachable", &files);
+    let image = images::image(Flavor::Oci, 500, &[MIB], "amd64");
+    push(&site.addr(), &image, "team/cut:1", "alice");
+    // A fourth node reaches the store through a proxy that can be cut.
+    let proxy = common::proxy::FaultProxy::start_keeping_host(&garage().endpoint(0));
+    let closed = format!("http://127.0.0.1:{}", common::upstream::free_port());
+    let node = Berth::start(&format!(
+        "{}{}\n{}",
+        files.config(""),
+        config_for(&closed, "5m", ""),
+        s3_section(&proxy.url(), "unreachable")
+    ));
+    let token = common::private::token_string(
+        &node.url,
+        Some("bob"),
+        &["repository:team/cut:pull"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let layer = &image.blobs[1];
+    let get = |path: String| {
+        client
+            .get(format!("{}/v2/team/cut/{path}", node.url))
+            .bearer_auth(&token)
+            .header(
+                "Accept",
+                "application/vnd.oci.image.manifest.v1+json",
+            )
+            .send()
+    };
+    // Read once while the store answers: the layer lands in this node's tier.
+    let read = get(format!("blobs/{}", layer.digest)).await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(sha256(&read.bytes().await.unwrap()), layer.digest);
+    proxy.set_mode(common::proxy::Mode::Status(503));
+    let read = get(format!("blobs/{}", layer.digest)).await.unwrap();
+    assert_eq!(read.status(), 200, "{}", node.log());
+    assert_eq!(sha256(&read.bytes().await.unwrap()), layer.digest);
+    let manifest = get("manifests/1".into()).await.unwrap();
+    assert_eq!(manifest.status(), 503);
+    let body: serde_json::Value = manifest.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    // The store is back: so is everything else.
+    proxy.set_mode(common::proxy::Mode::Pass);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let manifest = get("manifests/1".into()).await.unwrap();
+    assert_eq!(manifest.status(), 200, "{}", node.log());
+    assert_eq!(sha256(&manifest.bytes().await.unwrap()), image.manifest.digest);
+}
