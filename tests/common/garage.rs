@@ -81,19 +81,21 @@ impl Node {
         self.child.lock().unwrap().is_some()
     }
 
-    /// The node's admin `/health` answer: `Some(true)` when it is connected to every storage
-    /// node, `Some(false)` when it answers otherwise, `None` when it does not answer.
-    fn healthy(&self) -> Option<bool> {
+    /// Storage nodes this node is connected to (itself included), from the admin API's
+    /// `GetClusterHealth`; `None` while it does not answer.
+    fn storage_nodes_up(&self, admin_token: &str) -> Option<u64> {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .ok()?;
+        write!(
+            stream,
+            "GET /v2/GetClusterHealth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin_token}\r\n\r\n"
+        )
+        .ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;
-        // Hyper answers an HTTP/1.0 request in kind: match the status, not the version.
-        let status = text.split_whitespace().nth(1)?;
-        Some(status == "200" && text.contains("fully operational"))
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        let health: serde_json::Value = serde_json::from_str(body).ok()?;
+        health["storageNodesUp"].as_u64()
     }
 }
 
@@ -103,6 +105,7 @@ pub struct Garage {
     key_id: String,
     secret: String,
     bucket: String,
+    admin_token: String,
     /// How long [`Garage::start`] took, up to the first bucket being usable.
     pub started_in: Duration,
     _dir: tempfile::TempDir,
@@ -115,7 +118,9 @@ impl Garage {
     pub fn start() -> Garage {
         let begin = Instant::now();
         let dir = tempfile::tempdir().unwrap();
+        remove_with_parent(dir.path());
         let secret = random_hex(32);
+        let admin_token = random_hex(16);
         let ports = free_ports(NODES * 3);
         let mut nodes = Vec::new();
         for i in 0..NODES {
@@ -129,7 +134,7 @@ impl Garage {
                 id: String::new(),
                 child: Mutex::new(None),
             };
-            std::fs::write(node.config(), node_config(&node, &secret)).unwrap();
+            std::fs::write(node.config(), node_config(&node, &secret, &admin_token)).unwrap();
             node.launch();
             nodes.push(node);
         }
@@ -138,6 +143,7 @@ impl Garage {
             key_id: String::new(),
             secret: String::new(),
             bucket: "berth".to_owned(),
+            admin_token,
             started_in: Duration::ZERO,
             _dir: dir,
         };
@@ -199,8 +205,9 @@ impl Garage {
         REGION
     }
 
-    /// Creates bucket `name` (a valid S3 bucket name: lowercase, digits, `-`) and grants the
-    /// cluster's key read, write and owner on it. Returns `name`.
+    /// Creates bucket `name` (a valid S3 bucket name: lowercase, digits, `-`; unique in the test
+    /// binary, or this retries for a minute and panics) and grants the cluster's key read,
+    /// write and owner on it. Returns `name`.
     pub fn new_bucket(&self, name: &str) -> String {
         self.cli(&["bucket", "create", name]);
         self.cli(&[
@@ -244,14 +251,16 @@ impl Garage {
         self.nodes[i].log()
     }
 
-    /// Waits until every running node is connected to all three storage nodes.
+    /// Waits until every running node is connected to every running node (with one node
+    /// killed the others are degraded but serve: quorum is 2 of 3).
     fn wait_healthy(&self) {
         let deadline = Instant::now() + READY_TIMEOUT;
+        let running = self.nodes.iter().filter(|n| n.is_running()).count() as u64;
         for (i, node) in self.nodes.iter().enumerate() {
-            while node.is_running() && node.healthy() != Some(true) {
+            while node.is_running() && node.storage_nodes_up(&self.admin_token) != Some(running) {
                 if Instant::now() > deadline {
                     panic!(
-                        "garage node {i} not fully operational after {READY_TIMEOUT:?}; its log:\n{}",
+                        "garage node {i} does not see the {running} running nodes after {READY_TIMEOUT:?}; its log:\n{}",
                         node.log()
                     );
                 }
@@ -309,7 +318,7 @@ impl Drop for Garage {
     }
 }
 
-fn node_config(node: &Node, secret: &str) -> String {
+fn node_config(node: &Node, secret: &str, admin_token: &str) -> String {
     format!(
         r#"metadata_dir = "{dir}/meta"
 data_dir = "{dir}/data"
@@ -326,12 +335,30 @@ root_domain = ".s3.garage.localhost"
 
 [admin]
 api_bind_addr = "127.0.0.1:{admin}"
+admin_token = "{admin_token}"
 "#,
         dir = node.dir.display(),
         rpc = node.rpc_port,
         s3 = node.s3_port,
         admin = node.admin_port,
     )
+}
+
+/// Removes `dir` once the test process is gone: the cluster lives in a static, which is never
+/// dropped, and its replicas of every object written would pile up in the temp directory.
+/// Waits a little so the nodes' watchdogs have killed them first.
+fn remove_with_parent(dir: &std::path::Path) {
+    let parent = std::process::id();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; sleep 2; rm -rf '{}'",
+            dir.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// `n` distinct free ports: all bound at once, so none is handed out twice.
