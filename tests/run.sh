@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # berth's whole test suite, runnable on a fresh Debian machine: installs the real servers and
-# clients the tests drive (CNCF Distribution as the upstream, nginx as its blob CDN, skopeo,
-# podman, containerd and dockerd as clients),
+# clients the tests drive (CNCF Distribution as the upstream, nginx as its blob CDN and as a
+# load balancer, Garage as the shared S3 store, skopeo, podman, containerd and dockerd as clients),
 # then runs the gates: rustfmt, clippy with warnings as errors, and every test.
 # The tests start every server they use themselves, on free ports of 127.0.0.1.
 set -euo pipefail
@@ -27,6 +27,13 @@ if ((${#missing[@]})); then
 fi
 # dockerd only pulls here; its recommends (apparmor, iptables, needrestart, ...) are not needed.
 command -v dockerd >/dev/null 2>&1 || install --no-install-recommends docker.io
+
+# Garage (a distributed S3 store written in Rust) is the shared store of the multi-node tests.
+# Debian does not package it, so it is built from crates.io once per machine.
+if ! command -v garage >/dev/null 2>&1; then
+  echo "installing garage 2.5.0 with cargo: this takes about 20 min, once per machine"
+  cargo install garage --locked --version 2.5.0
+fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -2,9 +2,11 @@
 //! itself as a real process, and the skopeo client.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod containerd;
 pub mod dockerd;
 pub mod fault;
+pub mod garage;
 pub mod images;
 pub mod nginx;
 pub mod private;
