@@ -24,9 +24,10 @@ struct Site {
 
 impl Site {
     /// `config`: everything but `[storage.s3]`, the same for every node.
-    fn start(bucket: &str, config: &str) -> Site {
+    async fn start(bucket: &str, config: &str) -> Site {
         let garage = garage();
         garage.new_bucket(bucket);
+        wait_for_bucket(bucket).await;
         let store = Balancer::start(&(0..3).map(|i| garage.s3_addr(i)).collect::<Vec<_>>());
         let s3 = s3_section(&store.base_url(), bucket);
         let nodes: Vec<Berth> = (0..3)
@@ -61,6 +62,32 @@ impl Site {
     }
 }
 
+/// A bucket just created is not known to every Garage node at once: waits until each one's
+/// S3 endpoint lists it.
+async fn wait_for_bucket(bucket: &str) {
+    use object_store::ObjectStore;
+    let garage = garage();
+    for i in 0..3 {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(garage.endpoint(i))
+            .with_bucket_name(bucket)
+            .with_region(REGION)
+            .with_access_key_id(garage.access_key_id())
+            .with_secret_access_key(garage.secret_access_key())
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.list_with_delimiter(None).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bucket {bucket} never appeared on garage node {i}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 fn s3_section(endpoint: &str, bucket: &str) -> String {
     let garage = garage();
     format!(
@@ -71,12 +98,13 @@ fn s3_section(endpoint: &str, bucket: &str) -> String {
 }
 
 /// A private site: `[auth]` with project `team`, and an upstream that is never reached.
-fn private_site(bucket: &str, files: &AuthFiles) -> Site {
+async fn private_site(bucket: &str, files: &AuthFiles) -> Site {
     let closed = format!("http://127.0.0.1:{}", common::upstream::free_port());
     Site::start(
         bucket,
         &format!("{}{}", files.config(""), config_for(&closed, "5m", "")),
     )
+    .await
 }
 
 fn skopeo_ok(args: &[&str]) -> String {
@@ -137,7 +165,7 @@ fn inspect_digest(addr: &str, target: &str, user: &str) -> String {
 #[tokio::test]
 async fn private_images_push_and_pull_through_any_node() {
     let files = AuthFiles::create();
-    let site = private_site("private-push", &files);
+    let site = private_site("private-push", &files).await;
     let addr = site.addr();
     for round in 0..5u64 {
         let image = images::image(Flavor::Oci, 100 + round, &[MIB, MIB / 3], "amd64");
@@ -155,21 +183,18 @@ async fn private_images_push_and_pull_through_any_node() {
     );
     // One catalog, whichever node answers.
     for node in &site.nodes {
-        let token = common::private::token_string(
-            &node.url,
-            Some("root"),
-            &["registry:catalog:*"],
-        )
-        .await;
-        let catalog: serde_json::Value = reqwest::Client::new()
+        let token =
+            common::private::token_string(&node.url, Some("root"), &["registry:catalog:*"]).await;
+        let catalog = reqwest::Client::new()
             .get(format!("{}/v2/_catalog", node.url))
             .bearer_auth(token)
             .send()
             .await
             .unwrap()
-            .json()
+            .bytes()
             .await
             .unwrap();
+        let catalog: serde_json::Value = serde_json::from_slice(&catalog).unwrap();
         let repos = catalog["repositories"].as_array().unwrap();
         assert_eq!(repos.len(), 5, "{catalog}");
     }
@@ -178,7 +203,7 @@ async fn private_images_push_and_pull_through_any_node() {
 #[tokio::test]
 async fn podman_pushes_and_pulls_through_the_balancer() {
     let files = AuthFiles::create();
-    let site = private_site("podman-push", &files);
+    let site = private_site("podman-push", &files).await;
     let podman = common::Podman::new();
     // The podman helper takes a berth for its log; the balancer's address is the registry.
     let run = |args: &[&str]| podman.run(&site.nodes[0], args);
@@ -242,7 +267,7 @@ async fn push_token(node: &Berth, repo: &str) -> String {
 #[tokio::test]
 async fn an_upload_moves_between_nodes_and_a_tag_is_seen_everywhere_at_once() {
     let files = AuthFiles::create();
-    let site = private_site("upload-moves", &files);
+    let site = private_site("upload-moves", &files).await;
     let (a, b, c) = (&site.nodes[0], &site.nodes[1], &site.nodes[2]);
     let token = push_token(a, "team/moved").await;
     let client = reqwest::Client::new();
@@ -288,7 +313,11 @@ async fn an_upload_moves_between_nodes_and_a_tag_is_seen_everywhere_at_once() {
     );
     let separator = if path.contains('?') { '&' } else { '?' };
     let wrong = client
-        .put(format!("{}{path}{separator}digest={}", a.url, sha256(b"nope")))
+        .put(format!(
+            "{}{path}{separator}digest={}",
+            a.url,
+            sha256(b"nope")
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -321,19 +350,25 @@ async fn an_upload_moves_between_nodes_and_a_tag_is_seen_everywhere_at_once() {
     let first = images::image(Flavor::Oci, 300, &[MIB / 2], "amd64");
     let second = images::image(Flavor::Oci, 301, &[MIB / 2], "amd64");
     push(&a.addr, &first, "team/moved:latest", "alice");
-    assert_eq!(inspect_digest(&b.addr, "team/moved:latest", "bob"), first.manifest.digest);
-    assert_eq!(inspect_digest(&c.addr, "team/moved:latest", "bob"), first.manifest.digest);
+    assert_eq!(
+        inspect_digest(&b.addr, "team/moved:latest", "bob"),
+        first.manifest.digest
+    );
+    assert_eq!(
+        inspect_digest(&c.addr, "team/moved:latest", "bob"),
+        first.manifest.digest
+    );
     push(&c.addr, &second, "team/moved:latest", "alice");
-    assert_eq!(inspect_digest(&a.addr, "team/moved:latest", "bob"), second.manifest.digest);
+    assert_eq!(
+        inspect_digest(&a.addr, "team/moved:latest", "bob"),
+        second.manifest.digest
+    );
 }
 
 #[tokio::test]
 async fn open_mirror_nodes_share_one_key_and_one_upstream_fetch_per_blob() {
     let seeded = seeded().await;
-    let site = Site::start(
-        "open-mirror",
-        &config_for(&seeded.upstream.url(), "5m", ""),
-    );
+    let site = Site::start("open-mirror", &config_for(&seeded.upstream.url(), "5m", "")).await;
     let addr = site.addr();
     // Every pull starts with a token from one node and goes on through the others.
     for round in 0..10 {
@@ -388,7 +423,7 @@ async fn open_mirror_nodes_share_one_key_and_one_upstream_fetch_per_blob() {
 #[tokio::test]
 async fn a_killed_node_and_a_killed_store_node_do_not_stop_the_site() {
     let files = AuthFiles::create();
-    let mut site = private_site("faults", &files);
+    let mut site = private_site("faults", &files).await;
     let addr = site.addr();
     let before = images::image(Flavor::Oci, 400, &[2 * MIB], "amd64");
     push(&addr, &before, "team/faults:1", "alice");
@@ -396,7 +431,10 @@ async fn a_killed_node_and_a_killed_store_node_do_not_stop_the_site() {
     let token = push_token(&site.nodes[0], "team/faults").await;
     let client = reqwest::Client::new();
     let started = client
-        .post(format!("{}/v2/team/faults/blobs/uploads/", site.nodes[0].url))
+        .post(format!(
+            "{}/v2/team/faults/blobs/uploads/",
+            site.nodes[0].url
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -408,7 +446,10 @@ async fn a_killed_node_and_a_killed_store_node_do_not_stop_the_site() {
     let digest = sha256(&layer);
     let separator = if path.contains('?') { '&' } else { '?' };
     let finished = client
-        .put(format!("{}{path}{separator}digest={digest}", site.nodes[1].url))
+        .put(format!(
+            "{}{path}{separator}digest={digest}",
+            site.nodes[1].url
+        ))
         .bearer_auth(&token)
         .header("Content-Type", "application/octet-stream")
         .body(layer)
@@ -446,7 +487,7 @@ async fn a_killed_node_and_a_killed_store_node_do_not_stop_the_site() {
 #[tokio::test]
 async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unavailable() {
     let files = AuthFiles::create();
-    let site = private_site("unreachable", &files);
+    let site = private_site("unreachable", &files).await;
     let image = images::image(Flavor::Oci, 500, &[MIB], "amd64");
     push(&site.addr(), &image, "team/cut:1", "alice");
     // A fourth node reaches the store through a proxy that can be cut.
@@ -458,22 +499,15 @@ async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unava
         config_for(&closed, "5m", ""),
         s3_section(&proxy.url(), "unreachable")
     ));
-    let token = common::private::token_string(
-        &node.url,
-        Some("bob"),
-        &["repository:team/cut:pull"],
-    )
-    .await;
+    let token =
+        common::private::token_string(&node.url, Some("bob"), &["repository:team/cut:pull"]).await;
     let client = reqwest::Client::new();
     let layer = &image.blobs[1];
     let get = |path: String| {
         client
             .get(format!("{}/v2/team/cut/{path}", node.url))
             .bearer_auth(&token)
-            .header(
-                "Accept",
-                "application/vnd.oci.image.manifest.v1+json",
-            )
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
             .send()
     };
     // Read once while the store answers: the layer lands in this node's tier.
@@ -486,12 +520,15 @@ async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unava
     assert_eq!(sha256(&read.bytes().await.unwrap()), layer.digest);
     let manifest = get("manifests/1".into()).await.unwrap();
     assert_eq!(manifest.status(), 503);
-    let body: serde_json::Value = manifest.json().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&manifest.bytes().await.unwrap()).unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
     // The store is back: so is everything else.
     proxy.set_mode(common::proxy::Mode::Pass);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let manifest = get("manifests/1".into()).await.unwrap();
     assert_eq!(manifest.status(), 200, "{}", node.log());
-    assert_eq!(sha256(&manifest.bytes().await.unwrap()), image.manifest.digest);
+    assert_eq!(
+        sha256(&manifest.bytes().await.unwrap()),
+        image.manifest.digest
+    );
 }

@@ -40,6 +40,8 @@ pub struct FaultProxy {
 #[derive(Clone)]
 struct State {
     target: String,
+    /// Pass the client's `Host` on (a signed S3 request must reach its store with it).
+    keep_host: bool,
     client: reqwest::Client,
     mode: Arc<Mutex<Mode>>,
     forwarded: Arc<AtomicUsize>,
@@ -48,10 +50,21 @@ struct State {
 impl FaultProxy {
     /// Starts a proxy forwarding to `target` (`http://127.0.0.1:PORT`).
     pub fn start(target: &str) -> Self {
+        Self::launch(target, false)
+    }
+
+    /// A proxy that passes the client's `Host` header on, as an S3 request signed for the
+    /// proxy's address needs (its store checks the signature against it).
+    pub fn start_keeping_host(target: &str) -> Self {
+        Self::launch(target, true)
+    }
+
+    fn launch(target: &str, keep_host: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = State {
             target: target.trim_end_matches('/').to_owned(),
+            keep_host,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -107,7 +120,7 @@ async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
     let mut request = state.client.request(method, url).body(body.to_vec());
     for (name, value) in req.headers() {
-        if name != "host" {
+        if name != "host" || state.keep_host {
             request = request.header(name.as_str(), value.as_bytes());
         }
     }
