@@ -532,3 +532,32 @@ async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unava
         image.manifest.digest
     );
 }
+
+#[tokio::test]
+async fn dockerd_logs_in_pushes_and_pulls_through_the_balancer() {
+    let files = AuthFiles::create();
+    let site = private_site("dockerd-push", &files).await;
+    let addr = site.addr();
+    let dockerd = common::dockerd::Dockerd::start(&addr);
+    // `docker login` asks /v2/ for a challenge and the token service for a token: twenty of
+    // them land on every node in turn.
+    for _ in 0..20 {
+        let out = dockerd.docker(&["login", "-u", "alice", "-p", "alice-pw", &addr]);
+        assert!(out.contains("Login Succeeded"), "{out}");
+    }
+    let work = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let content = images::random_bytes(600 + round, MIB);
+        let tar = work.path().join(format!("rootfs{round}.tar"));
+        std::fs::write(&tar, images::tar_with_file("data.bin", &content)).unwrap();
+        let target = format!("{addr}/team/docker{round}:1");
+        dockerd.docker(&["import", tar.to_str().unwrap(), &target]);
+        let pushed = dockerd.docker(&["image", "inspect", "--format", "{{.Id}}", &target]);
+        dockerd.docker(&["push", "--quiet", &target]);
+        dockerd.docker(&["rmi", &target]);
+        dockerd.docker(&["pull", "--quiet", &target]);
+        let pulled = dockerd.docker(&["image", "inspect", "--format", "{{.Id}}", &target]);
+        assert_eq!(pushed, pulled, "the image id (its config digest) changed");
+    }
+    dockerd.docker(&["logout", &addr]);
+}
