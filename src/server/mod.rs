@@ -143,6 +143,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    if let Some(store) = registry.cache().shared() {
+        match store.check().await {
+            Ok(()) => tracing::info!("shared store answers"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "the shared store does not answer (or the bucket does not exist): requests that need it get UNAVAILABLE until it does"
+            ),
+        }
+    }
     let shared_key = match (&settings.auth, registry.cache().shared()) {
         (None, Some(store)) => Some(shared::signing_key(store, &settings.storage.data_dir).await?),
         _ => None,

@@ -132,9 +132,12 @@ impl SharedStore {
         Key::from(format!("{}{name}", self.prefix))
     }
 
-    /// Asks the store something cheap: whether it answers at all (a missing key is an answer).
+    /// Asks the store something cheap: whether it answers, and the bucket exists (a missing
+    /// bucket makes every object look absent, so it is worth telling at startup).
     pub async fn check(&self) -> Result<(), SharedError> {
-        self.get("keys/.probe").await.map(|_| ())
+        let prefix = self.key("keys");
+        self.store.list_with_delimiter(Some(&prefix)).await?;
+        Ok(())
     }
 
     /// A small object's bytes (a record, a key), or `None` when absent.
