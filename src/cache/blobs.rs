@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::evict::ServingGuard;
 use super::fill::{Fill, FillError, FillSource, SourceError};
+use super::shared::Claim;
 use super::{blocking, BlobBody, Cache};
 use crate::metrics;
 use crate::oci::Digest;
@@ -91,10 +92,14 @@ impl Cache {
             return Ok(body);
         }
         if let Some(tier) = &self.shared {
-            if let Some(source) = tier.source_or_wait(digest).await {
-                return self.fill(digest, source, Origin::Shared).await;
+            loop {
+                if let Some(source) = tier.source_or_wait(digest).await {
+                    return self.fill(digest, source, Origin::Shared).await;
+                }
+                if let Claim::Ours = tier.claim(digest).await {
+                    break;
+                }
             }
-            tier.mark_filling(digest);
         }
         self.fill(digest, fetch(), Origin::Upstream).await
     }
@@ -158,6 +163,7 @@ impl Cache {
             (fill, writer)
         };
         metrics::inc(&self.metrics.blob_misses);
+        tracing::debug!(%digest, ?origin, "blob fill starts");
         match origin {
             Origin::Upstream => metrics::inc(&self.metrics.upstream_blob_gets),
             Origin::Shared => metrics::inc(&self.metrics.shared_blob_gets),

@@ -27,18 +27,55 @@ const CONCURRENT_WRITES: usize = 4;
 /// How often a fill marker is rewritten, and after how long without that it is stale.
 const MARKER_REFRESH: Duration = Duration::from_secs(5);
 const MARKER_STALE: Duration = Duration::from_secs(20);
+/// Added to a marker write's own time before it is read back.
+const CLAIM_MARGIN: Duration = Duration::from_millis(10);
 /// How often a node waiting for another's fill looks whether the blob is there.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
-pub(super) struct Tier {
-    pub(super) store: Arc<SharedStore>,
-    writes: tokio::sync::Semaphore,
-    /// Digest → the task refreshing its marker, while this node fetches it from upstream.
-    markers: Mutex<HashMap<Digest, tokio::task::JoinHandle<()>>>,
+/// Who fetches a blob from upstream.
+pub(super) enum Claim {
+    Ours,
+    /// Another node does: wait for the blob to appear in the shared store.
+    Theirs,
 }
 
-fn marker_name(digest: &Digest) -> String {
-    format!("fills/{}", digest.hex())
+fn fresh(at_ms: u64) -> bool {
+    now_ms().saturating_sub(at_ms) < MARKER_STALE.as_millis() as u64
+}
+
+pub(super) struct Tier {
+    pub(super) store: Arc<SharedStore>,
+    /// This process's name in fill markers.
+    node: String,
+    writes: tokio::sync::Semaphore,
+    /// Digest → the task refreshing this node's claim, while it fetches it from upstream.
+    markers: Mutex<HashMap<Digest, (tokio::task::JoinHandle<()>, FillClaim)>>,
+}
+
+fn claims_dir(digest: &Digest) -> String {
+    format!("fills/{}/", digest.hex())
+}
+
+/// A node's claim to fetch a blob from upstream: named `<claimed at, ms, 16 digits>-<node>`,
+/// so that names sort by when the claim was made; its body is when it was last refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FillClaim {
+    at_ms: u64,
+    node: String,
+}
+
+impl FillClaim {
+    fn name(&self) -> String {
+        format!("{:016}-{}", self.at_ms, self.node)
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let (at, node) = name.split_once('-')?;
+        Some(FillClaim {
+            at_ms: at.parse().ok()?,
+            node: node.to_owned(),
+        })
+    }
 }
 
 fn now_ms() -> u64 {
@@ -51,8 +88,11 @@ type Source = std::pin::Pin<Box<dyn Future<Output = Result<FillSource, SourceErr
 
 impl Tier {
     pub(super) fn new(store: Arc<SharedStore>) -> Self {
+        let mut id = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
         Tier {
             store,
+            node: hex::encode(id),
             writes: tokio::sync::Semaphore::new(CONCURRENT_WRITES),
             markers: Mutex::new(HashMap::new()),
         }
@@ -87,52 +127,111 @@ impl Tier {
                 }
             }
             if !self.another_node_fills(digest).await {
-                return None;
+                // A claim goes only after its blob was written: looked at again now that the
+                // claim is gone, the blob is there if that fill succeeded.
+                return self.source(digest).await.ok().flatten();
             }
+            tracing::debug!(%digest, "another node fetches this blob; waiting for it");
             tokio::time::sleep(WAIT_POLL).await;
         }
     }
 
+    /// Whether a fresh claim of another node says it fetches `digest` now.
     async fn another_node_fills(&self, digest: &Digest) -> bool {
-        let Ok(Some(body)) = self.store.get(&marker_name(digest)).await else {
-            return false;
-        };
-        let at: u64 = std::str::from_utf8(&body)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(0);
-        now_ms().saturating_sub(at) < MARKER_STALE.as_millis() as u64
+        self.fresh_claims(digest)
+            .await
+            .iter()
+            .any(|claim| claim.node != self.node)
     }
 
-    /// Tells the other nodes that this one fetches `digest` from upstream, until
-    /// [`Tier::unmark`].
-    pub(super) fn mark_filling(&self, digest: &Digest) {
-        let (store, name) = (Arc::clone(&self.store), marker_name(digest));
+    /// The claims on `digest` whose nodes still refresh them, earliest first.
+    async fn fresh_claims(&self, digest: &Digest) -> Vec<FillClaim> {
+        let dir = claims_dir(digest);
+        let Ok(listed) = self.store.list(&dir).await else {
+            return Vec::new();
+        };
+        let mut claims = Vec::new();
+        for entry in listed {
+            let Some(claim) = FillClaim::parse(&entry.name) else {
+                continue;
+            };
+            let refreshed = match self.store.get(&format!("{dir}{}", entry.name)).await {
+                Ok(Some(body)) => std::str::from_utf8(&body)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            if fresh(refreshed) {
+                claims.push(claim);
+            }
+        }
+        claims
+    }
+
+    /// Claims the fetch of `digest` from upstream for this node. Without conditional writes,
+    /// each node writes a claim of its own, named by when it claimed, and after its write
+    /// (and as long again) lists the claims: the earliest wins, the others withdraw and wait
+    /// for the blob. A node whose claim came later had looked for claims before writing and
+    /// found none visible, so the earlier claim is visible to it by the time it lists; only a
+    /// write that takes far longer than the other node's write and wait lets both fetch (an
+    /// upstream GET more, never a wrong blob). While it is ours, the claim is refreshed,
+    /// until [`Tier::unmark`].
+    pub(super) async fn claim(&self, digest: &Digest) -> Claim {
+        if self.another_node_fills(digest).await {
+            return Claim::Theirs;
+        }
+        let mine = FillClaim {
+            at_ms: now_ms(),
+            node: self.node.clone(),
+        };
+        let name = format!("{}{}", claims_dir(digest), mine.name());
+        let writing = std::time::Instant::now();
+        if self
+            .store
+            .put(&name, mine.at_ms.to_string().into())
+            .await
+            .is_err()
+        {
+            // The store cannot take claims now: fetch, as if alone.
+            return Claim::Ours;
+        }
+        tokio::time::sleep(writing.elapsed() + CLAIM_MARGIN).await;
+        let claims = self.fresh_claims(digest).await;
+        if claims.first().is_some_and(|first| first.node != self.node) {
+            let _ = self.store.delete(&name).await;
+            return Claim::Theirs;
+        }
+        let store = Arc::clone(&self.store);
         let refresher = tokio::spawn(async move {
             loop {
-                let _ = store.put(&name, now_ms().to_string().into()).await;
                 tokio::time::sleep(MARKER_REFRESH).await;
+                let _ = store.put(&name, now_ms().to_string().into()).await;
             }
         });
         let previous = self
             .markers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.clone(), refresher);
-        if let Some(previous) = previous {
+            .insert(digest.clone(), (refresher, mine));
+        if let Some((previous, _)) = previous {
             previous.abort();
         }
+        Claim::Ours
     }
 
     pub(super) async fn unmark(&self, digest: &Digest) {
-        let refresher = self
+        let claimed = self
             .markers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(digest);
-        if let Some(refresher) = refresher {
+        if let Some((refresher, claim)) = claimed {
             refresher.abort();
-            let _ = self.store.delete(&marker_name(digest)).await;
+            let _ = self
+                .store
+                .delete(&format!("{}{}", claims_dir(digest), claim.name()))
+                .await;
         }
     }
 
@@ -156,6 +255,57 @@ impl Tier {
                 tracing::warn!(%digest, error = %e, "cannot write a blob to the shared store");
                 false
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that claims a blob another node is fetching waits; once that node is done (its
+    /// marker gone), a claim is the claimer's own.
+    #[tokio::test]
+    async fn a_blob_another_node_fetches_is_not_claimed_again() {
+        let store = Arc::new(crate::storage::shared::in_memory());
+        let (a, b) = (Tier::new(Arc::clone(&store)), Tier::new(Arc::clone(&store)));
+        let digest = Digest::of(b"layer");
+        assert!(matches!(a.claim(&digest).await, Claim::Ours));
+        assert!(matches!(b.claim(&digest).await, Claim::Theirs));
+        assert!(b.another_node_fills(&digest).await);
+        assert!(!a.another_node_fills(&digest).await);
+        a.unmark(&digest).await;
+        assert!(!b.another_node_fills(&digest).await);
+        assert!(matches!(b.claim(&digest).await, Claim::Ours));
+        // A marker nobody refreshed for too long is a dead node's.
+        b.unmark(&digest).await;
+        let stale = now_ms() - MARKER_STALE.as_millis() as u64 - 1;
+        let dead = FillClaim {
+            at_ms: stale,
+            node: "dead".into(),
+        };
+        store
+            .put(
+                &format!("{}{}", claims_dir(&digest), dead.name()),
+                stale.to_string().into(),
+            )
+            .await
+            .unwrap();
+        assert!(!a.another_node_fills(&digest).await);
+        assert!(matches!(a.claim(&digest).await, Claim::Ours));
+    }
+
+    /// Nodes that claim the same blob at the same moment agree on one of them.
+    #[tokio::test]
+    async fn simultaneous_claims_elect_one_node() {
+        let store = Arc::new(crate::storage::shared::in_memory());
+        for round in 0..20u8 {
+            let tiers: Vec<Tier> = (0..3).map(|_| Tier::new(Arc::clone(&store))).collect();
+            let digest = Digest::of(&[round]);
+            let claims =
+                futures_util::future::join_all(tiers.iter().map(|t| t.claim(&digest))).await;
+            let ours = claims.iter().filter(|c| matches!(c, Claim::Ours)).count();
+            assert_eq!(ours, 1, "round {round}");
         }
     }
 }
