@@ -76,7 +76,7 @@ impl std::fmt::Display for Summary {
             r.tags
         )?;
         writeln!(f, "records left out: {}", r.skipped)?;
-        write!(f, "elapsed: {}", HumanDuration(self.elapsed))
+        write!(f, "elapsed: {:.1?}", self.elapsed)
     }
 }
 
@@ -134,10 +134,8 @@ struct Bar {
 
 impl Bar {
     fn new(terminal: bool) -> Self {
-        let bar = match terminal {
-            true => ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()),
-            false => ProgressBar::hidden(),
-        };
+        // Drawn once the work is known (see `planned`); before, there is nothing to show.
+        let bar = ProgressBar::hidden();
         if let Ok(style) = ProgressStyle::with_template(
             "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
         ) {
@@ -170,9 +168,13 @@ impl Bar {
 
 impl Progress for Bar {
     fn planned(&self, blobs: u64, bytes: u64) {
-        self.bar.set_length(bytes);
+        self.bar
+            .suspend(|| eprintln!("berth: migrating {blobs} blobs ({})", HumanBytes(bytes)));
         self.bar.set_message(format!("({blobs} blobs)"));
-        eprintln!("berth: migrating {blobs} blobs ({})", HumanBytes(bytes));
+        self.bar.set_length(bytes);
+        if self.terminal {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
     }
 
     fn sent(&self, bytes: u64) {
