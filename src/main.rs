@@ -47,6 +47,23 @@ enum Command {
         #[command(subcommand)]
         action: CacheCommand,
     },
+    /// Move this node's store (berth must be stopped: the index is opened exclusively).
+    Storage {
+        #[command(subcommand)]
+        action: StorageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Copy every blob and the private projects' records from `storage.data_dir` into the
+    /// shared store `[storage.s3]` names: verified, and resumable (run it again after an
+    /// interruption: what is there is skipped). Mirror tags and pins stay with the node.
+    Migrate {
+        /// The target: the shared store of `[storage.s3]` (the only one for now).
+        #[arg(long, required = true)]
+        to_s3: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +96,9 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(settings),
         Command::Cache { action } => cache_command(&settings, action),
+        Command::Storage {
+            action: StorageCommand::Migrate { to_s3: _ },
+        } => migrate(&settings),
         Command::Keygen { key, cert } => keygen(&key, &cert),
         Command::HashPassword => hash_password(),
     }
@@ -209,6 +229,23 @@ fn print_stats(storage: &Storage) -> Result<(), berth::storage::StorageError> {
         );
     }
     Ok(())
+}
+
+fn migrate(settings: &Settings) -> ExitCode {
+    match berth::server::migrate::run(settings) {
+        Ok(summary) => {
+            println!("{summary}");
+            if summary.left_out() {
+                eprintln!("berth: finished, but not everything was copied (see above)");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth: storage migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(settings: Settings) -> ExitCode {

@@ -1,6 +1,7 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
 mod app;
+pub mod migrate;
 mod shared;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod gc;
 pub mod index;
+pub mod migrate;
 pub mod recover;
 pub mod shared;
 pub mod store;

@@ -10,6 +10,7 @@
 mod discard;
 pub mod listing;
 pub mod manifest;
+pub mod migrate;
 mod shared;
 #[cfg(test)]
 mod shared_tests;

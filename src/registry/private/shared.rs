@@ -38,7 +38,7 @@ fn link_name(repo: &RepoName, digest: &Digest) -> String {
 fn manifest_name(repo: &RepoName, digest: &Digest) -> String {
     format!("{}/_manifests/{}", repo_dir(repo), digest.hex())
 }
-fn tag_name(repo: &RepoName, tag: &Tag) -> String {
+pub(crate) fn tag_name(repo: &RepoName, tag: &Tag) -> String {
     format!("{}/_tags/{tag}", repo_dir(repo))
 }
 fn referrers_dir(repo: &RepoName, subject: &Digest) -> String {

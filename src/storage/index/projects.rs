@@ -19,6 +19,8 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
+mod scan;
+
 use super::{decode, encode, insert_new_blob, transaction_error, BlobRecord, Index, IndexError};
 use crate::oci::{Digest, RepoName, Tag};
 

@@ -21,7 +21,7 @@ pub struct SharedBlob {
     pub body: BoxStream<'static, Result<Bytes, object_store::Error>>,
 }
 
-pub(super) fn blob_name(digest: &Digest) -> String {
+pub(crate) fn blob_name(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm(), digest.hex())
 }
 
@@ -58,7 +58,7 @@ impl SharedStore {
 
     /// Streams `reader` into the object `name`: one PUT when it fits a part, else a multipart
     /// upload (completed, and so visible, only once everything was read and sent).
-    pub(super) async fn put_reader(
+    pub(crate) async fn put_reader(
         &self,
         name: &str,
         mut reader: impl tokio::io::AsyncRead + Unpin,

@@ -25,7 +25,7 @@
 //! Repository name components start with a letter or digit, so `_blobs` and the like can never
 //! be mistaken for part of a name.
 
-mod blobs;
+pub(crate) mod blobs;
 pub mod hasher;
 mod uploads;
 
