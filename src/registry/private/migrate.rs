@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::shared::{tag_name, PushedRecord, SharedRecords};
+use super::shared::{PushedRecord, SharedRecords};
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, Manifest, RepoName};
 use crate::storage::index::ReferrerRecord;
@@ -165,8 +165,8 @@ pub async fn copy_records(
                 ));
                 return Ok(false);
             }
-            store
-                .put(&tag_name(&repo, &tag), digest.to_string().into())
+            SharedRecords { store }
+                .put_tag(&repo, &tag, &digest)
                 .await?;
             Ok::<_, StorageError>(true)
         })

@@ -38,7 +38,7 @@ fn link_name(repo: &RepoName, digest: &Digest) -> String {
 fn manifest_name(repo: &RepoName, digest: &Digest) -> String {
     format!("{}/_manifests/{}", repo_dir(repo), digest.hex())
 }
-pub(crate) fn tag_name(repo: &RepoName, tag: &Tag) -> String {
+fn tag_name(repo: &RepoName, tag: &Tag) -> String {
     format!("{}/_tags/{tag}", repo_dir(repo))
 }
 fn referrers_dir(repo: &RepoName, subject: &Digest) -> String {
@@ -163,12 +163,23 @@ impl SharedRecords<'_> {
                 .await?;
         }
         if let Some(tag) = pushed.tag {
-            self.store
-                .put(&tag_name(repo, tag), digest.to_string().into())
-                .await?;
+            self.put_tag(repo, tag, digest).await?;
         }
         self.store
             .put(&format!("{CATALOG}{repo}"), Bytes::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// Points `tag` at a manifest of the repository.
+    pub async fn put_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), SharedError> {
+        self.store
+            .put(&tag_name(repo, tag), digest.to_string().into())
             .await
             .map(|_| ())
     }
