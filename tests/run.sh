@@ -33,6 +33,7 @@ command -v dockerd >/dev/null 2>&1 || install --no-install-recommends docker.io
 if ! command -v garage >/dev/null 2>&1; then
   echo "installing garage 2.5.0 with cargo: this takes about 20 min, once per machine"
   cargo install garage --locked --version 2.5.0
+  export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
 cargo fmt --check
