@@ -4,7 +4,7 @@
 mod common;
 
 use common::images::{self, sha256, Flavor};
-use common::private::{creds, skopeo_push, token_string, write_oci_layout, AuthFiles};
+use common::private::{creds, podman_round_trip, skopeo_push, token_string, AuthFiles};
 use common::{config_for, skopeo, Berth};
 
 const MIB: usize = 1024 * 1024;
@@ -155,49 +155,15 @@ async fn podman_pushes_and_pulls() {
     let files = AuthFiles::create();
     let berth = private_berth(&files);
     let image = images::image(Flavor::Oci, 70, &[MIB], "amd64");
-    // podman names an image loaded from a layout after its path, which must be lowercase.
-    let source = tempfile::Builder::new()
-        .prefix("berth")
-        .rand_bytes(0)
-        .suffix(&format!("-oci-{}", std::process::id()))
-        .tempdir()
-        .unwrap();
-    write_oci_layout(&image, source.path());
-    let podman = common::Podman::new();
-    let podman = |args: &[&str]| podman.run(&berth, args);
     let target = format!("{}/team/podman:1", berth.addr);
-    podman(&[
-        "pull",
-        "--quiet",
-        &format!("oci:{}:latest", source.path().display()),
-    ]);
-    let local = podman(&["images", "--quiet"]);
-    let local = local.lines().next().unwrap().to_owned();
-    podman(&[
-        "push",
-        "--quiet",
-        "--tls-verify=false",
-        "--creds",
-        &creds("alice"),
-        &local,
-        &format!("docker://{target}"),
-    ]);
-    podman(&["rmi", "--all", "--force"]);
-    podman(&[
-        "pull",
-        "--quiet",
-        "--tls-verify=false",
-        "--creds",
-        &creds("bob"),
+    let layers = podman_round_trip(
+        &common::Podman::new(),
+        &berth,
+        &image,
         &target,
-    ]);
-    let layers = podman(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{.RootFS.Layers}}",
-        &target,
-    ]);
+        "alice",
+        "bob",
+    );
     // The layer is an uncompressed tar: its digest is its diff ID.
     let diff_id = &image.blobs[1].digest;
     assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::balancer::Balancer;
 use common::garage::{garage, REGION};
 use common::images::{self, sha256, Flavor};
-use common::private::{creds, write_oci_layout, AuthFiles};
+use common::private::{creds, podman_round_trip, write_oci_layout, AuthFiles};
 use common::{config_for, seeded, skopeo, Berth, PRIVATE_USER};
 
 const MIB: usize = 1024 * 1024;
@@ -205,52 +205,12 @@ async fn podman_pushes_and_pulls_through_the_balancer() {
     let files = AuthFiles::create();
     let site = private_site("podman-push", &files).await;
     let podman = common::Podman::new();
-    // The podman helper takes a berth for its log; the balancer's address is the registry.
-    let run = |args: &[&str]| podman.run(&site.nodes[0], args);
     for round in 0..5u64 {
         let image = images::image(Flavor::Oci, 200 + round, &[MIB], "amd64");
-        let source = tempfile::Builder::new()
-            .prefix("berth")
-            .rand_bytes(0)
-            .suffix(&format!("-several-{round}-{}", std::process::id()))
-            .tempdir()
-            .unwrap();
-        write_oci_layout(&image, source.path());
         let target = format!("{}/team/podman{round}:1", site.addr());
-        run(&[
-            "pull",
-            "--quiet",
-            &format!("oci:{}:latest", source.path().display()),
-        ]);
-        let local = run(&["images", "--quiet"]);
-        let local = local.lines().next().unwrap().to_owned();
-        run(&[
-            "push",
-            "--quiet",
-            "--tls-verify=false",
-            "--creds",
-            &creds("alice"),
-            &local,
-            &format!("docker://{target}"),
-        ]);
-        run(&["rmi", "--all", "--force"]);
-        run(&[
-            "pull",
-            "--quiet",
-            "--tls-verify=false",
-            "--creds",
-            &creds("bob"),
-            &target,
-        ]);
-        let layers = run(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{.RootFS.Layers}}",
-            &target,
-        ]);
+        // The balancer's address is the registry; node 0's log is shown on failure.
+        let layers = podman_round_trip(&podman, &site.nodes[0], &image, &target, "alice", "bob");
         assert!(layers.contains(image.blobs[1].digest.as_str()), "{layers}");
-        run(&["rmi", "--all", "--force"]);
     }
 }
 

@@ -126,6 +126,55 @@ pub fn write_oci_layout(image: &Image, dir: &Path) {
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
+/// Loads `image` into `podman` from an OCI layout, pushes it to `target` (`host/repo:tag`)
+/// as `pusher`, removes every local image, and pulls `target` back as `puller`: the layers
+/// (diff IDs) podman then lists. `berth`'s log is shown on failure.
+pub fn podman_round_trip(
+    podman: &super::Podman,
+    berth: &super::Berth,
+    image: &Image,
+    target: &str,
+    pusher: &str,
+    puller: &str,
+) -> String {
+    let run = |args: &[&str]| podman.run(berth, args);
+    // podman names an image loaded from a layout after its path, which must be lowercase:
+    // no random letters, a process-wide count instead.
+    static LAYOUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = LAYOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let source = tempfile::Builder::new()
+        .prefix("berth")
+        .rand_bytes(0)
+        .suffix(&format!("-oci-{}-{n}", std::process::id()))
+        .tempdir()
+        .unwrap();
+    let source_path = source.path().display().to_string();
+    write_oci_layout(image, source.path());
+    run(&["rmi", "--all", "--force"]);
+    run(&["pull", "--quiet", &format!("oci:{source_path}:latest")]);
+    let local = run(&["images", "--quiet"]);
+    let local = local.lines().next().unwrap().to_owned();
+    run(&[
+        "push",
+        "--quiet",
+        "--tls-verify=false",
+        "--creds",
+        &creds(pusher),
+        &local,
+        &format!("docker://{target}"),
+    ]);
+    run(&["rmi", "--all", "--force"]);
+    run(&[
+        "pull",
+        "--quiet",
+        "--tls-verify=false",
+        "--creds",
+        &creds(puller),
+        target,
+    ]);
+    run(&["image", "inspect", "--format", "{{.RootFS.Layers}}", target])
+}
+
 /// Pushes `image` (all of an index's platforms) to berth's `target` as `user` with skopeo.
 pub fn skopeo_push(berth: &super::Berth, image: &Image, target: &str, user: &str) -> Output {
     let source = tempfile::tempdir().unwrap();

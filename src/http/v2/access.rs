@@ -134,7 +134,7 @@ pub fn require_also_asking(
             "authentication required: get a token from the realm in WWW-Authenticate".into(),
         ));
     };
-    let claims = tokens.verify_access(token).map_err(|e| {
+    let refused = |e: crate::auth::AuthError| {
         unauthorized(
             req,
             tokens,
@@ -142,16 +142,9 @@ pub fn require_also_asking(
             false,
             format!("the bearer token was refused: {e}"),
         )
-    })?;
-    let grant = tokens.upstream_grant(&claims).map_err(|e| {
-        unauthorized(
-            req,
-            tokens,
-            scope.as_deref(),
-            false,
-            format!("the bearer token was refused: {e}"),
-        )
-    })?;
+    };
+    let claims = tokens.verify_access(token).map_err(refused)?;
+    let grant = tokens.upstream_grant(&claims).map_err(refused)?;
     let caller = Caller {
         claims: Some(claims),
         grant,

@@ -87,11 +87,15 @@ impl SharedRecords<'_> {
 
     /// True when the link was there.
     pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, SharedError> {
-        let name = link_name(repo, digest);
-        if self.store.size(&name).await?.is_none() {
+        self.remove_present(&link_name(repo, digest)).await
+    }
+
+    /// Removes an object; true when it was there.
+    async fn remove_present(&self, name: &str) -> Result<bool, SharedError> {
+        if self.store.size(name).await?.is_none() {
             return Ok(false);
         }
-        self.store.delete(&name).await?;
+        self.store.delete(name).await?;
         Ok(true)
     }
 
@@ -186,12 +190,7 @@ impl SharedRecords<'_> {
 
     /// True when the tag was there.
     pub async fn remove_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, SharedError> {
-        let name = tag_name(repo, tag);
-        if self.store.size(&name).await?.is_none() {
-            return Ok(false);
-        }
-        self.store.delete(&name).await?;
-        Ok(true)
+        self.remove_present(&tag_name(repo, tag)).await
     }
 
     /// Removes a manifest from the repository with the tags that name it and its referrer
