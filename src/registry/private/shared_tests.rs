@@ -232,3 +232,87 @@ async fn a_wrong_digest_keeps_nothing_on_any_node() {
     );
     assert!(store.blob_size(&claimed).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn referrers_are_listed_through_any_node_and_go_with_their_manifest() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let (a, b) = (node(&store), node(&store));
+    let repo: RepoName = "team/signed".parse().unwrap();
+    let config = b"{}".to_vec();
+    let config_digest = Digest::of(&config);
+    a.projects
+        .start_upload(&repo, Some(config_digest.clone()), body(&[&config]))
+        .await
+        .unwrap();
+    let manifest = |extra: serde_json::Value| {
+        let mut m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [],
+        });
+        if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+            m.extend(extra.clone());
+        }
+        Bytes::from(serde_json::to_vec(&m).unwrap())
+    };
+    let subject = manifest(serde_json::json!({}));
+    let subject_digest = Digest::of(&subject);
+    a.projects
+        .put_manifest(
+            &repo,
+            &Reference::Digest(subject_digest.clone()),
+            None,
+            subject.clone(),
+        )
+        .await
+        .unwrap();
+    let signature = manifest(serde_json::json!({
+        "artifactType": "application/vnd.example.signature",
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject_digest.to_string(), "size": subject.len()},
+    }));
+    let signature_digest = Digest::of(&signature);
+    let put = a
+        .projects
+        .put_manifest(
+            &repo,
+            &Reference::Digest(signature_digest.clone()),
+            None,
+            signature,
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.subject.as_ref(), Some(&subject_digest));
+    let listed = b
+        .projects
+        .referrers(
+            &repo,
+            &subject_digest,
+            Some("application/vnd.example.signature"),
+        )
+        .await
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(
+        listed["manifests"][0]["digest"],
+        signature_digest.to_string()
+    );
+    let other_type = b
+        .projects
+        .referrers(&repo, &subject_digest, Some("application/other"))
+        .await
+        .unwrap();
+    let other_type: serde_json::Value = serde_json::from_slice(&other_type).unwrap();
+    assert_eq!(other_type["manifests"].as_array().unwrap().len(), 0);
+    b.projects
+        .delete_manifest(&repo, &Reference::Digest(signature_digest))
+        .await
+        .unwrap();
+    let after = a
+        .projects
+        .referrers(&repo, &subject_digest, None)
+        .await
+        .unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&after).unwrap();
+    assert_eq!(after["manifests"].as_array().unwrap().len(), 0, "{after}");
+}
