@@ -101,7 +101,12 @@ impl Cache {
                 }
             }
         }
-        self.fill(digest, fetch(), Origin::Upstream).await
+        let filling = self.fill(digest, fetch(), Origin::Upstream).await;
+        if let (Err(_), Some(tier)) = (&filling, &self.shared) {
+            // No fill task started to give the claim up when it ends.
+            tier.unmark(digest).await;
+        }
+        filling
     }
 
     /// The blob from disk, from a fill in flight, or filled from the shared store; `None` when
