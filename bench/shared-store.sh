@@ -30,7 +30,9 @@
 #          BERTH_BIN=... BERTH_NO_BUILD=1 BENCH_KEEP=1 BENCH_QUIET_WAIT=180)
 # Needs `garage` on PATH (see tests/README: `cargo install garage --locked`).
 # Output: tables on stdout and in bench/out/shared-store.txt; raw times in
-# bench/out/shared-store-*.csv; logs of the last berth nodes and Garage in bench/out/.
+# bench/out/shared-store-*.csv; berth logs (every pull round's, the last GET reader's, the push
+# nodes'), Garage's logs and the S3 requests of one blob GET each in bench/out/.
+# Berth's log level is BERTH_LOG_LEVEL (warn); `info` adds an access line per request.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -62,7 +64,7 @@ stats() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]];
 # ---------------------------------------------------------------------------------------------
 # Garage: 3 nodes, replication 3, one key, buckets on demand.
 
-GARAGE_CONF=() GARAGE_S3=() GARAGE_ADMIN=()
+GARAGE_CONF=() GARAGE_S3=() GARAGE_ADMIN=() GARAGE_PIDS=()
 GARAGE_ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 
 # garage_on I ARGS...: the CLI against node I, retried for 60 s (a node just started may not
@@ -115,6 +117,7 @@ EOF
         RUST_LOG=garage=warn,garage_api_common=info,garage_api_s3=info NO_COLOR=1 garage -c "${GARAGE_CONF[$i]}" server \
             </dev/null >"$dir/garage.log" 2>&1 &
         BENCH_PIDS+=($!)
+        GARAGE_PIDS[i]=$!
     done
     local ids=()
     for i in 0 1 2; do ids[i]=$(garage_on "$i" node id -q); done
@@ -138,6 +141,9 @@ EOF
     S3_SECRET=$(json_field "$WORK/garage-key.json" 'd["secretAccessKey"]')
     log "garage: 3 nodes, S3 on ports ${GARAGE_S3[*]}, key $S3_KEY"
 }
+
+# garage_ticks: CPU ticks of the three Garage nodes so far.
+garage_ticks() { local n=0 i; for i in 0 1 2; do n=$((n + $(cpu_ticks "${GARAGE_PIDS[$i]}"))); done; echo "$n"; }
 
 # s3_status I BUCKET: HTTP status of a ListObjectsV2 of BUCKET through node I.
 s3_status() {
@@ -361,9 +367,10 @@ phase_get() {
     local dist_url="http://127.0.0.1:$DIST_PORT/v2/bench/big/blobs/$digest"
 
     local csv="$OUT_DIR/shared-store-get.csv" run order t out code got secs ttfb tok url auth=()
-    echo "run,target,seconds,ttfb_seconds,server_cpu_seconds,load1" >"$csv"
-    local -A list ttfbs cpus
-    list[berth]="" list[distribution]="" ttfbs[berth]="" ttfbs[distribution]="" cpus[berth]="" cpus[distribution]=""
+    echo "run,target,seconds,ttfb_seconds,server_cpu_seconds,garage_cpu_seconds,load1" >"$csv"
+    local -A list ttfbs cpus gcpus
+    local g0 local_hits="" raw_s3=""
+    list[berth]="" list[distribution]="" ttfbs[berth]="" ttfbs[distribution]="" cpus[berth]="" cpus[distribution]="" gcpus[berth]="" gcpus[distribution]=""
     local glines
     for run in $(seq 0 "$GET_RUNS"); do
         # a fresh node each run: an empty data_dir, so the blob comes from the shared store
@@ -393,18 +400,33 @@ phase_get() {
             local pid=$DIST_PID c0
             [[ $t == berth ]] && pid=$BERTH_PID
             c0=$(cpu_ticks "$pid")
+            g0=$(garage_ticks)
             out=$(curl -s "${auth[@]}" -o /dev/null -w '%{http_code} %{size_download} %{time_total} %{time_starttransfer}' "$url") || die "curl $t failed"
             read -r code got secs ttfb <<<"$out"
             [[ $code == 200 && $got == "$size" ]] || die "$t: HTTP $code, $got bytes (expected 200, $size)"
             [[ $t == distribution ]] && garage_requests "$glines" get-dist "$(cut -c8-20 <<<"$digest")" >"$OUT_DIR/shared-store-get-s3-dist.log"
-            local cpu
+            local cpu gcpu
             cpu=$(cpu_secs "$c0" "$(cpu_ticks "$pid")")
+            gcpu=$(cpu_secs "$g0" "$(garage_ticks)")
+            gcpus[$t]+="$gcpu "
             list[$t]+="$secs "
             ttfbs[$t]+="$ttfb "
             cpus[$t]+="$cpu "
-            echo "$run,$t,$secs,$ttfb,$cpu,$(cut -d' ' -f1 /proc/loadavg)" >>"$csv"
-            log "GET via $t #$run: ${secs}s (first byte ${ttfb}s, server CPU ${cpu}s)"
+            echo "$run,$t,$secs,$ttfb,$cpu,$gcpu,$(cut -d' ' -f1 /proc/loadavg)" >>"$csv"
+            log "GET via $t #$run: ${secs}s (first byte ${ttfb}s, server CPU ${cpu}s, Garage CPU ${gcpu}s)"
         done
+        if [[ $run == "$GET_RUNS" ]]; then
+            # for reference, untimed against the target: the same node again (now a local-tier
+            # hit), and the object read straight from Garage node 0 by curl (the store's floor)
+            local k
+            for k in 1 2 3; do
+                out=$(curl -s -H "Authorization: Bearer $tok" -o /dev/null -w '%{time_total}' "$BERTH_URL/v2/bench/big/blobs/$digest")
+                local_hits+="$out "
+                out=$(curl -s -o /dev/null -w '%{time_total}' --aws-sigv4 "aws:amz:garage:s3" --user "$S3_KEY:$S3_SECRET" \
+                    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "http://127.0.0.1:${GARAGE_S3[0]}/get-berth/blobs/sha256/${digest#sha256:}")
+                raw_s3+="$out "
+            done
+        fi
         cp "$BERTH_LOG" "$OUT_DIR/shared-store-get-berth.log"
         stop_pid "$BERTH_PID"
         rm -rf "${WORK:?}/get-reader$run"
@@ -422,6 +444,10 @@ phase_get() {
     report "ratio berth/distribution: $(ratio "$mb" "$db")  (target <= 0.80)"
     # shellcheck disable=SC2086
     report "server CPU seconds per GET (median): berth $(median ${cpus[berth]}), distribution $(median ${cpus[distribution]})"
+    # shellcheck disable=SC2086
+    report "Garage CPU seconds per GET (median, 3 nodes): berth $(median ${gcpus[berth]}), distribution $(median ${gcpus[distribution]})"
+    # shellcheck disable=SC2086
+    report "reference: berth local-tier hit (same node, 2nd GET) $(stats $local_hits) s; curl straight from Garage node 0 $(stats $raw_s3) s"
     report "S3 requests for the blob: berth $(grep -c . "$OUT_DIR/shared-store-get-s3-berth.log" || true) (first GET), distribution $(grep -c . "$OUT_DIR/shared-store-get-s3-dist.log" || true) (last timed GET); see bench/out/shared-store-get-s3-*.log"
     report "load average after: $(loadavg)"
     report ""
@@ -566,7 +592,7 @@ phase_pulls() {
             cfgs[$mode]+="$cg "
             echo "$round,$mode,$gets,$lg,$cg,$times,$(cut -d' ' -f1 /proc/loadavg)" >>"$csv"
             log "round $round $mode: upstream GETs: layer $lg, config $cg (log); all blobs $gets (metric); pulls ${times}s"
-            for i in 0 1 2; do cp "$WORK/pull-node$i/berth.log" "$OUT_DIR/shared-store-pulls-node$i.log"; done
+            for i in 0 1 2; do cp "$WORK/pull-node$i/berth.log" "$OUT_DIR/shared-store-pulls-r$round-$mode-node$i.log"; done
             for p in "${pids[@]}"; do stop_pid "$p"; done
             rm -rf "$WORK"/pull-node*
         done
