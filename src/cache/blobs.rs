@@ -173,6 +173,14 @@ impl Cache {
             Origin::Upstream => metrics::inc(&self.metrics.upstream_blob_gets),
             Origin::Shared => metrics::inc(&self.metrics.shared_blob_gets),
         }
+        // What comes from upstream goes to the shared store as it arrives, completed there
+        // only once verified: nodes waiting for it find it as soon as the fill is done.
+        let written_through = match (&self.shared, origin) {
+            (Some(tier), Origin::Upstream) => {
+                Some(tier.write_through(BlobBody::filling(Arc::clone(&fill)), digest))
+            }
+            _ => None,
+        };
         let cache = Arc::clone(self);
         let d = digest.clone();
         // Its own task: a client hanging up must not abort the fill others may be reading.
@@ -187,7 +195,6 @@ impl Cache {
                 Ok(())
             };
             let result = writer.run(source.await, commit).await;
-            let verified = result.is_ok();
             match result {
                 Ok(bytes) => {
                     if origin == Origin::Upstream {
@@ -213,13 +220,12 @@ impl Cache {
                 .fills_in_flight
                 .fetch_sub(1, Ordering::Relaxed);
             if let Some(tier) = &cache.shared {
-                // Before eviction may take the local file; the marker goes after, so that
-                // nodes waiting on it find the blob in place.
-                if origin == Origin::Upstream
-                    && verified
-                    && tier.write_behind(&cache.storage, &d).await
-                {
-                    metrics::inc(&cache.metrics.shared_blob_puts);
+                // The claim goes once the blob is in the shared store (or could not be put
+                // there), so that nodes waiting on it find it in place.
+                if let Some(writing) = written_through {
+                    if let Ok(true) = writing.await {
+                        metrics::inc(&cache.metrics.shared_blob_puts);
+                    }
                 }
                 tier.unmark(&d).await;
             }

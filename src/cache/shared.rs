@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::fill::{FillSource, SourceError};
+use super::BlobBody;
 use crate::oci::Digest;
 use crate::storage::shared::{SharedError, SharedStore};
-use crate::storage::Storage;
 
 /// Blobs written to the shared store at once by one node (each holds a few parts in memory).
 const CONCURRENT_WRITES: usize = 4;
@@ -47,7 +47,7 @@ pub(super) struct Tier {
     pub(super) store: Arc<SharedStore>,
     /// This process's name in fill markers.
     node: String,
-    writes: tokio::sync::Semaphore,
+    writes: Arc<tokio::sync::Semaphore>,
     /// Digest → the task refreshing this node's claim, while it fetches it from upstream.
     markers: Mutex<HashMap<Digest, (tokio::task::JoinHandle<()>, FillClaim)>>,
 }
@@ -93,7 +93,7 @@ impl Tier {
         Tier {
             store,
             node: hex::encode(id),
-            writes: tokio::sync::Semaphore::new(CONCURRENT_WRITES),
+            writes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_WRITES)),
             markers: Mutex::new(HashMap::new()),
         }
     }
@@ -235,27 +235,34 @@ impl Tier {
         }
     }
 
-    /// Writes a verified local blob to the shared store (unless it is there already). A
-    /// failure only costs the other nodes a fetch of their own.
-    pub(super) async fn write_behind(&self, storage: &Storage, digest: &Digest) -> bool {
-        let Ok(_permit) = self.writes.acquire().await else {
-            return false;
-        };
-        let size = storage.index.blob(digest).ok().flatten().map(|r| r.size);
-        if size.is_some() && self.store.blob_size(digest).await.ok().flatten() == size {
-            return false;
-        }
-        match self
-            .store
-            .put_blob_file(digest, &storage.blobs.path(digest))
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(%digest, error = %e, "cannot write a blob to the shared store");
-                false
+    /// Writes a blob being filled to the shared store as its bytes arrive: the object is
+    /// completed (visible) only once the fill verified the last byte, and never if the fill
+    /// fails. True when written; a failure only costs the other nodes a fetch of their own.
+    pub(super) fn write_through(
+        &self,
+        body: BlobBody,
+        digest: &Digest,
+    ) -> tokio::task::JoinHandle<bool> {
+        let (store, writes, digest) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.writes),
+            digest.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_permit) = writes.acquire().await else {
+                return false;
+            };
+            match store
+                .put_blob_stream(&digest, body.read_all().boxed())
+                .await
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "cannot write a blob to the shared store");
+                    false
+                }
             }
-        }
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::WriteMultipart;
 use tokio::io::AsyncReadExt;
 
-use super::{SharedError, SharedStore};
+use super::{SharedError, SharedStore, UploadChunk};
 use crate::oci::Digest;
 
 /// Objects up to this size go in one PUT; larger ones in multipart parts of this size.
@@ -112,6 +112,26 @@ impl SharedStore {
     /// Stores bytes already verified to be `digest` (a manifest).
     pub async fn put_blob_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<(), SharedError> {
         self.put(&blob_name(digest), bytes).await.map(|_| ())
+    }
+
+    /// Stores `digest` from a stream that ends only once its bytes are verified (a fill's
+    /// reader withholds the last byte until then): the object is completed, and so visible,
+    /// only after that; a stream that fails leaves nothing.
+    pub async fn put_blob_stream<E: std::fmt::Display>(
+        &self,
+        digest: &Digest,
+        body: impl futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    ) -> Result<u64, SharedError> {
+        let name = blob_name(digest);
+        match self.put_stream(&name, body, |_| {}).await {
+            Ok((0, _)) => {
+                self.put(&name, Bytes::new()).await?;
+                Ok(0)
+            }
+            Ok((written, _)) => Ok(written),
+            Err(UploadChunk::Store(e)) => Err(e),
+            Err(other) => Err(SharedError::Corrupt(other.to_string())),
+        }
     }
 
     /// Stores a local file already verified to be `digest`, streaming it in parts.

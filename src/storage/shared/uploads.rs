@@ -133,7 +133,7 @@ impl SharedStore {
                 })?,
         };
         let (written, e_tag) = self
-            .put_stream(&chunk_name(id, start), body, &mut hashing)
+            .put_stream(&chunk_name(id, start), body, |chunk| hashing.update(chunk))
             .await?;
         if written == 0 {
             return Ok(start);
@@ -149,13 +149,14 @@ impl SharedStore {
         Ok(start + written)
     }
 
-    /// Streams a request body into the object `name`, hashing it on the way: the bytes
-    /// written and the object's ETag. Nothing becomes visible if the body breaks off.
-    async fn put_stream<E: std::fmt::Display>(
+    /// Streams a body into the object `name`, showing each chunk to `observe` (a hash) on the
+    /// way: the bytes written and the object's ETag. Nothing becomes visible if the body
+    /// breaks off (an empty body writes nothing).
+    pub(super) async fn put_stream<E: std::fmt::Display>(
         &self,
         name: &str,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
-        hashing: &mut Hashing,
+        mut observe: impl FnMut(&[u8]),
     ) -> Result<(u64, Option<String>), UploadChunk> {
         let mut first = BytesMut::new();
         let mut writer: Option<WriteMultipart> = None;
@@ -171,7 +172,7 @@ impl SharedStore {
                     return Err(broke(e));
                 }
             };
-            hashing.update(&chunk);
+            observe(&chunk);
             written += chunk.len() as u64;
             match &mut writer {
                 Some(writer) => {
