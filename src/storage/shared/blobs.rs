@@ -3,10 +3,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use std::sync::Arc;
-
 use futures_util::stream::BoxStream;
-use futures_util::{StreamExt, TryStreamExt};
 use object_store::WriteMultipart;
 use tokio::io::AsyncReadExt;
 
@@ -17,36 +14,6 @@ use crate::oci::Digest;
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one object in flight at once (the memory an upload holds is this many parts).
 pub const PARTS_IN_FLIGHT: usize = 2;
-
-/// Blobs at least this large are read with ranged GETs in parallel, parts of this size, this
-/// many ahead of the one being sent.
-const RANGED_READ_MIN: u64 = 32 << 20;
-const RANGE_SIZE: u64 = 8 << 20;
-const RANGES_AHEAD: usize = 4;
-/// Parts read ahead that a node holds at once, over all its reads (8 MiB each).
-pub(super) const RANGE_PERMITS: usize = 16;
-
-/// The first `limit` bytes of a stream (the rest is read by ranged GETs).
-fn first_bytes(
-    body: BoxStream<'static, Result<Bytes, object_store::Error>>,
-    limit: u64,
-) -> impl futures_util::Stream<Item = Result<Bytes, object_store::Error>> {
-    futures_util::stream::unfold((body, limit), |(mut body, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        match body.next().await? {
-            Ok(mut chunk) => {
-                if chunk.len() as u64 > left {
-                    chunk.truncate(left as usize);
-                }
-                let left = left - chunk.len() as u64;
-                Some((Ok(chunk), (body, left)))
-            }
-            Err(e) => Some((Err(e), (body, 0))),
-        }
-    })
-}
 
 /// A blob being read from the shared store.
 pub struct SharedBlob {
@@ -64,49 +31,18 @@ impl SharedStore {
         self.size(&blob_name(digest)).await
     }
 
-    /// A stored blob's bytes, streamed, or `None`. A large blob is read with several ranged
-    /// GETs at once after its first part (one stream from an S3 store is bound by the
-    /// latency of each of its blocks, Garage's among them); the bytes still come in order.
+    /// A stored blob's bytes, streamed, or `None`. One GET stream: parallel ranged GETs were
+    /// measured here (bench/README.md, issue 14) to double berth's CPU per byte, each part
+    /// gathered whole before it is handed on, for no gain on a store that is CPU-bound.
     pub async fn blob(&self, digest: &Digest) -> Result<Option<SharedBlob>, SharedError> {
-        let key = self.key(&blob_name(digest));
-        let result = match self.store.get(&key).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let size = result.meta.size;
-        if size < RANGED_READ_MIN {
-            return Ok(Some(SharedBlob {
-                size,
+        match self.store.get(&self.key(&blob_name(digest))).await {
+            Ok(result) => Ok(Some(SharedBlob {
+                size: result.meta.size,
                 body: result.into_stream(),
-            }));
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        let first = first_bytes(result.into_stream(), RANGE_SIZE);
-        let (store, permits) = (Arc::clone(&self.store), Arc::clone(&self.range_permits));
-        let rest = futures_util::stream::iter((RANGE_SIZE..size).step_by(RANGE_SIZE as usize))
-            .map(move |start| {
-                let (store, key, permits) = (Arc::clone(&store), key.clone(), Arc::clone(&permits));
-                async move {
-                    // Held until the part's bytes are handed on: memory for parts read
-                    // ahead is bounded across all reads of the node.
-                    let permit = permits.acquire_owned().await.map_err(|e| {
-                        object_store::Error::Generic {
-                            store: "berth",
-                            source: Box::new(e),
-                        }
-                    })?;
-                    let bytes = store
-                        .get_range(&key, start..(start + RANGE_SIZE).min(size))
-                        .await?;
-                    Ok::<_, object_store::Error>((permit, bytes))
-                }
-            })
-            .buffered(RANGES_AHEAD)
-            .map_ok(|(_permit, bytes)| bytes);
-        Ok(Some(SharedBlob {
-            size,
-            body: first.chain(rest).boxed(),
-        }))
     }
 
     /// Stores bytes already verified to be `digest` (a manifest).
@@ -198,8 +134,8 @@ async fn read_part(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::shared::in_memory;
     use futures_util::StreamExt;
+    use crate::storage::shared::in_memory;
 
     #[tokio::test]
     async fn a_file_larger_than_a_part_is_stored_whole() {

@@ -73,8 +73,6 @@ impl From<object_store::Error> for SharedError {
 pub struct SharedStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
-    /// Parts of large blobs read ahead, over all reads ([`blobs`]).
-    range_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// An object's name relative to the prefix it was listed under, with its size.
@@ -127,7 +125,6 @@ impl SharedStore {
             } else {
                 format!("{prefix}/")
             },
-            range_permits: Arc::new(tokio::sync::Semaphore::new(blobs::RANGE_PERMITS)),
         }
     }
 
