@@ -134,8 +134,8 @@ async fn read_part(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
     use crate::storage::shared::in_memory;
+    use futures_util::StreamExt;
 
     #[tokio::test]
     async fn a_file_larger_than_a_part_is_stored_whole() {
