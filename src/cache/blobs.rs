@@ -97,6 +97,12 @@ impl Cache {
                     return self.fill(digest, source, Origin::Shared).await;
                 }
                 if let Claim::Ours = tier.claim(digest).await {
+                    // A node whose claim came first may have finished, and withdrawn its
+                    // claim, while ours was being written: its blob is then in place.
+                    if let Ok(Some(source)) = tier.source(digest).await {
+                        tier.unmark(digest).await;
+                        return self.fill(digest, source, Origin::Shared).await;
+                    }
                     break;
                 }
             }
