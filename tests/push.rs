@@ -5,7 +5,7 @@ mod common;
 
 use common::images::{self, sha256, Flavor};
 use common::private::{creds, podman_round_trip, skopeo_push, token_string, AuthFiles};
-use common::{config_for, skopeo, Berth};
+use common::{config_for, skopeo, skopeo_ok, Berth};
 
 const MIB: usize = 1024 * 1024;
 
@@ -17,16 +17,6 @@ fn private_berth(files: &AuthFiles) -> Berth {
         files.config(""),
         config_for(&closed, "5m", "")
     ))
-}
-
-fn skopeo_ok(args: &[&str]) -> String {
-    let output = skopeo(args);
-    assert!(
-        output.status.success(),
-        "skopeo {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn raw_manifest(berth: &Berth, target: &str, user: Option<&str>) -> std::process::Output {

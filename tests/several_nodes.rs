@@ -11,7 +11,7 @@ use common::balancer::Balancer;
 use common::garage::{garage, REGION};
 use common::images::{self, sha256, Flavor};
 use common::private::{creds, podman_round_trip, write_oci_layout, AuthFiles};
-use common::{config_for, seeded, skopeo, Berth, PRIVATE_USER};
+use common::{config_for, seeded, skopeo, skopeo_ok, Berth, PRIVATE_USER};
 
 const MIB: usize = 1024 * 1024;
 
@@ -105,16 +105,6 @@ async fn private_site(bucket: &str, files: &AuthFiles) -> Site {
         &format!("{}{}", files.config(""), config_for(&closed, "5m", "")),
     )
     .await
-}
-
-fn skopeo_ok(args: &[&str]) -> String {
-    let output = skopeo(args);
-    assert!(
-        output.status.success(),
-        "skopeo {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn push(addr: &str, image: &images::Image, target: &str, user: &str) {

@@ -313,6 +313,17 @@ pub fn skopeo(args: &[&str]) -> Output {
     output
 }
 
+/// Runs skopeo and panics with its stderr unless it succeeded; its stdout.
+pub fn skopeo_ok(args: &[&str]) -> String {
+    let output = skopeo(args);
+    assert!(
+        output.status.success(),
+        "skopeo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `skopeo inspect --raw` of `image` through berth, with `creds` (`user:password`) or none.
 pub fn skopeo_inspect_raw(berth: &Berth, image: &str, creds: Option<&str>) -> Output {
     let reference = format!("docker://{}/{image}", berth.addr);
