@@ -236,15 +236,12 @@ impl Projects {
                 Reference::Tag(tag) => shared.remove_tag(repo, tag).await,
                 Reference::Digest(digest) => {
                     // Its referrer record goes too: the subject is in the manifest itself.
-                    let subject = match self.cache.shared() {
-                        Some(store) => shared::manifest_bytes(&self.cache, store, digest)
-                            .await
-                            .ok()
-                            .flatten()
-                            .and_then(|m| m.parsed.as_ref()?.subject.clone())
-                            .map(|s| s.digest),
-                        None => None,
-                    };
+                    let subject = shared::manifest_bytes(&self.cache, shared.store, digest)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|m| m.parsed.as_ref()?.subject.clone())
+                        .map(|s| s.digest);
                     shared.remove_manifest(repo, digest, subject.as_ref()).await
                 }
             }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::shared::SharedRecords;
 use super::upload::{new_upload_id, upload_unknown, Started, UploadBody, UploadState};
 use super::Projects;
 use crate::oci::ErrorCode;
@@ -139,8 +140,7 @@ impl Projects {
         let finished = store.finish_upload(id, digest).await;
         match finished {
             Ok(Finished::Stored { size }) => {
-                self.shared()
-                    .ok_or_else(|| RegistryError::internal("upload failed", "no shared store"))?
+                SharedRecords { store }
                     .link_blob(repo, digest, size)
                     .await
                     .map_err(storage_error)?;
