@@ -80,13 +80,16 @@ impl Hashing {
             sha2::compress256(&mut self.state, &[block]);
             self.pending.clear();
         }
-        let whole = data.len() / BLOCK * BLOCK;
-        let blocks: Vec<GenericArray<u8, _>> = data[..whole]
-            .chunks_exact(BLOCK)
-            .map(GenericArray::clone_from_slice)
-            .collect();
-        sha2::compress256(&mut self.state, &blocks);
-        self.pending.extend_from_slice(&data[whole..]);
+        // The blocks are hashed where they lie: no copy, no allocation per chunk.
+        let blocks = data.chunks_exact(BLOCK);
+        let rest = blocks.remainder();
+        for block in blocks {
+            sha2::compress256(
+                &mut self.state,
+                std::slice::from_ref(GenericArray::from_slice(block)),
+            );
+        }
+        self.pending.extend_from_slice(rest);
     }
 
     /// The state to write down.
