@@ -8,6 +8,7 @@
 
 mod auth;
 mod mirror;
+mod paths;
 mod secret;
 mod server;
 mod storage;
@@ -46,7 +47,7 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(String),
     #[error("configuration: cannot read {path}: {source}")]
-    SecretFile {
+    ReadFile {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -114,6 +115,14 @@ impl Settings {
                 .source(Some(env_map)),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if let Some(path) = file {
+            // Read again, alone: which values did the file itself give?
+            let file_alone = Config::builder()
+                .add_source(File::from(path).format(FileFormat::Toml).required(true))
+                .build()?;
+            let base = path.parent().unwrap_or(Path::new(""));
+            paths::resolve_relative_to_file(&mut settings, &file_alone, base);
+        }
         for upstream in &mut settings.upstreams {
             upstream.resolve_password_file()?;
         }
@@ -135,6 +144,45 @@ impl Settings {
         self.storage.validate()?;
         self.server.validate()?;
         upstream::validate_upstreams(&self.upstreams)
+    }
+
+    /// Every path-valued setting, with the key the configuration file spells it by.
+    fn path_settings(&mut self) -> Vec<paths::PathSetting<'_>> {
+        use paths::PathSetting;
+        let single = |key, path| PathSetting {
+            key,
+            index: None,
+            path,
+        };
+        let mut all = vec![single("storage.data_dir", &mut self.storage.data_dir)];
+        if let Some(s3) = &mut self.storage.s3 {
+            all.extend(
+                s3.secret_access_key_file
+                    .as_mut()
+                    .map(|path| single("storage.s3.secret_access_key_file", path)),
+            );
+        }
+        if let Some(auth) = &mut self.auth {
+            all.push(single("auth.signing_key", &mut auth.signing_key));
+            all.extend(
+                auth.certificate
+                    .as_mut()
+                    .map(|path| single("auth.certificate", path)),
+            );
+            all.extend(
+                auth.htpasswd
+                    .as_mut()
+                    .map(|path| single("auth.htpasswd", path)),
+            );
+        }
+        for (index, upstream) in self.upstreams.iter_mut().enumerate() {
+            all.extend(upstream.password_file.as_mut().map(|path| PathSetting {
+                key: "upstreams.password_file",
+                index: Some(index),
+                path,
+            }));
+        }
+        all
     }
 
     /// The effective configuration as TOML, secrets redacted (for `berth check-config`).

@@ -54,7 +54,7 @@ pub struct S3Settings {
 impl S3Settings {
     pub(super) fn resolve_secret_file(&mut self) -> Result<(), ConfigError> {
         if let Some(path) = &self.secret_access_key_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
                 path: path.clone(),
                 source,
             })?;

@@ -379,3 +379,54 @@ fn a_bad_pin_names_itself() {
         assert!(err.contains(&format!("image {bad:?}")), "{err}");
     }
 }
+
+#[test]
+fn relative_paths_in_the_file_are_relative_to_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/hub"), "s3cret\n").unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(
+        &file,
+        r#"
+[storage]
+data_dir = "data"
+[auth]
+signing_key = "keys/token.key"
+certificate = "/etc/ssl/token.crt"
+htpasswd = "./htpasswd"
+[[upstreams]]
+name = "docker.io"
+url = "https://registry-1.docker.io"
+username = "site"
+password_file = "secrets/hub"
+"#,
+    )
+    .unwrap();
+    let s = Settings::load_with_env(Some(&file), no_env()).unwrap();
+    let auth = s.auth.as_ref().unwrap();
+    assert_eq!(s.storage.data_dir, dir.path().join("data"));
+    assert_eq!(auth.signing_key, dir.path().join("keys/token.key"));
+    assert_eq!(
+        auth.certificate.as_deref(),
+        Some(Path::new("/etc/ssl/token.crt"))
+    );
+    assert_eq!(
+        auth.htpasswd.as_deref(),
+        Some(dir.path().join("./htpasswd").as_path())
+    );
+    // The password file was found relative to the file too, whatever the working directory.
+    assert_eq!(s.upstreams[0].password.as_ref().unwrap().expose(), "s3cret");
+
+    // A value from the environment stays relative to the working directory.
+    let env = vec![(
+        "BERTH__STORAGE__DATA_DIR".to_string(),
+        "elsewhere".to_string(),
+    )];
+    let s = Settings::load_with_env(Some(&file), env).unwrap();
+    assert_eq!(s.storage.data_dir, PathBuf::from("elsewhere"));
+    // So does the embedded default when the file does not set it.
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:5001\"\n").unwrap();
+    let s = Settings::load_with_env(Some(&file), no_env()).unwrap();
+    assert_eq!(s.storage.data_dir, PathBuf::from("./berth-data"));
+}

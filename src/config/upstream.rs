@@ -47,7 +47,7 @@ pub struct UpstreamSettings {
 impl UpstreamSettings {
     pub(super) fn resolve_password_file(&mut self) -> Result<(), ConfigError> {
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
                 path: path.clone(),
                 source,
             })?;
