@@ -28,7 +28,8 @@ struct Cli {
 enum Command {
     /// Run the registry mirror.
     Serve,
-    /// Print the effective configuration (secrets redacted) and exit.
+    /// Print the effective configuration (secrets redacted), check every file it names, and
+    /// exit: 0 when berth would start with it, 2 (with the reasons) when not.
     CheckConfig,
     /// Write a new token signing key (EC P-256, PKCS#8 PEM) and a self-signed certificate
     /// of it (for `auth.certificate`, and other registries' `rootcertbundle`).
@@ -90,10 +91,7 @@ fn main() -> ExitCode {
         settings.storage.data_dir = data_dir;
     }
     match cli.command {
-        Command::CheckConfig => {
-            print!("{}", settings.to_redacted_toml());
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig => check_config(&settings),
         Command::Serve => serve(settings),
         Command::Cache { action } => cache_command(&settings, action),
         Command::Storage {
@@ -101,6 +99,25 @@ fn main() -> ExitCode {
         } => migrate(&settings),
         Command::Keygen { key, cert } => keygen(&key, &cert),
         Command::HashPassword => hash_password(),
+    }
+}
+
+/// Prints the effective configuration, then checks what startup would read (files, the data
+/// directory, upstream clients): problems on stderr and exit status 2.
+fn check_config(settings: &Settings) -> ExitCode {
+    print!("{}", settings.to_redacted_toml());
+    let findings = berth::server::check::check(settings);
+    for warning in &findings.warnings {
+        eprintln!("berth: warning: {warning}");
+    }
+    for problem in &findings.problems {
+        eprintln!("berth: {problem}");
+    }
+    if findings.problems.is_empty() {
+        eprintln!("berth: configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

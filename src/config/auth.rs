@@ -207,10 +207,15 @@ pub(super) fn validate_projects(
                 "project name \"library\" would shadow Docker Hub's official images (nginx means library/nginx): choose another name".into(),
             ));
         }
-        if upstreams.iter().any(|u| u.name == project.name) {
+        // `ghcr.io/org/tool` selects the upstream named ghcr.io: a project of an upstream's
+        // name or host would take those names from the mirror.
+        let shadowed = upstreams
+            .iter()
+            .find(|u| u.name == project.name || u.url.host_str() == Some(project.name.as_str()));
+        if let Some(upstream) = shadowed {
             return Err(ConfigError::Invalid(format!(
-                "project {:?} has the name of an upstream",
-                project.name
+                "project {:?} would shadow the mirror of upstream {:?} ({}): choose another name",
+                project.name, upstream.name, upstream.url
             )));
         }
     }

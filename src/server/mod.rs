@@ -1,6 +1,7 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
 mod app;
+pub mod check;
 pub mod migrate;
 mod shared;
 #[cfg(test)]
