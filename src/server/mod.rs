@@ -3,6 +3,7 @@
 mod app;
 pub mod migrate;
 mod shared;
+mod summary;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -202,8 +203,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     } else {
         "http"
     };
+    summary::log_summary(&settings, addr);
+    summary::warn_plain_realm(&settings.server);
     println!("berth listening on {scheme}://{addr}");
-    tracing::info!(%addr, scheme, "listening");
     registry.cache().after_start();
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     let pinner = (!pins.is_empty())
