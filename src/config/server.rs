@@ -2,6 +2,7 @@
 //! connection limits; and `[log]`.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -34,6 +35,15 @@ pub struct ServerSettings {
     /// answered even when the main listener is at `max_connections`.
     #[serde(default, deserialize_with = "deserialize_optional_listen")]
     pub health_listen: Option<SocketAddr>,
+    /// berth's own TLS: the certificate chain (PEM, leaf first) and its private key (PEM).
+    /// Both or neither; re-read on SIGHUP and when either file changes.
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM); with it, every client must present a certificate they signed.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerSettings {
@@ -44,10 +54,25 @@ impl ServerSettings {
             .map(|url| url.as_str().trim_end_matches('/'))
     }
 
+    /// Whether berth terminates TLS itself (then every URL it builds is `https://`).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_certificate.is_some()
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.read_timeout.is_zero() || self.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "server.read_timeout and server.max_connections must not be 0".into(),
+            ));
+        }
+        if self.tls_certificate.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "server.tls_certificate and server.tls_key go together: set both or neither".into(),
+            ));
+        }
+        if self.tls_client_ca.is_some() && !self.tls_enabled() {
+            return Err(ConfigError::Invalid(
+                "server.tls_client_ca needs server.tls_certificate and server.tls_key".into(),
             ));
         }
         Ok(())

@@ -31,16 +31,16 @@ pub fn external_base(req: &HttpRequest, server: &ServerSettings) -> String {
         let value = req.headers().get(name)?.to_str().ok()?;
         Some(value.split(',').next()?.trim()).filter(|v| !v.is_empty())
     };
-    let scheme = forwarded("x-forwarded-proto")
-        .map(str::to_ascii_lowercase)
-        .filter(|s| s == "http" || s == "https")
-        .unwrap_or_else(|| {
-            if req.app_config().secure() {
-                "https".to_owned()
-            } else {
-                "http".to_owned()
-            }
-        });
+    // With berth's own TLS every URL is https://, whatever a proxy claims: whoever reached
+    // this listener spoke TLS to it.
+    let scheme = if server.tls_enabled() || req.app_config().secure() {
+        "https".to_owned()
+    } else {
+        forwarded("x-forwarded-proto")
+            .map(str::to_ascii_lowercase)
+            .filter(|s| s == "http" || s == "https")
+            .unwrap_or_else(|| "http".to_owned())
+    };
     let host = forwarded("x-forwarded-host")
         .filter(|h| is_valid_host(h))
         .or_else(|| {
@@ -131,6 +131,9 @@ mod tests {
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             health_listen: None,
+            tls_certificate: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 
@@ -178,6 +181,30 @@ mod tests {
         assert_eq!(
             external_base(&req, &server(None, &[])),
             "http://berth.internal:5000"
+        );
+    }
+
+    #[test]
+    fn own_tls_makes_every_base_https() {
+        let mut settings = server(None, &["127.0.0.1"]);
+        settings.tls_certificate = Some("tls.crt".into());
+        settings.tls_key = Some("tls.key".into());
+        let plain = TestRequest::default()
+            .insert_header(("Host", "berth.internal:5000"))
+            .to_http_request();
+        assert_eq!(
+            external_base(&plain, &settings),
+            "https://berth.internal:5000"
+        );
+        // A trusted proxy's X-Forwarded-Proto cannot turn it back into http://.
+        let forwarded = TestRequest::default()
+            .peer_addr("127.0.0.1:1".parse().unwrap())
+            .insert_header(("Host", "berth.internal:5000"))
+            .insert_header(("X-Forwarded-Proto", "http"))
+            .to_http_request();
+        assert_eq!(
+            external_base(&forwarded, &settings),
+            "https://berth.internal:5000"
         );
     }
 

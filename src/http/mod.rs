@@ -8,6 +8,7 @@
 pub mod body;
 pub mod challenge;
 pub mod error;
+pub mod forwarded;
 pub mod range;
 pub mod routes;
 pub mod source;

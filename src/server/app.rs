@@ -9,6 +9,7 @@ use actix_web::{web, App};
 
 use crate::auth::token::TokenService;
 use crate::config::{ServerSettings, Settings};
+use crate::http::forwarded::UntrustedForwarders;
 use crate::registry::Registry;
 
 /// What every worker's app shares.
@@ -17,6 +18,7 @@ pub struct AppState {
     registry: web::Data<Registry>,
     server: web::Data<ServerSettings>,
     tokens: web::Data<TokenService>,
+    forwarders: web::Data<UntrustedForwarders>,
 }
 
 impl AppState {
@@ -26,6 +28,7 @@ impl AppState {
             registry: web::Data::from(Arc::clone(registry)),
             server: web::Data::new(settings.server.clone()),
             tokens: web::Data::new(tokens),
+            forwarders: web::Data::new(UntrustedForwarders::default()),
         }
     }
 }
@@ -43,6 +46,7 @@ pub fn app(
     >,
 > {
     let read_timeout = state.server.read_timeout;
+    let (server, forwarders) = (state.server.clone(), state.forwarders.clone());
     App::new()
         .app_data(state.registry.clone())
         .app_data(state.server.clone())
@@ -52,6 +56,7 @@ pub fn app(
         )
         .wrap_fn(move |mut req, service| {
             crate::http::stall::limit_silence(&mut req, read_timeout);
+            forwarders.check(req.peer_addr(), req.headers(), &server);
             service.call(req)
         })
         .configure(crate::http::configure)

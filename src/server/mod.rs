@@ -4,8 +4,10 @@ mod app;
 pub mod check;
 pub mod migrate;
 mod shared;
+mod summary;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("server.tls_certificate: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -164,12 +168,30 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??
     };
+    let tls = {
+        let server = settings.server.clone();
+        tokio::task::spawn_blocking(move || tls::Tls::from_settings(&server))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))??
+    };
     let state = AppState::new(&settings, &registry, tokens);
     let read_timeout = settings.server.read_timeout;
-    let mut server = HttpServer::new(move || app(&state))
+    let server = HttpServer::new(move || app(&state))
         .client_request_timeout(read_timeout)
-        .max_connections(settings.server.max_connections)
-        .listen(listener)?;
+        .max_connections(settings.server.max_connections);
+    let (mut server, reloader) = match tls {
+        Some(tls) => {
+            // Registered before the listening line, so a SIGHUP from then on reloads instead
+            // of ending the process.
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            let reloader = actix_web::rt::spawn(tls::keep_fresh(tls.resolver, tls.files, hangup));
+            (
+                server.listen_rustls_0_23(listener, tls.config)?,
+                Some(reloader),
+            )
+        }
+        None => (server.listen(listener)?, None),
+    };
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -177,8 +199,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     server = server.workers(workers);
     check_file_limit(workers * settings.server.max_connections);
     let health = health_server(&settings, &registry)?;
-    println!("berth listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    let scheme = if settings.server.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    summary::log_summary(&settings, addr);
+    summary::warn_plain_realm(&settings.server);
+    println!("berth listening on {scheme}://{addr}");
     registry.cache().after_start();
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     let pinner = (!pins.is_empty())
@@ -190,6 +218,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         None => server.run().await?,
     }
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     if let Some(pinner) = pinner {
         pinner.abort();
     }

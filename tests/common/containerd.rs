@@ -46,13 +46,7 @@ impl Containerd {
 
     /// Runs `ctr` against this daemon in the `berth-test` namespace; panics on failure.
     pub fn ctr(&self, args: &[&str]) -> String {
-        let output = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "berth-test"])
-            .args(args)
-            .output()
-            .expect("ctr is installed");
+        let output = self.ctr_output(args);
         assert!(
             output.status.success(),
             "ctr {args:?} failed:\n{}{}",
@@ -60,6 +54,17 @@ impl Containerd {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `ctr` against this daemon and returns what it did, failure included.
+    pub fn ctr_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "berth-test"])
+            .args(args)
+            .output()
+            .expect("ctr is installed")
     }
 }
 

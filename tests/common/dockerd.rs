@@ -15,17 +15,33 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start(mirror: &str) -> Dockerd {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("docker.sock");
-        let config = serde_json::json!({
+        Dockerd::start_with(serde_json::json!({
             "registry-mirrors": [format!("http://{mirror}")],
             "insecure-registries": [mirror],
+        }))
+    }
+
+    /// With berth as an `https://` mirror and no insecure-registries entry: the CA must be in
+    /// `/etc/docker/certs.d/HOST:PORT/ca.crt`, where dockerd looks for it.
+    pub fn start_tls(mirror: &str) -> Dockerd {
+        Dockerd::start_with(serde_json::json!({
+            "registry-mirrors": [format!("https://{mirror}")],
+        }))
+    }
+
+    fn start_with(registries: serde_json::Value) -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let mut config = serde_json::json!({
             "iptables": false,
             "ip-forward": false,
             "ip-masq": false,
             "bridge": "none",
             "storage-driver": "vfs",
         });
+        if let (Some(config), Some(registries)) = (config.as_object_mut(), registries.as_object()) {
+            config.extend(registries.clone());
+        }
         std::fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
         let child = Command::new("dockerd")
             .arg("--config-file")

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod ca;
 pub mod containerd;
 pub mod dockerd;
 pub mod fault;
@@ -153,7 +154,10 @@ impl Berth {
         let url = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("berth did not start; log:\n{}", self.log()));
-        self.addr = url.trim_start_matches("http://").to_owned();
+        self.addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
         self.url = url;
         self.child = Some(child);
     }
@@ -423,7 +427,19 @@ impl Podman {
     }
 
     pub fn run(&self, berth: &Berth, args: &[&str]) -> String {
-        let output = Command::new("podman")
+        let output = self.output(args);
+        assert!(
+            output.status.success(),
+            "podman {args:?} failed:\n{}\nberth log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            berth.log()
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Runs podman and returns what it did, failure included.
+    pub fn output(&self, args: &[&str]) -> Output {
+        Command::new("podman")
             .arg("--root")
             .arg(self.store.path().join("root"))
             .arg("--runroot")
@@ -438,13 +454,6 @@ impl Podman {
             ])
             .args(args)
             .output()
-            .expect("podman is installed (run the README's test command)");
-        assert!(
-            output.status.success(),
-            "podman {args:?} failed:\n{}\nberth log:\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            berth.log()
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            .expect("podman is installed (run the README's test command)")
     }
 }
