@@ -67,7 +67,7 @@ fn a_good_configuration_passes_with_paths_beside_the_file() {
     let dir = tempfile::tempdir().unwrap();
     good_files(dir.path());
     let config = format!(
-        "[storage]\ndata_dir = \"data\"\n{AUTH}[[projects]]\nname = \"team\"\nmembers = {{ alice = \"developer\" }}\n"
+        "[server]\ntls_certificate = \"keys/token.crt\"\ntls_key = \"keys/token.key\"\n[storage]\ndata_dir = \"data\"\n{AUTH}[[projects]]\nname = \"team\"\nmembers = {{ alice = \"developer\" }}\n"
     );
     let checked = check(dir.path(), &config);
     assert_eq!(checked.status, Some(0), "{}", checked.stderr);
@@ -126,6 +126,17 @@ fn each_broken_configuration_is_refused_naming_its_key() {
         dir.path(),
         "[storage]\ndata_dir = \"plain-file/data\"\n",
         &["storage.data_dir", "not a directory"],
+    );
+    // TLS files that are not there, or a key that is not the certificate's.
+    refused(
+        dir.path(),
+        "[server]\ntls_certificate = \"tls/none.crt\"\ntls_key = \"tls/none.key\"\n",
+        &["server.tls_certificate", "none.crt"],
+    );
+    refused(
+        dir.path(),
+        "[server]\ntls_certificate = \"keys/token.crt\"\ntls_key = \"keys/other.key\"\n",
+        &["server.tls_certificate", "other.key"],
     );
     // A typo in a key.
     refused(

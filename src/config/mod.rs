@@ -155,6 +155,14 @@ impl Settings {
             path,
         };
         let mut all = vec![single("storage.data_dir", &mut self.storage.data_dir)];
+        let server = &mut self.server;
+        for (key, path) in [
+            ("server.tls_certificate", &mut server.tls_certificate),
+            ("server.tls_key", &mut server.tls_key),
+            ("server.tls_client_ca", &mut server.tls_client_ca),
+        ] {
+            all.extend(path.as_mut().map(|path| single(key, path)));
+        }
         if let Some(s3) = &mut self.storage.s3 {
             all.extend(
                 s3.secret_access_key_file

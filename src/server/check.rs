@@ -22,6 +22,11 @@ pub struct Findings {
 /// Reads every file the configuration names and builds the upstream clients. Blocks.
 pub fn check(settings: &Settings) -> Findings {
     let mut findings = Findings::default();
+    if let Err(e) = super::tls::Tls::from_settings(&settings.server) {
+        findings.problems.push(format!(
+            "server.tls_certificate / tls_key / tls_client_ca: {e}"
+        ));
+    }
     if let Some(auth) = &settings.auth {
         if let Err(e) = SigningKey::load(&auth.signing_key, auth.certificate.as_deref()) {
             let key = match auth.certificate {
