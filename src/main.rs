@@ -91,6 +91,21 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::CheckConfig => {
+            // Builds each upstream's HTTP client (nothing is sent): a client key that does not
+            // match its certificate fails here, not at the first pull.
+            let clock = berth::clock::Clock::system();
+            if let Err(e) = berth::upstream::Upstreams::new(&settings.upstreams, true, &clock) {
+                eprintln!("berth: {e}");
+                return ExitCode::FAILURE;
+            }
+            // As TOML comments, so the output stays a loadable configuration.
+            for warning in settings
+                .upstreams
+                .iter()
+                .filter_map(|u| u.insecure_warning())
+            {
+                println!("# WARNING: {warning}");
+            }
             print!("{}", settings.to_redacted_toml());
             ExitCode::SUCCESS
         }

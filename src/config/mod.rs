@@ -12,6 +12,7 @@ mod secret;
 mod server;
 mod storage;
 mod upstream;
+mod upstream_tls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use self::secret::Secret;
 pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};
 pub use self::storage::{ByteSize, S3Settings, StorageSettings};
 pub use self::upstream::UpstreamSettings;
+pub use self::upstream_tls::UpstreamTls;
 
 /// The documented example configuration, which is also the embedded default.
 pub const DEFAULTS_TOML: &str = include_str!("../../config/berth.toml");
@@ -115,7 +117,7 @@ impl Settings {
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         for upstream in &mut settings.upstreams {
-            upstream.resolve_password_file()?;
+            upstream.resolve_files()?;
         }
         if let Some(s3) = &mut settings.storage.s3 {
             s3.resolve_secret_file()?;
