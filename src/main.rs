@@ -105,6 +105,14 @@ fn main() -> ExitCode {
 /// Prints the effective configuration, then checks what startup would read (files, the data
 /// directory, upstream clients): problems on stderr and exit status 2.
 fn check_config(settings: &Settings) -> ExitCode {
+    // As TOML comments, so the output stays a loadable configuration.
+    for warning in settings
+        .upstreams
+        .iter()
+        .filter_map(|u| u.insecure_warning())
+    {
+        println!("# WARNING: {warning}");
+    }
     print!("{}", settings.to_redacted_toml());
     let findings = berth::server::check::check(settings);
     for warning in &findings.warnings {

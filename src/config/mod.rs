@@ -13,6 +13,7 @@ mod secret;
 mod server;
 mod storage;
 mod upstream;
+mod upstream_tls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use self::secret::Secret;
 pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};
 pub use self::storage::{ByteSize, S3Settings, StorageSettings};
 pub use self::upstream::UpstreamSettings;
+pub use self::upstream_tls::UpstreamTls;
 
 /// The documented example configuration, which is also the embedded default.
 pub const DEFAULTS_TOML: &str = include_str!("../../config/berth.toml");
@@ -124,7 +126,7 @@ impl Settings {
             paths::resolve_relative_to_file(&mut settings, &file_alone, base);
         }
         for upstream in &mut settings.upstreams {
-            upstream.resolve_password_file()?;
+            upstream.resolve_files()?;
         }
         if let Some(s3) = &mut settings.storage.s3 {
             s3.resolve_secret_file()?;
@@ -184,11 +186,21 @@ impl Settings {
             );
         }
         for (index, upstream) in self.upstreams.iter_mut().enumerate() {
-            all.extend(upstream.password_file.as_mut().map(|path| PathSetting {
-                key: "upstreams.password_file",
-                index: Some(index),
-                path,
-            }));
+            for (key, path) in [
+                ("upstreams.password_file", &mut upstream.password_file),
+                ("upstreams.ca_file", &mut upstream.ca_file),
+                (
+                    "upstreams.client_certificate",
+                    &mut upstream.client_certificate,
+                ),
+                ("upstreams.client_key", &mut upstream.client_key),
+            ] {
+                all.extend(path.as_mut().map(|path| PathSetting {
+                    key,
+                    index: Some(index),
+                    path,
+                }));
+            }
         }
         all
     }

@@ -430,3 +430,37 @@ password_file = "secrets/hub"
     let s = Settings::load_with_env(Some(&file), no_env()).unwrap();
     assert_eq!(s.storage.data_dir, PathBuf::from("./berth-data"));
 }
+
+#[test]
+fn upstream_tls_files_are_read_at_load_and_a_missing_one_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let load = |extra: String| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[[upstreams]]\nname = \"r\"\nurl = \"https://r\"\n{extra}"
+        )
+        .unwrap();
+        Settings::load_with_env(Some(f.path()), no_env())
+    };
+    let s = load(format!("ca_file = {ca:?}\nmax_concurrent_requests = 4")).unwrap();
+    assert_eq!(s.upstreams[0].tls.roots, vec![cert.cert.der().to_vec()]);
+    assert_eq!(s.upstreams[0].max_concurrent_requests, 4);
+    assert!(s.upstreams[0].insecure_warning().is_none());
+    // Only the path is shown, never the material.
+    assert!(!s.to_redacted_toml().contains("BEGIN"));
+    let missing = dir.path().join("nope.pem");
+    let e = load(format!("ca_file = {missing:?}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ca_file") && e.contains("nope.pem"), "{e}");
+    let s = load("insecure = true".into()).unwrap();
+    let warning = s.upstreams[0].insecure_warning().unwrap();
+    assert!(
+        warning.contains("\"r\"") && warning.contains("NOT verified"),
+        "{warning}"
+    );
+}

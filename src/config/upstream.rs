@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::upstream_tls::{self, UpstreamTls};
 use super::{ConfigError, Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,10 +43,50 @@ pub struct UpstreamSettings {
     /// Read into `password` at load (trailing newline dropped).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// PEM bundle of roots trusted for this upstream besides the public ones (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) berth presents to this upstream, with `client_key`.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate from this upstream, unverified.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Requests in flight to this upstream at most (a blob download counts until its body is
+    /// done); more wait their turn. 0: no cap.
+    #[serde(default)]
+    pub max_concurrent_requests: usize,
+    /// The contents of `ca_file`, `client_certificate` and `client_key`, read at load.
+    #[serde(skip)]
+    pub tls: UpstreamTls,
 }
 
 impl UpstreamSettings {
-    pub(super) fn resolve_password_file(&mut self) -> Result<(), ConfigError> {
+    /// Reads every file the entry names: the password file and the TLS material.
+    pub(super) fn resolve_files(&mut self) -> Result<(), ConfigError> {
+        self.tls = upstream_tls::load(
+            &self.name,
+            self.ca_file.as_deref(),
+            self.client_certificate.as_deref(),
+            self.client_key.as_deref(),
+        )?;
+        self.resolve_password_file()
+    }
+
+    /// What an operator must not miss about this upstream: `insecure = true`.
+    pub fn insecure_warning(&self) -> Option<String> {
+        self.insecure.then(|| {
+            format!(
+                "upstream {:?} ({}): insecure = true, its TLS certificates are NOT verified; \
+                 anyone on the path can impersonate it and serve any content",
+                self.name, self.url
+            )
+        })
+    }
+
+    fn resolve_password_file(&mut self) -> Result<(), ConfigError> {
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
                 path: path.clone(),

@@ -97,6 +97,12 @@ mod tests {
             username: None,
             password: None,
             password_file: None,
+            ca_file: None,
+            client_certificate: None,
+            client_key: None,
+            insecure: false,
+            max_concurrent_requests: 0,
+            tls: Default::default(),
         };
         Upstreams::new(
             &[make("docker.io"), make("ghcr.io"), make("localhost:5001")],

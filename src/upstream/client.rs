@@ -1,9 +1,10 @@
 //! The registry API over HTTP: [`HttpClient`] authenticates the way the upstream's challenge
 //! asks (see [`super::auth`]), follows redirects itself (Docker Hub sends blobs to a CDN, which
 //! must not see the registry token), and turns every non-success answer into an
-//! [`UpstreamError`].
+//! [`UpstreamError`]. Every request to the upstream (redirects included) holds one of its
+//! [`Slots`] until its answer is dropped; token requests to the token service do not.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -15,6 +16,7 @@ use super::api::{ApiFuture, BlobResponse, FetchedManifest, ManifestHead, Registr
 use super::auth::{Authenticator, ClientToken, Credentials, Identity};
 use super::error::{SetupError, UpstreamError};
 use super::response::{error_reason, header_string, next_link_query, read_limited, status_error};
+use super::slots::{Slot, Slots};
 use crate::config::UpstreamSettings;
 use crate::oci::media::{self, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, Reference, RepoName};
@@ -22,28 +24,33 @@ use crate::oci::{Digest, Reference, RepoName};
 const MAX_REDIRECTS: usize = 5;
 /// Bound for requests whose whole answer is small (manifests, tags, tokens).
 const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a small request is left at least, however long it waited for a slot.
+const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
 
 pub struct HttpClient {
     name: String,
     base: Url,
     http: reqwest::Client,
     auth: Authenticator,
+    slots: Slots,
+    /// How long a blob GET may wait for a slot: as long as it may wait for upstream's first
+    /// bytes (a GET that streams a blob has no overall timeout).
+    read_timeout: Duration,
+}
+
+/// An upstream's answer, holding its request's slot until the answer is dropped.
+struct Answer {
+    response: reqwest::Response,
+    slot: Slot,
 }
 
 impl HttpClient {
     pub fn new(settings: &UpstreamSettings) -> Result<Self, SetupError> {
         let base = settings.url.clone();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.read_timeout)
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| SetupError::Client {
-                upstream: settings.name.clone(),
-                source,
-            })?;
+        let http = super::tls::http_client(settings)?;
         Ok(HttpClient {
+            slots: Slots::new(&settings.name, settings.max_concurrent_requests),
+            read_timeout: settings.read_timeout,
             name: settings.name.clone(),
             auth: Authenticator::new(&settings.name, super::site_credentials(settings)),
             base,
@@ -64,7 +71,7 @@ impl HttpClient {
         reference: &Reference,
         accept: &str,
         identity: &Identity,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let response = self
             .send(method, &path, repo, Some(accept), true, identity)
@@ -79,7 +86,7 @@ impl HttpClient {
         repo: &RepoName,
         digest: &Digest,
         identity: &Identity,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         // A GET streams a blob of any size: no overall timeout, only the read timeout.
         let small = method == Method::HEAD;
@@ -97,12 +104,13 @@ impl HttpClient {
         accept: &str,
         identity: &Identity,
     ) -> Result<FetchedManifest, UpstreamError> {
-        let response = self
+        let answer = self
             .manifest_response(Method::GET, repo, reference, accept, identity)
             .await?;
-        let content_type = header_string(response.headers(), CONTENT_TYPE.as_str());
-        let digest = header_string(response.headers(), "docker-content-digest");
-        if response
+        let content_type = header_string(answer.response.headers(), CONTENT_TYPE.as_str());
+        let digest = header_string(answer.response.headers(), "docker-content-digest");
+        if answer
+            .response
             .content_length()
             .is_some_and(|len| len > MAX_MANIFEST_BYTES as u64)
         {
@@ -112,7 +120,7 @@ impl HttpClient {
             ));
         }
         let body = self
-            .read_limited(response, MAX_MANIFEST_BYTES, "manifest")
+            .read_limited(answer, MAX_MANIFEST_BYTES, "manifest")
             .await?;
         Ok(FetchedManifest {
             body,
@@ -127,14 +135,16 @@ impl HttpClient {
         digest: &Digest,
         identity: &Identity,
     ) -> Result<BlobResponse, UpstreamError> {
-        let response = self
+        let Answer { response, slot } = self
             .blob_response(Method::GET, repo, digest, identity)
             .await?;
         let content_length = response.content_length();
         let upstream = self.name.clone();
-        let body = response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| UpstreamError::from_reqwest(&upstream, e)));
+        // The slot rides with the body: it is freed when the body is done or dropped.
+        let body = response.bytes_stream().map(move |chunk| {
+            let _slot = &slot;
+            chunk.map_err(|e| UpstreamError::from_reqwest(&upstream, e))
+        });
         Ok(BlobResponse {
             content_length,
             body: Box::new(body),
@@ -147,10 +157,10 @@ impl HttpClient {
         digest: &Digest,
         identity: &Identity,
     ) -> Result<u64, UpstreamError> {
-        let response = self
+        let answer = self
             .blob_response(Method::HEAD, repo, digest, identity)
             .await?;
-        header_string(response.headers(), "content-length")
+        header_string(answer.response.headers(), "content-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| UpstreamError::protocol(&self.name, "blob HEAD without Content-Length"))
     }
@@ -179,10 +189,11 @@ impl HttpClient {
                 identity,
             )
             .await?;
-        let response = self.check(response, &format!("repository {repo}")).await?;
-        let next = header_string(response.headers(), "link").and_then(|l| next_link_query(&l));
+        let answer = self.check(response, &format!("repository {repo}")).await?;
+        let next =
+            header_string(answer.response.headers(), "link").and_then(|l| next_link_query(&l));
         let body = self
-            .read_limited(response, MAX_MANIFEST_BYTES, "tag list")
+            .read_limited(answer, MAX_MANIFEST_BYTES, "tag list")
             .await?;
         Ok(TagPage { body, next })
     }
@@ -220,7 +231,7 @@ impl HttpClient {
         if !self.auth.scheme_known() {
             // Learn the scheme from the upstream's challenge to an anonymous ping.
             let url = self.url("/v2/")?;
-            let response = self.follow(Method::GET, url, None, None, true).await?;
+            let Answer { response, .. } = self.follow(Method::GET, url, None, None, true).await?;
             if response.status() == StatusCode::UNAUTHORIZED {
                 let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
                 self.auth.learn(challenge.as_deref(), "", identity).await;
@@ -246,7 +257,7 @@ impl HttpClient {
         accept: Option<&str>,
         small: bool,
         identity: &Identity,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let scope = format!("repository:{repo}:pull");
         let url = self.url(path)?;
         let mut authorization = self
@@ -255,7 +266,7 @@ impl HttpClient {
             .await?;
         let mut answered_challenge = false;
         loop {
-            let response = self
+            let answer = self
                 .follow(
                     method.clone(),
                     url.clone(),
@@ -264,20 +275,20 @@ impl HttpClient {
                     small,
                 )
                 .await?;
-            if response.status() != StatusCode::UNAUTHORIZED {
+            if answer.response.status() != StatusCode::UNAUTHORIZED {
                 if authorization.is_none() {
                     self.auth.mark_open_if_unknown();
                 }
-                return Ok(response);
+                return Ok(answer);
             }
             if answered_challenge {
-                return Ok(response);
+                return Ok(answer);
             }
             answered_challenge = true;
-            let challenge = header_string(response.headers(), WWW_AUTHENTICATE.as_str());
+            let challenge = header_string(answer.response.headers(), WWW_AUTHENTICATE.as_str());
             let learned = match identity {
                 // A passed-through grant cannot be renewed here: the client must log in again.
-                Identity::Client(_) if authorization.is_some() => return Ok(response),
+                Identity::Client(_) if authorization.is_some() => return Ok(answer),
                 // A node that never asked upstream before learns the scheme, keeping the
                 // client's token (exchanged on another node) to answer with.
                 Identity::Client(_) => self.auth.learn_scheme(challenge.as_deref()),
@@ -288,7 +299,7 @@ impl HttpClient {
                 }
             };
             if !learned {
-                return Ok(response);
+                return Ok(answer);
             }
             authorization = self
                 .auth
@@ -299,6 +310,8 @@ impl HttpClient {
 
     /// One request, following up to [`MAX_REDIRECTS`] redirects. Credentials go only to the
     /// upstream's own host, never to a redirect target elsewhere (a CDN with a signed URL).
+    /// One slot covers the request and its redirects; waiting for it counts toward the
+    /// request's timeout.
     async fn follow(
         &self,
         method: Method,
@@ -306,11 +319,19 @@ impl HttpClient {
         accept: Option<&str>,
         authorization: Option<&str>,
         small: bool,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
+        let started = Instant::now();
+        let patience = if small {
+            SMALL_REQUEST_TIMEOUT
+        } else {
+            self.read_timeout
+        };
+        let slot = self.slots.take(patience).await?;
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self.http.request(method.clone(), url.clone());
             if small {
-                request = request.timeout(SMALL_REQUEST_TIMEOUT);
+                let left = SMALL_REQUEST_TIMEOUT.saturating_sub(started.elapsed());
+                request = request.timeout(left.max(MIN_REQUEST_TIME));
             }
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
@@ -325,7 +346,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| UpstreamError::from_reqwest(&self.name, e))?;
             if !response.status().is_redirection() {
-                return Ok(response);
+                return Ok(Answer { response, slot });
             }
             let location =
                 header_string(response.headers(), LOCATION.as_str()).ok_or_else(|| {
@@ -342,15 +363,12 @@ impl HttpClient {
     }
 
     /// Passes a success through; turns anything else into the matching error.
-    async fn check(
-        &self,
-        response: reqwest::Response,
-        what: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let status = response.status();
+    async fn check(&self, answer: Answer, what: &str) -> Result<Answer, UpstreamError> {
+        let status = answer.response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(answer);
         }
+        let response = answer.response;
         Err(match status {
             StatusCode::NOT_FOUND => UpstreamError::NotFound {
                 upstream: self.name.clone(),
@@ -365,13 +383,17 @@ impl HttpClient {
         })
     }
 
+    /// The whole body, up to `limit` bytes; the slot is freed once it is read.
     async fn read_limited(
         &self,
-        response: reqwest::Response,
+        answer: Answer,
         limit: usize,
         what: &str,
     ) -> Result<Bytes, UpstreamError> {
-        read_limited(&self.name, response, limit, what).await
+        let Answer { response, slot } = answer;
+        let body = read_limited(&self.name, response, limit, what).await;
+        drop(slot);
+        body
     }
 }
 
@@ -394,12 +416,13 @@ impl RegistryApi for HttpClient {
         identity: &'a Identity,
     ) -> ApiFuture<'a, ManifestHead> {
         Box::pin(async move {
-            let response = self
+            let answer = self
                 .manifest_response(Method::HEAD, repo, reference, accept, identity)
                 .await?;
+            let headers = answer.response.headers();
             Ok(ManifestHead {
-                digest: header_string(response.headers(), "docker-content-digest"),
-                content_type: header_string(response.headers(), CONTENT_TYPE.as_str()),
+                digest: header_string(headers, "docker-content-digest"),
+                content_type: header_string(headers, CONTENT_TYPE.as_str()),
             })
         })
     }

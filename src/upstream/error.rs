@@ -47,6 +47,14 @@ pub enum UpstreamError {
         upstream: String,
         retry_after: Duration,
     },
+    /// Every one of the upstream's `max_concurrent_requests` slots stayed taken for as long
+    /// as the request could wait. Says nothing about upstream's health.
+    #[error("upstream {upstream}: all {limit} request slots (max_concurrent_requests) stayed busy for {}s", .waited.as_secs_f32())]
+    Busy {
+        upstream: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("upstream {upstream} broke the protocol: {detail}")]
     Protocol { upstream: String, detail: String },
 }
@@ -54,12 +62,33 @@ pub enum UpstreamError {
 /// Why an upstream from the configuration cannot be set up (at start, never per request).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("upstream {upstream}: cannot build its HTTP client: {source}")]
+    #[error("upstream {upstream}: cannot build its HTTP client: {}", chain(.source))]
     Client {
         upstream: String,
         #[source]
         source: reqwest::Error,
     },
+    /// The TLS material was read at load, but the TLS library refuses it (a key that does not
+    /// match its certificate, an unsupported key type). Shows the whole chain: reqwest's own
+    /// message is only "builder error".
+    #[error("upstream {upstream}: {what} not usable: {}", chain(.source))]
+    Tls {
+        upstream: String,
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -83,6 +112,7 @@ impl UpstreamError {
             | UpstreamError::Timeout { .. }
             | UpstreamError::TokenRefused { .. }
             | UpstreamError::Down { .. }
+            | UpstreamError::Busy { .. }
             | UpstreamError::TooManyRequests { .. } => true,
             UpstreamError::Status { status, .. } => *status >= 500,
             _ => false,

@@ -15,6 +15,8 @@ pub mod error;
 pub mod fake;
 pub mod health;
 mod response;
+mod slots;
+mod tls;
 
 use std::sync::Arc;
 
@@ -57,6 +59,9 @@ impl Upstream {
         offline: bool,
         clock: &Clock,
     ) -> Result<Self, SetupError> {
+        if let Some(warning) = settings.insecure_warning() {
+            tracing::warn!("{warning}");
+        }
         let api = HttpClient::new(settings)?;
         Ok(Self::with_api(settings, offline, Box::new(api), clock))
     }
@@ -246,10 +251,12 @@ impl Upstream {
         }
         let permit = self.breaker.admit()?;
         let result = call.await;
-        permit.record(match &result {
-            Ok(_) => Outcome::Alive,
-            Err(e) => Outcome::of_error(e),
-        });
+        match &result {
+            // Waiting for one of berth's own slots tells nothing about upstream.
+            Err(UpstreamError::Busy { .. }) => drop(permit),
+            Ok(_) => permit.record(Outcome::Alive),
+            Err(e) => permit.record(Outcome::of_error(e)),
+        }
         result
     }
 }

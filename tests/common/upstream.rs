@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::images::{Blob, Image};
 use super::nginx::Nginx;
+use super::pki::ServeTls;
 
 pub const SERVICE: &str = "test-registry";
 pub const ISSUER: &str = "test-issuer";
@@ -299,12 +300,25 @@ pub struct UpstreamRegistry {
     pub issuer: TokenIssuer,
     /// Where blob GETs are redirected, like Docker Hub's CDN.
     pub cdn: Nginx,
+    tls: Option<ServeTls>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
+/// How the upstream serves: over TLS, and whether blob GETs are redirected to the CDN.
+#[derive(Default)]
+pub struct Options {
+    pub tls: Option<ServeTls>,
+    /// Serve blobs itself instead of redirecting to the CDN.
+    pub direct_blobs: bool,
+}
+
 impl UpstreamRegistry {
     pub fn start(grants: Vec<Grant>) -> Self {
+        Self::start_with(grants, Options::default())
+    }
+
+    pub fn start_with(grants: Vec<Grant>, options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::generate();
         let issuer = TokenIssuer::start(&pki, grants);
@@ -314,9 +328,17 @@ impl UpstreamRegistry {
         std::fs::create_dir_all(&root).unwrap();
         let cdn = Nginx::cdn(&root, &dir.path().join("cdn"));
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {cdn}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n{redirect}http:\n  addr: 127.0.0.1:{port}\n{tls}auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
             root = root.display(),
-            cdn = cdn.base_url(),
+            redirect = if options.direct_blobs {
+                String::new()
+            } else {
+                format!(
+                    "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {}\n",
+                    cdn.base_url()
+                )
+            },
+            tls = options.tls.as_ref().map(ServeTls::registry_yaml).unwrap_or_default(),
             realm = issuer.realm(),
             cert = dir.path().join("cert.pem").display(),
         );
@@ -336,13 +358,15 @@ impl UpstreamRegistry {
             log,
             issuer,
             cdn,
+            tls: options.tls,
             child: Some(child),
             _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Access-log lines for `method` requests whose path contains `needle`.
@@ -375,7 +399,11 @@ impl UpstreamRegistry {
 
     /// Pushes `image` (children first) as `repo:tag`, with the seeder's credentials.
     pub async fn push(&self, repo: &str, tag: &str, image: &Image) {
-        let client = reqwest::Client::new();
+        let client = self
+            .tls
+            .as_ref()
+            .map(ServeTls::http_client)
+            .unwrap_or_default();
         let token = self.token(&client, repo).await;
         for child in &image.children {
             self.push_image_parts(&client, &token, repo, child).await;

@@ -305,6 +305,8 @@ pub fn upstream_error(e: UpstreamError, not_found: ErrorCode) -> RegistryError {
         UpstreamError::Offline { .. } => {
             RegistryError::new(not_found, format!("not in the cache, and {message}"))
         }
+        UpstreamError::Busy { .. } => RegistryError::new(ErrorCode::Unavailable, message)
+            .with_retry_after(Some(std::time::Duration::from_secs(1))),
         UpstreamError::Unreachable { .. }
         | UpstreamError::Timeout { .. }
         | UpstreamError::Protocol { .. } => {
