@@ -131,6 +131,8 @@ mod tests {
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             health_listen: None,
+            metrics_listen: None,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 
