@@ -246,6 +246,11 @@ impl Upstream {
         }
         let permit = self.breaker.admit()?;
         let result = call.await;
+        let health = self.health();
+        crate::metrics::inc(match &result {
+            Ok(_) => &health.requests_ok,
+            Err(_) => &health.requests_failed,
+        });
         permit.record(match &result {
             Ok(_) => Outcome::Alive,
             Err(e) => Outcome::of_error(e),
