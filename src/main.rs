@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use berth::config::Settings;
+use berth::config::{LogFormat, Settings};
 use berth::storage::{gc, Storage};
 
 /// berth: a registry mirror daemon (pull-through cache for OCI / Docker registries).
@@ -282,11 +282,14 @@ fn serve(settings: Settings) -> ExitCode {
     if let Ok(quiet) = "actix_http::h1::dispatcher=off".parse() {
         filter = filter.add_directive(quiet);
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match settings.log.format {
+        // Fields at the top level, next to `timestamp`, `level`, `target` and `message`.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let result = actix_web::rt::System::new().block_on(berth::server::serve(settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,12 @@
 //! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
 //!
-//! A handful of atomics needs no metrics framework; each counter and gauge is named once, in
-//! [`Metrics::render`].
+//! Atomics need no metrics framework: every label berth uses takes a few fixed values (or names
+//! a configured upstream), so each series is an atomic in a struct or a fixed array, counted
+//! without a lock or a hash. Each counter and gauge is named once, where it is rendered.
 
+pub mod requests;
+
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +19,10 @@ pub struct UpstreamHealth {
     pub trips: AtomicU64,
     pub rejected: AtomicU64,
     pub not_found_hits: AtomicU64,
+    /// Requests sent that upstream answered with what was asked for.
+    pub requests_ok: AtomicU64,
+    /// Requests sent that failed (an error status, a timeout, a broken connection).
+    pub requests_failed: AtomicU64,
 }
 
 impl UpstreamHealth {
@@ -25,6 +33,8 @@ impl UpstreamHealth {
             trips: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             not_found_hits: AtomicU64::new(0),
+            requests_ok: AtomicU64::new(0),
+            requests_failed: AtomicU64::new(0),
         }
     }
 }
@@ -59,6 +69,18 @@ pub struct Metrics {
     pub storage_used_bytes: Arc<AtomicU64>,
     /// Gauge: blob fills running (fetching, verifying or committing).
     pub fills_in_flight: AtomicU64,
+    /// Requests by endpoint and status, their durations, and what they did.
+    pub requests: requests::RequestMetrics,
+}
+
+/// What the store holds, read when `/metrics` is asked (the index keeps running totals, so
+/// this costs a read, never a scan).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stored {
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Uploads in progress on this node.
+    pub uploads: u64,
 }
 
 /// Adds one to a counter.
@@ -71,7 +93,8 @@ pub fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Metrics {
-    pub fn render(&self) -> String {
+    /// Every series, with `stored` as the store's gauges.
+    pub fn render(&self, stored: Option<Stored>) -> String {
         let rows: &[(&str, &str, &AtomicU64)] = &[
             (
                 "berth_blob_cache_hits_total",
@@ -200,8 +223,66 @@ impl Metrics {
                 ));
             }
         }
+        self.render_cache_results(&mut out);
+        if let Some(stored) = stored {
+            for (name, help, value) in [
+                (
+                    "berth_stored_blobs",
+                    "Blobs in this node's store: layers, configs and manifests, mirrored and pushed alike (the index counts them together).",
+                    stored.blobs,
+                ),
+                (
+                    "berth_stored_bytes",
+                    "Bytes of the blobs in this node's store.",
+                    stored.bytes,
+                ),
+                (
+                    "berth_uploads_open",
+                    "Uploads (blob pushes) in progress on this node.",
+                    stored.uploads,
+                ),
+            ] {
+                requests::header(&mut out, name, "gauge", help);
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+        self.requests.render(&mut out);
         self.render_upstreams(&mut out);
         out
+    }
+
+    /// The cache's answers as one labelled family, from the same counters as the unlabelled
+    /// series above (kept for dashboards that use them).
+    fn render_cache_results(&self, out: &mut String) {
+        let name = "berth_cache_requests_total";
+        requests::header(
+            out,
+            name,
+            "counter",
+            "Blob and manifest requests by cache result: hit (served from the cache), miss (fetched), coalesced (joined a fetch in flight).",
+        );
+        for (kind, hit, miss, coalesced) in [
+            (
+                "blob",
+                &self.blob_hits,
+                &self.blob_misses,
+                &self.blob_coalesced,
+            ),
+            (
+                "manifest",
+                &self.manifest_hits,
+                &self.manifest_misses,
+                &self.manifest_coalesced,
+            ),
+        ] {
+            for (result, counter) in [("hit", hit), ("miss", miss), ("coalesced", coalesced)] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{kind=\"{kind}\",result=\"{result}\"}} {}",
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
     }
 
     /// Makes `health` part of `/metrics`.
@@ -244,6 +325,26 @@ impl Metrics {
                 |h| &h.not_found_hits,
             ),
         ];
+        let name = "berth_upstream_requests_total";
+        requests::header(
+            out,
+            name,
+            "counter",
+            "Requests sent to each upstream, by result: ok, or error (an error status, a timeout, a broken connection).",
+        );
+        for health in upstreams.iter() {
+            for (result, counter) in [
+                ("ok", &health.requests_ok),
+                ("error", &health.requests_failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",result=\"{result}\"}} {}",
+                    health.upstream,
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
         for (name, kind, help, field) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for health in upstreams.iter() {

@@ -109,6 +109,18 @@ impl Cache {
         &self.metrics
     }
 
+    /// What the store holds, for `/metrics`: the index's running totals and the uploads in
+    /// progress. Blocks; `None` when the store cannot be read.
+    pub fn stored_totals(&self) -> Option<crate::metrics::Stored> {
+        let totals = self.storage.blob_stats().ok()?;
+        let uploads = self.storage.blobs.upload_ids().ok()?.len() as u64;
+        Some(crate::metrics::Stored {
+            blobs: totals.blobs,
+            bytes: totals.bytes,
+            uploads,
+        })
+    }
+
     /// The storage below, for the private projects, which write through it directly.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage

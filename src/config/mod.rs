@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Projects, Role};
 pub use self::mirror::MirrorSettings;
 pub use self::secret::Secret;
-pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};
+pub use self::server::{
+    parse_listen, parse_net, LogFormat, LogSettings, ServerSettings, LOG_LEVELS,
+};
 pub use self::storage::{ByteSize, S3Settings, StorageSettings};
 pub use self::upstream::UpstreamSettings;
 pub use self::upstream_tls::UpstreamTls;
@@ -145,6 +147,7 @@ impl Settings {
         }
         self.storage.validate()?;
         self.server.validate()?;
+        self.log.validate()?;
         upstream::validate_upstreams(&self.upstreams)
     }
 

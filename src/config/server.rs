@@ -44,6 +44,12 @@ pub struct ServerSettings {
     /// CA certificates (PEM); with it, every client must present a certificate they signed.
     #[serde(default)]
     pub tls_client_ca: Option<PathBuf>,
+    /// An address that serves `/metrics` alone; when set, the main listener no longer does.
+    #[serde(default, deserialize_with = "deserialize_optional_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long requests in flight may take to finish after SIGTERM, before they are cut.
+    #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -80,6 +86,9 @@ impl ServerSettings {
 }
 
 fn default_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_connections() -> usize {
@@ -132,5 +141,43 @@ fn deserialize_nets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Ip
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
+    /// A tracing filter: a level, or `target=level` directives (`info,berth=debug`).
     pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, its fields at the top level.
+    Json,
+}
+
+/// The levels a filter directive may name.
+pub const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+impl LogSettings {
+    /// Every directive of `level` must name a level: a bare word that is not one (`verbose`)
+    /// would be read as a target name, enabling that target alone and silencing berth.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let levels = LOG_LEVELS.join(", ");
+        for directive in self.level.split(',').map(str::trim) {
+            let level = match directive.rsplit_once('=') {
+                Some((target, level)) if !target.is_empty() => level,
+                Some(_) => "",
+                None => directive,
+            };
+            if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "log.level: {directive:?} names no level; use one of {levels}, or directives like \"info,berth=debug\""
+                )));
+            }
+        }
+        Ok(())
+    }
 }

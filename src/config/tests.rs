@@ -464,3 +464,55 @@ fn upstream_tls_files_are_read_at_load_and_a_missing_one_names_its_key() {
         "{warning}"
     );
 }
+
+/// A level that is no level (`verbose`) is refused, naming the valid ones, instead of being
+/// read as a target name that silences every log line.
+#[test]
+fn log_level_and_format_are_checked() {
+    let load = |log: &str| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[log]\n{log}").unwrap();
+        Settings::load_with_env(Some(f.path()), no_env())
+    };
+    for bad in [
+        "level = \"verbose\"",
+        "level = \"info,berth=loud\"",
+        "level = \"=debug\"",
+    ] {
+        let err = load(bad).unwrap_err().to_string();
+        assert!(err.contains("log.level"), "{bad}: {err}");
+        for level in LOG_LEVELS {
+            assert!(err.contains(level), "{bad}: {err}");
+        }
+    }
+    for good in [
+        "level = \"debug\"",
+        "level = \"WARN,berth=debug,actix_web=off\"",
+    ] {
+        let settings = load(good).unwrap();
+        assert_eq!(settings.log.format, LogFormat::Text, "{good}");
+    }
+    let json = load("level = \"info\"\nformat = \"json\"").unwrap();
+    assert_eq!(json.log.format, LogFormat::Json);
+    assert!(load("level = \"info\"\nformat = \"xml\"").is_err());
+}
+
+#[test]
+fn metrics_listener_and_drain_time() {
+    let s = Settings::load_with_env(None, no_env()).unwrap();
+    assert_eq!(s.server.metrics_listen, None);
+    assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
+    let env = vec![
+        (
+            "BERTH__SERVER__METRICS_LISTEN".to_string(),
+            "127.0.0.1:9100".to_string(),
+        ),
+        (
+            "BERTH__SERVER__SHUTDOWN_TIMEOUT".to_string(),
+            "5s".to_string(),
+        ),
+    ];
+    let s = Settings::load_with_env(None, env).unwrap();
+    assert_eq!(s.server.metrics_listen, Some(addr("127.0.0.1:9100")));
+    assert_eq!(s.server.shutdown_timeout, Duration::from_secs(5));
+}

@@ -134,6 +134,8 @@ mod tests {
             tls_certificate: None,
             tls_key: None,
             tls_client_ca: None,
+            metrics_listen: None,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 

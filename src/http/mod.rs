@@ -5,10 +5,12 @@
 //! repository name itself contains slashes and the endpoint is only known from the right end
 //! of the path.
 
+pub mod access_log;
 pub mod body;
 pub mod challenge;
 pub mod error;
 pub mod forwarded;
+mod probes;
 pub mod range;
 pub mod routes;
 pub mod source;
@@ -16,14 +18,14 @@ pub mod stall;
 pub mod token;
 pub mod v2;
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 
-use crate::registry::Registry;
-
-/// Registers every route berth serves; used by the server and by the tests alike.
+/// Registers every route berth serves; used by the server and by the tests alike. `/metrics`
+/// answers 404 here when `server.metrics_listen` serves it instead.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").to(healthz))
-        .service(web::resource("/metrics").to(metrics))
+    cfg.service(web::resource("/healthz").to(probes::healthz))
+        .service(web::resource("/readyz").to(probes::readyz))
+        .service(web::resource("/metrics").to(probes::public_metrics))
         .service(
             web::resource("/token")
                 .route(web::get().to(token::get))
@@ -32,18 +34,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(v2::dispatch));
 }
 
-/// The routes of the health listener: `/healthz` and `/metrics` only.
+/// The routes of the health listener: `/healthz`, `/readyz` and, unless it has a listener of
+/// its own, `/metrics`.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").to(healthz))
-        .service(web::resource("/metrics").to(metrics));
+    cfg.service(web::resource("/healthz").to(probes::healthz))
+        .service(web::resource("/readyz").to(probes::readyz))
+        .service(web::resource("/metrics").to(probes::public_metrics));
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
-}
-
-async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(registry.metrics().render())
+/// The routes of `server.metrics_listen`: `/metrics` alone.
+pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").to(probes::metrics));
 }

@@ -7,12 +7,14 @@
 //! here knows actix, and nothing below calls back up. Every error that leaves this module is a
 //! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
 
+pub mod audit;
 pub mod error;
 pub mod listing;
 pub mod mirror;
 pub mod namespace;
 pub mod pins;
 pub mod private;
+pub mod readiness;
 pub mod repository;
 pub mod token;
 
@@ -34,6 +36,7 @@ pub struct Registry {
     pub mirror: Mirror,
     pub projects: private::Projects,
     cache: Arc<Cache>,
+    readiness: readiness::Readiness,
 }
 
 impl Registry {
@@ -49,6 +52,7 @@ impl Registry {
             mirror: Mirror::new(Arc::clone(&cache), mirror, clock),
             projects: private::Projects::new(projects, Arc::clone(&cache)),
             cache,
+            readiness: readiness::Readiness::default(),
         }
     }
 
@@ -73,5 +77,10 @@ impl Registry {
 
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    /// What `/readyz` reports; see [`readiness`].
+    pub fn readiness(&self) -> &readiness::Readiness {
+        &self.readiness
     }
 }

@@ -11,11 +11,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::audit::{self, Actor};
 use super::{Registry, RegistryError};
 use crate::auth::claims::now_secs;
 use crate::auth::scope::{Action, ResourceType, Scope};
 use crate::auth::seal::{GrantToken, UpstreamGrant};
 use crate::auth::{AuthError, Credentials, TokenResponse, TokenService};
+use crate::metrics::requests::TokenGrant;
 use crate::oci::ErrorCode;
 
 /// A token request, parsed.
@@ -48,8 +50,32 @@ pub enum Grant {
 }
 
 /// Answers a token request. `registry` is where passed-through credentials are checked;
-/// without it (a token service alone) only local users log in.
+/// without it (a token service alone) only local users log in. A request with credentials is a
+/// login, and leaves an audit record.
 pub async fn issue_token(
+    tokens: Arc<TokenService>,
+    registry: Option<&Registry>,
+    request: TokenRequest,
+) -> Result<TokenResponse, RegistryError> {
+    let (grant, user) = match &request.grant {
+        Grant::Anonymous => (TokenGrant::Anonymous, None),
+        Grant::Password { credentials, .. } => {
+            (TokenGrant::Password, Some(credentials.username.clone()))
+        }
+        Grant::Refresh(_) => (TokenGrant::Refresh, None),
+    };
+    let client = request.client;
+    let answer = decide(tokens, registry, request).await;
+    let actor = Actor {
+        user: user.as_deref(),
+        client,
+    };
+    let outcome = answer.as_ref().map(|_| ()).map_err(|e| e.message());
+    audit::token(registry.map(|r| &**r.metrics()), actor, grant, outcome);
+    answer
+}
+
+async fn decide(
     tokens: Arc<TokenService>,
     registry: Option<&Registry>,
     request: TokenRequest,

@@ -9,6 +9,7 @@ use actix_web::{web, App};
 
 use crate::auth::token::TokenService;
 use crate::config::{ServerSettings, Settings};
+use crate::http::access_log::Pending;
 use crate::http::forwarded::UntrustedForwarders;
 use crate::registry::Registry;
 
@@ -33,7 +34,8 @@ impl AppState {
     }
 }
 
-/// The app serving every route, with the access log and the stall limit on request bodies.
+/// The app serving every route, with the access log (and the request metrics it keeps) and
+/// the stall limit on request bodies.
 pub fn app(
     state: &AppState,
 ) -> App<
@@ -47,17 +49,26 @@ pub fn app(
 > {
     let read_timeout = state.server.read_timeout;
     let (server, forwarders) = (state.server.clone(), state.forwarders.clone());
+    let metrics = Arc::clone(state.registry.metrics());
     App::new()
         .app_data(state.registry.clone())
         .app_data(state.server.clone())
         .app_data(state.tokens.clone())
-        .wrap(
-            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("berth::access"),
-        )
         .wrap_fn(move |mut req, service| {
             crate::http::stall::limit_silence(&mut req, read_timeout);
             forwarders.check(req.peer_addr(), req.headers(), &server);
             service.call(req)
+        })
+        // Outermost: the record covers everything inside, errors turned into answers too.
+        .wrap_fn(move |req, service| {
+            let pending = Pending::start(&req, Some(Arc::clone(&metrics)));
+            let answer = service.call(req);
+            async move {
+                match answer.await {
+                    Ok(response) => Ok(pending.finish(response)),
+                    Err(e) => Err(pending.failed(e)),
+                }
+            }
         })
         .configure(crate::http::configure)
 }

@@ -150,13 +150,17 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         })?;
     let addr = listener.local_addr()?;
     if let Some(store) = registry.cache().shared() {
-        match store.check().await {
+        let checked = store.check().await;
+        match &checked {
             Ok(()) => tracing::info!("shared store answers"),
             Err(e) => tracing::error!(
                 error = %e,
                 "the shared store does not answer (or the bucket does not exist): requests that need it get UNAVAILABLE until it does"
             ),
         }
+        registry
+            .readiness()
+            .shared_checked(checked.map_err(|e| e.to_string()));
     }
     let shared_key = match (&settings.auth, registry.cache().shared()) {
         (None, Some(store)) => Some(shared::signing_key(store, &settings.storage.data_dir).await?),
@@ -178,6 +182,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let read_timeout = settings.server.read_timeout;
     let server = HttpServer::new(move || app(&state))
         .client_request_timeout(read_timeout)
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
         .max_connections(settings.server.max_connections);
     let (mut server, reloader) = match tls {
         Some(tls) => {
@@ -204,6 +209,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     } else {
         "http"
     };
+    let metrics = metrics_server(&settings, &registry)?;
     summary::log_summary(&settings, addr);
     summary::warn_plain_realm(&settings.server);
     println!("berth listening on {scheme}://{addr}");
@@ -211,12 +217,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     let pinner = (!pins.is_empty())
         .then(|| actix_web::rt::spawn(keep_pinned(Arc::clone(&registry), pins, plan)));
-    match health {
-        Some(health) => {
-            futures_util::future::try_join(server.run(), health).await?;
-        }
-        None => server.run().await?,
-    }
+    let watcher = actix_web::rt::spawn(crate::registry::readiness::watch_shared_store(Arc::clone(
+        &registry,
+    )));
+    // Each server stops on SIGTERM: accepting at once, serving what is in flight for at most
+    // server.shutdown_timeout.
+    let servers = std::iter::once(server.run()).chain(health).chain(metrics);
+    futures_util::future::try_join_all(servers).await?;
+    tracing::info!("stopped serving; flushing the index");
+    watcher.abort();
     sweeper.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
@@ -284,18 +293,51 @@ fn health_server(
     })?;
     let addr = listener.local_addr()?;
     let data = web::Data::from(Arc::clone(registry));
+    let server_settings = web::Data::new(settings.server.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(server_settings.clone())
             .configure(crate::http::configure_health)
+    })
+    .workers(1)
+    .max_connections(HEALTH_CONNECTIONS)
+    .client_request_timeout(settings.server.read_timeout)
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    println!("berth health on http://{addr}");
+    tracing::info!(%addr, "health listening");
+    Ok(Some(server))
+}
+
+/// The listener for `/metrics` alone (`server.metrics_listen`), so the public port need not
+/// expose it.
+fn metrics_server(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+) -> Result<Option<actix_web::dev::Server>, StartError> {
+    let Some(listen) = settings.server.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen).map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+    let data = web::Data::from(Arc::clone(registry));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(crate::http::configure_metrics)
     })
     .workers(1)
     .max_connections(HEALTH_CONNECTIONS)
     .client_request_timeout(settings.server.read_timeout)
     .listen(listener)?
     .run();
-    println!("berth health on http://{addr}");
-    tracing::info!(%addr, "health listening");
+    println!("berth metrics on http://{addr}");
+    tracing::info!(%addr, "metrics listening");
     Ok(Some(server))
 }
 

@@ -251,6 +251,11 @@ impl Upstream {
         }
         let permit = self.breaker.admit()?;
         let result = call.await;
+        let health = self.health();
+        crate::metrics::inc(match &result {
+            Ok(_) => &health.requests_ok,
+            Err(_) => &health.requests_failed,
+        });
         match &result {
             // Waiting for one of berth's own slots tells nothing about upstream.
             Err(UpstreamError::Busy { .. }) => drop(permit),

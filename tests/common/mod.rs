@@ -179,6 +179,19 @@ impl Berth {
         }
     }
 
+    /// Sends SIGTERM and returns at once (see [`Berth::wait_exit`]).
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = rustix::process::Pid::from_child(child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+
+    /// Waits for berth to exit (after [`Berth::terminate`]).
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.take().and_then(|mut child| child.wait().ok())
+    }
+
     /// Starts berth again after [`Berth::stop`] or [`Berth::kill`].
     pub fn relaunch(&mut self) {
         self.launch();
@@ -223,7 +236,8 @@ impl Berth {
         }
     }
 
-    /// A counter from `/metrics`.
+    /// A counter from `/metrics`: the series `name` names exactly when it has labels
+    /// (`berth_x_total{upstream="docker.io"}`), else the sum of every series of that name.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = reqwest::get(format!("{}/metrics", self.url))
             .await
@@ -231,9 +245,7 @@ impl Berth {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+        metric_in(&text, name).unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
     }
 
     /// Files under `blobs/` (whatever their state).
@@ -292,6 +304,26 @@ impl Drop for Berth {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A series of a Prometheus text exposition, or the sum of a family's series (see
+/// [`Berth::metric`]); `None` when there is none.
+pub fn metric_in(text: &str, name: &str) -> Option<u64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let matches = if name.contains('{') {
+            series == name
+        } else {
+            series.split('{').next() == Some(name)
+        };
+        if let (true, Ok(value)) = (matches, value.parse::<f64>()) {
+            found = Some(found.unwrap_or(0) + value as u64);
+        }
+    }
+    found
 }
 
 /// Anonymous (heap) memory of process `pid`, in KiB (0 once it is gone).

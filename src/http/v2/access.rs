@@ -9,12 +9,13 @@
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpMessage, HttpRequest};
 
 use crate::auth::scope::{Action, ResourceType};
 use crate::auth::seal::UpstreamGrant;
 use crate::auth::token::{AccessClaims, TokenService};
 use crate::config::ServerSettings;
+use crate::http::access_log::AuthenticatedUser;
 use crate::http::challenge::{bearer_challenge, external_base};
 use crate::oci::{ErrorCode, RepoName};
 use crate::registry::RegistryError;
@@ -145,6 +146,11 @@ pub fn require_also_asking(
     };
     let claims = tokens.verify_access(token).map_err(refused)?;
     let grant = tokens.upstream_grant(&claims).map_err(refused)?;
+    if let Some(subject) = claims.subject() {
+        // For the access log and audit records.
+        req.extensions_mut()
+            .insert(AuthenticatedUser(subject.to_owned()));
+    }
     let caller = Caller {
         claims: Some(claims),
         grant,

@@ -4,11 +4,15 @@
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
+use super::metrics;
 use crate::cache::BlobBody;
+use crate::http::access_log::with_actor;
 use crate::http::body;
 use crate::http::range::{self, RangeRequest};
+use crate::metrics::requests::DeleteKind;
 use crate::oci::Digest;
 use crate::oci::ErrorCode;
+use crate::registry::audit;
 use crate::registry::mirror::BlobRead;
 use crate::registry::repository::Repository;
 use crate::registry::{Registry, RegistryError};
@@ -33,9 +37,22 @@ pub async fn get(
     respond(req, registry, &digest, blob)
 }
 
-pub async fn delete(repo: &impl Repository, digest: &str) -> Result<HttpResponse, RegistryError> {
+pub async fn delete(
+    req: &HttpRequest,
+    repo: &impl Repository,
+    digest: &str,
+) -> Result<HttpResponse, RegistryError> {
     let digest: Digest = digest.parse()?;
     repo.delete_blob(&digest).await?;
+    with_actor(req, |actor| {
+        audit::delete(
+            metrics(req),
+            actor,
+            DeleteKind::Blob,
+            repo.name(),
+            &digest.to_string(),
+        )
+    });
     Ok(HttpResponse::Accepted().finish())
 }
 

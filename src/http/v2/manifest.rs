@@ -6,12 +6,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
-use super::location;
+use super::{location, metrics};
 use crate::cache::StoredManifest;
+use crate::http::access_log::with_actor;
+use crate::metrics::requests::DeleteKind;
 use crate::oci::media::AcceptList;
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::ErrorCode;
 use crate::oci::{ParseError, Reference};
+use crate::registry::audit;
 use crate::registry::repository::{ManifestRead, Repository};
 use crate::registry::RegistryError;
 
@@ -89,6 +92,15 @@ pub async fn put(
     let put = repo
         .put_manifest(&reference, content_type, body.freeze())
         .await?;
+    with_actor(req, |actor| {
+        audit::push(
+            metrics(req),
+            actor,
+            repo.name(),
+            &reference.to_string(),
+            &put.digest,
+        )
+    });
     let mut response = HttpResponse::Created();
     response
         .insert_header((
@@ -106,10 +118,24 @@ pub async fn put(
 }
 
 pub async fn delete(
+    req: &HttpRequest,
     repo: &impl Repository,
     reference: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let reference: Reference = reference.parse()?;
     repo.delete_manifest(&reference).await?;
+    let kind = match reference {
+        Reference::Tag(_) => DeleteKind::Tag,
+        Reference::Digest(_) => DeleteKind::Manifest,
+    };
+    with_actor(req, |actor| {
+        audit::delete(
+            metrics(req),
+            actor,
+            kind,
+            repo.name(),
+            &reference.to_string(),
+        )
+    });
     Ok(HttpResponse::Accepted().finish())
 }

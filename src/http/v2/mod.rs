@@ -147,12 +147,12 @@ async fn serve(
             manifest::put(req, payload, repo, reference).await
         }
         (Route::Manifest { reference, .. }, Method::DELETE) => {
-            manifest::delete(repo, reference).await
+            manifest::delete(req, repo, reference).await
         }
         (Route::Blob { digest, .. }, Method::GET | Method::HEAD) => {
             blob::get(req, registry, repo, digest).await
         }
-        (Route::Blob { digest, .. }, Method::DELETE) => blob::delete(repo, digest).await,
+        (Route::Blob { digest, .. }, Method::DELETE) => blob::delete(req, repo, digest).await,
         (Route::Tags { .. }, Method::GET | Method::HEAD) => tags::list(req, repo).await,
         (Route::Referrers { digest, .. }, Method::GET | Method::HEAD) => {
             referrers::list(req, repo, digest).await
@@ -171,6 +171,12 @@ fn method_not_allowed(req: &HttpRequest) -> RegistryError {
         ErrorCode::Unsupported,
         format!("{} is not supported on {}", req.method(), req.path()),
     )
+}
+
+/// The metrics audit records count in.
+pub(super) fn metrics(req: &HttpRequest) -> Option<&crate::metrics::Metrics> {
+    req.app_data::<web::Data<Registry>>()
+        .map(|registry| &**registry.get_ref().metrics())
 }
 
 /// One query parameter, percent-decoded.
