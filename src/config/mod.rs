@@ -7,6 +7,7 @@
 //! nothing downstream parses a setting again. This module imports nothing from berth but `oci`.
 
 mod auth;
+mod gc;
 mod mirror;
 mod secret;
 mod server;
@@ -20,6 +21,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Projects, Role};
+pub use self::gc::GcSettings;
 pub use self::mirror::MirrorSettings;
 pub use self::secret::Secret;
 pub use self::server::{parse_listen, parse_net, LogSettings, ServerSettings};
@@ -67,6 +69,9 @@ pub struct Settings {
     /// own, and accept pushes. Require `[auth]`.
     #[serde(default)]
     pub projects: Vec<ProjectSettings>,
+    /// Garbage collection (`berth gc`).
+    #[serde(default)]
+    pub gc: GcSettings,
 }
 
 impl Settings {
@@ -135,6 +140,14 @@ impl Settings {
         self.storage.validate()?;
         self.server.validate()?;
         upstream::validate_upstreams(&self.upstreams)
+    }
+
+    /// The admin socket: `server.admin_socket`, else `admin.sock` in the data directory.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.server
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("admin.sock"))
     }
 
     /// The effective configuration as TOML, secrets redacted (for `berth check-config`).

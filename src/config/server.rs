@@ -34,6 +34,10 @@ pub struct ServerSettings {
     /// answered even when the main listener is at `max_connections`.
     #[serde(default, deserialize_with = "deserialize_optional_listen")]
     pub health_listen: Option<SocketAddr>,
+    /// The Unix socket of the admin endpoint (`berth cache …`, `berth gc` on a running berth);
+    /// `None`: `admin.sock` in the data directory ([`super::Settings::admin_socket`]).
+    #[serde(default)]
+    pub admin_socket: Option<std::path::PathBuf>,
 }
 
 impl ServerSettings {

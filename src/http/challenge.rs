@@ -131,6 +131,7 @@ mod tests {
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             health_listen: None,
+            admin_socket: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! repository name itself contains slashes and the endpoint is only known from the right end
 //! of the path.
 
+pub mod admin;
 pub mod body;
 pub mod challenge;
 pub mod error;

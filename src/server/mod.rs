@@ -1,5 +1,7 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
+pub mod admin;
+pub mod admin_cli;
 mod app;
 pub mod migrate;
 mod shared;
@@ -176,18 +178,16 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     server = server.workers(workers);
     check_file_limit(workers * settings.server.max_connections);
     let health = health_server(&settings, &registry)?;
+    let (admin, admin_socket) = admin::server(&settings, &registry)?;
     println!("berth listening on http://{addr}");
     tracing::info!(%addr, "listening");
     registry.cache().after_start();
     let sweeper = actix_web::rt::spawn(expire_uploads_periodically(Arc::clone(&registry)));
     let pinner = (!pins.is_empty())
         .then(|| actix_web::rt::spawn(keep_pinned(Arc::clone(&registry), pins, plan)));
-    match health {
-        Some(health) => {
-            futures_util::future::try_join(server.run(), health).await?;
-        }
-        None => server.run().await?,
-    }
+    let servers = [Some(server.run()), health, Some(admin)];
+    futures_util::future::try_join_all(servers.into_iter().flatten()).await?;
+    drop(admin_socket);
     sweeper.abort();
     if let Some(pinner) = pinner {
         pinner.abort();
