@@ -178,3 +178,173 @@ impl Cache {
         Ok(Some(dropped))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::evict::Budget;
+    use crate::oci::media;
+    use crate::storage::index::{BlobRecord, PinRecord, TagRecord};
+    use crate::storage::Storage;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        cache: Cache,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = Storage::open(dir.path()).unwrap();
+            let cache = Cache::new(
+                Arc::new(storage),
+                Arc::default(),
+                1 << 20,
+                Budget::unlimited(),
+                0,
+            );
+            Fixture { _dir: dir, cache }
+        }
+
+        /// Stores `data`, last used `age_ms` ago.
+        fn put(&self, data: &[u8], media_type: Option<&str>, age_ms: u64) -> Digest {
+            let storage = self.cache.storage();
+            let digest = Digest::of(data);
+            storage.blobs.write_verified(&digest, data).unwrap();
+            let mut record = BlobRecord::new(data.len() as u64, media_type.map(str::to_owned));
+            record.last_access_ms -= age_ms;
+            storage.index.put_blob(&digest, &record).unwrap();
+            digest
+        }
+
+        fn manifest(&self, blobs: &[&Digest]) -> Digest {
+            let layers: Vec<_> = blobs
+                .iter()
+                .map(|d| format!(r#"{{"digest":"{d}"}}"#))
+                .collect();
+            let body = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"digest":"{}"}},"layers":[{}]}}"#,
+                media::OCI_MANIFEST,
+                blobs[0],
+                layers[1..].join(",")
+            );
+            self.put(body.as_bytes(), Some(media::OCI_MANIFEST), HOUR)
+        }
+
+        fn tag(&self, repo: &str, tag: &str, digest: &Digest) {
+            let record = TagRecord {
+                digest: digest.clone(),
+                media_type: media::OCI_MANIFEST.into(),
+                checked_at_ms: now_ms(),
+            };
+            let (repo, tag) = (repo.parse().unwrap(), tag.parse().unwrap());
+            self.cache
+                .storage()
+                .index
+                .put_tag("docker.io", &repo, &tag, &record)
+                .unwrap();
+        }
+
+        fn stored(&self, digest: &Digest) -> bool {
+            self.cache.blob_size(digest).unwrap().is_some()
+                && self.cache.storage().blobs.path(digest).exists()
+        }
+    }
+
+    const HOUR: u64 = 3_600_000;
+
+    #[test]
+    fn gc_spares_what_is_referenced_pinned_private_recent_or_in_use() {
+        let f = Fixture::new();
+        let config = f.put(b"config", None, HOUR);
+        let layer = f.put(b"layer", None, HOUR);
+        f.manifest(&[&config, &layer]);
+        let old = f.put(b"old orphan", None, HOUR);
+        let recent = f.put(b"recent orphan", None, 10);
+        let pinned = f.put(b"pinned orphan", None, HOUR);
+        let served = f.put(b"served orphan", None, HOUR);
+        let private = f.put(b"private orphan", None, HOUR);
+        let pin = PinRecord {
+            digest: pinned.clone(),
+            blobs: vec![pinned.clone()],
+            seeded_ms: 1,
+        };
+        f.cache.storage().index.put_pin("x:1", &pin).unwrap();
+        let repo: RepoName = "team/app".parse().unwrap();
+        f.cache
+            .storage()
+            .index
+            .link_repo_blob(&repo, &private)
+            .unwrap();
+        let guard = crate::cache::evict::ServingGuard::new(&f.cache.usage, &served);
+
+        let done = f.cache.collect_garbage(Duration::from_secs(60)).unwrap();
+        assert_eq!(done.blobs_removed, 1, "{done:?}");
+        assert_eq!(done.bytes_removed, 10);
+        assert_eq!(done.manifests, 1);
+        assert!(!f.stored(&old));
+        for kept in [&config, &layer, &recent, &pinned, &served, &private] {
+            assert!(f.stored(kept), "{kept} removed");
+        }
+        assert_eq!(
+            f.cache
+                .metrics()
+                .gc_bytes_removed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            10
+        );
+        drop(guard);
+        // No grace, nothing served: only what something holds stays.
+        let done = f.cache.collect_garbage(Duration::ZERO).unwrap();
+        assert_eq!(done.blobs_removed, 2, "{done:?}");
+        assert!(!f.stored(&recent) && !f.stored(&served));
+    }
+
+    #[test]
+    fn rm_drops_the_image_and_what_only_it_holds() {
+        let f = Fixture::new();
+        let (c1, c2) = (
+            f.put(b"config 1", None, HOUR),
+            f.put(b"config 2", None, HOUR),
+        );
+        let own = f.put(b"own layer", None, HOUR);
+        let shared = f.put(b"shared layer", None, HOUR);
+        let one = f.manifest(&[&c1, &own, &shared]);
+        let two = f.manifest(&[&c2, &shared]);
+        f.tag("library/app", "1", &one);
+        f.tag("library/app", "latest", &one);
+        f.tag("library/app", "2", &two);
+        let repo: RepoName = "library/app".parse().unwrap();
+        let tag = Reference::Tag("1".parse().unwrap());
+
+        let dropped = f
+            .cache
+            .drop_image("docker.io", &repo, &tag)
+            .unwrap()
+            .unwrap();
+        assert_eq!(dropped.tags_removed, 2, "both tags of the digest go");
+        assert_eq!(dropped.blobs_removed, 3, "{dropped:?}");
+        assert_eq!(dropped.blobs_shared, 1);
+        for gone in [&one, &c1, &own] {
+            assert!(!f.stored(gone));
+        }
+        for kept in [&two, &c2, &shared] {
+            assert!(f.stored(kept));
+        }
+        assert!(f
+            .cache
+            .drop_image("docker.io", &repo, &tag)
+            .unwrap()
+            .is_none());
+        let two_tag = Reference::Tag("2".parse().unwrap());
+        let dropped = f
+            .cache
+            .drop_image("docker.io", &repo, &two_tag)
+            .unwrap()
+            .unwrap();
+        assert_eq!(dropped.blobs_removed, 3);
+        assert!(!f.stored(&shared));
+    }
+}
