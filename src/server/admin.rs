@@ -85,8 +85,12 @@ pub fn server(
     registry: &Arc<Registry>,
 ) -> io::Result<(actix_web::dev::Server, SocketFile)> {
     let path = settings.admin_socket();
-    let (listener, file) = bind(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("admin socket {}: {e}", path.display())))?;
+    let (listener, file) = bind(&path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("admin socket {} (server.admin_socket): {e}", path.display()),
+        )
+    })?;
     let data = web::Data::from(Arc::clone(registry));
     let admin = web::Data::new(AdminSettings {
         gc_grace: settings.gc.grace,
