@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use berth::config::{LogFormat, Settings};
-use berth::storage::{gc, Storage};
+use berth::server::admin_cli::{self, Operation};
 
 /// berth: a registry mirror daemon (pull-through cache for OCI / Docker registries).
 #[derive(Parser)]
@@ -43,11 +43,15 @@ enum Command {
     },
     /// Hash a password (read from standard input) with bcrypt, for an htpasswd line.
     HashPassword,
-    /// Inspect or clean the cache (berth must not be running on the same data directory).
+    /// Inspect or clean the cache: through the running berth's admin socket, or on the data
+    /// directory of a stopped one.
     Cache {
         #[command(subcommand)]
         action: CacheCommand,
     },
+    /// Remove cached blobs no manifest references (not those stored or read within
+    /// `gc.grace` on a running berth), and leftovers of a stopped one. Same as `cache gc`.
+    Gc,
     /// Move this node's store (berth must be stopped: the index is opened exclusively).
     Storage {
         #[command(subcommand)]
@@ -69,9 +73,17 @@ enum StorageCommand {
 
 #[derive(Subcommand)]
 enum CacheCommand {
-    /// Count what is cached.
+    /// Count what is cached, in human units, by kind, with the pins.
     Stats,
-    /// Remove blobs no cached manifest references, and leftovers in tmp/.
+    /// List the cached mirror images: upstream/repository:tag -> digest, age, size.
+    Ls,
+    /// Drop one cached image (`alpine:3.20`, `docker.io/library/alpine:3.20`, `name@digest`)
+    /// and the blobs nothing else holds. Never touches private projects.
+    Rm {
+        /// The image, named as for a pull.
+        image: String,
+    },
+    /// Same as `berth gc`.
     Gc,
 }
 
@@ -94,6 +106,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&settings),
         Command::Serve => serve(settings),
         Command::Cache { action } => cache_command(&settings, action),
+        Command::Gc => cache_command(&settings, CacheCommand::Gc),
         Command::Storage {
             action: StorageCommand::Migrate { to_s3: _ },
         } => migrate(&settings),
@@ -205,55 +218,22 @@ fn hash_password() -> ExitCode {
 }
 
 fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
-    let storage = match Storage::open(&settings.storage.data_dir) {
-        Ok(storage) => storage,
-        Err(e) => {
-            eprintln!(
-                "berth: cannot open {} (is berth running on it?): {e}",
-                settings.storage.data_dir.display()
-            );
-            return ExitCode::FAILURE;
+    let op = match action {
+        CacheCommand::Stats => Operation::Stats,
+        CacheCommand::Ls => Operation::List,
+        CacheCommand::Rm { image } => Operation::Remove(image),
+        CacheCommand::Gc => Operation::Gc,
+    };
+    match admin_cli::run(settings, &op) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
-    };
-    let result = match action {
-        CacheCommand::Stats => print_stats(&storage),
-        CacheCommand::Gc => storage
-            .recover()
-            .and_then(|_| gc::collect(&storage))
-            .map(|report| {
-                println!(
-                    "manifests: {}\nblobs kept: {}\nblobs removed: {}\nbytes removed: {}\ntemp files removed: {}\nexpired uploads removed: {}",
-                    report.manifests,
-                    report.blobs_kept,
-                    report.blobs_removed,
-                    report.bytes_removed,
-                    report.temp_files_removed,
-                    report.uploads_removed
-                );
-            }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn print_stats(storage: &Storage) -> Result<(), berth::storage::StorageError> {
-    let totals = storage.blob_stats()?;
-    println!("blobs: {}\nbytes: {}", totals.blobs, totals.bytes);
-    let pins = storage.index.pins()?;
-    println!("pinned images: {}", pins.len());
-    for (pin, record) in pins {
-        println!(
-            "  {pin} -> {} ({} blobs)",
-            record.digest,
-            record.blobs.len()
-        );
-    }
-    Ok(())
 }
 
 fn migrate(settings: &Settings) -> ExitCode {

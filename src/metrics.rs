@@ -60,6 +60,10 @@ pub struct Metrics {
     pub blob_bytes_served: AtomicU64,
     pub fills_failed: AtomicU64,
     pub evictions: AtomicU64,
+    /// `berth gc` runs, and what they removed.
+    pub gc_runs: AtomicU64,
+    pub gc_blobs_removed: AtomicU64,
+    pub gc_bytes_removed: AtomicU64,
     pub pin_seeds: AtomicU64,
     pub pin_failures: AtomicU64,
     pub prefetched_blobs: AtomicU64,
@@ -180,6 +184,21 @@ impl Metrics {
                 "berth_evictions_total",
                 "Blobs evicted to keep the cache within storage.max_size.",
                 &self.evictions,
+            ),
+            (
+                "berth_gc_runs_total",
+                "Garbage collections run (berth gc).",
+                &self.gc_runs,
+            ),
+            (
+                "berth_gc_blobs_removed_total",
+                "Blobs removed by garbage collection.",
+                &self.gc_blobs_removed,
+            ),
+            (
+                "berth_gc_bytes_removed_total",
+                "Bytes removed by garbage collection.",
+                &self.gc_bytes_removed,
             ),
             (
                 "berth_pin_seeds_total",

@@ -73,7 +73,7 @@ impl Usage {
             });
     }
 
-    fn is_serving(&self, digest: &Digest) -> bool {
+    pub(super) fn is_serving(&self, digest: &Digest) -> bool {
         self.serving
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -7,9 +7,11 @@
 
 mod blobs;
 mod body;
+pub mod collect;
 pub mod evict;
 pub mod fill;
 pub mod flight;
+pub mod inventory;
 mod manifests;
 mod mapping;
 mod reconcile;

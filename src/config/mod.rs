@@ -7,6 +7,7 @@
 //! nothing downstream parses a setting again. This module imports nothing from berth but `oci`.
 
 mod auth;
+mod gc;
 mod mirror;
 mod paths;
 mod secret;
@@ -22,6 +23,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Projects, Role};
+pub use self::gc::GcSettings;
 pub use self::mirror::MirrorSettings;
 pub use self::secret::Secret;
 pub use self::server::{
@@ -72,6 +74,9 @@ pub struct Settings {
     /// own, and accept pushes. Require `[auth]`.
     #[serde(default)]
     pub projects: Vec<ProjectSettings>,
+    /// Garbage collection (`berth gc`).
+    #[serde(default)]
+    pub gc: GcSettings,
 }
 
 impl Settings {
@@ -165,6 +170,7 @@ impl Settings {
             ("server.tls_certificate", &mut server.tls_certificate),
             ("server.tls_key", &mut server.tls_key),
             ("server.tls_client_ca", &mut server.tls_client_ca),
+            ("server.admin_socket", &mut server.admin_socket),
         ] {
             all.extend(path.as_mut().map(|path| single(key, path)));
         }
@@ -206,6 +212,14 @@ impl Settings {
             }
         }
         all
+    }
+
+    /// The admin socket: `server.admin_socket`, else `admin.sock` in the data directory.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.server
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("admin.sock"))
     }
 
     /// The effective configuration as TOML, secrets redacted (for `berth check-config`).

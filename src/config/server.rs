@@ -50,6 +50,10 @@ pub struct ServerSettings {
     /// How long requests in flight may take to finish after SIGTERM, before they are cut.
     #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+    /// The Unix socket of the admin endpoint (`berth cache …`, `berth gc` on a running berth);
+    /// `None`: `admin.sock` in the data directory ([`super::Settings::admin_socket`]).
+    #[serde(default)]
+    pub admin_socket: Option<std::path::PathBuf>,
 }
 
 impl ServerSettings {

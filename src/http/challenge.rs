@@ -136,6 +136,7 @@ mod tests {
             tls_client_ca: None,
             metrics_listen: None,
             shutdown_timeout: Duration::from_secs(30),
+            admin_socket: None,
         }
     }
 

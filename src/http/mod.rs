@@ -6,6 +6,7 @@
 //! of the path.
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod challenge;
 pub mod error;

@@ -7,6 +7,7 @@
 //! here knows actix, and nothing below calls back up. Every error that leaves this module is a
 //! [`RegistryError`] carrying its spec code, so the HTTP layer only translates.
 
+pub mod admin;
 pub mod audit;
 pub mod error;
 pub mod listing;

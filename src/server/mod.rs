@@ -1,5 +1,7 @@
 //! Startup and shutdown: open and recover storage, build the registry, serve HTTP.
 
+pub mod admin;
+pub mod admin_cli;
 mod app;
 pub mod check;
 pub mod migrate;
@@ -210,6 +212,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         "http"
     };
     let metrics = metrics_server(&settings, &registry)?;
+    let (admin, admin_socket) = admin::server(&settings, &registry)?;
     summary::log_summary(&settings, addr);
     summary::warn_plain_realm(&settings.server);
     println!("berth listening on {scheme}://{addr}");
@@ -222,10 +225,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     )));
     // Each server stops on SIGTERM: accepting at once, serving what is in flight for at most
     // server.shutdown_timeout.
-    let servers = std::iter::once(server.run()).chain(health).chain(metrics);
+    let servers = std::iter::once(server.run())
+        .chain(health)
+        .chain(metrics)
+        .chain(Some(admin));
     futures_util::future::try_join_all(servers).await?;
     tracing::info!("stopped serving; flushing the index");
     watcher.abort();
+    drop(admin_socket);
     sweeper.abort();
     if let Some(reloader) = reloader {
         reloader.abort();

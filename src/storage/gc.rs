@@ -1,11 +1,12 @@
-//! Offline garbage collection: removes blobs that no stored manifest references and no pin
-//! holds, and leftovers in `tmp/`. It needs the index to itself (sled's lock guarantees that no berth is
-//! serving from the same data directory meanwhile).
+//! What garbage collection and `berth cache rm` decide from: every stored manifest and what
+//! it references ([`scan`]), and the clean-up of leftovers a stopped berth may sweep
+//! ([`sweep`]). The removals themselves are the cache's (`cache::collect`), under each digest's
+//! lock.
 //!
 //! What a manifest references is what the one manifest model ([`Manifest`]) reads in it; bytes
 //! it cannot read (passed through from an upstream) reference nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::index::BlobRecord;
 use super::{Storage, StorageError};
@@ -14,66 +15,103 @@ use crate::oci::{Digest, Manifest};
 /// Manifests are small; anything larger is not read as one.
 const MAX_MANIFEST_BYTES: u64 = crate::oci::media::MAX_MANIFEST_BYTES as u64;
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct GcReport {
-    pub manifests: usize,
-    pub blobs_kept: usize,
-    pub blobs_removed: usize,
-    pub bytes_removed: u64,
-    pub temp_files_removed: usize,
-    pub uploads_removed: usize,
+/// Every stored manifest, with what it references.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    /// Manifest → its config, layers and index entries (what pulling it fetches).
+    pub children: HashMap<Digest, Vec<Digest>>,
+    /// Manifest → the manifest it refers to (`subject`), for a referrer.
+    pub subjects: HashMap<Digest, Digest>,
 }
 
-pub fn collect(storage: &Storage) -> Result<GcReport, StorageError> {
-    let mut report = GcReport {
-        temp_files_removed: storage.blobs.sweep_tmp()?,
-        uploads_removed: storage.expire_uploads(super::UPLOAD_EXPIRY)?.0,
-        ..GcReport::default()
-    };
+impl Manifests {
+    /// Whether `digest` is a stored manifest.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.children.contains_key(digest)
+    }
+
+    /// Everything some manifest references, subjects included.
+    pub fn referenced(&self) -> HashSet<Digest> {
+        self.children
+            .values()
+            .flatten()
+            .chain(self.subjects.values())
+            .cloned()
+            .collect()
+    }
+
+    /// `roots` and what they reference, transitively (an index, its manifests, their blobs);
+    /// subjects are not followed (a signature does not hold its image).
+    pub fn closure<'a>(&self, roots: impl IntoIterator<Item = &'a Digest>) -> HashSet<Digest> {
+        let mut seen = HashSet::new();
+        let mut next: Vec<Digest> = roots.into_iter().cloned().collect();
+        while let Some(digest) = next.pop() {
+            if let Some(children) = self.children.get(&digest) {
+                next.extend(children.iter().filter(|c| !seen.contains(*c)).cloned());
+            }
+            seen.insert(digest);
+        }
+        seen
+    }
+}
+
+/// Reads every stored manifest. A manifest indexed without a media type (as recovery leaves
+/// them) gets the one its body names. Blocks, for one read per manifest-sized blob.
+pub fn scan(storage: &Storage) -> Result<Manifests, StorageError> {
     let entries: Vec<(Digest, BlobRecord)> = storage.index.blobs().collect::<Result<_, _>>()?;
-    let mut referenced = HashSet::new();
-    let mut manifests = HashSet::new();
-    for (digest, record) in &entries {
+    let mut found = Manifests::default();
+    for (digest, record) in entries {
         let is_manifest_sized = record.size <= MAX_MANIFEST_BYTES;
         if record.media_type.is_none() && !is_manifest_sized {
             continue;
         }
-        let Some(body) = storage.blobs.read_small(digest, MAX_MANIFEST_BYTES)? else {
+        let Some(body) = storage.blobs.read_small(&digest, MAX_MANIFEST_BYTES)? else {
             continue;
         };
         let parsed = Manifest::parse(&body, record.media_type.as_deref()).ok();
         if record.media_type.is_none() {
-            // Recovery indexes manifests without a media type: the body tells, or it is none.
             let Some(parsed) = &parsed else {
                 continue;
             };
             let mut fixed = record.clone();
             fixed.media_type = Some(parsed.media_type.clone());
-            storage.index.put_blob(digest, &fixed)?;
+            storage.index.put_blob(&digest, &fixed)?;
         }
-        manifests.insert(digest.clone());
-        if let Some(parsed) = parsed {
-            referenced.extend(parsed.references().cloned());
-        }
-    }
-    report.manifests = manifests.len();
-    let pinned = storage.index.pinned_blobs()?;
-    for (digest, record) in entries {
-        if manifests.contains(&digest)
-            || referenced.contains(&digest)
-            || pinned.contains(&digest)
-            || storage.index.is_private(&digest)?
-        {
-            report.blobs_kept += 1;
+        let Some(parsed) = parsed else {
+            found.children.insert(digest, Vec::new());
             continue;
+        };
+        if let Some(subject) = &parsed.subject {
+            found
+                .subjects
+                .insert(digest.clone(), subject.digest.clone());
         }
-        storage.index.remove_blob(&digest)?;
-        storage.blobs.remove(&digest)?;
-        report.blobs_removed += 1;
-        report.bytes_removed += record.size;
+        let children = parsed
+            .config
+            .iter()
+            .chain(&parsed.layers)
+            .chain(&parsed.manifests)
+            .map(|d| d.digest.clone())
+            .collect();
+        found.children.insert(digest, children);
     }
-    storage.index.flush()?;
-    Ok(report)
+    Ok(found)
+}
+
+/// Leftovers only a stopped berth may sweep at any time: temp files, and expired uploads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub temp_files_removed: usize,
+    pub uploads_removed: usize,
+}
+
+/// Removes temp files and expired uploads. Only on a stopped berth (a running one's temp files
+/// are fills in progress). Blocks.
+pub fn sweep(storage: &Storage) -> Result<Swept, StorageError> {
+    Ok(Swept {
+        temp_files_removed: storage.blobs.sweep_tmp()?,
+        uploads_removed: storage.expire_uploads(super::UPLOAD_EXPIRY)?.0,
+    })
 }
 
 #[cfg(test)]
@@ -82,7 +120,7 @@ mod tests {
     use crate::oci::media;
 
     #[test]
-    fn removes_only_what_no_manifest_references() {
+    fn finds_every_manifest_and_what_it_references() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let put = |data: &[u8], media_type: Option<&str>| {
@@ -106,25 +144,22 @@ mod tests {
         );
         // Indexed without a media type, as recovery leaves manifests: sniffed.
         let manifest = put(manifest.as_bytes(), None);
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"digest":"{manifest}"}}]}}"#,
+            media::OCI_INDEX
+        );
+        let index = put(index.as_bytes(), Some(media::OCI_INDEX));
         std::fs::write(dir.path().join("tmp/blob-x"), b"partial").unwrap();
 
-        let report = collect(&storage).unwrap();
-        assert_eq!(
-            report,
-            GcReport {
-                manifests: 1,
-                blobs_kept: 3,
-                blobs_removed: 1,
-                bytes_removed: 6,
-                temp_files_removed: 1,
-                uploads_removed: 0,
-            }
-        );
-        assert!(storage.index.blob(&orphan).unwrap().is_none());
-        assert!(!storage.blobs.path(&orphan).exists());
-        for kept in [&layer, &config, &manifest] {
-            assert!(storage.index.blob(kept).unwrap().is_some());
-        }
+        let found = scan(&storage).unwrap();
+        assert_eq!(found.children.len(), 2);
+        assert!(found.contains(&manifest) && found.contains(&index));
+        let referenced = found.referenced();
+        assert!(referenced.contains(&layer) && referenced.contains(&config));
+        assert!(!referenced.contains(&orphan));
+        let closure = found.closure([&index]);
+        assert_eq!(closure.len(), 4, "{closure:?}");
+        assert!(!closure.contains(&orphan));
         assert_eq!(
             storage
                 .index
@@ -134,6 +169,13 @@ mod tests {
                 .media_type
                 .as_deref(),
             Some(media::OCI_MANIFEST)
+        );
+        assert_eq!(
+            sweep(&storage).unwrap(),
+            Swept {
+                temp_files_removed: 1,
+                uploads_removed: 0
+            }
         );
     }
 }

@@ -29,7 +29,7 @@ impl Blob {
         }
     }
 
-    fn descriptor(&self) -> serde_json::Value {
+    pub fn descriptor(&self) -> serde_json::Value {
         serde_json::json!({"mediaType": self.media_type, "digest": self.digest, "size": self.data.len()})
     }
 }

@@ -122,6 +122,19 @@ impl Index {
         Ok(())
     }
 
+    /// Every cached tag answer: `(upstream, repository, tag, record)`. Keys that do not
+    /// parse are skipped.
+    pub fn tag_records(&self) -> Result<Vec<(String, RepoName, Tag, TagRecord)>, IndexError> {
+        let mut records = Vec::new();
+        for item in self.tags.iter() {
+            let (key, value) = item?;
+            if let Some((upstream, repo, tag)) = parse_tag_key(&key) {
+                records.push((upstream, repo, tag, decode(&key, &value)?));
+            }
+        }
+        Ok(records)
+    }
+
     /// The cached tags of one repository.
     pub fn tags_of(&self, upstream: &str, repo: &RepoName) -> Result<Vec<String>, IndexError> {
         let prefix = format!("{upstream}/{repo}:");

@@ -1,0 +1,89 @@
+//! Operations on the cache as a whole, for the admin endpoint and the offline CLI: stats, the
+//! cached images, dropping one, and garbage collection. The decisions and removals are the
+//! cache's ([`crate::cache::collect`]); this module resolves the operator's image names the way
+//! pulls resolve them and runs the blocking work off the async workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::repository::Target;
+use super::{Registry, RegistryError};
+use crate::cache::collect::{Collected, Dropped};
+use crate::cache::inventory::{CacheStats, CachedImage};
+use crate::cache::Cache;
+use crate::oci::{ErrorCode, ImageReference};
+use crate::storage::StorageError;
+
+/// Runs blocking cache work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    cache: &Arc<Cache>,
+    work: impl FnOnce(&Cache) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, RegistryError> {
+    let cache = Arc::clone(cache);
+    tokio::task::spawn_blocking(move || work(&cache))
+        .await
+        .map_err(|e| RegistryError::internal("admin task failed", e))?
+        .map_err(|e| RegistryError::internal("storage failed", e))
+}
+
+impl Registry {
+    pub async fn cache_stats(&self) -> Result<CacheStats, RegistryError> {
+        blocking(self.cache(), Cache::stats).await
+    }
+
+    pub async fn cached_images(&self) -> Result<Vec<CachedImage>, RegistryError> {
+        blocking(self.cache(), Cache::cached_images).await
+    }
+
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<Collected, RegistryError> {
+        let collected = blocking(self.cache(), move |cache| cache.collect_garbage(grace)).await?;
+        tracing::info!(
+            blobs_removed = collected.blobs_removed,
+            bytes_removed = collected.bytes_removed,
+            blobs_kept = collected.blobs_kept,
+            recent_kept = collected.recent_kept,
+            grace = %humantime::format_duration(grace),
+            "garbage collection"
+        );
+        Ok(collected)
+    }
+
+    /// Drops a cached mirror image named as a client names it (`alpine:3.20`,
+    /// `docker.io/library/alpine:3.20`, `ghcr.io/org/tool@sha256:…`). A private project's
+    /// repository is refused: its content is pushed, not cached.
+    pub async fn drop_cached(&self, image: &str) -> Result<Dropped, RegistryError> {
+        let reference: ImageReference = image.parse().map_err(|e: crate::oci::ParseError| {
+            RegistryError::new(ErrorCode::NameInvalid, e.to_string())
+        })?;
+        let mirror = match self.target(&reference.name(), None)? {
+            Target::Mirror(mirror) => mirror,
+            Target::Project(_) => {
+                return Err(RegistryError::new(
+                    ErrorCode::Denied,
+                    format!("{image} is in a private project; berth cache rm drops cached mirror images only"),
+                ))
+            }
+        };
+        let upstream = mirror.upstream.name().to_owned();
+        let tag = reference.reference().clone();
+        let dropped = blocking(self.cache(), move |cache| {
+            cache.drop_image(&upstream, &mirror.repo, &tag)
+        })
+        .await?;
+        let Some(dropped) = dropped else {
+            return Err(RegistryError::new(
+                ErrorCode::ManifestUnknown,
+                format!("{image} is not cached"),
+            ));
+        };
+        tracing::info!(
+            image,
+            digest = ?dropped.digest.as_ref().map(ToString::to_string),
+            blobs_removed = dropped.blobs_removed,
+            bytes_removed = dropped.bytes_removed,
+            blobs_shared = dropped.blobs_shared,
+            "dropped a cached image"
+        );
+        Ok(dropped)
+    }
+}
