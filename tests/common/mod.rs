@@ -9,6 +9,7 @@ pub mod fault;
 pub mod garage;
 pub mod images;
 pub mod nginx;
+pub mod packages;
 pub mod private;
 pub mod proxy;
 pub mod upstream;
