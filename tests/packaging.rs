@@ -155,7 +155,7 @@ async fn the_deb_installs_starts_with_auth_serves_and_purges() {
     assert!(conffiles.contains("/etc/berth/berth.toml"), "{conffiles}");
     // The shipped configuration is valid and uses the state directory.
     let effective = run_ok(
-        "berth",
+        "/usr/bin/berth",
         &["--config", "/etc/berth/berth.toml", "check-config"],
     );
     assert!(
@@ -164,7 +164,8 @@ async fn the_deb_installs_starts_with_auth_serves_and_purges() {
     );
     let unit_path = "/lib/systemd/system/berth.service";
     let unit = std::fs::read_to_string(unit_path).unwrap();
-    assert!(Path::new("/etc/systemd/system/multi-user.target.wants/berth.service").exists());
+    let enabled = "/etc/systemd/system/multi-user.target.wants/berth.service";
+    assert!(Path::new(enabled).exists(), "the unit is not enabled");
     analyze_unit(unit_path);
 
     // The signing key, made by the berth user as docs/deploy.md says.
@@ -174,7 +175,7 @@ async fn the_deb_installs_starts_with_auth_serves_and_purges() {
             "-u",
             "berth",
             "--",
-            "berth",
+            "/usr/bin/berth",
             "keygen",
             "--key",
             "/etc/berth/keys/token.key",
@@ -187,10 +188,27 @@ async fn the_deb_installs_starts_with_auth_serves_and_purges() {
         ("berth".into(), "berth".into(), 0o600)
     );
     // Users: root writes, berth reads.
-    let htpasswd = htpasswd_line(Command::new("berth").arg("hash-password"), ALICE.0, ALICE.1);
-    std::fs::write("/etc/berth/htpasswd", htpasswd).unwrap();
-    run_ok("chown", &["root:berth", "/etc/berth/htpasswd"]);
-    run_ok("chmod", &["0640", "/etc/berth/htpasswd"]);
+    let htpasswd = "/etc/berth/htpasswd";
+    run_ok(
+        "install",
+        &[
+            "-m",
+            "0640",
+            "-o",
+            "root",
+            "-g",
+            "berth",
+            "/dev/null",
+            htpasswd,
+        ],
+    );
+    let line = htpasswd_line(
+        Command::new("/usr/bin/berth").arg("hash-password"),
+        ALICE.0,
+        ALICE.1,
+    );
+    std::fs::write(htpasswd, line).unwrap();
+    assert_eq!(owner(htpasswd), ("root".into(), "berth".into(), 0o640));
     let port = free_port();
     let config = base_config(port, &seeded.upstream.url())
         + &auth_config("/etc/berth/keys", "/etc/berth/htpasswd");
@@ -217,8 +235,17 @@ async fn the_deb_installs_starts_with_auth_serves_and_purges() {
     run_ok("dpkg", &["--purge", "berth"]);
     assert!(!run("getent", &["passwd", "berth"]).status.success());
     assert!(!run("getent", &["group", "berth"]).status.success());
-    for gone in ["/var/lib/berth", "/etc/berth", unit_path, "/usr/bin/berth"] {
-        assert!(!Path::new(gone).exists(), "{gone} is left after purge");
+    for gone in [
+        "/var/lib/berth",
+        "/etc/berth",
+        unit_path,
+        enabled,
+        "/usr/bin/berth",
+    ] {
+        assert!(
+            Path::new(gone).symlink_metadata().is_err(),
+            "{gone} is left after purge"
+        );
     }
 }
 
