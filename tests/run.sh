@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth's whole test suite, runnable on a fresh Debian machine: installs the real servers and
 # clients the tests drive (CNCF Distribution as the upstream, nginx as its blob CDN and as a
-# load balancer, Garage as the shared S3 store, skopeo, podman, containerd and dockerd as clients),
+# load balancer, Garage as the shared S3 store, skopeo, podman, containerd and dockerd as clients,
+# buildah and dpkg for the packages, which tests/packaging.rs installs and runs),
 # then runs the gates: rustfmt, clippy with warnings as errors, and every test.
 # The tests start every server they use themselves, on free ports of 127.0.0.1.
 set -euo pipefail
@@ -22,6 +23,9 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+# The .deb's postinst makes its system user with adduser.
+command -v adduser >/dev/null 2>&1 || missing+=(adduser)
 if ((${#missing[@]})); then
   install "${missing[@]}"
 fi

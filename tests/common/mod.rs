@@ -11,6 +11,7 @@ pub mod garage;
 pub mod gauge;
 pub mod images;
 pub mod nginx;
+pub mod packages;
 pub mod pki;
 pub mod private;
 pub mod proxy;
