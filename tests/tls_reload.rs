@@ -174,3 +174,19 @@ async fn plain_http_beyond_loopback_and_untrusted_forwarded_proto_are_warned_abo
     let quiet = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
     assert!(!quiet.log().contains("the token realm will be http://"));
 }
+
+/// `systemctl reload berth` sends SIGHUP whatever the configuration: a berth without TLS
+/// must take it and go on serving, not die (and be restarted by the unit).
+#[tokio::test]
+async fn a_plain_http_berth_takes_sighup_and_goes_on() {
+    let s = seeded().await;
+    let berth = Berth::start(&config_for(&s.upstream.url(), "5m", ""));
+    hangup(&berth);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !berth.log().contains("SIGHUP: nothing to reload") {
+        assert!(Instant::now() < deadline, "no SIGHUP line:\n{}", berth.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = reqwest::get(format!("{}/v2/", berth.url)).await.unwrap();
+    assert_eq!(answer.status(), 200, "{}", berth.log());
+}

@@ -186,18 +186,21 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         .client_request_timeout(read_timeout)
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
         .max_connections(settings.server.max_connections);
+    // Registered before the listening line, so a SIGHUP (`systemctl reload`) from then on
+    // reloads instead of ending the process, with or without TLS.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let (mut server, reloader) = match tls {
         Some(tls) => {
-            // Registered before the listening line, so a SIGHUP from then on reloads instead
-            // of ending the process.
-            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             let reloader = actix_web::rt::spawn(tls::keep_fresh(tls.resolver, tls.files, hangup));
             (
                 server.listen_rustls_0_23(listener, tls.config)?,
                 Some(reloader),
             )
         }
-        None => (server.listen(listener)?, None),
+        None => (
+            server.listen(listener)?,
+            Some(actix_web::rt::spawn(nothing_to_reload(hangup))),
+        ),
     };
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -244,6 +247,16 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }
     Ok(())
+}
+
+/// SIGHUP without TLS: there is no certificate to reload (htpasswd is re-read whenever it
+/// changes anyway), and the signal must not end the process.
+async fn nothing_to_reload(mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
+        tracing::info!(
+            "SIGHUP: nothing to reload without TLS; configuration changes need a restart"
+        );
+    }
 }
 
 /// The token service, with its signing key loaded (and, for an open mirror, made on first
