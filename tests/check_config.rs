@@ -138,6 +138,18 @@ fn each_broken_configuration_is_refused_naming_its_key() {
         "[server]\ntls_certificate = \"keys/token.crt\"\ntls_key = \"keys/other.key\"\n",
         &["server.tls_certificate", "other.key"],
     );
+    // A level that is no level (berth would then log nothing at all, errors included).
+    refused(
+        dir.path(),
+        "[log]\nlevel = \"verbose\"\n",
+        &["verbose", "trace", "debug", "info", "warn", "error"],
+    );
+    // A duration that is no duration.
+    refused(
+        dir.path(),
+        "[server]\nread_timeout = \"thirty seconds\"\n",
+        &["read_timeout"],
+    );
     // A typo in a key.
     refused(
         dir.path(),

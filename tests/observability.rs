@@ -353,7 +353,11 @@ async fn sigterm_lets_a_slow_download_finish_within_the_drain_time() {
     upstream.set_mode(Mode::Slow(Duration::from_millis(150)));
     let mut berth = Berth::start(
         &config_for(&upstream.url(), "5m", "")
-            .replace("[server]\n", "[server]\nshutdown_timeout = \"20s\"\n"),
+            // With every side listener, which must not cut the drain short either.
+            .replace(
+                "[server]\n",
+                "[server]\nshutdown_timeout = \"20s\"\nhealth_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+            ),
     );
     let mut response = reqwest::get(format!("{}/v2/library/x/blobs/{digest}", berth.url))
         .await
@@ -370,7 +374,13 @@ async fn sigterm_lets_a_slow_download_finish_within_the_drain_time() {
             .is_err(),
         "still accepting after SIGTERM"
     );
-    while let Some(chunk) = response.chunk().await.unwrap() {
+    while let Some(chunk) = response.chunk().await.unwrap_or_else(|e| {
+        panic!(
+            "download cut after {} bytes: {e}\n{}",
+            body.len(),
+            berth.log()
+        )
+    }) {
         body.extend_from_slice(&chunk);
     }
     assert!(body == blob, "{} bytes of {}", body.len(), blob.len());

@@ -260,6 +260,86 @@ async fn containerd_pulls_through_berth_with_the_ca_in_hosts_toml() {
     assert_x509_refusal("containerd", &refused);
 }
 
+/// containerd pushes into a private project over TLS with the CA named in the berth host's
+/// `hosts.toml`, and what it pushed reads back through berth by digest.
+#[tokio::test]
+async fn containerd_pushes_into_a_project_with_the_ca_in_hosts_toml() {
+    let s = seeded().await;
+    let (ca, _) = Ca::new("containerd-push");
+    let files = AuthFiles::create();
+    let berth = tls_private(&ca, &files, &s.upstream.url());
+    let containerd = common::containerd::Containerd::start();
+    s.upstream.push("library/ctd-push", "1", &s.docker).await;
+
+    // One hosts.toml for docker.io (berth as its mirror), one for berth itself.
+    let hosts = tempfile::tempdir().unwrap();
+    for (dir, server) in [
+        (
+            "docker.io".to_owned(),
+            "https://registry-1.docker.io".to_owned(),
+        ),
+        (berth.addr.clone(), format!("https://{}", berth.addr)),
+    ] {
+        std::fs::create_dir_all(hosts.path().join(&dir)).unwrap();
+        std::fs::write(
+            hosts.path().join(&dir).join("hosts.toml"),
+            format!(
+                "server = \"{server}\"\n\n[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  ca = \"{}\"\n",
+                berth.addr,
+                ca.ca_file.display()
+            ),
+        )
+        .unwrap();
+    }
+    let hosts_dir = hosts.path().to_str().unwrap();
+    let (pulled, pushed) = (
+        "docker.io/library/ctd-push:1",
+        format!("{}/team/ctd:1", berth.addr),
+    );
+    containerd.ctr(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        hosts_dir,
+        "--snapshotter",
+        "native",
+        "--platform",
+        "linux/amd64",
+        pulled,
+    ]);
+    containerd.ctr(&["images", "tag", pulled, &pushed]);
+    let alice = creds("alice");
+    containerd.ctr(&[
+        "images",
+        "push",
+        "--hosts-dir",
+        hosts_dir,
+        "--user",
+        &alice,
+        "--platform",
+        "linux/amd64",
+        &pushed,
+    ]);
+
+    // Read back through berth, verified against the same CA.
+    let cert_dir = ca.cert_dir();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--creds",
+        &creds("bob"),
+        &format!("docker://{pushed}"),
+    ]);
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(sha256(&raw.stdout), s.docker.manifest.digest);
+}
+
 /// The CA where dockerd looks for it, removed again on drop.
 struct DockerCertsD(std::path::PathBuf);
 

@@ -102,6 +102,9 @@ pub fn server(
             .configure(crate::http::admin::configure)
     })
     .workers(1)
+    // Stopped by `serve` once the other listeners have drained: a second server acting on
+    // SIGTERM itself cut the main listener's downloads short.
+    .disable_signals()
     .listen_uds(listener)?
     .run();
     tracing::info!(path = %path.display(), "admin socket listening");

@@ -226,15 +226,29 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let watcher = actix_web::rt::spawn(crate::registry::readiness::watch_shared_store(Arc::clone(
         &registry,
     )));
-    // Each server stops on SIGTERM: accepting at once, serving what is in flight for at most
-    // server.shutdown_timeout.
-    let servers = std::iter::once(server.run())
-        .chain(health)
+    // Only the main listener acts on SIGTERM: it stops accepting at once and serves what is
+    // in flight for at most server.shutdown_timeout. The side listeners (health, metrics,
+    // admin) ignore signals, answer through the drain, and are stopped after it: a second
+    // server acting on the signal itself cut the main listener's downloads short.
+    let side: Vec<actix_web::dev::Server> = health
+        .into_iter()
         .chain(metrics)
-        .chain(Some(admin));
-    futures_util::future::try_join_all(servers).await?;
+        .chain(Some(admin))
+        .collect();
+    let side_handles: Vec<_> = side.iter().map(|server| server.handle()).collect();
+    let side: Vec<_> = side.into_iter().map(actix_web::rt::spawn).collect();
+    let served = server.run().await;
     tracing::info!("stopped serving; flushing the index");
     watcher.abort();
+    for handle in side_handles {
+        handle.stop(false).await;
+    }
+    for server in side {
+        if let Ok(Err(e)) = server.await {
+            tracing::warn!(error = %e, "a side listener stopped with an error");
+        }
+    }
+    served?;
     drop(admin_socket);
     sweeper.abort();
     if let Some(reloader) = reloader {
@@ -321,6 +335,7 @@ fn health_server(
             .configure(crate::http::configure_health)
     })
     .workers(1)
+    .disable_signals()
     .max_connections(HEALTH_CONNECTIONS)
     .client_request_timeout(settings.server.read_timeout)
     .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
@@ -352,6 +367,7 @@ fn metrics_server(
             .configure(crate::http::configure_metrics)
     })
     .workers(1)
+    .disable_signals()
     .max_connections(HEALTH_CONNECTIONS)
     .client_request_timeout(settings.server.read_timeout)
     .listen(listener)?
