@@ -184,7 +184,11 @@ async fn a_plain_http_berth_takes_sighup_and_goes_on() {
     hangup(&berth);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !berth.log().contains("SIGHUP: nothing to reload") {
-        assert!(Instant::now() < deadline, "no SIGHUP line:\n{}", berth.log());
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP line:\n{}",
+            berth.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let answer = reqwest::get(format!("{}/v2/", berth.url)).await.unwrap();
