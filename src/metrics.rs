@@ -85,6 +85,18 @@ pub struct Stored {
     pub bytes: u64,
     /// Uploads in progress on this node.
     pub uploads: u64,
+    /// Blobs and bytes of manifests and of every other blob, in that order; `None` until an
+    /// index from before they were kept has been counted once.
+    pub by_kind: Option<[StoredKind; 2]>,
+}
+
+/// The blobs of one kind in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKind {
+    /// The `kind` label: `manifest` or `blob`.
+    pub kind: &'static str,
+    pub blobs: u64,
+    pub bytes: u64,
 }
 
 /// Adds one to a counter.
@@ -264,6 +276,9 @@ impl Metrics {
                 requests::header(&mut out, name, "gauge", help);
                 let _ = writeln!(out, "{name} {value}");
             }
+            if let Some(kinds) = &stored.by_kind {
+                render_kinds(&mut out, kinds);
+            }
         }
         self.requests.render(&mut out);
         self.render_upstreams(&mut out);
@@ -373,6 +388,28 @@ impl Metrics {
                     field(health).load(Ordering::Relaxed)
                 ));
             }
+        }
+    }
+}
+
+/// The store's gauges by kind, in families of their own, so that a sum over a family never
+/// counts a blob twice (the unlabelled `berth_stored_*` series hold the overall totals).
+fn render_kinds(out: &mut String, kinds: &[StoredKind; 2]) {
+    for (name, help, value) in [
+        (
+            "berth_stored_blobs_by_kind",
+            "Blobs in this node's store by kind: manifest, or blob (layers, configs and everything else); they add up to berth_stored_blobs.",
+            (|k: &StoredKind| k.blobs) as fn(&StoredKind) -> u64,
+        ),
+        (
+            "berth_stored_bytes_by_kind",
+            "Bytes of the blobs in this node's store by kind; they add up to berth_stored_bytes.",
+            |k: &StoredKind| k.bytes,
+        ),
+    ] {
+        requests::header(out, name, "gauge", help);
+        for kind in kinds {
+            let _ = writeln!(out, "{name}{{kind=\"{}\"}} {}", kind.kind, value(kind));
         }
     }
 }

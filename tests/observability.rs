@@ -230,6 +230,19 @@ async fn metrics_carry_labels_and_histograms_after_a_pull() {
         value(&text, "berth_stored_bytes")
             >= image.blobs.iter().map(|b| b.data.len() as u64).sum::<u64>()
     );
+    // By kind: the one manifest and the layers and config, adding up to the totals.
+    let kind = |family: &str, kind: &str| value(&text, &format!("{family}{{kind=\"{kind}\"}}"));
+    assert_eq!(kind("berth_stored_blobs_by_kind", "manifest"), 1, "{text}");
+    assert_eq!(kind("berth_stored_blobs_by_kind", "blob"), blobs, "{text}");
+    for family in ["blobs", "bytes"] {
+        let by_kind = format!("berth_stored_{family}_by_kind");
+        assert_eq!(
+            kind(&by_kind, "manifest") + kind(&by_kind, "blob"),
+            value(&text, &format!("berth_stored_{family}")),
+            "{text}"
+        );
+    }
+    assert!(kind("berth_stored_bytes_by_kind", "manifest") > 0);
     assert_eq!(value(&text, "berth_fills_in_flight"), 0);
     assert_eq!(value(&text, "berth_uploads_open"), 0);
 

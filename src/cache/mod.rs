@@ -114,12 +114,21 @@ impl Cache {
     /// What the store holds, for `/metrics`: the index's running totals and the uploads in
     /// progress. Blocks; `None` when the store cannot be read.
     pub fn stored_totals(&self) -> Option<crate::metrics::Stored> {
+        use crate::metrics::StoredKind;
         let totals = self.storage.blob_stats().ok()?;
         let uploads = self.storage.blobs.upload_ids().ok()?.len() as u64;
+        let by_kind = self.storage.index.kind_totals().ok().flatten().map(|k| {
+            [("manifest", k.manifests), ("blob", k.blobs)].map(|(kind, t)| StoredKind {
+                kind,
+                blobs: t.blobs,
+                bytes: t.bytes,
+            })
+        });
         Some(crate::metrics::Stored {
             blobs: totals.blobs,
             bytes: totals.bytes,
             uploads,
+            by_kind,
         })
     }
 

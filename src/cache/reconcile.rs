@@ -1,6 +1,6 @@
 //! The cache's side of startup and shutdown: background reconciliation after an unclean stop
-//! (see `storage::recover`), eviction when a start finds the cache over its budget, and the
-//! clean-shutdown mark.
+//! (see `storage::recover`), the one count of the per-kind totals an older index lacks,
+//! eviction when a start finds the cache over its budget, and the clean-shutdown mark.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,36 @@ impl Cache {
                 tracing::error!(error = %e, "cannot start storage reconciliation");
             }
         }
+        let cache = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("berth-count-kinds".into())
+            .spawn(move || cache.count_kinds());
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start counting stored blobs by kind");
+        }
         self.evict_if_needed();
+    }
+
+    /// Counts the stored blobs per kind, once, for an index from before they were kept
+    /// (until then `/metrics` leaves those series out). Blocks; returns at once when they
+    /// are kept already.
+    fn count_kinds(&self) {
+        let index = &self.storage.index;
+        if !matches!(index.kind_totals(), Ok(None)) {
+            return;
+        }
+        let started = Instant::now();
+        match index.count_kinds(PACE_EVERY as usize, || std::thread::sleep(PACE_REST)) {
+            Ok(kinds) => tracing::info!(
+                secs = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+                manifests = kinds.manifests.blobs,
+                blobs = kinds.blobs.blobs,
+                "stored blobs counted by kind"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "counting stored blobs by kind failed; the next start goes on")
+            }
+        }
     }
 
     /// Reconciles disk and index while requests are served. Blocks.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::kinds::{adjust_kinds, KindTotals};
 use super::{decode, encode, now_ms, transaction_error, Index, IndexError};
 use crate::oci::Digest;
 
@@ -85,21 +86,32 @@ impl Totals {
     }
 }
 
-/// Inside a transaction: adds `blobs` entries of `bytes` in all (negative: removes them).
+/// Inside a transaction: the entry at `key` went from `old` to `new` (`None`: absent); the
+/// overall and per-kind totals follow.
 fn adjust_totals(
     access: &sled::transaction::TransactionalTree,
-    blobs: i64,
-    bytes: i64,
+    key: &[u8],
+    old: Option<&BlobRecord>,
+    new: Option<&BlobRecord>,
 ) -> sled::transaction::ConflictableTransactionResult<(), sled::Error> {
-    let old = access
-        .get(TOTALS_KEY)?
-        .map(|v| Totals::decode(&v))
-        .unwrap_or_default();
-    let new = Totals {
-        blobs: old.blobs.saturating_add_signed(blobs),
-        bytes: old.bytes.saturating_add_signed(bytes),
-    };
-    access.insert(TOTALS_KEY, &new.encode()[..])?;
+    let size = |record: Option<&BlobRecord>| record.map_or(0, |r| r.size as i64);
+    let blobs = new.is_some() as i64 - old.is_some() as i64;
+    let bytes = size(new) - size(old);
+    if blobs != 0 || bytes != 0 {
+        let old = access
+            .get(TOTALS_KEY)?
+            .map(|v| Totals::decode(&v))
+            .unwrap_or_default();
+        let new = Totals {
+            blobs: old.blobs.saturating_add_signed(blobs),
+            bytes: old.bytes.saturating_add_signed(bytes),
+        };
+        access.insert(TOTALS_KEY, &new.encode()[..])?;
+    }
+    let kind = |record: Option<&BlobRecord>| record.map(|r| (r.media_type.is_some(), r.size));
+    if kind(old) != kind(new) {
+        adjust_kinds(access, key, old, new)?;
+    }
     Ok(())
 }
 
@@ -114,9 +126,9 @@ pub(super) fn insert_new_blob(
     if blobs.get(&key)?.is_some() {
         return Ok(false);
     }
-    blobs.insert(key, encode(record))?;
+    blobs.insert(key.as_slice(), encode(record))?;
     access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
-    adjust_totals(access, 1, record.size as i64)?;
+    adjust_totals(access, &key, None, Some(record))?;
     Ok(true)
 }
 
@@ -131,19 +143,17 @@ impl Index {
         use sled::Transactional;
         let key = blob_key(digest);
         let value = encode(record);
+        let _writes = self.blob_writes();
         (&self.blobs, &self.access)
             .transaction(|(blobs, access)| {
                 match blobs.insert(key.as_slice(), value.as_slice())? {
                     Some(old) => {
                         if let Ok(old) = serde_json::from_slice::<BlobRecord>(&old) {
                             access.remove(access_key(old.last_access_ms, digest))?;
-                            if old.size != record.size {
-                                let delta = record.size as i64 - old.size as i64;
-                                adjust_totals(access, 0, delta)?;
-                            }
+                            adjust_totals(access, &key, Some(&old), Some(record))?;
                         }
                     }
-                    None => adjust_totals(access, 1, record.size as i64)?,
+                    None => adjust_totals(access, &key, None, Some(record))?,
                 }
                 access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
                 Ok(())
@@ -155,6 +165,7 @@ impl Index {
     /// store that added a digest counts its bytes.
     pub fn put_new_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<bool, IndexError> {
         use sled::Transactional;
+        let _writes = self.blob_writes();
         (&self.blobs, &self.access)
             .transaction(|(blobs, access)| insert_new_blob(blobs, access, digest, record))
             .map_err(transaction_error)
@@ -164,13 +175,14 @@ impl Index {
     pub fn remove_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
         use sled::Transactional;
         let key = blob_key(digest);
+        let _writes = self.blob_writes();
         (&self.blobs, &self.access)
             .transaction(|(blobs, access)| {
                 let old = blobs.remove(key.as_slice())?;
                 let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
                 if let Some(old) = &old {
                     access.remove(access_key(old.last_access_ms, digest))?;
-                    adjust_totals(access, -1, -(old.size as i64))?;
+                    adjust_totals(access, &key, Some(old), None)?;
                 }
                 Ok(old)
             })
@@ -208,16 +220,20 @@ impl Index {
             .unwrap_or_default())
     }
 
-    /// Counts the totals again from every entry (an index from before they were kept, or
-    /// after a full recovery). Blocks, for as long as a scan of `blobs` takes; nothing may
-    /// store or remove blobs meanwhile.
+    /// Counts the totals, overall and per kind, again from every entry (an index from before
+    /// they were kept, or after a full recovery). Blocks, for as long as a scan of `blobs`
+    /// takes; nothing may store or remove blobs meanwhile.
     pub fn recount_totals(&self) -> Result<Totals, IndexError> {
         let mut totals = Totals::default();
+        let mut kinds = KindTotals::default();
         for entry in self.blobs() {
+            let record = entry?.1;
             totals.blobs += 1;
-            totals.bytes += entry?.1.size;
+            totals.bytes += record.size;
+            kinds.add(&record, 1);
         }
         self.access.insert(TOTALS_KEY, &totals.encode()[..])?;
+        self.set_kinds(kinds)?;
         Ok(totals)
     }
 

@@ -9,6 +9,7 @@
 //! | `links` | `<upstream>/<repo>@sha256:<hex>`      | a manifest's media type, or empty |
 //! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
 //! | `access`| `ff×8 totals` (after every stamp)     | blob count ++ bytes, 8-byte big-endian each ([`Totals`]) |
+//! | `access`| `ff×8 kinds`                          | the same per kind, while or once counted ([`kinds`]) |
 //! | `guarded` | `<upstream>/<repo>`                 | empty, or `unsure` ([`Guarding`]) |
 //!
 //! Private projects keep their own trees, described in [`projects`]; blob uploads in progress
@@ -24,6 +25,7 @@
 //! `access` ends with, so that usage and `berth cache stats` never scan the index.
 
 mod blobs;
+mod kinds;
 mod mirror;
 mod pins;
 mod projects;
@@ -33,6 +35,7 @@ mod uploads;
 
 use self::blobs::insert_new_blob;
 pub use self::blobs::{access_key, blob_key, parse_access_key, parse_blob_key, BlobRecord, Totals};
+pub use self::kinds::KindTotals;
 pub use self::mirror::{link_key, parse_link_key, parse_tag_key, tag_key, Guarding, TagRecord};
 pub use self::pins::PinRecord;
 pub use self::projects::{PushedManifest, ReferrerRecord};
@@ -75,6 +78,10 @@ pub struct Index {
     project: projects::Trees,
     /// Blob uploads in progress: see [`uploads`].
     uploads: sled::Tree,
+    /// Held by every change to `blobs`, so that a background count of the per-kind totals
+    /// ([`kinds`]) sees no change between listing a chunk and recording it. Changes to `blobs`
+    /// already conflict on the totals record, so this serializes nothing that was parallel.
+    blob_writes: std::sync::Mutex<()>,
 }
 
 pub(crate) fn transaction_error(e: sled::transaction::TransactionError) -> IndexError {
@@ -132,13 +139,24 @@ impl Index {
             pins: db.open_tree("pins")?,
             project: projects::Trees::open(&db)?,
             uploads: db.open_tree("uploads")?,
+            blob_writes: std::sync::Mutex::new(()),
             db,
         };
         // An index from before the totals were kept: counted once, kept from then on.
         if !index.has_totals()? {
             index.recount_totals()?;
         }
+        // Per-kind totals missing from a non-empty index are counted in the background
+        // (`count_kinds`), never here.
+        index.start_kinds_if_empty()?;
         Ok(index)
+    }
+
+    /// The lock every change to `blobs` holds (a poisoned lock guards nothing: taken anyway).
+    pub(super) fn blob_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.blob_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes everything to disk now (sled otherwise flushes on its own timer). Blocks.

@@ -154,6 +154,7 @@ impl Index {
         record: &BlobRecord,
     ) -> Result<bool, IndexError> {
         let link = repo_blob_key(digest, repo);
+        let _writes = self.blob_writes();
         (&self.blobs, &self.access, &self.project.repo_blobs)
             .transaction(|(blobs, access, repo_blobs)| {
                 let new = insert_new_blob(blobs, access, digest, record)?;
@@ -180,6 +181,7 @@ impl Index {
             (key, encode(record))
         });
         let p = &self.project;
+        let _writes = self.blob_writes();
         (
             &self.blobs,
             &self.access,

@@ -194,3 +194,145 @@ fn totals_follow_every_change_and_survive_reopen() {
     let index = crate::storage::reopened(|| Index::open(dir.path()));
     assert_eq!(index.totals().unwrap(), totals(2, 16));
 }
+
+/// The per-kind totals as a scan of `blobs` finds them.
+fn recount_kinds(index: &Index) -> KindTotals {
+    let mut kinds = KindTotals::default();
+    for entry in index.blobs() {
+        kinds.add(&entry.unwrap().1, 1);
+    }
+    kinds
+}
+
+fn manifest(size: u64) -> BlobRecord {
+    BlobRecord::new(
+        size,
+        Some("application/vnd.oci.image.manifest.v1+json".into()),
+    )
+}
+
+/// The per-kind totals equal a recount after every change, and add up to the overall ones.
+fn assert_kinds_exact(index: &Index) {
+    let kinds = index.kind_totals().unwrap().expect("per-kind totals kept");
+    assert_eq!(kinds, recount_kinds(index));
+    let totals = index.totals().unwrap();
+    assert_eq!(kinds.manifests.blobs + kinds.blobs.blobs, totals.blobs);
+    assert_eq!(kinds.manifests.bytes + kinds.blobs.bytes, totals.bytes);
+}
+
+/// One change to an index.
+type Step = Box<dyn Fn(&Index)>;
+
+#[test]
+fn kind_totals_follow_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    // A new index keeps them from the start.
+    assert_eq!(index.kind_totals().unwrap(), Some(KindTotals::default()));
+    let repo: RepoName = "team/app".parse().unwrap();
+    let steps: Vec<Step> = vec![
+        Box::new(|i| i.put_blob(&digest(1), &manifest(10)).unwrap()),
+        Box::new(|i| {
+            i.put_new_blob(&digest(2), &BlobRecord::new(5, None))
+                .unwrap();
+        }),
+        Box::new(|i| {
+            i.put_new_blob(&digest(2), &manifest(99)).unwrap();
+        }),
+        Box::new(move |i| {
+            i.put_private_blob(&repo, &digest(3), &BlobRecord::new(7, None))
+                .unwrap();
+        }),
+        // Replaced: bigger, then of the other kind each way.
+        Box::new(|i| i.put_blob(&digest(2), &BlobRecord::new(6, None)).unwrap()),
+        Box::new(|i| i.put_blob(&digest(2), &manifest(6)).unwrap()),
+        Box::new(|i| i.put_blob(&digest(1), &BlobRecord::new(4, None)).unwrap()),
+        Box::new(|i| {
+            let mut record = i.blob(&digest(3)).unwrap().unwrap();
+            record.last_access_ms = 1;
+            i.touch(&digest(3), record).unwrap();
+        }),
+        Box::new(|i| {
+            i.remove_blob(&digest(2)).unwrap();
+        }),
+        Box::new(|i| {
+            i.remove_blob(&digest(2)).unwrap();
+        }),
+    ];
+    for step in &steps {
+        step(&index);
+        assert_kinds_exact(&index);
+    }
+    let kinds = index.kind_totals().unwrap().unwrap();
+    assert_eq!(kinds.manifests, Totals::default());
+    assert_eq!(
+        kinds.blobs,
+        Totals {
+            blobs: 2,
+            bytes: 11
+        }
+    );
+    // The record is no blob: the LRU order does not show it.
+    assert_eq!(index.least_recently_used().count(), 2);
+}
+
+/// An index from before the per-kind totals: not counted when opened, then counted in chunks
+/// while blobs come, change kind and go on both sides of the count's position, and resumed
+/// after a count cut short.
+#[test]
+fn an_older_index_is_counted_later_and_exactly_while_blobs_change() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let index = Index::open(dir.path()).unwrap();
+        for n in 0..40u8 {
+            let record = if n % 3 == 0 {
+                manifest(n as u64 + 1)
+            } else {
+                BlobRecord::new(n as u64 + 100, None)
+            };
+            index.put_blob(&digest(n), &record).unwrap();
+        }
+        index.access.remove(super::kinds::KINDS_KEY).unwrap();
+        index.flush().unwrap();
+    }
+    let index = crate::storage::reopened(|| Index::open(dir.path()));
+    assert_eq!(index.kind_totals().unwrap(), None);
+    // Between chunks: one change of each sort, to digests spread over the key order.
+    let mut round = 0u8;
+    let mut change = |index: &Index| {
+        let n = round;
+        round += 1;
+        index
+            .put_blob(&digest(100 + n), &manifest(n as u64))
+            .unwrap();
+        index.remove_blob(&digest(n)).unwrap();
+        index
+            .put_blob(&digest(39 - n % 20), &BlobRecord::new(7 + n as u64, None))
+            .unwrap();
+        index.put_blob(&digest(20 + n % 20), &manifest(3)).unwrap();
+    };
+    // Cut short after three chunks (by a panic between chunks, as a crash would).
+    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut chunks = 0;
+        index.count_kinds(4, || {
+            change(&index);
+            chunks += 1;
+            if chunks == 3 {
+                panic!("cut short");
+            }
+        })
+    }));
+    assert!(cut.is_err());
+    assert_eq!(index.kind_totals().unwrap(), None);
+    change(&index);
+    let counted = index.count_kinds(3, || change(&index)).unwrap();
+    assert_eq!(counted, recount_kinds(&index));
+    assert_kinds_exact(&index);
+    // Kept from then on, and across a reopen.
+    change(&index);
+    assert_kinds_exact(&index);
+    index.flush().unwrap();
+    drop(index);
+    let index = crate::storage::reopened(|| Index::open(dir.path()));
+    assert_kinds_exact(&index);
+}
