@@ -318,9 +318,51 @@ fn health_server(
     settings: &Settings,
     registry: &Arc<Registry>,
 ) -> Result<Option<actix_web::dev::Server>, StartError> {
-    let Some(listen) = settings.server.health_listen else {
-        return Ok(None);
-    };
+    settings
+        .server
+        .health_listen
+        .map(|listen| {
+            side_server(
+                settings,
+                registry,
+                listen,
+                "health",
+                crate::http::configure_health,
+            )
+        })
+        .transpose()
+}
+
+/// The listener for `/metrics` alone (`server.metrics_listen`), so the public port need not
+/// expose it.
+fn metrics_server(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+) -> Result<Option<actix_web::dev::Server>, StartError> {
+    settings
+        .server
+        .metrics_listen
+        .map(|listen| {
+            side_server(
+                settings,
+                registry,
+                listen,
+                "metrics",
+                crate::http::configure_metrics,
+            )
+        })
+        .transpose()
+}
+
+/// A small plain-HTTP listener on `listen` serving `routes`: one worker, few connections, and
+/// no signal handling of its own (`serve` stops it after the main listener's drain).
+fn side_server(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    listen: std::net::SocketAddr,
+    name: &'static str,
+    routes: fn(&mut web::ServiceConfig),
+) -> Result<actix_web::dev::Server, StartError> {
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Listen {
         addr: listen,
         source,
@@ -332,39 +374,7 @@ fn health_server(
         App::new()
             .app_data(data.clone())
             .app_data(server_settings.clone())
-            .configure(crate::http::configure_health)
-    })
-    .workers(1)
-    .disable_signals()
-    .max_connections(HEALTH_CONNECTIONS)
-    .client_request_timeout(settings.server.read_timeout)
-    .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-    .listen(listener)?
-    .run();
-    println!("berth health on http://{addr}");
-    tracing::info!(%addr, "health listening");
-    Ok(Some(server))
-}
-
-/// The listener for `/metrics` alone (`server.metrics_listen`), so the public port need not
-/// expose it.
-fn metrics_server(
-    settings: &Settings,
-    registry: &Arc<Registry>,
-) -> Result<Option<actix_web::dev::Server>, StartError> {
-    let Some(listen) = settings.server.metrics_listen else {
-        return Ok(None);
-    };
-    let listener = TcpListener::bind(listen).map_err(|source| StartError::Listen {
-        addr: listen,
-        source,
-    })?;
-    let addr = listener.local_addr()?;
-    let data = web::Data::from(Arc::clone(registry));
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .configure(crate::http::configure_metrics)
+            .configure(routes)
     })
     .workers(1)
     .disable_signals()
@@ -372,9 +382,9 @@ fn metrics_server(
     .client_request_timeout(settings.server.read_timeout)
     .listen(listener)?
     .run();
-    println!("berth metrics on http://{addr}");
-    tracing::info!(%addr, "metrics listening");
-    Ok(Some(server))
+    println!("berth {name} on http://{addr}");
+    tracing::info!(%addr, "{name} listening");
+    Ok(server)
 }
 
 /// Raises the soft limit on open files to the hard one (each connection is a descriptor, and
