@@ -1,6 +1,6 @@
 //! Referrers answers that outlive upstream's: the API's `Link` pages followed and merged, the
 //! answer kept and served when upstream fails or the mirror is offline (filtered, and guarded
-//! as the subject is).
+//! as the subject is), and pinned images bringing their referrers along.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use actix_web::http::StatusCode;
 
 use super::referrers::{attach, listed, path, sorted, tag_referrers, REPO, SBOM, SIG};
 use super::{test_app, TestApp};
-use crate::oci::Digest;
+use crate::oci::{Digest, ImageReference};
+use crate::registry::pins::PinPlan;
 use crate::upstream::fake::Op;
 
 /// An app whose 404s are not remembered (every request asks the API again) and whose stale
@@ -178,4 +179,63 @@ async fn a_guarded_subjects_kept_answer_still_needs_a_grant() {
     );
     assert!(refused.header("www-authenticate").is_some());
     assert!(!String::from_utf8_lossy(refused.body()).contains(&sig.to_string()));
+}
+
+#[actix_web::test]
+async fn a_pin_brings_its_referrers_and_picks_up_new_ones() {
+    let app = app().await;
+    let hub = app.hub();
+    hub.serve_referrers(true);
+    let subject = hub.put_image(REPO, "v1", "subject").digest;
+    let empty = hub.put_blob(REPO, "{}");
+    let sig = attach(hub, REPO, &subject, SIG);
+
+    let pin: ImageReference = "app:v1".parse().unwrap();
+    let plan = PinPlan {
+        pins: vec![pin.clone()],
+        platforms: Vec::new(),
+        refresh: Duration::from_secs(3600),
+    };
+    let targets = app.registry.prepare_pins(&plan).unwrap();
+    let (pin, target) = &targets[0];
+    let seeded = app.registry.seed_pin(pin, target, &[]).await.unwrap();
+    assert_eq!(seeded.digest, subject);
+    assert_eq!(seeded.referrers, 1);
+    let index = &app.registry.cache().storage().index;
+    let pinned = index.pinned_blobs().unwrap();
+    assert!(pinned.contains(&sig), "the signature is pinned");
+    assert!(pinned.contains(&empty), "the signature's blob is pinned");
+    assert!(app.registry.cache().blob_size(&sig).unwrap().is_some());
+    assert!(app.registry.cache().blob_size(&empty).unwrap().is_some());
+
+    // Signed again upstream: the next refresh brings the new one.
+    let again = attach(hub, REPO, &subject, SBOM);
+    let seeded = app.registry.seed_pin(pin, target, &[]).await.unwrap();
+    assert_eq!(seeded.referrers, 2);
+    assert!(index.pinned_blobs().unwrap().contains(&again));
+
+    // Upstream down: the referrers are answered from what the pin kept.
+    let down = hub.status(503);
+    hub.fail_when(move |_| Some(down.clone()));
+    assert_eq!(
+        listed(&app.get(&path(REPO, &subject, None)).await),
+        sorted(&[&sig, &again])
+    );
+    let reply = app.get(&format!("/v2/{REPO}/manifests/{again}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(Digest::of(reply.body()), again);
+
+    // The image seeds but its referrers cannot be listed (upstream refuses the API): the pin
+    // counts as failed, and its record keeps holding the referrers it held.
+    hub.fail(Op::GetReferrers, hub.status(403));
+    let seeded_ms = index.pin("app:v1").unwrap().unwrap().seeded_ms;
+    assert!(app.registry.seed_pin(pin, target, &[]).await.is_err());
+    let record = index.pin("app:v1").unwrap().unwrap();
+    assert!(
+        record.seeded_ms >= seeded_ms,
+        "the record was written again"
+    );
+    for held in [&subject, &sig, &again, &empty] {
+        assert!(record.blobs.contains(held), "{held} is no longer pinned");
+    }
 }
