@@ -5,6 +5,7 @@
 //! only writer of the [`Storage`]. It decides nothing about upstreams: the registry layer hands
 //! it a future that fetches, and it runs that future at most once per digest at a time.
 
+mod answers;
 mod blobs;
 mod body;
 pub mod collect;

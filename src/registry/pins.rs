@@ -7,21 +7,40 @@
 //! Each successful seed records every digest the image holds (see
 //! [`crate::storage::index::PinRecord`]); eviction and gc spare those. A pin that fails keeps
 //! its last record, so what is cached stays protected while upstream is away.
+//!
+//! A pin brings its referrers (signatures, SBOMs, attestations: see `mirror::attached`), and
+//! its record holds them too, so they are kept and answered offline like the image; new ones
+//! upstream are picked up at the next refresh. When the image is seeded but its referrers
+//! cannot be, the record keeps what it held before beside the new image, and the pin counts as
+//! failed (so it is retried sooner).
+//!
+//! Seeding runs only inside the daemon: its progress is one log line per image.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::storage_error;
 use super::error::RegistryError;
-use super::mirror::SeededImage;
 use super::namespace::MirrorRepo;
 use super::Registry;
 use crate::metrics;
-use crate::oci::ImageReference;
+use crate::oci::{Digest, ImageReference};
 use crate::storage::index::{now_ms, PinRecord};
 
 /// First retry after a pin failed to seed; doubled on every failure, up to the refresh period.
 const FIRST_RETRY: Duration = Duration::from_secs(15);
+
+/// A pin now complete in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeededPin {
+    /// What the pin's reference resolved to.
+    pub digest: Digest,
+    /// Digests the pin's record holds: the image's and its referrers'.
+    pub holds: usize,
+    /// Referrer manifests brought along.
+    pub referrers: usize,
+}
 
 /// What to keep pinned, and how.
 #[derive(Debug, Clone)]
@@ -60,25 +79,53 @@ impl Registry {
         Ok(resolved)
     }
 
-    /// Fetches one pinned image in full and records what it holds.
+    /// Fetches one pinned image in full, with its referrers, and records what it holds.
     pub async fn seed_pin(
         &self,
         pin: &ImageReference,
         target: &MirrorRepo,
         platforms: &[String],
-    ) -> Result<SeededImage, RegistryError> {
+    ) -> Result<SeededPin, RegistryError> {
         let seeded = self.mirror.seed(target, pin.reference(), platforms).await?;
+        let mut blobs = seeded.holds;
+        let attached = self.mirror.seed_referrers(target, &seeded.manifests).await;
+        let index = &self.cache().storage().index;
+        let referrers = match &attached {
+            Ok(attached) => {
+                let held: HashSet<&Digest> = blobs.iter().collect();
+                let more: Vec<Digest> = attached
+                    .holds
+                    .iter()
+                    .filter(|d| !held.contains(d))
+                    .cloned()
+                    .collect();
+                blobs.extend(more);
+                attached.referrers.len()
+            }
+            Err(e) => {
+                tracing::warn!(pin = %pin, error = %e, "cannot bring the pinned image's referrers; keeping what the pin held before");
+                let before = index.pin(pin.as_str()).map_err(storage_error)?;
+                let held: HashSet<Digest> = blobs.iter().cloned().collect();
+                let kept = before.into_iter().flat_map(|record| record.blobs);
+                blobs.extend(kept.filter(|d| !held.contains(d)));
+                0
+            }
+        };
         let record = PinRecord {
             digest: seeded.digest.clone(),
-            blobs: seeded.holds.clone(),
+            blobs,
             seeded_ms: now_ms(),
         };
-        let index = &self.cache().storage().index;
         index
             .put_pin(pin.as_str(), &record)
             .map_err(storage_error)?;
         index.flush_async().await.map_err(storage_error)?;
-        Ok(seeded)
+        attached?;
+        Ok(SeededPin {
+            digest: seeded.digest,
+            holds: record.blobs.len(),
+            referrers,
+        })
     }
 }
 
@@ -95,7 +142,7 @@ pub async fn keep_pinned(
             match registry.seed_pin(pin, target, &plan.platforms).await {
                 Ok(seeded) => {
                     metrics::inc(&registry.metrics().pin_seeds);
-                    tracing::info!(pin = %pin, digest = %seeded.digest, blobs = seeded.holds.len(), "pinned image is cached in full");
+                    tracing::info!(pin = %pin, digest = %seeded.digest, blobs = seeded.holds, referrers = seeded.referrers, "pinned image is cached in full, with its referrers");
                 }
                 Err(e) => {
                     failed += 1;

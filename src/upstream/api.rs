@@ -45,6 +45,13 @@ pub struct TagPage {
     pub next: Option<Vec<(String, String)>>,
 }
 
+/// A page of a subject's referrers: upstream's image index as it wrote it.
+pub struct ReferrersPage {
+    pub body: Bytes,
+    /// The query of upstream's `Link: <…>; rel="next"`, if any (the path is the same).
+    pub next: Option<Vec<(String, String)>>,
+}
+
 /// The registry API of one upstream, speaking as `identity`. Every answer that is not a
 /// success is an [`UpstreamError`] (a 404 is [`UpstreamError::NotFound`], a refusal
 /// [`UpstreamError::Unauthorized`]).
@@ -87,14 +94,16 @@ pub trait RegistryApi: Send + Sync {
         identity: &'a Identity,
     ) -> ApiFuture<'a, TagPage>;
 
-    /// The referrers of `subject` (OCI distribution 1.1): upstream's image index, unfiltered,
-    /// first page. A registry without the referrers API answers 404.
+    /// One page of the referrers of `subject` (OCI distribution 1.1): upstream's image index,
+    /// unfiltered; `query` is empty for the first page, then the previous page's `next`. A
+    /// registry without the referrers API answers 404.
     fn get_referrers<'a>(
         &'a self,
         repo: &'a RepoName,
         subject: &'a Digest,
+        query: &'a [(String, String)],
         identity: &'a Identity,
-    ) -> ApiFuture<'a, Bytes>;
+    ) -> ApiFuture<'a, ReferrersPage>;
 
     /// Exchanges a client's credentials for pull on `repo` (`None`: only checks them), kept
     /// under `identity`. Returns the token upstream issued.

@@ -12,7 +12,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENT
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::api::{ApiFuture, BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage};
+use super::api::{
+    ApiFuture, BlobResponse, FetchedManifest, ManifestHead, ReferrersPage, RegistryApi, TagPage,
+};
 use super::auth::{Authenticator, ClientToken, Credentials, Identity};
 use super::error::{SetupError, UpstreamError};
 use super::response::{error_reason, header_string, next_link_query, read_limited, status_error};
@@ -202,9 +204,17 @@ impl HttpClient {
         &self,
         repo: &RepoName,
         subject: &Digest,
+        query: &[(String, String)],
         identity: &Identity,
-    ) -> Result<Bytes, UpstreamError> {
-        let path = format!("/v2/{repo}/referrers/{subject}");
+    ) -> Result<ReferrersPage, UpstreamError> {
+        let mut url = self.url(&format!("/v2/{repo}/referrers/{subject}"))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
         let response = self
             .send(
                 Method::GET,
@@ -215,11 +225,15 @@ impl HttpClient {
                 identity,
             )
             .await?;
-        let response = self
+        let answer = self
             .check(response, &format!("referrers of {subject} in {repo}"))
             .await?;
-        self.read_limited(response, MAX_MANIFEST_BYTES, "referrers")
-            .await
+        let next =
+            header_string(answer.response.headers(), "link").and_then(|l| next_link_query(&l));
+        let body = self
+            .read_limited(answer, MAX_MANIFEST_BYTES, "referrers")
+            .await?;
+        Ok(ReferrersPage { body, next })
     }
 
     async fn exchange_credentials(
@@ -458,9 +472,10 @@ impl RegistryApi for HttpClient {
         &'a self,
         repo: &'a RepoName,
         subject: &'a Digest,
+        query: &'a [(String, String)],
         identity: &'a Identity,
-    ) -> ApiFuture<'a, Bytes> {
-        Box::pin(self.referrers_index(repo, subject, identity))
+    ) -> ApiFuture<'a, ReferrersPage> {
+        Box::pin(self.referrers_index(repo, subject, query, identity))
     }
 
     fn exchange<'a>(

@@ -20,7 +20,9 @@ mod tls;
 
 use std::sync::Arc;
 
-pub use self::api::{BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage};
+pub use self::api::{
+    BlobResponse, FetchedManifest, ManifestHead, ReferrersPage, RegistryApi, TagPage,
+};
 pub use self::auth::{ClientToken, Credentials, Identity};
 pub use self::client::HttpClient;
 pub use self::error::{SetupError, UpstreamError};
@@ -208,18 +210,23 @@ impl Upstream {
         self.guarded(self.api.get_tags(repo, query, identity)).await
     }
 
-    /// The referrers of `subject`, as upstream's index. A 404 (no referrers API, as in
-    /// Distribution 2.8) is remembered like any other.
+    /// A page of the referrers of `subject`, as upstream's index (`query` empty for the first).
+    /// A 404 (no referrers API, as in Distribution 2.8) is remembered like any other.
     pub async fn get_referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
+        query: &[(String, String)],
         identity: &Identity,
-    ) -> Result<bytes::Bytes, UpstreamError> {
-        let path = format!("/v2/{repo}/referrers/{subject}");
+    ) -> Result<ReferrersPage, UpstreamError> {
+        let mut path = format!("/v2/{repo}/referrers/{subject}");
+        for (i, (key, value)) in query.iter().enumerate() {
+            path.push(if i == 0 { '?' } else { '&' });
+            path.push_str(&format!("{key}={value}"));
+        }
         let what = || format!("referrers of {subject} in {repo}");
         self.remembering(&path, identity, what, || {
-            self.api.get_referrers(repo, subject, identity)
+            self.api.get_referrers(repo, subject, query, identity)
         })
         .await
     }

@@ -144,4 +144,18 @@ mod tests {
         );
         assert!(next_link_query(r#"</v2/x>; rel="prev""#).is_none());
     }
+
+    /// A referrers page's link, with an opaque cursor and a digest in its query, as Harbor and
+    /// zot write them: the query comes back decoded, to be sent again.
+    #[test]
+    fn a_referrers_next_link_keeps_its_query() {
+        let link = r#"</v2/library/x/referrers/sha256:ab?last=sha256%3Acd&n=100>; rel="next""#;
+        assert_eq!(
+            next_link_query(link).unwrap(),
+            vec![
+                ("last".to_string(), "sha256:cd".to_string()),
+                ("n".to_string(), "100".to_string())
+            ]
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! - Blobs are local-first; a miss joins or starts one fill (see `cache::fill`).
 //! - An offline upstream is never contacted: what is cached is served, the rest is unknown.
 
+mod attached;
 mod guard;
 mod manifest;
 mod prefetch;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 
+pub use self::attached::Attached;
 use self::manifest::ManifestKey;
 pub use self::seed::SeededImage;
 use super::error::storage_error;

@@ -20,6 +20,8 @@ pub struct SeededImage {
     pub digest: Digest,
     /// Every manifest and blob of the image, `digest` first.
     pub holds: Vec<Digest>,
+    /// The image's manifests: `digest`, then the platform manifests taken from it.
+    pub manifests: Vec<Digest>,
 }
 
 impl Mirror {
@@ -35,6 +37,7 @@ impl Mirror {
         let accept = AcceptList::default();
         let root = self.manifest(target, reference, &accept).await?.manifest;
         let mut holds = vec![root.digest.clone()];
+        let mut manifests = vec![root.digest.clone()];
         let mut seen: HashSet<Digest> = HashSet::from([root.digest.clone()]);
         let mut pending = vec![root.clone()];
         while let Some(manifest) = pending.pop() {
@@ -56,6 +59,7 @@ impl Mirror {
                 for child in wanted {
                     if seen.insert(child.clone()) {
                         holds.push(child.clone());
+                        manifests.push(child.clone());
                         let reply = self
                             .manifest(target, &Reference::Digest(child), &accept)
                             .await?;
@@ -80,6 +84,7 @@ impl Mirror {
         Ok(SeededImage {
             digest: root.digest.clone(),
             holds,
+            manifests,
         })
     }
 

@@ -6,6 +6,7 @@ mod blobs;
 mod breaker;
 mod guard;
 mod referrers;
+mod referrers_kept;
 mod tags;
 
 use std::collections::HashMap;

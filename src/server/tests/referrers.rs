@@ -11,12 +11,17 @@ use crate::oci::media;
 use crate::oci::Digest;
 use crate::upstream::fake::{FakeRegistry, Op};
 
-const REPO: &str = "library/app";
-const SIG: &str = "application/vnd.example.signature";
-const SBOM: &str = "application/vnd.example.sbom";
+pub(super) const REPO: &str = "library/app";
+pub(super) const SIG: &str = "application/vnd.example.signature";
+pub(super) const SBOM: &str = "application/vnd.example.sbom";
 
 /// An artifact manifest of `artifact_type` whose subject is `subject`: its digest.
-fn attach(hub: &FakeRegistry, repo: &str, subject: &Digest, artifact_type: &str) -> Digest {
+pub(super) fn attach(
+    hub: &FakeRegistry,
+    repo: &str,
+    subject: &Digest,
+    artifact_type: &str,
+) -> Digest {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
@@ -37,7 +42,12 @@ fn attach(hub: &FakeRegistry, repo: &str, subject: &Digest, artifact_type: &str)
 }
 
 /// The referrers tag schema: an index of `referrers` under the subject's `sha256-<hex>` tag.
-fn tag_referrers(hub: &FakeRegistry, repo: &str, subject: &Digest, referrers: &[(&Digest, &str)]) {
+pub(super) fn tag_referrers(
+    hub: &FakeRegistry,
+    repo: &str,
+    subject: &Digest,
+    referrers: &[(&Digest, &str)],
+) {
     let manifests: Vec<Value> = referrers
         .iter()
         .map(|(digest, artifact_type)| {
@@ -58,7 +68,7 @@ fn tag_referrers(hub: &FakeRegistry, repo: &str, subject: &Digest, referrers: &[
     hub.put_manifest(repo, Some(&tag), media::OCI_INDEX, index.to_string());
 }
 
-fn path(repo: &str, subject: &Digest, artifact_type: Option<&str>) -> String {
+pub(super) fn path(repo: &str, subject: &Digest, artifact_type: Option<&str>) -> String {
     match artifact_type {
         Some(t) => format!("/v2/{repo}/referrers/{subject}?artifactType={t}"),
         None => format!("/v2/{repo}/referrers/{subject}"),
@@ -66,7 +76,7 @@ fn path(repo: &str, subject: &Digest, artifact_type: Option<&str>) -> String {
 }
 
 /// The digests of an index answer, after checking that it is one.
-fn listed(reply: &Reply) -> Vec<String> {
+pub(super) fn listed(reply: &Reply) -> Vec<String> {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.header("content-type"), Some(media::OCI_INDEX));
     let index: Value = serde_json::from_slice(reply.body()).expect("an index");
@@ -82,7 +92,7 @@ fn listed(reply: &Reply) -> Vec<String> {
     digests
 }
 
-fn sorted(digests: &[&Digest]) -> Vec<String> {
+pub(super) fn sorted(digests: &[&Digest]) -> Vec<String> {
     let mut all: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
     all.sort();
     all

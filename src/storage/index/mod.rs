@@ -11,6 +11,7 @@
 //! | `access`| `ff×8 totals` (after every stamp)     | blob count ++ bytes, 8-byte big-endian each ([`Totals`]) |
 //! | `access`| `ff×8 kinds`                          | the same per kind, while or once counted ([`kinds`]) |
 //! | `guarded` | `<upstream>/<repo>`                 | empty, or `unsure` ([`Guarding`]) |
+//! | `answers` | `<upstream>/<repo>@sha256:<hex>`    | upstream's referrers of that subject ([`answers`]) |
 //!
 //! Private projects keep their own trees, described in [`projects`]; blob uploads in progress
 //! theirs, in [`uploads`]; pinned images theirs, in [`pins`].
@@ -24,6 +25,7 @@
 //! two trees change together, in one transaction, and with them the running totals that
 //! `access` ends with, so that usage and `berth cache stats` never scan the index.
 
+mod answers;
 mod blobs;
 mod kinds;
 mod mirror;
@@ -33,6 +35,7 @@ mod projects;
 mod tests;
 mod uploads;
 
+pub use self::answers::ReferrersAnswer;
 use self::blobs::insert_new_blob;
 pub use self::blobs::{access_key, blob_key, parse_access_key, parse_blob_key, BlobRecord, Totals};
 pub use self::kinds::KindTotals;
@@ -74,6 +77,8 @@ pub struct Index {
     guarded: sled::Tree,
     /// Pinned images and the digests each holds: see [`pins`].
     pins: sled::Tree,
+    /// Upstream's referrers answers, for offline use: see [`answers`].
+    answers: sled::Tree,
     /// Private projects' trees: see [`projects`].
     project: projects::Trees,
     /// Blob uploads in progress: see [`uploads`].
@@ -137,6 +142,7 @@ impl Index {
             access: db.open_tree("access")?,
             guarded: db.open_tree("guarded")?,
             pins: db.open_tree("pins")?,
+            answers: db.open_tree("answers")?,
             project: projects::Trees::open(&db)?,
             uploads: db.open_tree("uploads")?,
             blob_writes: std::sync::Mutex::new(()),

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use super::{lock, FakeRegistry, Op};
 use crate::oci::{Digest, Reference, RepoName};
 use crate::upstream::api::{
-    ApiFuture, BlobResponse, FetchedManifest, ManifestHead, RegistryApi, TagPage,
+    ApiFuture, BlobResponse, FetchedManifest, ManifestHead, ReferrersPage, RegistryApi, TagPage,
 };
 use crate::upstream::auth::{ClientToken, Credentials, Identity};
 use crate::upstream::error::UpstreamError;
@@ -135,12 +135,13 @@ impl RegistryApi for FakeRegistry {
         &'a self,
         repo: &'a RepoName,
         subject: &'a Digest,
+        query: &'a [(String, String)],
         identity: &'a Identity,
-    ) -> ApiFuture<'a, Bytes> {
+    ) -> ApiFuture<'a, ReferrersPage> {
         Box::pin(async move {
             self.begin(Op::GetReferrers, Some(repo.as_str()), identity)?;
             self.pass_gate(Op::GetReferrers).await;
-            self.referrers(repo, subject)
+            self.referrers(repo, subject, query)
         })
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 mod api;
 
+use super::api::ReferrersPage;
 use super::auth::Identity;
 use super::error::UpstreamError;
 use crate::oci::media;
@@ -75,6 +76,9 @@ struct Content {
     hide_guarded: bool,
     /// Serve the referrers API (Distribution 2.8 has none: a 404).
     referrers_api: bool,
+    /// Referrers per page of the API's answer (a `Link` to the next page after each); all at
+    /// once when `None`.
+    referrers_page: Option<usize>,
     users: HashMap<String, String>,
     /// Identity ids of exchanged credentials → their user.
     granted: HashMap<String, String>,
@@ -228,6 +232,11 @@ impl FakeRegistry {
         self.content().referrers_api = serve;
     }
 
+    /// Answers the referrers API `per_page` referrers at a time, linking each page to the next.
+    pub fn page_referrers(&self, per_page: usize) {
+        self.content().referrers_page = Some(per_page);
+    }
+
     /// Fails every call `rule` returns an error for (replacing any earlier rule).
     pub fn fail_when(
         &self,
@@ -357,8 +366,14 @@ impl FakeRegistry {
         found.ok_or_else(|| self.not_found(format!("manifest {repo}:{reference}")))
     }
 
-    /// The referrers index of `subject` in `repo`, built as a registry with the API would.
-    fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Bytes, UpstreamError> {
+    /// A page of the referrers index of `subject` in `repo`, built as a registry with the API
+    /// would, in digest order: the page after `last` (from the query), of at most the page size.
+    fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        query: &[(String, String)],
+    ) -> Result<ReferrersPage, UpstreamError> {
         let content = self.content();
         if !content.referrers_api {
             return Err(self.not_found(format!("referrers of {subject} in {repo}")));
@@ -383,12 +398,28 @@ impl FakeRegistry {
                 "artifactType": artifact_type,
             }));
         }
+        manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+        if let Some((_, last)) = query.iter().find(|(key, _)| key == "last") {
+            manifests.retain(|d| d["digest"].as_str() > Some(last.as_str()));
+        }
+        let mut next = None;
+        if let Some(n) = content
+            .referrers_page
+            .filter(|n| *n > 0 && manifests.len() > *n)
+        {
+            manifests.truncate(n);
+            let last = manifests[n - 1]["digest"].as_str().unwrap_or_default();
+            next = Some(vec![("last".to_owned(), last.to_owned())]);
+        }
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media::OCI_INDEX,
             "manifests": manifests,
         });
-        Ok(Bytes::from(index.to_string()))
+        Ok(ReferrersPage {
+            body: Bytes::from(index.to_string()),
+            next,
+        })
     }
 
     fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Bytes, UpstreamError> {
