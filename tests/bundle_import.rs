@@ -259,6 +259,11 @@ async fn an_imported_bundle_serves_an_offline_mirror_to_every_client() {
         assert_eq!(digest, image.manifest.digest, "{name}");
     }
     assert_eq!(berth.metric("berth_upstream_blob_gets_total").await, 0);
+
+    // Dropped on demand, an imported image is no longer pinned.
+    cli_text(&berth.data_dir, &["cache", "rm", "solo:1"]);
+    let stats = cli_text(&berth.data_dir, &["cache", "stats"]);
+    assert!(stats.contains("pinned images: 1\n"), "{stats}");
 }
 
 /// Into a private project, on a stopped berth (its data directory, as a directory layout):

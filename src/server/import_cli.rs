@@ -95,11 +95,14 @@ fn copy_blob(
 
 enum Target {
     Online(PathBuf),
-    Offline {
-        runtime: tokio::runtime::Runtime,
-        registry: crate::registry::Registry,
-        data_dir: PathBuf,
-    },
+    Offline(Box<Offline>),
+}
+
+/// The stopped berth's registry, opened on its data directory.
+struct Offline {
+    runtime: tokio::runtime::Runtime,
+    registry: crate::registry::Registry,
+    data_dir: PathBuf,
 }
 
 impl Target {
@@ -109,11 +112,11 @@ impl Target {
             .build()
             .map_err(|e| e.to_string())?;
         let (registry, _) = runtime.block_on(async { open_offline(settings, true) })?;
-        Ok(Target::Offline {
+        Ok(Target::Offline(Box::new(Offline {
             runtime,
             registry,
             data_dir: settings.storage.data_dir.clone(),
-        })
+        })))
     }
 
     fn begin(&mut self, session: &str, request: &ImportRequest) -> Result<Begun, String> {
@@ -121,10 +124,9 @@ impl Target {
             Target::Online(socket) => {
                 post(socket, &format!("/admin/import/{session}/begin"), request)
             }
-            Target::Offline {
-                runtime, registry, ..
-            } => runtime
-                .block_on(commit::begin(registry, session, request.clone()))
+            Target::Offline(offline) => offline
+                .runtime
+                .block_on(commit::begin(&offline.registry, session, request.clone()))
                 .map_err(show),
         }
     }
@@ -162,7 +164,7 @@ impl Target {
                 }
                 return answer::<serde_json::Value>(stream).map(drop);
             }
-            Target::Offline { data_dir, .. } => data_dir.clone(),
+            Target::Offline(offline) => offline.data_dir.clone(),
         };
         let staging = Staging::open(&data_dir, session).map_err(|e| e.to_string())?;
         let mut writer = staging.writer(digest).map_err(|e| e.to_string())?;
@@ -185,9 +187,8 @@ impl Target {
             Target::Online(socket) => {
                 post(socket, &format!("/admin/import/{session}/commit"), request)
             }
-            Target::Offline {
-                runtime, registry, ..
-            } => runtime.block_on(async {
+            Target::Offline(offline) => offline.runtime.block_on(async {
+                let registry = &offline.registry;
                 let imported = commit::commit(registry, session, request.clone()).await;
                 registry.cache().close().map_err(|e| e.to_string())?;
                 imported.map_err(show)
@@ -203,9 +204,8 @@ impl Target {
                 &serde_json::json!({}),
             )
             .map(drop),
-            Target::Offline {
-                runtime, registry, ..
-            } => runtime.block_on(async {
+            Target::Offline(offline) => offline.runtime.block_on(async {
+                let registry = &offline.registry;
                 let aborted = commit::abort(registry, session).await;
                 registry.cache().close().map_err(|e| e.to_string())?;
                 aborted.map_err(show)

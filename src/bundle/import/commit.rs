@@ -252,14 +252,9 @@ pub async fn commit(
         left_out: plan.left_out,
     };
     for (image, destination) in plan.images.iter().zip(&destinations) {
-        if let Destination::Mirror(_, _) = destination {
-            put_pin(
-                &cache,
-                &format!("{IMPORTED_PIN}{}", image.name),
-                &image.digest,
-                image.holds.clone(),
-            )
-            .await?;
+        if let Destination::Mirror(target, reference) = destination {
+            let key = imported_pin(target.upstream.name(), &target.repo, reference);
+            put_pin(&cache, &key, &image.digest, image.holds.clone()).await?;
         }
     }
     let result = super::write::write(&cache, &staging, &plan, &destinations, &mut imported).await;
@@ -286,6 +281,12 @@ pub async fn commit(
         });
     }
     Ok(imported)
+}
+
+/// The pin record of an imported mirror image: `imported:docker.io/library/alpine:3.20`, the
+/// name resolved as for a pull (see [`IMPORTED_PIN`]), so `berth cache rm` finds it.
+pub fn imported_pin(upstream: &str, repo: &RepoName, reference: &Reference) -> String {
+    format!("{IMPORTED_PIN}{upstream}/{repo}{}", suffix(reference))
 }
 
 fn suffix(reference: &Reference) -> String {
