@@ -244,7 +244,13 @@ pub async fn commit(
     all.extend(plan.blobs.iter().map(|(d, _)| d.clone()));
     // While it commits, one record holds everything (a project's content, too, until its
     // links keep it); the mirror's images get their own records.
-    put_pin(&cache, &guard, &all[0], all.clone()).await?;
+    let Some(first) = all.first().cloned() else {
+        return Err(refused(
+            ErrorCode::ManifestInvalid,
+            "the bundle holds no image",
+        ));
+    };
+    put_pin(&cache, &guard, &first, all.clone()).await?;
     let mut imported = Imported {
         images: Vec::new(),
         blobs_added: 0,
