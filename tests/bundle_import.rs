@@ -313,6 +313,22 @@ async fn a_corrupt_or_truncated_bundle_imports_nothing() {
     let mut berth = Berth::start(&offline_config(&up, ""));
     let stats_before = cli_text(&berth.data_dir, &["cache", "stats"]);
 
+    // An image of an upstream this berth does not have: refused before anything is copied.
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        index.replace("docker.io/library/solo:1", "ghcr.io/org/solo:1"),
+    )
+    .unwrap();
+    let output = import(&berth, &layout, None);
+    std::fs::write(layout.join("index.json"), index).unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"ghcr.io\" is not configured") && stderr.contains("nothing was imported"),
+        "{stderr}"
+    );
+
     // The last layer of solo: the others are staged by the time it is read.
     let layer = &up.solo.blobs.last().unwrap().digest;
     let path = blob_path(&layout, layer);

@@ -57,7 +57,13 @@ pub fn run(settings: &Settings, file: &Path, into: Option<&str>) -> Result<Strin
             ))
         }
     };
-    let begun = target.begin(&session, &request)?;
+    let begun = match target.begin(&session, &request) {
+        Ok(begun) => begun,
+        Err(e) => {
+            target.close();
+            return Err(format!("{}: {e}; nothing was imported", file.display()));
+        }
+    };
     let bar = Bar::new(std::io::stderr().is_terminal(), &digests, &begun);
     for (digest, size) in &digests {
         let present = begun.present.contains(digest);
@@ -193,6 +199,15 @@ impl Target {
                 registry.cache().close().map_err(|e| e.to_string())?;
                 imported.map_err(show)
             }),
+        }
+    }
+
+    /// Closes a stopped berth's store cleanly (its next start needs no reconciliation).
+    fn close(&mut self) {
+        if let Target::Offline(offline) = self {
+            if let Err(e) = offline.registry.cache().close() {
+                eprintln!("berth: cannot close the store cleanly: {e}");
+            }
         }
     }
 
