@@ -356,7 +356,7 @@ fn format_imported(imported: &Imported, elapsed: Duration) -> String {
         "{} blobs new to the store ({}) in {}\n",
         imported.blobs_added,
         human_bytes(imported.bytes_added),
-        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+        humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
     );
     if imported.left_out > 0 {
         out += &format!(
