@@ -52,6 +52,18 @@ enum Command {
     /// Remove cached blobs no manifest references (not those stored or read within
     /// `gc.grace` on a running berth), and leftovers of a stopped one. Same as `cache gc`.
     Gc,
+    /// Load an OCI image layout (a tar or a directory, as `berth export` or `skopeo copy …
+    /// oci-archive:` write it): every blob checked, into the mirror cache as pinned content of
+    /// its upstream names (`org.opencontainers.image.ref.name`), or into a private project.
+    /// Through the running berth's admin socket, or on the data directory of a stopped one.
+    /// A bundle that fails a check imports nothing; run it again after an interruption.
+    Import {
+        /// The bundle: an OCI image layout, as a tar or a directory.
+        file: PathBuf,
+        /// A private project to push the images into (`PROJECT/<repository>:<tag>`).
+        #[arg(long)]
+        into: Option<String>,
+    },
     /// Move this node's store (berth must be stopped: the index is opened exclusively).
     Storage {
         #[command(subcommand)]
@@ -110,6 +122,7 @@ fn main() -> ExitCode {
         Command::Storage {
             action: StorageCommand::Migrate { to_s3: _ },
         } => migrate(&settings),
+        Command::Import { file, into } => import(&settings, &file, into.as_deref()),
         Command::Keygen { key, cert } => keygen(&key, &cert),
         Command::HashPassword => hash_password(),
     }
@@ -213,6 +226,19 @@ fn hash_password() -> ExitCode {
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn import(settings: &Settings, file: &std::path::Path, into: Option<&str>) -> ExitCode {
+    match berth::server::import_cli::run(settings, file, into) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth: import: {e}");
+            ExitCode::from(1)
         }
     }
 }

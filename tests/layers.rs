@@ -26,16 +26,23 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bundle",
+        &[
+            "registry", "cache", "storage", "upstream", "config", "oci", "metrics", "memory",
+            "clock",
+        ],
+    ),
+    (
         "http",
         &[
-            "registry", "auth", "cache", "upstream", "config", "oci", "metrics", "memory",
+            "bundle", "registry", "auth", "cache", "upstream", "config", "oci", "metrics", "memory",
         ],
     ),
     (
         "server",
         &[
-            "http", "registry", "auth", "cache", "storage", "upstream", "config", "oci", "metrics",
-            "memory", "clock",
+            "bundle", "http", "registry", "auth", "cache", "storage", "upstream", "config", "oci",
+            "metrics", "memory", "clock",
         ],
     ),
 ];

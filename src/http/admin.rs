@@ -8,6 +8,8 @@
 //! | POST   | `/admin/images/rm` | body `{"image": "alpine:3.20"}` → `Dropped` |
 //! | POST   | `/admin/gc`        | `Collected` |
 //!
+//! and `berth import`'s routes (see [`super::admin_import`]).
+//!
 //! Errors are the registry's JSON error body with its status.
 
 use std::time::Duration;
@@ -34,7 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/admin/stats").route(web::get().to(stats)))
         .service(web::resource("/admin/images").route(web::get().to(images)))
         .service(web::resource("/admin/images/rm").route(web::post().to(remove)))
-        .service(web::resource("/admin/gc").route(web::post().to(gc)));
+        .service(web::resource("/admin/gc").route(web::post().to(gc)))
+        .configure(super::admin_import::configure);
 }
 
 fn answer<T: Serialize>(result: Result<T, RegistryError>) -> HttpResponse {

@@ -7,6 +7,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_import;
 pub mod body;
 pub mod challenge;
 pub mod error;

@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::storage_error;
 use super::repository::Target;
 use super::{Registry, RegistryError};
 use crate::cache::collect::{Collected, Dropped};
 use crate::cache::inventory::{CacheStats, CachedImage};
 use crate::cache::Cache;
 use crate::oci::{ErrorCode, ImageReference};
+use crate::storage::index::IMPORTED_PIN;
 use crate::storage::StorageError;
 
 /// Runs blocking cache work on the blocking pool.
@@ -66,6 +68,17 @@ impl Registry {
         };
         let upstream = mirror.upstream.name().to_owned();
         let tag = reference.reference().clone();
+        // An image `berth import` pinned is released first, or its blobs would all be spared.
+        let suffix = match &tag {
+            crate::oci::Reference::Tag(t) => format!(":{t}"),
+            crate::oci::Reference::Digest(d) => format!("@{d}"),
+        };
+        let imported = format!("{IMPORTED_PIN}{upstream}/{}{suffix}", mirror.repo);
+        let index = &self.cache().storage().index;
+        if index.pin(&imported).map_err(storage_error)?.is_some() {
+            index.remove_pin(&imported).map_err(storage_error)?;
+            tracing::info!(pin = %imported, "imported image released");
+        }
         let dropped = blocking(self.cache(), move |cache| {
             cache.drop_image(&upstream, &mirror.repo, &tag)
         })

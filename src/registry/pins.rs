@@ -26,7 +26,7 @@ use super::namespace::MirrorRepo;
 use super::Registry;
 use crate::metrics;
 use crate::oci::{Digest, ImageReference};
-use crate::storage::index::{now_ms, PinRecord};
+use crate::storage::index::{now_ms, PinRecord, IMPORTED_PIN};
 
 /// First retry after a pin failed to seed; doubled on every failure, up to the refresh period.
 const FIRST_RETRY: Duration = Duration::from_secs(15);
@@ -54,7 +54,8 @@ pub struct PinPlan {
 
 impl Registry {
     /// Checks every pin names a configured upstream and a valid repository, and forgets the
-    /// records of pins no longer configured (their content becomes evictable again).
+    /// records of pins no longer configured (their content becomes evictable again); the
+    /// records of imported images stay.
     pub fn prepare_pins(
         &self,
         plan: &PinPlan,
@@ -67,7 +68,9 @@ impl Registry {
         let index = &self.cache().storage().index;
         let mut released = 0;
         for (text, _) in index.pins().map_err(storage_error)? {
-            if !plan.pins.iter().any(|p| p.as_str() == text) {
+            // Imported images are pinned by their import, not by the configuration.
+            let imported = text.starts_with(IMPORTED_PIN);
+            if !imported && !plan.pins.iter().any(|p| p.as_str() == text) {
                 index.remove_pin(&text).map_err(storage_error)?;
                 released += 1;
                 tracing::info!(pin = %text, "no longer pinned; its content may be evicted");

@@ -151,7 +151,7 @@ fn show(e: crate::registry::RegistryError) -> String {
 
 /// The registry over the stopped berth's local storage (never the shared store), recovered
 /// first when `recover`.
-fn open_offline(
+pub(crate) fn open_offline(
     settings: &Settings,
     recover: bool,
 ) -> Result<(Registry, Option<Recovery>), String> {

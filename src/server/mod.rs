@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_cli;
 mod app;
 pub mod check;
+pub mod import_cli;
 pub mod migrate;
 mod shared;
 mod summary;

@@ -58,6 +58,11 @@ impl Storage {
         })
     }
 
+    /// The directory everything of this storage is under.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Bytes on disk that count against the budget: every indexed blob (from the index's
     /// running totals), and uploads in progress.
     pub fn total_size(&self) -> Result<u64, StorageError> {

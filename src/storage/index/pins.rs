@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::{decode, encode, text_keyed, Index, IndexError};
 use crate::oci::Digest;
 
+/// The key prefix of the records `berth import` writes (`imported:docker.io/library/alpine:3.20`):
+/// pins that no configuration names, kept until the image is dropped.
+pub const IMPORTED_PIN: &str = "imported:";
+
 /// One pinned image as last fetched completely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinRecord {
