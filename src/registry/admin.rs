@@ -49,8 +49,9 @@ impl Registry {
     }
 
     /// Drops a cached mirror image named as a client names it (`alpine:3.20`,
-    /// `docker.io/library/alpine:3.20`, `ghcr.io/org/tool@sha256:…`). A private project's
-    /// repository is refused: its content is pushed, not cached.
+    /// `docker.io/library/alpine:3.20`, `ghcr.io/org/tool@sha256:…`), or, with no tag or
+    /// digest (`alpine`), every cached tag of that repository. A private project's repository
+    /// is refused: its content is pushed, not cached.
     pub async fn drop_cached(&self, image: &str) -> Result<Dropped, RegistryError> {
         let reference: ImageReference = image.parse().map_err(|e: crate::oci::ParseError| {
             RegistryError::new(ErrorCode::NameInvalid, e.to_string())
@@ -66,8 +67,10 @@ impl Registry {
         };
         let upstream = mirror.upstream.name().to_owned();
         let tag = reference.reference().clone();
-        let dropped = blocking(self.cache(), move |cache| {
-            cache.drop_image(&upstream, &mirror.repo, &tag)
+        let whole = !names_reference(image);
+        let dropped = blocking(self.cache(), move |cache| match whole {
+            true => cache.drop_repository(&upstream, &mirror.repo),
+            false => cache.drop_image(&upstream, &mirror.repo, &tag),
         })
         .await?;
         let Some(dropped) = dropped else {
@@ -86,4 +89,11 @@ impl Registry {
         );
         Ok(dropped)
     }
+}
+
+/// Whether an image name as written names a tag or a digest (`alpine:3.20`, `a@sha256:…`),
+/// rather than a whole repository (`alpine`, `localhost:5000/app`).
+fn names_reference(image: &str) -> bool {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    image.contains('@') || last.contains(':')
 }

@@ -21,7 +21,7 @@ use futures_util::future::try_join_all;
 use crate::cache::{Cache, StoredManifest};
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, Manifest, RepoName, Tag};
-use crate::storage::index::ReferrerRecord;
+use crate::storage::index::{ReferrerRecord, RemovedRepository};
 use crate::storage::shared::{SharedError, SharedStore};
 
 /// The private projects' records in the shared store.
@@ -219,6 +219,34 @@ impl SharedRecords<'_> {
         }
         self.store.delete(&name).await?;
         Ok(true)
+    }
+
+    /// Removes every record of the repository, in the order that never leaves a tag naming a
+    /// missing manifest: tags, referrer records, manifests, blob links, then its catalog entry.
+    /// `None` when there was nothing. Bytes stay for garbage collection.
+    pub async fn remove_repository(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<RemovedRepository>, SharedError> {
+        let dir = repo_dir(repo);
+        let mut removed = RemovedRepository::default();
+        for (kind, count) in [
+            ("_tags", &mut removed.tags),
+            ("_referrers", &mut removed.referrers),
+            ("_manifests", &mut removed.manifests),
+            ("_blobs", &mut removed.blob_links),
+        ] {
+            let under = format!("{dir}/{kind}/");
+            for listed in self.store.list(&under).await? {
+                self.store
+                    .delete(&format!("{under}{}", listed.name))
+                    .await?;
+                *count += 1;
+            }
+        }
+        let listed = self.exists(repo).await?;
+        self.store.delete(&format!("{CATALOG}{repo}")).await?;
+        Ok((listed || !removed.is_empty()).then_some(removed))
     }
 
     /// The repository's tags, sorted.

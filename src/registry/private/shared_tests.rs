@@ -36,6 +36,7 @@ fn node(store: &Arc<SharedStore>) -> Node {
         name: "team".into(),
         public: false,
         members: Default::default(),
+        retention: None,
     }]);
     Node {
         projects: Projects::new(configured, Arc::new(cache)),
