@@ -67,6 +67,32 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The inline table of the documentation loads, round-trips through `check-config`'s
+    /// output, and a typo in it fails the load.
+    #[test]
+    fn retention_loads_from_a_project() {
+        use std::io::Write;
+        let project = "[auth]\nsigning_key = \"k.pem\"\n[[projects]]\nname = \"team\"\n";
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "{project}retention = {{ keep_last = 10, untagged_after = \"7d\", protect = [\"v*\"] }}"
+        )
+        .unwrap();
+        let settings = crate::config::Settings::load_with_env(Some(f.path()), vec![]).unwrap();
+        let rules = settings.projects[0].retention.clone().unwrap();
+        assert_eq!(rules.keep_last, Some(10));
+        assert_eq!(rules.untagged_after, Some(Duration::from_secs(7 * 86_400)));
+        assert!(rules.protects("v1.2") && !rules.protects("latest"));
+        assert!(settings
+            .to_redacted_toml()
+            .contains("untagged_after = \"7days\""));
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{project}retention = {{ keep_lats = 10 }}").unwrap();
+        assert!(crate::config::Settings::load_with_env(Some(f.path()), vec![]).is_err());
+    }
+
     #[test]
     fn globs() {
         for (pattern, text, expected) in [
