@@ -317,3 +317,48 @@ async fn referrers_are_listed_through_any_node_and_go_with_their_manifest() {
     let after: serde_json::Value = serde_json::from_slice(&after).unwrap();
     assert_eq!(after["manifests"].as_array().unwrap().len(), 0, "{after}");
 }
+
+/// A repository deleted through one node is gone for the other, and only it.
+#[tokio::test]
+async fn a_repository_deleted_through_one_node_is_gone_for_every_node() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let (a, b) = (node(&store), node(&store));
+    let (repo, other): (RepoName, RepoName) =
+        ("team/app".parse().unwrap(), "team/other".parse().unwrap());
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = Digest::of(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [],
+    });
+    let manifest = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+    let v1 = Reference::Tag("v1".parse().unwrap());
+    for r in [&repo, &other] {
+        a.projects
+            .start_upload(r, Some(config_digest.clone()), body(&[&config]))
+            .await
+            .unwrap();
+        a.projects
+            .put_manifest(r, &v1, None, manifest.clone())
+            .await
+            .unwrap();
+    }
+    let removed = b.projects.delete_repository(&repo).await.unwrap();
+    assert_eq!(
+        (removed.tags, removed.manifests, removed.blob_links),
+        (1, 1, 1)
+    );
+    let err = a.projects.manifest(&repo, &v1).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ManifestUnknown);
+    let err = a.projects.delete_repository(&repo).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NameUnknown);
+    let page = PageRequest::default();
+    let Err(err) = a.projects.tags(&repo, &page).await else {
+        panic!("the deleted repository still lists tags");
+    };
+    assert_eq!(err.code(), ErrorCode::NameUnknown);
+    assert!(a.projects.manifest(&other, &v1).await.is_ok());
+    assert!(a.projects.tags(&other, &page).await.is_ok());
+}
