@@ -135,6 +135,16 @@ fn request<T: DeserializeOwned>(
 }
 
 fn offline(settings: &Settings, op: &Operation) -> Result<String, String> {
+    // Offline, only the local data directory is opened: with a shared store the projects'
+    // records are not there.
+    if settings.storage.s3.is_some()
+        && matches!(
+            op,
+            Operation::Retention { .. } | Operation::RemoveRepository(_)
+        )
+    {
+        return Err("with [storage.s3], run this against a running berth (no berth answers on its admin socket)".into());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

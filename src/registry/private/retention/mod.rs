@@ -6,10 +6,11 @@
 //! Every deletion is checked again just before it is made: a tag that a push moved since the
 //! plan was read stays, and so does a manifest a tag names by then.
 //!
-//! With a shared store (`[storage.s3]`) retention is refused: the shared records carry no
-//! push times yet.
+//! With a shared store (`[storage.s3]`) the same plan is made from the shared records
+//! ([`shared`]), push times being their objects' `LastModified`.
 
 pub mod plan;
+mod shared;
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub use self::plan::Removal;
 use self::plan::{ManifestState, RepoState, TagState};
 use super::Projects;
 use crate::config::RetentionSettings;
-use crate::oci::{media, Digest, ErrorCode, Manifest, RepoName, Tag};
+use crate::oci::{media, Digest, Manifest, RepoName, Tag};
 use crate::registry::error::{storage_error, RegistryError};
 use crate::storage::index::now_ms;
 use crate::storage::{Storage, StorageError};
@@ -48,11 +49,10 @@ impl Projects {
                 ..RetentionReport::default()
             });
         }
-        if self.shared().is_some() {
-            return Err(RegistryError::new(
-                ErrorCode::Unsupported,
-                "retention needs push times, which the shared store ([storage.s3]) does not record yet; delete tags or repositories instead",
-            ));
+        if let Some(shared) = self.shared() {
+            return shared::apply(&shared, &self.cache, &rules, dry_run)
+                .await
+                .map_err(storage_error);
         }
         let storage = Arc::clone(self.storage());
         let report = tokio::task::spawn_blocking(move || apply(&storage, &rules, dry_run))
@@ -117,6 +117,12 @@ fn remove(storage: &Storage, repo: &RepoName, removal: &Removal) -> Result<bool,
             !tagged && index.remove_repo_manifest(repo, &removal.digest)?
         }
     };
+    log_removal(removal, made);
+    Ok(made)
+}
+
+/// An audit record of a deletion made, or a note of one a push overtook.
+fn log_removal(removal: &Removal, made: bool) {
     match made {
         true => tracing::info!(
             target: "berth::audit",
@@ -133,7 +139,6 @@ fn remove(storage: &Storage, repo: &RepoName, removal: &Removal) -> Result<bool,
             "retention: a push changed this since the plan; kept"
         ),
     }
-    Ok(made)
 }
 
 /// The repository's tags, manifests (with push times and an index's manifests) and referrer
