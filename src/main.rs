@@ -64,6 +64,18 @@ enum Command {
         #[arg(long)]
         into: Option<String>,
     },
+    /// Apply the `retention` rules of every project: delete tags beyond `keep_last` and old
+    /// untagged manifests (berth gc then reclaims the bytes).
+    Retention {
+        /// Only list what would be deleted, with why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Manage the repositories of private projects.
+    Repo {
+        #[command(subcommand)]
+        action: RepoCommand,
+    },
     /// Move this node's store (berth must be stopped: the index is opened exclusively).
     Storage {
         #[command(subcommand)]
@@ -84,13 +96,24 @@ enum StorageCommand {
 }
 
 #[derive(Subcommand)]
+enum RepoCommand {
+    /// Delete a whole repository of a project (`team/app`): every tag, manifest, blob link and
+    /// referrer record (berth gc then reclaims the bytes).
+    Rm {
+        /// The repository, as clients name it.
+        repository: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum CacheCommand {
     /// Count what is cached, in human units, by kind, with the pins.
     Stats,
     /// List the cached mirror images: upstream/repository:tag -> digest, age, size.
     Ls,
-    /// Drop one cached image (`alpine:3.20`, `docker.io/library/alpine:3.20`, `name@digest`)
-    /// and the blobs nothing else holds. Never touches private projects.
+    /// Drop one cached image (`alpine:3.20`, `docker.io/library/alpine:3.20`, `name@digest`),
+    /// or every cached tag of a repository named without a tag (`alpine`), and the blobs
+    /// nothing else holds. Never touches private projects.
     Rm {
         /// The image, named as for a pull.
         image: String,
@@ -119,6 +142,10 @@ fn main() -> ExitCode {
         Command::Serve => serve(settings),
         Command::Cache { action } => cache_command(&settings, action),
         Command::Gc => cache_command(&settings, CacheCommand::Gc),
+        Command::Retention { dry_run } => admin(&settings, &Operation::Retention { dry_run }),
+        Command::Repo {
+            action: RepoCommand::Rm { repository },
+        } => admin(&settings, &Operation::RemoveRepository(repository)),
         Command::Storage {
             action: StorageCommand::Migrate { to_s3: _ },
         } => migrate(&settings),
@@ -250,7 +277,11 @@ fn cache_command(settings: &Settings, action: CacheCommand) -> ExitCode {
         CacheCommand::Rm { image } => Operation::Remove(image),
         CacheCommand::Gc => Operation::Gc,
     };
-    match admin_cli::run(settings, &op) {
+    admin(settings, &op)
+}
+
+fn admin(settings: &Settings, op: &Operation) -> ExitCode {
+    match admin_cli::run(settings, op) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

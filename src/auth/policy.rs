@@ -167,11 +167,13 @@ pub(crate) mod tests {
                 name: "secret".into(),
                 public: false,
                 members: members.clone(),
+                retention: None,
             },
             ProjectSettings {
                 name: "open".into(),
                 public: true,
                 members,
+                retention: None,
             },
         ])
     }

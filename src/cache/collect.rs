@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Cache;
 use crate::metrics;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::storage::gc;
 use crate::storage::index::now_ms;
 use crate::storage::StorageError;
@@ -176,6 +176,36 @@ impl Cache {
         }
         self.storage.index.flush()?;
         Ok(Some(dropped))
+    }
+
+    /// Drops every cached tag of `upstream/repo` (`berth cache rm alpine`, no tag named), one
+    /// image after another as [`Cache::drop_image`] does; `None` when none is cached. Blocks.
+    pub fn drop_repository(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+    ) -> Result<Option<Dropped>, StorageError> {
+        let tags: Vec<Tag> = self
+            .storage
+            .index
+            .tag_records()?
+            .into_iter()
+            .filter(|(u, r, ..)| u == upstream && r == repo)
+            .map(|(.., tag, _)| tag)
+            .collect();
+        let mut total: Option<Dropped> = None;
+        for tag in tags {
+            // An earlier drop removes every tag naming the same manifest.
+            if let Some(one) = self.drop_image(upstream, repo, &Reference::Tag(tag))? {
+                let sum = total.get_or_insert_with(Dropped::default);
+                sum.tags_removed += one.tags_removed;
+                sum.blobs_removed += one.blobs_removed;
+                sum.bytes_removed += one.bytes_removed;
+                // What the last drop kept, other cached images, pins or projects hold.
+                sum.blobs_shared = one.blobs_shared;
+            }
+        }
+        Ok(total)
     }
 }
 

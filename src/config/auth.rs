@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::retention::RetentionSettings;
 use super::upstream::UpstreamSettings;
 use super::ConfigError;
 use crate::oci::RepoName;
@@ -144,6 +145,9 @@ pub struct ProjectSettings {
     pub public: bool,
     #[serde(default)]
     pub members: BTreeMap<String, Role>,
+    /// What `berth retention` deletes from the project's repositories: see [`RetentionSettings`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSettings>,
 }
 
 /// The configured projects by name: built once from the validated `[[projects]]` and shared
@@ -170,6 +174,11 @@ impl Projects {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Every configured project, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &ProjectSettings> {
+        self.0.values()
     }
 }
 

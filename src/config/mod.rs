@@ -10,6 +10,7 @@ mod auth;
 mod gc;
 mod mirror;
 mod paths;
+mod retention;
 mod secret;
 mod server;
 mod storage;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::{AuthSettings, LoginSettings, ProjectSettings, Projects, Role};
 pub use self::gc::GcSettings;
 pub use self::mirror::MirrorSettings;
+pub use self::retention::{glob_matches, RetentionSettings};
 pub use self::secret::Secret;
 pub use self::server::{
     parse_listen, parse_net, LogFormat, LogSettings, ServerSettings, LOG_LEVELS,

@@ -7,6 +7,8 @@
 //! | GET    | `/admin/images`    | `[CachedImage]` |
 //! | POST   | `/admin/images/rm` | body `{"image": "alpine:3.20"}` → `Dropped` |
 //! | POST   | `/admin/gc`        | `Collected` |
+//! | POST   | `/admin/retention` | body `{"dry_run": true}` → `RetentionReport` |
+//! | POST   | `/admin/repositories/rm` | body `{"repository": "team/app"}` → `RemovedRepository` |
 //!
 //! and `berth import`'s routes (see [`super::admin_import`]).
 //!
@@ -37,7 +39,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/admin/images").route(web::get().to(images)))
         .service(web::resource("/admin/images/rm").route(web::post().to(remove)))
         .service(web::resource("/admin/gc").route(web::post().to(gc)))
+        .service(web::resource("/admin/retention").route(web::post().to(retention)))
+        .service(web::resource("/admin/repositories/rm").route(web::post().to(remove_repository)))
         .configure(super::admin_import::configure);
+}
+
+/// The body of `POST /admin/retention`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RetentionRequest {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The body of `POST /admin/repositories/rm`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveRepositoryRequest {
+    pub repository: String,
+}
+
+async fn retention(
+    registry: web::Data<Registry>,
+    body: web::Json<RetentionRequest>,
+) -> HttpResponse {
+    answer(registry.apply_retention(body.dry_run).await)
+}
+
+async fn remove_repository(
+    registry: web::Data<Registry>,
+    body: web::Json<RemoveRepositoryRequest>,
+) -> HttpResponse {
+    answer(registry.delete_repository(&body.repository).await)
 }
 
 fn answer<T: Serialize>(result: Result<T, RegistryError>) -> HttpResponse {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod forwarded;
 mod probes;
 pub mod range;
+mod repositories;
 pub mod routes;
 pub mod source;
 pub mod stall;
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(token::get))
                 .route(web::post().to(token::post)),
         )
-        .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(v2::dispatch));
+        .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(v2::dispatch))
+        .configure(repositories::configure);
 }
 
 /// The routes of the health listener: `/healthz`, `/readyz` and, unless it has a listener of

@@ -51,8 +51,9 @@ impl Registry {
     }
 
     /// Drops a cached mirror image named as a client names it (`alpine:3.20`,
-    /// `docker.io/library/alpine:3.20`, `ghcr.io/org/tool@sha256:…`). A private project's
-    /// repository is refused: its content is pushed, not cached.
+    /// `docker.io/library/alpine:3.20`, `ghcr.io/org/tool@sha256:…`), or, with no tag or
+    /// digest (`alpine`), every cached tag of that repository. A private project's repository
+    /// is refused: its content is pushed, not cached.
     pub async fn drop_cached(&self, image: &str) -> Result<Dropped, RegistryError> {
         let reference: ImageReference = image.parse().map_err(|e: crate::oci::ParseError| {
             RegistryError::new(ErrorCode::NameInvalid, e.to_string())
@@ -68,19 +69,33 @@ impl Registry {
         };
         let upstream = mirror.upstream.name().to_owned();
         let tag = reference.reference().clone();
+        let whole = !names_reference(image);
         // An image `berth import` pinned is released first, or its blobs would all be spared.
-        let suffix = match &tag {
-            crate::oci::Reference::Tag(t) => format!(":{t}"),
-            crate::oci::Reference::Digest(d) => format!("@{d}"),
-        };
-        let imported = format!("{IMPORTED_PIN}{upstream}/{}{suffix}", mirror.repo);
         let index = &self.cache().storage().index;
-        if index.pin(&imported).map_err(storage_error)?.is_some() {
-            index.remove_pin(&imported).map_err(storage_error)?;
-            tracing::info!(pin = %imported, "imported image released");
+        let imported = match (&tag, whole) {
+            (_, true) => format!("{IMPORTED_PIN}{upstream}/{}", mirror.repo),
+            (crate::oci::Reference::Tag(t), false) => {
+                format!("{IMPORTED_PIN}{upstream}/{}:{t}", mirror.repo)
+            }
+            (crate::oci::Reference::Digest(d), false) => {
+                format!("{IMPORTED_PIN}{upstream}/{}@{d}", mirror.repo)
+            }
+        };
+        for (name, _) in index.pins().map_err(storage_error)? {
+            let matches = match whole {
+                true => name
+                    .strip_prefix(&imported)
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@')),
+                false => name == imported,
+            };
+            if matches {
+                index.remove_pin(&name).map_err(storage_error)?;
+                tracing::info!(pin = %name, "imported image released");
+            }
         }
-        let dropped = blocking(self.cache(), move |cache| {
-            cache.drop_image(&upstream, &mirror.repo, &tag)
+        let dropped = blocking(self.cache(), move |cache| match whole {
+            true => cache.drop_repository(&upstream, &mirror.repo),
+            false => cache.drop_image(&upstream, &mirror.repo, &tag),
         })
         .await?;
         let Some(dropped) = dropped else {
@@ -99,4 +114,11 @@ impl Registry {
         );
         Ok(dropped)
     }
+}
+
+/// Whether an image name as written names a tag or a digest (`alpine:3.20`, `a@sha256:…`),
+/// rather than a whole repository (`alpine`, `localhost:5000/app`).
+fn names_reference(image: &str) -> bool {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    image.contains('@') || last.contains(':')
 }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod audit;
 pub mod error;
+pub mod lifecycle;
 pub mod listing;
 pub mod mirror;
 pub mod namespace;

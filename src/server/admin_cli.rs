@@ -15,8 +15,9 @@ use crate::cache::inventory::{CacheStats, CachedImage, Count};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{Projects, Settings};
-use crate::http::admin::RemoveRequest;
+use crate::http::admin::{RemoveRepositoryRequest, RemoveRequest, RetentionRequest};
 use crate::registry::Registry;
+use crate::server::admin_lifecycle::{format_removed_repository, format_retention};
 use crate::storage::{Recovery, Storage};
 use crate::upstream::Upstreams;
 
@@ -27,6 +28,12 @@ pub enum Operation {
     List,
     Remove(String),
     Gc,
+    /// `berth retention [--dry-run]`.
+    Retention {
+        dry_run: bool,
+    },
+    /// `berth repo rm NAME`.
+    RemoveRepository(String),
 }
 
 /// Runs `op` against the running berth, else offline; what to print, or why it failed.
@@ -44,7 +51,11 @@ pub fn run(settings: &Settings, op: &Operation) -> Result<String, String> {
             ))
         }
     };
-    if settings.storage.s3.is_some() {
+    let cache_only = !matches!(
+        op,
+        Operation::Retention { .. } | Operation::RemoveRepository(_)
+    );
+    if settings.storage.s3.is_some() && cache_only {
         text.push_str("(a shared store is configured: this is this node's local tier only)\n");
     }
     Ok(text)
@@ -68,6 +79,19 @@ fn online(stream: UnixStream, op: &Operation) -> Result<String, String> {
             )
         }
         Operation::Gc => format_collected(&request(stream, "POST", "/admin/gc", None)?, None),
+        Operation::Retention { dry_run } => {
+            let body = serde_json::to_vec(&RetentionRequest { dry_run: *dry_run })
+                .map_err(|e| e.to_string())?;
+            format_retention(&request(stream, "POST", "/admin/retention", Some(&body))?)
+        }
+        Operation::RemoveRepository(name) => {
+            let body = serde_json::to_vec(&RemoveRepositoryRequest {
+                repository: name.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+            let removed = request(stream, "POST", "/admin/repositories/rm", Some(&body))?;
+            format_removed_repository(name, &removed)
+        }
     })
 }
 
@@ -111,13 +135,29 @@ fn request<T: DeserializeOwned>(
 }
 
 fn offline(settings: &Settings, op: &Operation) -> Result<String, String> {
+    // Offline, only the local data directory is opened: with a shared store the projects'
+    // records are not there.
+    if settings.storage.s3.is_some()
+        && matches!(
+            op,
+            Operation::Retention { .. } | Operation::RemoveRepository(_)
+        )
+    {
+        return Err("with [storage.s3], run this against a running berth (no berth answers on its admin socket)".into());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         // Changes need a consistent store (as a start makes it); reading does not.
-        let recover = matches!(op, Operation::Remove(_) | Operation::Gc);
+        let recover = matches!(
+            op,
+            Operation::Remove(_)
+                | Operation::Gc
+                | Operation::Retention { dry_run: false }
+                | Operation::RemoveRepository(_)
+        );
         let (registry, recovery) = open_offline(settings, recover)?;
         let cache = registry.cache();
         let text = match op {
@@ -133,6 +173,13 @@ fn offline(settings: &Settings, op: &Operation) -> Result<String, String> {
                     .await
                     .map_err(show)?,
                 recovery.as_ref(),
+            ),
+            Operation::Retention { dry_run } => {
+                format_retention(&registry.apply_retention(*dry_run).await.map_err(show)?)
+            }
+            Operation::RemoveRepository(name) => format_removed_repository(
+                name,
+                &registry.delete_repository(name).await.map_err(show)?,
             ),
         };
         if recover {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_cli;
+mod admin_lifecycle;
 mod app;
 pub mod check;
 pub mod import_cli;

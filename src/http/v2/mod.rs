@@ -3,7 +3,7 @@
 //! [`Target`]), checks access, and hands over to one file per resource, each written once
 //! against the [`Repository`] trait.
 
-mod access;
+pub(crate) mod access;
 mod blob;
 mod catalog;
 mod manifest;

@@ -11,6 +11,8 @@ mod discard;
 pub mod listing;
 pub mod manifest;
 pub mod migrate;
+mod remove;
+pub mod retention;
 mod shared;
 #[cfg(test)]
 mod shared_tests;

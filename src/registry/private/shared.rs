@@ -21,7 +21,7 @@ use futures_util::future::try_join_all;
 use crate::cache::{Cache, StoredManifest};
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, Manifest, RepoName, Tag};
-use crate::storage::index::ReferrerRecord;
+use crate::storage::index::{ReferrerRecord, RemovedRepository};
 use crate::storage::shared::{SharedError, SharedStore};
 
 /// The private projects' records in the shared store.
@@ -219,6 +219,100 @@ impl SharedRecords<'_> {
         }
         self.store.delete(&name).await?;
         Ok(true)
+    }
+
+    /// Removes every record of the repository, in the order that never leaves a tag naming a
+    /// missing manifest: tags, referrer records, manifests, blob links, then its catalog entry.
+    /// `None` when there was nothing. Bytes stay for garbage collection.
+    pub async fn remove_repository(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<RemovedRepository>, SharedError> {
+        let dir = repo_dir(repo);
+        let mut removed = RemovedRepository::default();
+        for (kind, count) in [
+            ("_tags", &mut removed.tags),
+            ("_referrers", &mut removed.referrers),
+            ("_manifests", &mut removed.manifests),
+            ("_blobs", &mut removed.blob_links),
+        ] {
+            let under = format!("{dir}/{kind}/");
+            for listed in self.store.list(&under).await? {
+                self.store
+                    .delete(&format!("{under}{}", listed.name))
+                    .await?;
+                *count += 1;
+            }
+        }
+        let listed = self.exists(repo).await?;
+        self.store.delete(&format!("{CATALOG}{repo}")).await?;
+        Ok((listed || !removed.is_empty()).then_some(removed))
+    }
+
+    /// The repository's tags with the digest each names and when it was last pushed (the
+    /// tag object's `LastModified`), for retention.
+    pub async fn tag_records(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Vec<(Tag, Digest, u64)>, SharedError> {
+        let listed = self
+            .store
+            .list(&format!("{}/_tags/", repo_dir(repo)))
+            .await?;
+        let tags: Vec<(Tag, u64)> = listed
+            .into_iter()
+            .filter_map(|l| Some((l.name.parse().ok()?, l.modified_ms)))
+            .collect();
+        let digests = try_join_all(tags.iter().map(|(tag, _)| self.tag(repo, tag))).await?;
+        Ok(tags
+            .into_iter()
+            .zip(digests)
+            .filter_map(|((tag, at), digest)| Some((tag, digest?, at)))
+            .collect())
+    }
+
+    /// The repository's manifests with the media type each was pushed as and when it was
+    /// last pushed, for retention.
+    pub async fn manifest_records(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Vec<(Digest, String, u64)>, SharedError> {
+        let listed = self
+            .store
+            .list(&format!("{}/_manifests/", repo_dir(repo)))
+            .await?;
+        let manifests: Vec<(Digest, u64)> = listed
+            .into_iter()
+            .filter_map(|l| Some((format!("sha256:{}", l.name).parse().ok()?, l.modified_ms)))
+            .collect();
+        let types =
+            try_join_all(manifests.iter().map(|(d, _)| self.manifest_type(repo, d))).await?;
+        Ok(manifests
+            .into_iter()
+            .zip(types)
+            .filter_map(|((digest, at), media_type)| Some((digest, media_type?, at)))
+            .collect())
+    }
+
+    /// The repository's referrer links, `(subject, referrer)`.
+    pub async fn referrer_links(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Vec<(Digest, Digest)>, SharedError> {
+        let listed = self
+            .store
+            .list(&format!("{}/_referrers/", repo_dir(repo)))
+            .await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|l| {
+                let (subject, referrer) = l.name.split_once('/')?;
+                Some((
+                    format!("sha256:{subject}").parse().ok()?,
+                    format!("sha256:{referrer}").parse().ok()?,
+                ))
+            })
+            .collect())
     }
 
     /// The repository's tags, sorted.

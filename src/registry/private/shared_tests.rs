@@ -24,6 +24,10 @@ struct Node {
 }
 
 fn node(store: &Arc<SharedStore>) -> Node {
+    node_with(store, None)
+}
+
+fn node_with(store: &Arc<SharedStore>, retention: Option<config::RetentionSettings>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path()).unwrap();
     let budget = Budget {
@@ -36,6 +40,7 @@ fn node(store: &Arc<SharedStore>) -> Node {
         name: "team".into(),
         public: false,
         members: Default::default(),
+        retention,
     }]);
     Node {
         projects: Projects::new(configured, Arc::new(cache)),
@@ -315,4 +320,140 @@ async fn referrers_are_listed_through_any_node_and_go_with_their_manifest() {
         .unwrap();
     let after: serde_json::Value = serde_json::from_slice(&after).unwrap();
     assert_eq!(after["manifests"].as_array().unwrap().len(), 0, "{after}");
+}
+
+/// A repository deleted through one node is gone for the other, and only it.
+#[tokio::test]
+async fn a_repository_deleted_through_one_node_is_gone_for_every_node() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let (a, b) = (node(&store), node(&store));
+    let (repo, other): (RepoName, RepoName) =
+        ("team/app".parse().unwrap(), "team/other".parse().unwrap());
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = Digest::of(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [],
+    });
+    let manifest = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+    let v1 = Reference::Tag("v1".parse().unwrap());
+    for r in [&repo, &other] {
+        a.projects
+            .start_upload(r, Some(config_digest.clone()), body(&[&config]))
+            .await
+            .unwrap();
+        a.projects
+            .put_manifest(r, &v1, None, manifest.clone())
+            .await
+            .unwrap();
+    }
+    let removed = b.projects.delete_repository(&repo).await.unwrap();
+    assert_eq!(
+        (removed.tags, removed.manifests, removed.blob_links),
+        (1, 1, 1)
+    );
+    let err = a.projects.manifest(&repo, &v1).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ManifestUnknown);
+    let err = a.projects.delete_repository(&repo).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NameUnknown);
+    let page = PageRequest::default();
+    let Err(err) = a.projects.tags(&repo, &page).await else {
+        panic!("the deleted repository still lists tags");
+    };
+    assert_eq!(err.code(), ErrorCode::NameUnknown);
+    assert!(a.projects.manifest(&other, &v1).await.is_ok());
+    assert!(a.projects.tags(&other, &page).await.is_ok());
+}
+
+/// Retention over the shared store: push times are the records' `LastModified`; the plan and
+/// the deletions are the same as on one node, and every node sees them.
+#[tokio::test]
+async fn retention_works_from_the_shared_records() {
+    let store = Arc::new(crate::storage::shared::in_memory());
+    let rules = config::RetentionSettings {
+        keep_last: Some(1),
+        untagged_after: Some(std::time::Duration::from_millis(1)),
+        protect: vec!["keep-*".into()],
+    };
+    let (a, b) = (node_with(&store, Some(rules)), node(&store));
+    let repo: RepoName = "team/app".parse().unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = Digest::of(&config);
+    a.projects
+        .start_upload(&repo, Some(config_digest.clone()), body(&[&config]))
+        .await
+        .unwrap();
+    let manifest = |n: u32| {
+        let json = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [],
+            "annotations": {"n": n.to_string()},
+        });
+        Bytes::from(serde_json::to_vec(&json).unwrap())
+    };
+    let mut digests = Vec::new();
+    for (n, reference) in ["keep-1", "old", "new", "sha256:untagged"]
+        .iter()
+        .enumerate()
+    {
+        let body = manifest(n as u32);
+        let reference = match reference.starts_with("sha256:") {
+            true => Reference::Digest(Digest::of(&body)),
+            false => Reference::Tag(reference.parse().unwrap()),
+        };
+        let put = b
+            .projects
+            .put_manifest(&repo, &reference, None, body)
+            .await
+            .unwrap();
+        digests.push(put.digest);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let dry = a.projects.apply_retention(true).await.unwrap();
+    let listed: Vec<(Option<String>, Digest)> = dry
+        .removals
+        .iter()
+        .map(|r| (r.tag.clone(), r.digest.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (Some("old".to_owned()), digests[1].clone()),
+            (None, digests[1].clone()),
+            (None, digests[3].clone()),
+        ]
+    );
+    assert_eq!(dry.removals[0].reason, "beyond keep_last=1");
+    assert!(b
+        .projects
+        .manifest(&repo, &Reference::Digest(digests[3].clone()))
+        .await
+        .is_ok());
+
+    let done = a.projects.apply_retention(false).await.unwrap();
+    let made: Vec<(Option<String>, Digest)> = done
+        .removals
+        .iter()
+        .map(|r| (r.tag.clone(), r.digest.clone()))
+        .collect();
+    assert_eq!(made, listed);
+    for gone in [&digests[1], &digests[3]] {
+        let err = b
+            .projects
+            .manifest(&repo, &Reference::Digest(gone.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ManifestUnknown);
+    }
+    for kept in ["keep-1", "new"] {
+        let reference = Reference::Tag(kept.parse().unwrap());
+        assert!(
+            b.projects.manifest(&repo, &reference).await.is_ok(),
+            "{kept}"
+        );
+    }
 }

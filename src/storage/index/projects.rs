@@ -7,6 +7,7 @@
 //! | `manifest_repos` | `sha256:<hex>@<repo>`                | empty             |
 //! | `repo_tags`      | `<repo>:<tag>`                       | `sha256:<hex>`    |
 //! | `referrers`      | `<repo>@<subject>@<manifest>`        | [`ReferrerRecord`]|
+//! | `pushed_at`      | `<repo>:<tag>` or `<repo>@sha256:<hex>` | ms, big-endian |
 //!
 //! `repo_blobs` and `manifest_repos` (the digest-first twin of `repo_manifests`, written in
 //! the same transactions) are keyed digest-first, so that "is this digest private anywhere?"
@@ -15,13 +16,20 @@
 //! transaction, so there is no moment at which it is indexed but unprotected.
 //! Repository names contain no `@` or `:`, tags no `:`, digests no `@`, so every key splits
 //! back unambiguously.
+//!
+//! `pushed_at` records when a tag or a repository's manifest was last pushed, for retention
+//! (see [`lifecycle`]); it is written in the PUT's transaction and dropped with the tag or
+//! manifest. Entries pushed before it existed have none.
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
+pub mod lifecycle;
 mod scan;
 
-use super::{decode, encode, insert_new_blob, transaction_error, BlobRecord, Index, IndexError};
+use super::{
+    decode, encode, insert_new_blob, now_ms, transaction_error, BlobRecord, Index, IndexError,
+};
 use crate::oci::{Digest, RepoName, Tag};
 
 pub(super) struct Trees {
@@ -31,6 +39,8 @@ pub(super) struct Trees {
     manifest_repos: sled::Tree,
     repo_tags: sled::Tree,
     referrers: sled::Tree,
+    /// When a tag or a repository's manifest was last pushed.
+    pushed_at: sled::Tree,
 }
 
 impl Trees {
@@ -41,6 +51,7 @@ impl Trees {
             manifest_repos: db.open_tree("manifest_repos")?,
             repo_tags: db.open_tree("repo_tags")?,
             referrers: db.open_tree("referrers")?,
+            pushed_at: db.open_tree("pushed_at")?,
         })
     }
 }
@@ -181,6 +192,7 @@ impl Index {
             (key, encode(record))
         });
         let p = &self.project;
+        let now = now_ms().to_be_bytes();
         let _writes = self.blob_writes();
         (
             &self.blobs,
@@ -190,16 +202,19 @@ impl Index {
             &p.repo_blobs,
             &p.repo_tags,
             &p.referrers,
+            &p.pushed_at,
         )
             .transaction(
-                |(blobs, access, manifests, manifest_repos, repo_blobs, tags, referrers)| {
+                |(blobs, access, manifests, manifest_repos, repo_blobs, tags, referrers, times)| {
                     let new = insert_new_blob(blobs, access, digest, record)?;
                     manifests.insert(manifest_key.as_slice(), pushed.media_type.as_bytes())?;
+                    times.insert(manifest_key.as_slice(), &now)?;
                     manifest_repos.insert(digest_first.as_slice(), &[] as &[u8])?;
                     // A manifest is also a blob of its repository (an index references it).
                     repo_blobs.insert(digest_first.as_slice(), &[] as &[u8])?;
                     if let Some(tag) = &tag {
                         tags.insert(tag.as_slice(), digest.to_string().as_bytes())?;
+                        times.insert(tag.as_slice(), &now)?;
                     }
                     if let Some((key, value)) = &referrer {
                         referrers.insert(key.as_slice(), value.as_slice())?;
@@ -275,10 +290,11 @@ impl Index {
         if !removed {
             return Ok(false);
         }
+        p.pushed_at.remove(manifest_key)?;
         let target = digest.to_string();
         for (tag, points_at) in self.repo_tags(repo)? {
             if points_at == target {
-                p.repo_tags.remove(repo_tag_key(repo, &tag))?;
+                self.remove_repo_tag(repo, &tag)?;
             }
         }
         let suffix = format!("@{digest}");
@@ -298,9 +314,13 @@ impl Index {
         tag: &Tag,
         digest: &Digest,
     ) -> Result<(), IndexError> {
+        let key = repo_tag_key(repo, tag);
+        self.project
+            .pushed_at
+            .insert(&key, &now_ms().to_be_bytes())?;
         self.project
             .repo_tags
-            .insert(repo_tag_key(repo, tag), digest.to_string().as_bytes())?;
+            .insert(key, digest.to_string().as_bytes())?;
         Ok(())
     }
 
@@ -313,11 +333,9 @@ impl Index {
     }
 
     pub fn remove_repo_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, IndexError> {
-        Ok(self
-            .project
-            .repo_tags
-            .remove(repo_tag_key(repo, tag))?
-            .is_some())
+        let key = repo_tag_key(repo, tag);
+        self.project.pushed_at.remove(&key)?;
+        Ok(self.project.repo_tags.remove(key)?.is_some())
     }
 
     /// A repository's tags with the digests they point at, sorted by tag.

@@ -75,12 +75,14 @@ pub struct SharedStore {
     prefix: String,
 }
 
-/// An object's name relative to the prefix it was listed under, with its size.
+/// An object's name relative to the prefix it was listed under, with its size and age.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub name: String,
     pub size: u64,
     pub e_tag: Option<String>,
+    /// When it was last written (the store's `LastModified`), in ms since the epoch.
+    pub modified_ms: u64,
 }
 
 impl SharedStore {
@@ -186,6 +188,7 @@ impl SharedStore {
                 name: meta.location.as_ref().get(skip..).unwrap_or("").to_owned(),
                 size: meta.size,
                 e_tag: meta.e_tag,
+                modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
             })
             .try_collect()
             .await?;
