@@ -5,6 +5,7 @@
 //! `clock` are leaves any layer may use.
 
 pub mod auth;
+pub mod bundle;
 pub mod cache;
 pub mod clock;
 pub mod config;

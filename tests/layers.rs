@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cache", &["storage", "oci", "metrics", "memory"]),
     ("upstream", &["config", "oci", "metrics", "memory", "clock"]),
     ("auth", &["config", "oci", "metrics", "memory"]),
+    ("bundle", &["upstream", "config", "oci"]),
     (
         "registry",
         &[
