@@ -538,3 +538,47 @@ async fn a_wrong_name_says_so_and_writes_nothing() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
+
+#[tokio::test]
+async fn a_blob_that_fails_its_digest_stops_the_export_naming_it() {
+    let seeded = seeded().await;
+    let image = images::image(Flavor::Oci, 91, &[2 * MIB, MIB], "amd64");
+    seeded.upstream.push("library/flipped", "1", &image).await;
+    let berth = Berth::start(&config_for(&seeded.upstream.url(), "1h", ""));
+    let dir = tempfile::tempdir().unwrap();
+    let warm = dir.path().join("warm");
+    export_ok(
+        &berth,
+        None,
+        &["flipped:1", "-o", warm.to_str().unwrap()],
+        None,
+    );
+
+    // One byte of the cached layer flipped on berth's disk: berth serves what it has.
+    let layer = &image.blobs[1].digest;
+    let hex = layer.trim_start_matches("sha256:");
+    let cached = berth
+        .blob_files()
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == hex))
+        .expect("the layer is cached");
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes[MIB] ^= 0xff;
+    std::fs::write(&cached, bytes).unwrap();
+
+    let file = dir.path().join("flipped.tar");
+    let output = export(
+        &berth,
+        None,
+        &["flipped:1", "-o", file.to_str().unwrap()],
+        None,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(layer.as_str()), "{stderr}");
+    assert!(!file.exists());
+    // What is in the partial file is only what verified: not the flipped layer.
+    let partial = tar_files(&partial_of(&file));
+    assert!(!partial.contains_key(&format!("blobs/sha256/{hex}")));
+    blobs_of(&partial);
+}
