@@ -468,3 +468,6 @@ fn index_json(plan: &Plan) -> Vec<u8> {
     });
     serde_json::to_vec_pretty(&index).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;
