@@ -142,6 +142,7 @@ async fn mirror_images_export_to_an_archive_skopeo_reads_byte_for_byte() {
     let berth = Berth::start(&config_for(&seeded.upstream.url(), "1h", ""));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bundle.tar");
+    let by_digest = format!("library/oci@{}", seeded.oci.manifest.digest);
     let summary = export_ok(
         &berth,
         None,
@@ -149,12 +150,13 @@ async fn mirror_images_export_to_an_archive_skopeo_reads_byte_for_byte() {
             "multi-oci:1",
             "docker.io/library/docker:1",
             "library/oci:1",
+            &by_digest,
             "-o",
             file.to_str().unwrap(),
         ],
         None,
     );
-    assert!(summary.contains("exported 3 image(s)"), "{summary}");
+    assert!(summary.contains("exported 4 image(s)"), "{summary}");
     assert!(!dir.path().join("bundle.tar.partial").exists());
 
     let files = layout_files(&file);
@@ -180,6 +182,10 @@ async fn mirror_images_export_to_an_archive_skopeo_reads_byte_for_byte() {
                 Some("docker.io/library/oci:1".to_owned()),
                 seeded.oci.manifest.digest.clone()
             ),
+            (
+                Some(format!("docker.io/{by_digest}")),
+                seeded.oci.manifest.digest.clone()
+            ),
         ]
     );
     // The Docker manifest keeps its own type in index.json (its bytes are unchanged).
@@ -187,7 +193,7 @@ async fn mirror_images_export_to_an_archive_skopeo_reads_byte_for_byte() {
         index["manifests"][1]["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
     );
-    // Nothing but the three images: no stray files.
+    // Nothing but the three images (one named twice): no stray files.
     let expected = seeded.oci_index.all_blobs().len()
         + 1
         + seeded.docker.all_blobs().len()
