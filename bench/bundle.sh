@@ -6,6 +6,8 @@
 # 1. A plain Distribution registry ("upstream") gets one image of LAYERS layers of LAYER_MIB MiB
 #    (3 × 100 MiB by default: 300 MiB).
 # 2. berth mirrors it; one skopeo pull warms its cache, so every export reads cache hits.
+#    skopeo gets --dest-oci-accept-uncompressed-layers: by default it gzips uncompressed layers
+#    for OCI destinations, which would time gzip, not copying.
 # 3. RUNS rounds, order rotated each round: each tool writes a fresh tar and a fresh directory
 #    (removed before each run); the wall time of the whole command is taken, and the result is
 #    checked (the tar's or directory's layer blobs hash to their digests).
@@ -79,12 +81,12 @@ run_one() {
                 { cat "$WORK/export.last.log" >&2; die "berth export failed"; }
             ;;
         skopeo-tar)
-            skopeo copy --quiet --src-tls-verify=false --retry-times 0 \
+            skopeo copy --quiet --src-tls-verify=false --retry-times 0 --dest-oci-accept-uncompressed-layers \
                 "docker://127.0.0.1:$BERTH_PORT/$REPO:$TAG" "oci-archive:$dest:$NAME" >"$WORK/skopeo.last.log" 2>&1 ||
                 { cat "$WORK/skopeo.last.log" >&2; die "skopeo copy failed"; }
             ;;
         skopeo-dir)
-            skopeo copy --quiet --src-tls-verify=false --retry-times 0 \
+            skopeo copy --quiet --src-tls-verify=false --retry-times 0 --dest-oci-accept-uncompressed-layers \
                 "docker://127.0.0.1:$BERTH_PORT/$REPO:$TAG" "oci:$dest:$NAME" >"$WORK/skopeo.last.log" 2>&1 ||
                 { cat "$WORK/skopeo.last.log" >&2; die "skopeo copy failed"; }
             ;;

@@ -110,11 +110,15 @@ pub fn io_error(path: &Path, source: io::Error) -> ExportError {
 }
 
 /// The layout as a directory. A blob is written to `blobs/sha256/<hex>.partial` and renamed
-/// once verified, so a blob file under its own name is always complete; on a rerun each one
-/// planned is hashed again before it is skipped (and rewritten if it does not match).
+/// once verified, so a blob file under its own name is whole as far as this run knows; on a
+/// rerun each one planned is hashed again before it is skipped (and rewritten if it does not
+/// match), which also catches one a crash left renamed but not on disk. So blob files are
+/// synced once, all together, when the layout is finished, not one by one.
 pub struct DirLayout {
     root: PathBuf,
     blobs: PathBuf,
+    /// Blob files written by this run, to sync at the end.
+    written: Vec<PathBuf>,
 }
 
 impl DirLayout {
@@ -133,6 +137,7 @@ impl DirLayout {
         Ok(DirLayout {
             root: root.to_owned(),
             blobs,
+            written: Vec::new(),
         })
     }
 
@@ -173,19 +178,24 @@ impl Layout for DirLayout {
                 out.write_all(&chunk).map_err(|e| io_error(&partial, e))?;
             }
             check.finish()?;
-            let file = out
-                .into_inner()
-                .map_err(|e| io_error(&partial, e.into_error()))?;
-            file.sync_data().map_err(|e| io_error(&partial, e))?;
+            out.flush().map_err(|e| io_error(&partial, e))?;
             fs::rename(&partial, &path).map_err(|e| io_error(&path, e))
         })();
-        if result.is_err() {
-            let _ = fs::remove_file(&partial);
+        match result {
+            Ok(()) => self.written.push(path),
+            Err(_) => {
+                let _ = fs::remove_file(&partial);
+            }
         }
         result
     }
 
     fn finish(&mut self, index: &[u8]) -> Result<(), ExportError> {
+        for path in &self.written {
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_error(path, e))?;
+        }
         sync_dir(&self.blobs)?;
         write_atomically(&self.root.join("index.json"), index)?;
         sync_dir(&self.root)
