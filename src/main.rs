@@ -76,11 +76,43 @@ enum Command {
         #[command(subcommand)]
         action: RepoCommand,
     },
+    /// Copy images from a running berth into an OCI image layout (a tar, or a directory) to
+    /// carry across an air gap: every platform asked for, the images' referrers (signatures,
+    /// SBOMs), each blob verified. Run it again after an interruption: it continues.
+    Export(ExportArgs),
     /// Move this node's store (berth must be stopped: the index is opened exclusively).
     Storage {
         #[command(subcommand)]
         action: StorageCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Images, named as for a pull: `alpine:3.20`, `docker.io/library/alpine:3.20`,
+    /// `team/app:1`, `name@sha256:…`.
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// `os/arch[/variant]`, comma-separated (`linux/amd64,linux/arm64`), or `all` (the
+    /// default): which platforms of a multi-platform image to take.
+    #[arg(long, default_value = "all")]
+    platform: berth::bundle::export::Platforms,
+    /// Where to write: a tar when the name ends in `.tar`, else a directory.
+    #[arg(long, short = 'o', required = true)]
+    output: PathBuf,
+    /// `tar` or `dir`, whatever the output's name.
+    #[arg(long, value_parser = ["tar", "dir"])]
+    format: Option<String>,
+    /// The berth to read from (default: the one the configuration describes, by its
+    /// `server.external_url`, else `server.listen`).
+    #[arg(long)]
+    from: Option<url::Url>,
+    /// A user of berth's token service (for images of private projects).
+    #[arg(long, requires = "password_stdin")]
+    user: Option<String>,
+    /// Read the user's password from standard input.
+    #[arg(long, requires = "user")]
+    password_stdin: bool,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +182,7 @@ fn main() -> ExitCode {
             action: StorageCommand::Migrate { to_s3: _ },
         } => migrate(&settings),
         Command::Import { file, into } => import(&settings, &file, into.as_deref()),
+        Command::Export(args) => export(&settings, args),
         Command::Keygen { key, cert } => keygen(&key, &cert),
         Command::HashPassword => hash_password(),
     }
@@ -305,6 +338,44 @@ fn migrate(settings: &Settings) -> ExitCode {
         }
         Err(e) => {
             eprintln!("berth: storage migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export(settings: &Settings, args: ExportArgs) -> ExitCode {
+    use berth::bundle::export::{ExportOptions, Format};
+    let credentials = match args.user {
+        Some(user) => {
+            let mut password = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut password) {
+                eprintln!("berth: export: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            Some((user, password.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        None => None,
+    };
+    let format = match args.format.as_deref() {
+        Some("tar") => Format::Tar,
+        Some(_) => Format::Dir,
+        None => Format::for_path(&args.output),
+    };
+    let options = ExportOptions {
+        images: args.images,
+        platforms: args.platform,
+        output: args.output,
+        format,
+        from: args.from,
+        credentials,
+    };
+    match berth::bundle::export::run(settings, options) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth: export: {e}");
             ExitCode::FAILURE
         }
     }
