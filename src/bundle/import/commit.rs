@@ -100,7 +100,16 @@ fn destination(
             )),
         };
     };
-    let full = format!("{project}/{}", image.repository());
+    // An image exported from this project (`host/team/app:1`) goes back to `team/app`, not
+    // `team/team/app`; any other lands under the project (`team/library/alpine`).
+    let repository = image.repository().as_str();
+    let full = match repository
+        .strip_prefix(project)
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        Some(_) => repository.to_owned(),
+        None => format!("{project}/{repository}"),
+    };
     match registry.target(&full, None)? {
         Target::Project(repo) => Ok(Destination::Project(repo, reference)),
         Target::Mirror(_) => Err(refused(
