@@ -8,6 +8,8 @@
 mod blobs;
 mod body;
 pub mod collect;
+#[cfg(test)]
+mod collect_tests;
 pub mod evict;
 pub mod fill;
 pub mod flight;
@@ -16,6 +18,7 @@ mod manifests;
 mod mapping;
 mod reconcile;
 mod shared;
+mod unlink;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

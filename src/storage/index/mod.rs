@@ -38,7 +38,7 @@ pub use self::blobs::{access_key, blob_key, parse_access_key, parse_blob_key, Bl
 pub use self::kinds::KindTotals;
 pub use self::mirror::{link_key, parse_link_key, parse_tag_key, tag_key, Guarding, TagRecord};
 pub use self::pins::PinRecord;
-pub use self::projects::{PushedManifest, ReferrerRecord};
+pub use self::projects::{Link, PushedManifest, ReferrerRecord};
 pub use self::uploads::UploadRecord;
 
 use serde::{Deserialize, Serialize};
