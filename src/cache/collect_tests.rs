@@ -148,7 +148,7 @@ impl Fixture {
 
     fn age_link(&self, repo: &RepoName, digest: &Digest, age_ms: u64) {
         let db = self.index();
-        db.age_link_for_tests(repo, digest, now_ms() - age_ms);
+        db.age_link(repo, digest, now_ms() - age_ms).unwrap();
     }
 
     fn stored(&self, digest: &Digest) -> bool {
