@@ -63,6 +63,7 @@ pub struct Metrics {
     /// `berth gc` runs, and what they removed.
     pub gc_runs: AtomicU64,
     pub gc_blobs_removed: AtomicU64,
+    pub gc_manifests_removed: AtomicU64,
     pub gc_bytes_removed: AtomicU64,
     pub pin_seeds: AtomicU64,
     pub pin_failures: AtomicU64,
@@ -206,6 +207,11 @@ impl Metrics {
                 "berth_gc_blobs_removed_total",
                 "Blobs removed by garbage collection.",
                 &self.gc_blobs_removed,
+            ),
+            (
+                "berth_gc_manifests_removed_total",
+                "Manifests removed by garbage collection.",
+                &self.gc_manifests_removed,
             ),
             (
                 "berth_gc_bytes_removed_total",

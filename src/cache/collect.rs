@@ -1,19 +1,25 @@
-//! Removing what nothing needs, on a running berth: garbage collection (blobs no manifest
-//! references) and dropping one cached image (`berth cache rm`).
+//! Removing what nothing needs, on a running berth: garbage collection and dropping one
+//! cached image (`berth cache rm`).
 //!
-//! Both decide from a scan of the stored manifests (`storage::gc::scan`), then remove each
-//! candidate through [`Storage::evict`](crate::storage::Storage::evict), which holds the
+//! Garbage collection runs in two passes over one scan of the stored manifests
+//! (`storage::gc::scan`). The private pass ([`super::unlink`]) unlinks from each private
+//! repository what the manifests still in it do not reach. The removal pass then computes what
+//! is live in the whole store: the closure of the cached tag records (referrers tag-schema tags
+//! included), the pins, and every manifest still in a private repository, with the referrers of
+//! anything live, plus whatever a repository still links. Every other stored manifest or blob
+//! goes, unless it was stored or read within the grace period.
+//!
+//! Each removal goes through [`Storage::evict`](crate::storage::Storage::evict), which holds the
 //! digest's lock and checks private content under it; the check passed in asks again, under
-//! that lock, whether the blob is being served, fetched, pinned, or (for gc) was stored or
-//! read within the grace period. A push that links the blob into a project, a fill that stores
-//! it, or a read that stamps it therefore either happens before the removal's check (and the
-//! blob stays) or after the removal (and stores or fetches it anew).
+//! that lock, whether the blob is being served, fetched, or was stored or read within the grace
+//! period. A push that links the blob into a project, a fill that stores it, or a read that
+//! stamps it therefore either happens before the removal's check (and the blob stays) or after
+//! the removal (and stores or fetches it anew).
 //!
-//! Concurrent pushes are protected by the grace period, not by reading uploads: berth links a
-//! pushed blob to its project when its upload finishes, so it is private from then on, but a
-//! blob a client reads or stores just before pushing a manifest that references it is
-//! referenced by nothing until that manifest arrives. Anything that recent is left for the next
-//! run. With a shared store, only this node's local tier is collected.
+//! The grace period covers what no manifest references yet: a pull fetches a manifest's blobs
+//! after it, a mirror client may fetch a child manifest by digest before anything tags it. With
+//! a shared store, only this node's local tier is collected: the shared store is every node's
+//! store of record, and its repository links are not this node's to remove.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -30,13 +36,24 @@ use crate::storage::StorageError;
 /// What one garbage collection did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Collected {
-    /// Stored manifests read (every one is kept).
+    /// Stored manifests read.
     pub manifests: usize,
+    /// Stored manifests removed (deleted from their projects, or cached and no longer tagged).
+    #[serde(default)]
+    pub manifests_removed: usize,
+    /// Repository links removed from private projects.
+    #[serde(default)]
+    pub links_removed: usize,
     pub blobs_kept: usize,
     /// Unreferenced, but stored, linked or read within the grace period (or in use).
     pub recent_kept: usize,
+    /// Blobs (not manifests) removed.
     pub blobs_removed: usize,
+    /// Bytes freed, manifests and blobs.
     pub bytes_removed: u64,
+    /// With a shared store: only this node's local tier was collected.
+    #[serde(default)]
+    pub local_tier_only: bool,
 }
 
 /// What dropping one cached image did.
@@ -54,18 +71,27 @@ pub struct Dropped {
 }
 
 impl Cache {
-    /// Removes every stored blob that no stored manifest references, no pin holds and no
-    /// private project owns, unless it was stored, linked or read within `grace`. Manifests
-    /// themselves stay (`berth cache rm` drops images). Blocks.
-    pub fn collect_garbage(&self, grace: Duration) -> Result<Collected, StorageError> {
+    /// Collects garbage (see the module docs): private repositories lose the links their
+    /// manifests no longer need, each handled under `exclusive(repo)`; then every stored
+    /// manifest and blob outside the live set goes, unless it was stored, linked or read within
+    /// `grace`. Blocks.
+    pub fn collect_garbage<G>(
+        &self,
+        grace: Duration,
+        exclusive: impl FnMut(&RepoName) -> G,
+    ) -> Result<Collected, StorageError> {
         let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
-        let manifests = gc::scan(&self.storage)?;
-        let referenced = manifests.referenced();
-        let pinned = self.storage.index.pinned_blobs()?;
-        let mut done = Collected {
-            manifests: manifests.children.len(),
-            ..Collected::default()
-        };
+        let mut manifests = gc::scan(&self.storage)?;
+        let mut done = Collected::default();
+        if self.shared().is_some() {
+            done.local_tier_only = true;
+        } else {
+            let unlinked = self.unlink_unreachable(&mut manifests, cutoff, exclusive)?;
+            done.links_removed = unlinked.links_removed;
+            done.recent_kept = unlinked.recent_kept;
+        }
+        done.manifests = manifests.children.len();
+        let live = self.live_set(&mut manifests)?;
         let entries: Vec<_> = self
             .storage
             .index
@@ -73,11 +99,12 @@ impl Cache {
             .collect::<Result<_, _>>()
             .map_err(StorageError::from)?;
         for (digest, record) in entries {
-            if manifests.contains(&digest)
-                || referenced.contains(&digest)
-                || pinned.contains(&digest)
-            {
+            if live.contains(&digest) {
                 done.blobs_kept += 1;
+                continue;
+            }
+            if record.last_access_ms > cutoff {
+                done.recent_kept += 1;
                 continue;
             }
             // Asked again under the digest's lock: a read, store or link since the scan counts.
@@ -88,14 +115,13 @@ impl Cache {
                 };
                 recent || self.usage.is_serving(&digest) || self.is_in_flight(&digest)
             };
-            if record.last_access_ms > cutoff {
-                done.recent_kept += 1;
-                continue;
-            }
             match self.storage.evict(&digest, spare)? {
                 Some(removed) => {
                     self.forget(&digest, removed.size);
-                    done.blobs_removed += 1;
+                    match manifests.contains(&digest) {
+                        true => done.manifests_removed += 1,
+                        false => done.blobs_removed += 1,
+                    }
                     done.bytes_removed += removed.size;
                 }
                 None => done.recent_kept += 1,
@@ -104,8 +130,37 @@ impl Cache {
         self.storage.index.flush()?;
         metrics::inc(&self.metrics.gc_runs);
         metrics::add(&self.metrics.gc_blobs_removed, done.blobs_removed as u64);
+        metrics::add(
+            &self.metrics.gc_manifests_removed,
+            done.manifests_removed as u64,
+        );
         metrics::add(&self.metrics.gc_bytes_removed, done.bytes_removed);
         Ok(done)
+    }
+
+    /// What the whole store keeps: the closure of the cached tags, the pins and the manifests
+    /// of private repositories (with referrers of anything live), and what a repository links.
+    fn live_set(&self, manifests: &mut gc::Manifests) -> Result<HashSet<Digest>, StorageError> {
+        let index = &self.storage.index;
+        let mut roots: Vec<Digest> = index
+            .tag_records()?
+            .into_iter()
+            .map(|(.., record)| record.digest)
+            .collect();
+        for (_, pin) in index.pins()? {
+            roots.push(pin.digest);
+            roots.extend(pin.blobs);
+        }
+        for record in index.repo_manifest_records() {
+            let (_, digest, _) = record?;
+            manifests.add(&self.storage, &digest)?;
+            roots.push(digest);
+        }
+        let mut live = manifests.live(&roots);
+        for link in index.timed_links() {
+            live.insert(link?.digest);
+        }
+        Ok(live)
     }
 
     /// Drops the cached image `upstream/repo` at `reference`: the tag record (for a digest,
@@ -206,175 +261,5 @@ impl Cache {
             }
         }
         Ok(total)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::cache::evict::Budget;
-    use crate::oci::media;
-    use crate::storage::index::{BlobRecord, PinRecord, TagRecord};
-    use crate::storage::Storage;
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        cache: Cache,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let storage = Storage::open(dir.path()).unwrap();
-            let cache = Cache::new(
-                Arc::new(storage),
-                Arc::default(),
-                1 << 20,
-                Budget::unlimited(),
-                0,
-            );
-            Fixture { _dir: dir, cache }
-        }
-
-        /// Stores `data`, last used `age_ms` ago.
-        fn put(&self, data: &[u8], media_type: Option<&str>, age_ms: u64) -> Digest {
-            let storage = self.cache.storage();
-            let digest = Digest::of(data);
-            storage.blobs.write_verified(&digest, data).unwrap();
-            let mut record = BlobRecord::new(data.len() as u64, media_type.map(str::to_owned));
-            record.last_access_ms -= age_ms;
-            storage.index.put_blob(&digest, &record).unwrap();
-            digest
-        }
-
-        fn manifest(&self, blobs: &[&Digest]) -> Digest {
-            let layers: Vec<_> = blobs
-                .iter()
-                .map(|d| format!(r#"{{"digest":"{d}"}}"#))
-                .collect();
-            let body = format!(
-                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"digest":"{}"}},"layers":[{}]}}"#,
-                media::OCI_MANIFEST,
-                blobs[0],
-                layers[1..].join(",")
-            );
-            self.put(body.as_bytes(), Some(media::OCI_MANIFEST), HOUR)
-        }
-
-        fn tag(&self, repo: &str, tag: &str, digest: &Digest) {
-            let record = TagRecord {
-                digest: digest.clone(),
-                media_type: media::OCI_MANIFEST.into(),
-                checked_at_ms: now_ms(),
-            };
-            let (repo, tag) = (repo.parse().unwrap(), tag.parse().unwrap());
-            self.cache
-                .storage()
-                .index
-                .put_tag("docker.io", &repo, &tag, &record)
-                .unwrap();
-        }
-
-        fn stored(&self, digest: &Digest) -> bool {
-            self.cache.blob_size(digest).unwrap().is_some()
-                && self.cache.storage().blobs.path(digest).exists()
-        }
-    }
-
-    const HOUR: u64 = 3_600_000;
-
-    #[test]
-    fn gc_spares_what_is_referenced_pinned_private_recent_or_in_use() {
-        let f = Fixture::new();
-        let config = f.put(b"config", None, HOUR);
-        let layer = f.put(b"layer", None, HOUR);
-        f.manifest(&[&config, &layer]);
-        let old = f.put(b"old orphan", None, HOUR);
-        let recent = f.put(b"recent orphan", None, 10);
-        let pinned = f.put(b"pinned orphan", None, HOUR);
-        let served = f.put(b"served orphan", None, HOUR);
-        let private = f.put(b"private orphan", None, HOUR);
-        let pin = PinRecord {
-            digest: pinned.clone(),
-            blobs: vec![pinned.clone()],
-            seeded_ms: 1,
-        };
-        f.cache.storage().index.put_pin("x:1", &pin).unwrap();
-        let repo: RepoName = "team/app".parse().unwrap();
-        f.cache
-            .storage()
-            .index
-            .link_repo_blob(&repo, &private)
-            .unwrap();
-        let guard = crate::cache::evict::ServingGuard::new(&f.cache.usage, &served);
-
-        let done = f.cache.collect_garbage(Duration::from_secs(60)).unwrap();
-        assert_eq!(done.blobs_removed, 1, "{done:?}");
-        assert_eq!(done.bytes_removed, 10);
-        assert_eq!(done.manifests, 1);
-        assert!(!f.stored(&old));
-        for kept in [&config, &layer, &recent, &pinned, &served, &private] {
-            assert!(f.stored(kept), "{kept} removed");
-        }
-        assert_eq!(
-            f.cache
-                .metrics()
-                .gc_bytes_removed
-                .load(std::sync::atomic::Ordering::Relaxed),
-            10
-        );
-        drop(guard);
-        // No grace, nothing served: only what something holds stays.
-        let done = f.cache.collect_garbage(Duration::ZERO).unwrap();
-        assert_eq!(done.blobs_removed, 2, "{done:?}");
-        assert!(!f.stored(&recent) && !f.stored(&served));
-    }
-
-    #[test]
-    fn rm_drops_the_image_and_what_only_it_holds() {
-        let f = Fixture::new();
-        let (c1, c2) = (
-            f.put(b"config 1", None, HOUR),
-            f.put(b"config 2", None, HOUR),
-        );
-        let own = f.put(b"own layer", None, HOUR);
-        let shared = f.put(b"shared layer", None, HOUR);
-        let one = f.manifest(&[&c1, &own, &shared]);
-        let two = f.manifest(&[&c2, &shared]);
-        f.tag("library/app", "1", &one);
-        f.tag("library/app", "latest", &one);
-        f.tag("library/app", "2", &two);
-        let repo: RepoName = "library/app".parse().unwrap();
-        let tag = Reference::Tag("1".parse().unwrap());
-
-        let dropped = f
-            .cache
-            .drop_image("docker.io", &repo, &tag)
-            .unwrap()
-            .unwrap();
-        assert_eq!(dropped.tags_removed, 2, "both tags of the digest go");
-        assert_eq!(dropped.blobs_removed, 3, "{dropped:?}");
-        assert_eq!(dropped.blobs_shared, 1);
-        for gone in [&one, &c1, &own] {
-            assert!(!f.stored(gone));
-        }
-        for kept in [&two, &c2, &shared] {
-            assert!(f.stored(kept));
-        }
-        assert!(f
-            .cache
-            .drop_image("docker.io", &repo, &tag)
-            .unwrap()
-            .is_none());
-        let two_tag = Reference::Tag("2".parse().unwrap());
-        let dropped = f
-            .cache
-            .drop_image("docker.io", &repo, &two_tag)
-            .unwrap()
-            .unwrap();
-        assert_eq!(dropped.blobs_removed, 3);
-        assert!(!f.stored(&shared));
     }
 }

@@ -9,6 +9,8 @@ mod answers;
 mod blobs;
 mod body;
 pub mod collect;
+#[cfg(test)]
+mod collect_tests;
 pub mod evict;
 pub mod fill;
 pub mod flight;
@@ -17,6 +19,7 @@ mod manifests;
 mod mapping;
 mod reconcile;
 mod shared;
+mod unlink;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

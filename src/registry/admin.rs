@@ -1,15 +1,14 @@
 //! Operations on the cache as a whole, for the admin endpoint and the offline CLI: stats, the
-//! cached images, dropping one, and garbage collection. The decisions and removals are the
-//! cache's ([`crate::cache::collect`]); this module resolves the operator's image names the way
+//! cached images, dropping one (garbage collection is [`super::gc`]). The decisions and
+//! removals are the cache's ([`crate::cache::collect`]); this module resolves the operator's image names the way
 //! pulls resolve them and runs the blocking work off the async workers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::error::storage_error;
 use super::repository::Target;
 use super::{Registry, RegistryError};
-use crate::cache::collect::{Collected, Dropped};
+use crate::cache::collect::Dropped;
 use crate::cache::inventory::{CacheStats, CachedImage};
 use crate::cache::Cache;
 use crate::oci::{ErrorCode, ImageReference};
@@ -35,19 +34,6 @@ impl Registry {
 
     pub async fn cached_images(&self) -> Result<Vec<CachedImage>, RegistryError> {
         blocking(self.cache(), Cache::cached_images).await
-    }
-
-    pub async fn collect_garbage(&self, grace: Duration) -> Result<Collected, RegistryError> {
-        let collected = blocking(self.cache(), move |cache| cache.collect_garbage(grace)).await?;
-        tracing::info!(
-            blobs_removed = collected.blobs_removed,
-            bytes_removed = collected.bytes_removed,
-            blobs_kept = collected.blobs_kept,
-            recent_kept = collected.recent_kept,
-            grace = %humantime::format_duration(grace),
-            "garbage collection"
-        );
-        Ok(collected)
     }
 
     /// Drops a cached mirror image named as a client names it (`alpine:3.20`,

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod audit;
 pub mod error;
+pub mod gc;
 pub mod lifecycle;
 pub mod listing;
 pub mod mirror;
@@ -39,6 +40,7 @@ pub struct Registry {
     pub projects: private::Projects,
     cache: Arc<Cache>,
     readiness: readiness::Readiness,
+    gc_runs: gc::Runs,
 }
 
 impl Registry {
@@ -55,6 +57,7 @@ impl Registry {
             projects: private::Projects::new(projects, Arc::clone(&cache)),
             cache,
             readiness: readiness::Readiness::default(),
+            gc_runs: gc::Runs::default(),
         }
     }
 

@@ -334,10 +334,19 @@ fn format_dropped(image: &str, dropped: &Dropped) -> String {
 
 fn format_collected(done: &Collected, recovery: Option<&Recovery>) -> String {
     let mut out = format!(
-        "freed {} in {} blobs\nmanifests: {}\nblobs kept: {}\nblobs kept as recent or in use: {}\nblobs removed: {}\nbytes removed: {}\n",
+        "freed {} in {} manifests and {} blobs\n",
         human_bytes(done.bytes_removed),
+        thousands(done.manifests_removed as u64),
         thousands(done.blobs_removed as u64),
+    );
+    if done.local_tier_only {
+        out += "shared store: only this node's local tier was collected\n";
+    }
+    out += &format!(
+        "manifests: {}\nmanifests removed: {}\nrepository links removed: {}\nblobs kept: {}\nkept as recent or in use: {}\nblobs removed: {}\nbytes removed: {}\n",
         done.manifests,
+        done.manifests_removed,
+        done.links_removed,
         done.blobs_kept,
         done.recent_kept,
         done.blobs_removed,

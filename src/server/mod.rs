@@ -228,6 +228,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let watcher = actix_web::rt::spawn(crate::registry::readiness::watch_shared_store(Arc::clone(
         &registry,
     )));
+    let collector = settings.gc.schedule().map(|interval| {
+        let collect = crate::registry::gc::collect_periodically;
+        actix_web::rt::spawn(collect(Arc::clone(&registry), interval, settings.gc.grace))
+    });
     // Only the main listener acts on SIGTERM: it stops accepting at once and serves what is
     // in flight for at most server.shutdown_timeout. The side listeners (health, metrics,
     // admin) ignore signals, answer through the drain, and are stopped after it: a second
@@ -258,6 +262,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     }
     if let Some(pinner) = pinner {
         pinner.abort();
+    }
+    if let Some(collector) = collector {
+        collector.abort();
     }
     if let Err(e) = registry.cache().close() {
         tracing::warn!(error = %e, "index flush at shutdown failed");

@@ -53,6 +53,24 @@ impl Manifests {
         }
         seen
     }
+
+    /// What `roots` keep: their [`closure`](Self::closure), and every referrer whose subject
+    /// is in it with the referrer's own closure (a signature stays while its image stays).
+    pub fn live<'a>(&self, roots: impl IntoIterator<Item = &'a Digest>) -> HashSet<Digest> {
+        let mut live = self.closure(roots);
+        loop {
+            let referrers: Vec<&Digest> = self
+                .subjects
+                .iter()
+                .filter(|(referrer, subject)| live.contains(*subject) && !live.contains(*referrer))
+                .map(|(referrer, _)| referrer)
+                .collect();
+            if referrers.is_empty() {
+                return live;
+            }
+            live.extend(self.closure(referrers));
+        }
+    }
 }
 
 /// Reads every stored manifest. A manifest indexed without a media type (as recovery leaves
@@ -61,30 +79,52 @@ pub fn scan(storage: &Storage) -> Result<Manifests, StorageError> {
     let entries: Vec<(Digest, BlobRecord)> = storage.index.blobs().collect::<Result<_, _>>()?;
     let mut found = Manifests::default();
     for (digest, record) in entries {
+        found.read(storage, digest, &record)?;
+    }
+    Ok(found)
+}
+
+impl Manifests {
+    /// Reads one more stored manifest (one pushed since the scan); nothing when `digest` is
+    /// not stored or is not a manifest. Blocks.
+    pub fn add(&mut self, storage: &Storage, digest: &Digest) -> Result<(), StorageError> {
+        if self.contains(digest) {
+            return Ok(());
+        }
+        match storage.index.blob(digest)? {
+            Some(record) => self.read(storage, digest.clone(), &record),
+            None => Ok(()),
+        }
+    }
+
+    fn read(
+        &mut self,
+        storage: &Storage,
+        digest: Digest,
+        record: &BlobRecord,
+    ) -> Result<(), StorageError> {
         let is_manifest_sized = record.size <= MAX_MANIFEST_BYTES;
         if record.media_type.is_none() && !is_manifest_sized {
-            continue;
+            return Ok(());
         }
         let Some(body) = storage.blobs.read_small(&digest, MAX_MANIFEST_BYTES)? else {
-            continue;
+            return Ok(());
         };
         let parsed = Manifest::parse(&body, record.media_type.as_deref()).ok();
         if record.media_type.is_none() {
             let Some(parsed) = &parsed else {
-                continue;
+                return Ok(());
             };
             let mut fixed = record.clone();
             fixed.media_type = Some(parsed.media_type.clone());
             storage.index.put_blob(&digest, &fixed)?;
         }
         let Some(parsed) = parsed else {
-            found.children.insert(digest, Vec::new());
-            continue;
+            self.children.insert(digest, Vec::new());
+            return Ok(());
         };
         if let Some(subject) = &parsed.subject {
-            found
-                .subjects
-                .insert(digest.clone(), subject.digest.clone());
+            self.subjects.insert(digest.clone(), subject.digest.clone());
         }
         let children = parsed
             .config
@@ -93,9 +133,9 @@ pub fn scan(storage: &Storage) -> Result<Manifests, StorageError> {
             .chain(&parsed.manifests)
             .map(|d| d.digest.clone())
             .collect();
-        found.children.insert(digest, children);
+        self.children.insert(digest, children);
+        Ok(())
     }
-    Ok(found)
 }
 
 /// Leftovers only a stopped berth may sweep at any time: temp files, and expired uploads.

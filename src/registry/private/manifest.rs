@@ -125,26 +125,38 @@ impl Projects {
             }
             return Ok(PutManifest { digest, subject });
         }
+        // Checked and stored under the repository's lock, which gc takes exclusively while
+        // it unlinks (see `repo_locks`): a blob found here stays linked until the manifest
+        // that needs it is in the repository.
+        let held = self.repo_locks.shared(repo).await;
         self.check_references(repo, &references)?;
         // Stored and recorded in the repository in one step: eviction never sees the manifest
-        // indexed but not yet linked, and it is durable before the client hears of it.
-        let pushed = PushedManifest {
-            repo,
-            digest: &digest,
-            media_type: &manifest.media_type,
-            size: body.len() as u64,
-            tag: match reference {
-                Reference::Tag(tag) => Some(tag),
-                Reference::Digest(_) => None,
-            },
-            referrer: referrer
-                .as_ref()
-                .map(|(subject, record)| (*subject, record)),
+        // indexed but not yet linked, and it is durable before the client hears of it. A task
+        // of its own, holding the lock to the end, even if the client goes away meanwhile.
+        let cache = Arc::clone(&self.cache);
+        let (repo, stored_digest) = (repo.clone(), digest.clone());
+        let tag = match reference {
+            Reference::Tag(tag) => Some(tag.clone()),
+            Reference::Digest(_) => None,
         };
-        self.cache
-            .put_pushed_manifest(pushed, body, Arc::clone(&manifest))
-            .await
-            .map_err(storage_error)?;
+        let referrer = referrer.map(|(subject, record)| (subject.clone(), record));
+        tokio::spawn(async move {
+            let _held = held;
+            let pushed = PushedManifest {
+                repo: &repo,
+                digest: &stored_digest,
+                media_type: &manifest.media_type,
+                size: body.len() as u64,
+                tag: tag.as_ref(),
+                referrer: referrer.as_ref().map(|(subject, record)| (subject, record)),
+            };
+            cache
+                .put_pushed_manifest(pushed, body.clone(), Arc::clone(&manifest))
+                .await
+        })
+        .await
+        .map_err(|e| RegistryError::internal("manifest store failed", e))?
+        .map_err(storage_error)?;
         Ok(PutManifest { digest, subject })
     }
 

@@ -8,10 +8,13 @@
 //! hash to the digest the client named.
 
 mod discard;
+#[cfg(test)]
+mod gc_tests;
 pub mod listing;
 pub mod manifest;
 pub mod migrate;
 mod remove;
+pub mod repo_locks;
 pub mod retention;
 mod shared;
 #[cfg(test)]
@@ -41,6 +44,8 @@ pub struct Projects {
     configured: config::Projects,
     cache: Arc<Cache>,
     upload_locks: Arc<discard::UploadLocks>,
+    /// Between garbage collection and the writes that rely on a repository's links.
+    repo_locks: Arc<repo_locks::RepoLocks>,
     /// Repository links the shared store confirmed lately (repository and digest → size):
     /// while the store is out of reach, what this node's tier holds of them is still served.
     confirmed: moka::sync::Cache<(RepoName, Digest), u64>,
@@ -55,6 +60,7 @@ impl Projects {
             configured,
             cache,
             upload_locks: Arc::default(),
+            repo_locks: Arc::default(),
             confirmed: moka::sync::Cache::builder()
                 .max_capacity(CONFIRMED_BYTES)
                 .weigher(|(repo, digest): &(RepoName, Digest), _| {
@@ -68,6 +74,11 @@ impl Projects {
     pub fn repo_of(&self, name: &str) -> Option<Result<RepoName, RegistryError>> {
         self.configured.project_of(name)?;
         Some(name.parse().map_err(RegistryError::from))
+    }
+
+    /// The repository locks garbage collection takes exclusively ([`repo_locks`]).
+    pub fn repo_locks(&self) -> &Arc<repo_locks::RepoLocks> {
+        &self.repo_locks
     }
 
     fn storage(&self) -> &Arc<Storage> {

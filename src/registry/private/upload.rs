@@ -136,14 +136,19 @@ impl Projects {
                 .map_err(storage_error)?;
             return Ok(Some(digest.clone()));
         }
-        // Under the digest's lock: eviction cannot take the blob between check and link. The
-        // lock and the flush block, so on the blocking pool.
+        // Under the digest's lock: eviction cannot take the blob between check and link; and
+        // the repository's, so gc does not unlink it between the link and the client's next
+        // step. The locks and the flush block, so on the blocking pool.
+        let held = self.repo_locks.shared(repo).await;
         let storage = Arc::clone(self.storage());
         let (r, f, d) = (repo.clone(), from.clone(), digest.clone());
-        let mounted = tokio::task::spawn_blocking(move || storage.mount(&r, &f, &d))
-            .await
-            .map_err(|e| RegistryError::internal("mount failed", e))?
-            .map_err(storage_error)?;
+        let mounted = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            storage.mount(&r, &f, &d)
+        })
+        .await
+        .map_err(|e| RegistryError::internal("mount failed", e))?
+        .map_err(storage_error)?;
         if !mounted {
             return Ok(None);
         }
@@ -251,7 +256,9 @@ impl Projects {
         };
         discard.keep();
         // One blocking task verifies, stores or discards, and ends the upload: it runs to the
-        // end even if the client goes away meanwhile.
+        // end even if the client goes away meanwhile, holding the repository's lock against
+        // gc (`repo_locks`) while it links the blob.
+        let linking = self.repo_locks.shared(repo).await;
         let (cache, locks, repo, upload, expected) = (
             Arc::clone(&self.cache),
             Arc::clone(&self.upload_locks),
@@ -263,6 +270,7 @@ impl Projects {
             let held = held;
             let storage = cache.storage();
             let result = verify_and_store(storage, &upload, &expected, &repo);
+            drop(linking);
             match &result {
                 Ok((size, new)) => cache.upload_stored(*size, *new),
                 Err(_) => match storage.discard_upload(&upload) {

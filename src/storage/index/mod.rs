@@ -42,7 +42,7 @@ pub use self::kinds::KindTotals;
 pub use self::mirror::{link_key, parse_link_key, parse_tag_key, tag_key, Guarding, TagRecord};
 pub use self::pins::{PinRecord, IMPORTED_PIN};
 pub use self::projects::lifecycle::RemovedRepository;
-pub use self::projects::{PushedManifest, ReferrerRecord};
+pub use self::projects::{Link, PushedManifest, ReferrerRecord};
 pub use self::uploads::UploadRecord;
 
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //!
 //! | tree             | key                                  | value             |
 //! |------------------|--------------------------------------|-------------------|
-//! | `repo_blobs`     | `sha256:<hex>@<repo>`                | empty             |
+//! | `repo_blobs`     | `sha256:<hex>@<repo>`                | link time (ms, BE)|
 //! | `repo_manifests` | `<repo>@sha256:<hex>`                | media type        |
 //! | `manifest_repos` | `sha256:<hex>@<repo>`                | empty             |
 //! | `repo_tags`      | `<repo>:<tag>`                       | `sha256:<hex>`    |
@@ -25,7 +25,11 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 pub mod lifecycle;
+mod links;
 mod scan;
+
+use self::links::link_value;
+pub use self::links::Link;
 
 use super::{
     decode, encode, insert_new_blob, now_ms, transaction_error, BlobRecord, Index, IndexError,
@@ -120,7 +124,7 @@ impl Index {
     pub fn link_repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), IndexError> {
         self.project
             .repo_blobs
-            .insert(repo_blob_key(digest, repo), &[] as &[u8])?;
+            .insert(repo_blob_key(digest, repo), &link_value()[..])?;
         Ok(())
     }
 
@@ -169,7 +173,7 @@ impl Index {
         (&self.blobs, &self.access, &self.project.repo_blobs)
             .transaction(|(blobs, access, repo_blobs)| {
                 let new = insert_new_blob(blobs, access, digest, record)?;
-                repo_blobs.insert(link.as_slice(), &[] as &[u8])?;
+                repo_blobs.insert(link.as_slice(), &link_value()[..])?;
                 Ok(new)
             })
             .map_err(transaction_error)
@@ -211,7 +215,7 @@ impl Index {
                     times.insert(manifest_key.as_slice(), &now)?;
                     manifest_repos.insert(digest_first.as_slice(), &[] as &[u8])?;
                     // A manifest is also a blob of its repository (an index references it).
-                    repo_blobs.insert(digest_first.as_slice(), &[] as &[u8])?;
+                    repo_blobs.insert(digest_first.as_slice(), &link_value()[..])?;
                     if let Some(tag) = &tag {
                         tags.insert(tag.as_slice(), digest.to_string().as_bytes())?;
                         times.insert(tag.as_slice(), &now)?;
