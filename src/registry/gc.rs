@@ -59,13 +59,18 @@ impl Registry {
     }
 }
 
-/// Collects every `interval` (the first run one interval after start) until aborted.
+/// Applies the projects' retention rules, then collects, every `interval` (the first run one
+/// interval after start) until aborted.
 pub async fn collect_periodically(registry: Arc<Registry>, interval: Duration, grace: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     // A run longer than the interval delays the next; runs do not pile up.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        // Retention deletes records only; the collection right after reclaims their bytes.
+        if let Err(e) = registry.apply_retention(false).await {
+            tracing::warn!(error = %e, "scheduled retention failed");
+        }
         match registry.collect_garbage_unless_running(grace).await {
             None => tracing::info!("scheduled garbage collection skipped: one is running"),
             Some(Err(e)) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
