@@ -5,93 +5,18 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::images::{self, Blob, Flavor, Image, OCI_MANIFEST};
-use common::private::{creds, token_string, write_oci_layout, AuthFiles};
+use common::cli::{berth_cli, berth_ok, number, on_disk};
+use common::images::with_layer;
+use common::images::{self, Blob, Flavor};
+use common::private::{skopeo_pull_as, skopeo_push_to};
+use common::private::{token_string, AuthFiles};
 use common::upstream::{UpstreamRegistry, SEEDER};
-use common::{assert_dir_matches, config_for, skopeo_ok, Berth};
+use common::{assert_dir_matches, config_for, Berth};
 
 const MIB: usize = 1024 * 1024;
-
-/// `berth` with the running berth's config and data directory.
-fn berth_cli(berth: &Berth, config: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(&berth.data_dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn berth_ok(berth: &Berth, config: &Path, args: &[&str]) -> String {
-    let output = berth_cli(berth, config, args);
-    assert!(
-        output.status.success(),
-        "berth {args:?}: {}\nlog:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        berth.log()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// An image of `extra`'s config and layers plus `shared` (a layer of another image).
-fn with_layer(extra: &Image, shared: &Blob) -> Image {
-    let mut blobs = extra.blobs.clone();
-    blobs.push(shared.clone());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": blobs[0].descriptor(),
-        "layers": blobs[1..].iter().map(Blob::descriptor).collect::<Vec<_>>(),
-    });
-    Image {
-        manifest: Blob::new(OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap()),
-        blobs,
-        children: Vec::new(),
-    }
-}
-
-fn pull(berth: &Berth, image: &str, user: &str) -> tempfile::TempDir {
-    let dest = tempfile::tempdir().unwrap();
-    skopeo_ok(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &creds(user),
-        "--retry-times",
-        "0",
-        &format!("docker://{}/{image}", berth.addr),
-        &format!("dir:{}", dest.path().display()),
-    ]);
-    dest
-}
-
-/// Pushes `image` to berth at `addr` as `target` with skopeo (from a thread: no `Berth`).
-fn push(addr: &str, image: &Image, target: &str, user: &str) -> Output {
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(image, source.path());
-    common::skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(user),
-        "--retry-times",
-        "0",
-        &format!("oci:{}:latest", source.path().display()),
-        &format!("docker://{addr}/{target}"),
-    ])
-}
-
-fn on_disk(berth: &Berth, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    berth.blob_files().iter().any(|f| f.ends_with(hex))
-}
 
 fn disk_bytes(files: &[PathBuf]) -> u64 {
     files
@@ -99,14 +24,6 @@ fn disk_bytes(files: &[PathBuf]) -> u64 {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum()
-}
-
-/// The number after `label` on its own line of `text`.
-fn number(text: &str, label: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
 }
 
 /// Fetches a blob through the mirror without its manifest: stored, referenced by nothing.
@@ -166,7 +83,7 @@ async fn stats_ls_rm_and_gc_on_a_running_berth_and_offline() {
     assert_eq!(tcp.status(), 404);
 
     for (tag, image) in [("1", &one), ("2", &two)] {
-        let dest = pull(&berth, &format!("library/app:{tag}"), "alice");
+        let dest = skopeo_pull_as(&berth, &format!("library/app:{tag}"), "alice");
         assert_dir_matches(dest.path(), image);
     }
     berth.settle();
@@ -211,7 +128,7 @@ async fn stats_ls_rm_and_gc_on_a_running_berth_and_offline() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not cached"));
     let project = berth_cli(&berth, &config_path, &["cache", "rm", "team/app:1"]);
     assert!(String::from_utf8_lossy(&project.stderr).contains("private project"));
-    let dest = pull(&berth, "library/app:2", "alice");
+    let dest = skopeo_pull_as(&berth, "library/app:2", "alice");
     assert_dir_matches(dest.path(), &two);
 
     // gc, quiet: a blob fetched without its manifest goes once the grace has passed, and the
@@ -248,7 +165,7 @@ async fn stats_ls_rm_and_gc_on_a_running_berth_and_offline() {
     let pusher = {
         let addr = berth.addr.clone();
         let image = pushed.clone();
-        std::thread::spawn(move || push(&addr, &image, "team/pushed:1", "alice"))
+        std::thread::spawn(move || skopeo_push_to(&addr, &image, "team/pushed:1", "alice"))
     };
     let mut runs = 0;
     let mut removed = 0;
@@ -270,9 +187,9 @@ async fn stats_ls_rm_and_gc_on_a_running_berth_and_offline() {
     for blob in pushed.all_blobs() {
         assert!(on_disk(&berth, &blob.digest), "pushed {} lost", blob.digest);
     }
-    let dest = pull(&berth, "team/pushed:1", "alice");
+    let dest = skopeo_pull_as(&berth, "team/pushed:1", "alice");
     assert_dir_matches(dest.path(), &pushed);
-    let dest = pull(&berth, "library/app:2", "alice");
+    let dest = skopeo_pull_as(&berth, "library/app:2", "alice");
     assert_dir_matches(dest.path(), &two);
     berth.settle();
 
@@ -301,6 +218,6 @@ async fn stats_ls_rm_and_gc_on_a_running_berth_and_offline() {
     berth.relaunch();
     berth.restart();
     assert!(socket.exists());
-    let dest = pull(&berth, "team/pushed:1", "alice");
+    let dest = skopeo_pull_as(&berth, "team/pushed:1", "alice");
     assert_dir_matches(dest.path(), &pushed);
 }

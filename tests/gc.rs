@@ -4,96 +4,26 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::images::{self, Blob, Flavor, Image, OCI_MANIFEST};
-use common::private::{creds, write_oci_layout, AuthFiles};
+use common::cli::{berth_ok, number, on_disk};
+use common::images::with_layer;
+use common::images::{self, Blob, Flavor, Image};
+use common::private::{creds, AuthFiles};
+use common::private::{skopeo_pull_as, skopeo_push_to};
 use common::upstream::{UpstreamRegistry, SEEDER};
 use common::{assert_dir_matches, config_for, skopeo_ok, Berth};
 
 const MIB: usize = 1024 * 1024;
 
-fn berth_ok(berth: &Berth, config: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(&berth.data_dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "berth {args:?}: {}\nlog:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        berth.log()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// An image of `extra`'s config and layers plus `shared` (a layer of another image).
-fn with_layer(extra: &Image, shared: &Blob) -> Image {
-    let mut blobs = extra.blobs.clone();
-    blobs.push(shared.clone());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": blobs[0].descriptor(),
-        "layers": blobs[1..].iter().map(Blob::descriptor).collect::<Vec<_>>(),
-    });
-    Image {
-        manifest: Blob::new(OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap()),
-        blobs,
-        children: Vec::new(),
-    }
-}
-
-fn pull(berth: &Berth, image: &str, user: &str) -> tempfile::TempDir {
-    let dest = tempfile::tempdir().unwrap();
-    skopeo_ok(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &creds(user),
-        "--retry-times",
-        "0",
-        &format!("docker://{}/{image}", berth.addr),
-        &format!("dir:{}", dest.path().display()),
-    ]);
-    dest
-}
-
-/// Pushes `image` to berth at `addr` as `target` with skopeo (from a thread: no `Berth`).
-fn push(addr: &str, image: &Image, target: &str, user: &str) -> Output {
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(image, source.path());
-    common::skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(user),
-        "--retry-times",
-        "0",
-        &format!("oci:{}:latest", source.path().display()),
-        &format!("docker://{addr}/{target}"),
-    ])
-}
-
 fn push_ok(berth: &Berth, image: &Image, target: &str) {
-    let output = push(&berth.addr, image, target, "alice");
+    let output = skopeo_push_to(&berth.addr, image, target, "alice");
     assert!(
         output.status.success(),
         "push {target}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn on_disk(berth: &Berth, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    berth.blob_files().iter().any(|f| f.ends_with(hex))
 }
 
 /// Bytes of the blob files, leaving out those named in `except`.
@@ -104,14 +34,6 @@ fn disk_bytes(files: &[PathBuf], except: &[&Blob]) -> u64 {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum()
-}
-
-/// The number after `label` on its own line of `text`.
-fn number(text: &str, label: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
 }
 
 #[tokio::test]
@@ -139,10 +61,10 @@ async fn gc_reclaims_a_deleted_image_while_another_client_pushes() {
 
     push_ok(&berth, &v1, "team/medium:v1");
     push_ok(&berth, &v2, "team/medium:v2");
-    let dest = pull(&berth, "library/tagged:1", "alice");
+    let dest = skopeo_pull_as(&berth, "library/tagged:1", "alice");
     assert_dir_matches(dest.path(), &tagged);
     let untagged = format!("library/untagged@{}", by_digest.manifest.digest);
-    let dest = pull(&berth, &untagged, "alice");
+    let dest = skopeo_pull_as(&berth, &untagged, "alice");
     assert_dir_matches(dest.path(), &by_digest);
     berth.settle();
     // Nothing is garbage yet, whatever the grace.
@@ -164,7 +86,7 @@ async fn gc_reclaims_a_deleted_image_while_another_client_pushes() {
     let before = disk_bytes(&berth.blob_files(), &own);
     let pusher = {
         let (addr, image) = (berth.addr.clone(), v3.clone());
-        std::thread::spawn(move || push(&addr, &image, "team/medium:v3", "alice"))
+        std::thread::spawn(move || skopeo_push_to(&addr, &image, "team/medium:v3", "alice"))
     };
     let (mut runs, mut manifests, mut blobs, mut freed) = (0, 0, 0, 0);
     while runs == 0 || !pusher.is_finished() {
@@ -212,7 +134,7 @@ async fn gc_reclaims_a_deleted_image_while_another_client_pushes() {
         ("team/medium:v3", &v3),
         ("library/tagged:1", &tagged),
     ] {
-        let dest = pull(&berth, name, "alice");
+        let dest = skopeo_pull_as(&berth, name, "alice");
         assert_dir_matches(dest.path(), image);
     }
     let deleted = common::skopeo(&[

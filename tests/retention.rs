@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common::cli::{berth_cli, berth_ok};
 use common::images::{self, Blob, Flavor, Image, OCI_MANIFEST};
 use common::private::{creds, skopeo_push, token_string, AuthFiles};
 use common::upstream::{UpstreamRegistry, SEEDER};
@@ -38,30 +38,6 @@ fn berth_with(
     let path = berth.data_dir.with_extension("cli.toml");
     std::fs::write(&path, &config).unwrap();
     (berth, path)
-}
-
-/// `berth ARGS` with the running berth's config and data directory (it answers through its
-/// admin socket).
-fn berth_cli(berth: &Berth, config: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(&berth.data_dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn berth_ok(berth: &Berth, config: &Path, args: &[&str]) -> String {
-    let output = berth_cli(berth, config, args);
-    assert!(
-        output.status.success(),
-        "berth {args:?}: {}\nlog:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        berth.log()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn push_ok(berth: &Berth, image: &Image, target: &str, user: &str) {

@@ -111,8 +111,16 @@ fn request<T: DeserializeOwned>(
     )
     .and_then(|()| stream.write_all(body))
     .map_err(io_error)?;
+    read_answer(stream)
+}
+
+/// Reads an HTTP/1.0 answer from the admin socket: the value of a 200, else the error message
+/// of its body.
+pub(crate) fn read_answer<T: DeserializeOwned>(mut stream: UnixStream) -> Result<T, String> {
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(io_error)?;
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("admin socket: {e}"))?;
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -125,11 +133,10 @@ fn request<T: DeserializeOwned>(
         .and_then(|s| s.parse().ok())
         .ok_or("admin socket: no status in the answer")?;
     if status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(payload)
+        return Err(serde_json::from_slice::<serde_json::Value>(payload)
             .ok()
             .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned());
-        return Err(message);
+            .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned()));
     }
     serde_json::from_slice(payload).map_err(|e| format!("admin socket: bad answer: {e}"))
 }

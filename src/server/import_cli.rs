@@ -168,7 +168,7 @@ impl Target {
                     }
                     bar.inc(n as u64);
                 }
-                return answer::<serde_json::Value>(stream).map(drop);
+                return super::admin_cli::read_answer::<serde_json::Value>(stream).map(drop);
             }
             Target::Offline(offline) => offline.data_dir.clone(),
         };
@@ -258,31 +258,7 @@ fn post<T: DeserializeOwned, B: Serialize>(
     )
     .and_then(|()| stream.write_all(&body))
     .map_err(socket_error)?;
-    answer(stream)
-}
-
-/// Reads an HTTP/1.0 answer: the value of a 200, else the error message of its body.
-fn answer<T: DeserializeOwned>(mut stream: UnixStream) -> Result<T, String> {
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(socket_error)?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("admin socket: no complete answer")?;
-    let head = String::from_utf8_lossy(&answer[..split]);
-    let payload = &answer[split + 4..];
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("admin socket: no status in the answer")?;
-    if status != 200 {
-        return Err(serde_json::from_slice::<serde_json::Value>(payload)
-            .ok()
-            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned()));
-    }
-    serde_json::from_slice(payload).map_err(|e| format!("admin socket: bad answer: {e}"))
+    super::admin_cli::read_answer(stream)
 }
 
 /// Bytes, rate and time left on a terminal; the same numbers as a line every few seconds

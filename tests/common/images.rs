@@ -223,3 +223,20 @@ pub fn multi_arch(flavor: Flavor, seed: u64, layer_sizes: &[usize]) -> Image {
         children,
     }
 }
+
+/// An image of `extra`'s config and layers plus `shared` (a layer of another image).
+pub fn with_layer(extra: &Image, shared: &Blob) -> Image {
+    let mut blobs = extra.blobs.clone();
+    blobs.push(shared.clone());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": blobs[0].descriptor(),
+        "layers": blobs[1..].iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    Image {
+        manifest: Blob::new(OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap()),
+        blobs,
+        children: Vec::new(),
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod ca;
+pub mod cli;
 pub mod containerd;
 pub mod dockerd;
 pub mod fault;

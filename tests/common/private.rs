@@ -177,10 +177,15 @@ pub fn podman_round_trip(
 
 /// Pushes `image` (all of an index's platforms) to berth's `target` as `user` with skopeo.
 pub fn skopeo_push(berth: &super::Berth, image: &Image, target: &str, user: &str) -> Output {
+    skopeo_push_to(&berth.addr, image, target, user)
+}
+
+/// [`skopeo_push`] to the berth at `addr` (from a thread that holds no `Berth`).
+pub fn skopeo_push_to(addr: &str, image: &Image, target: &str, user: &str) -> Output {
     let source = tempfile::tempdir().unwrap();
     write_oci_layout(image, source.path());
     let src = format!("oci:{}:latest", source.path().display());
-    let dest = format!("docker://{}/{target}", berth.addr);
+    let dest = format!("docker://{addr}/{target}");
     super::skopeo(&[
         "copy",
         "--all",
@@ -193,6 +198,22 @@ pub fn skopeo_push(berth: &super::Berth, image: &Image, target: &str, user: &str
         &src,
         &dest,
     ])
+}
+
+/// Pulls `image` from berth as `user` with skopeo, into a `dir:` layout.
+pub fn skopeo_pull_as(berth: &super::Berth, image: &str, user: &str) -> tempfile::TempDir {
+    let dest = tempfile::tempdir().unwrap();
+    super::skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds(user),
+        "--retry-times",
+        "0",
+        &format!("docker://{}/{image}", berth.addr),
+        &format!("dir:{}", dest.path().display()),
+    ]);
+    dest
 }
 
 /// A token from berth's token service for `scopes`, as `user` (or anonymous).
