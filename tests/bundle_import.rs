@@ -1,4 +1,4 @@
-//! `berth import`: bundles (OCI image layouts, as skopeo writes them from the upstream)
+//! `berth import`: bundles (OCI image layouts, as `berth export` or skopeo write them)
 //! loaded into a berth that never reaches its upstream, pulled back byte for byte by real
 //! clients; broken bundles refused whole; interrupted imports resumed.
 
@@ -145,17 +145,35 @@ fn offline_config(up: &Upstream, extra: &str) -> String {
     )
 }
 
-/// The air gap: a bundle made from the upstream, imported (as a tar, through the admin
-/// socket) into a berth that is offline and whose upstream is gone; dockerd, containerd and
-/// podman pull both images through the mirror, with upstream's digests.
+/// The air gap: `berth export` (amd64 only) from a berth connected to the upstream, imported
+/// (as a tar, through the admin socket) into a berth that is offline and whose upstream is
+/// gone; dockerd, containerd and podman pull both images through the mirror, with upstream's
+/// digests.
 #[tokio::test]
-async fn an_imported_bundle_serves_an_offline_mirror_to_every_client() {
+async fn an_exported_bundle_serves_an_offline_mirror_to_every_client() {
     let mut up = upstream(610, &[MIB, 300_000]).await;
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    bundle(&up, &layout);
     let file = work.path().join("bundle.tar");
-    tar_of(&layout, &file);
+    let connected = Berth::start(&config_for(&up.registry.url(), "5m", ""));
+    let exported = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "export",
+            "app:1",
+            "solo:1",
+            "--platform",
+            "linux/amd64",
+            "-o",
+        ])
+        .arg(&file)
+        .args(["--from", &connected.url])
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "berth export: {}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    drop(connected);
     up.registry.stop();
 
     let berth = Berth::start(&offline_config(&up, ""));
