@@ -57,7 +57,7 @@ listen = "127.0.0.1:$PORT"
 [storage]
 data_dir = "$DATA"
 [log]
-level = "warn,berth=info,berth::access=warn"
+level = "warn,berth=info,berth::access=warn,berth::cache::collect=debug"
 [gc]
 grace = "10m"
 [mirror]
@@ -108,5 +108,5 @@ AGAIN=$("$BERTH_BIN" --config "$WORK/berth.toml" gc | grep -E '^(manifests|blobs
     echo "manifest GETs ($GC_THREADS clients), latency in ms:"
     echo "$STATS"
     echo "second gc: $AGAIN"
-    grep 'garbage collection' "$WORK/berth.log" | head -1
+    grep 'garbage collection' "$WORK/berth.log" | head -2
 } | tee "$REPORT"

@@ -9,10 +9,11 @@
 //! anything live, plus whatever a repository still links. Every other stored manifest or blob
 //! goes, unless it was stored or read within the grace period.
 //!
-//! Each removal goes through [`Storage::evict`](crate::storage::Storage::evict), which holds the
-//! digest's lock and checks private content under it; the check passed in asks again, under
-//! that lock, whether the blob is being served, fetched, or was stored or read within the grace
-//! period. A push that links the blob into a project, a fill that stores it, or a read that
+//! Removals go through [`Storage::evict_many`](crate::storage::Storage::evict_many) (a chunk of
+//! digests at a time, under all their locks, one index transaction per chunk) and `drop_image`'s
+//! through [`Storage::evict`](crate::storage::Storage::evict); both hold the digests' locks and
+//! check private content under them; the check passed in asks again, under those locks,
+//! whether the blob is being served, fetched, or was stored or read within the grace period. A push that links the blob into a project, a fill that stores it, or a read that
 //! stamps it therefore either happens before the removal's check (and the blob stays) or after
 //! the removal (and stores or fetches it anew).
 //!
@@ -22,7 +23,7 @@
 //! store of record, and its repository links are not this node's to remove.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +31,12 @@ use super::Cache;
 use crate::metrics;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::storage::gc;
-use crate::storage::index::now_ms;
+use crate::storage::index::{now_ms, BlobRecord};
 use crate::storage::StorageError;
+
+/// Digests removed together: under all their locks, in one index transaction. Small enough
+/// that a store waiting for one of those locks waits only a few milliseconds.
+const REMOVAL_CHUNK: usize = 64;
 
 /// What one garbage collection did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +86,9 @@ impl Cache {
         exclusive: impl FnMut(&RepoName) -> G,
     ) -> Result<Collected, StorageError> {
         let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
+        let started = Instant::now();
         let mut manifests = gc::scan(&self.storage)?;
+        let scanned = Instant::now();
         let mut done = Collected::default();
         if self.shared().is_some() {
             done.local_tier_only = true;
@@ -90,44 +97,62 @@ impl Cache {
             done.links_removed = unlinked.links_removed;
             done.recent_kept = unlinked.recent_kept;
         }
+        let unlinked = Instant::now();
         done.manifests = manifests.children.len();
         let live = self.live_set(&mut manifests)?;
+        let marked = Instant::now();
         let entries: Vec<_> = self
             .storage
             .index
             .blobs()
             .collect::<Result<_, _>>()
             .map_err(StorageError::from)?;
+        let mut candidates = Vec::new();
         for (digest, record) in entries {
             if live.contains(&digest) {
                 done.blobs_kept += 1;
-                continue;
-            }
-            if record.last_access_ms > cutoff {
+            } else if record.last_access_ms > cutoff {
                 done.recent_kept += 1;
-                continue;
-            }
-            // Asked again under the digest's lock: a read, store or link since the scan counts.
-            let spare = || {
-                let recent = match self.storage.index.blob(&digest) {
-                    Ok(Some(now)) => now.last_access_ms > cutoff,
-                    _ => true,
-                };
-                recent || self.usage.is_serving(&digest) || self.is_in_flight(&digest)
-            };
-            match self.storage.evict(&digest, spare)? {
-                Some(removed) => {
-                    self.forget(&digest, removed.size);
-                    match manifests.contains(&digest) {
-                        true => done.manifests_removed += 1,
-                        false => done.blobs_removed += 1,
-                    }
-                    done.bytes_removed += removed.size;
-                }
-                None => done.recent_kept += 1,
+            } else {
+                candidates.push(digest);
             }
         }
+        let candidates_len = candidates.len();
+        // Asked again under the digests' locks: a read, store or link since the scan counts.
+        let spare = |digest: &Digest| {
+            let recent = match self.storage.index.blob(digest) {
+                Ok(Some(now)) => now.last_access_ms > cutoff,
+                _ => true,
+            };
+            recent || self.usage.is_serving(digest) || self.is_in_flight(digest)
+        };
+        // Out of the in-memory caches as soon as each chunk is off the index and the disk.
+        let gone = |removed: &[(Digest, BlobRecord)]| {
+            for (digest, record) in removed {
+                self.forget(digest, record.size);
+            }
+        };
+        let removed = self
+            .storage
+            .evict_many(candidates, REMOVAL_CHUNK, spare, gone)?;
+        done.recent_kept += candidates_len - removed.len();
+        for (digest, record) in removed {
+            match manifests.contains(&digest) {
+                true => done.manifests_removed += 1,
+                false => done.blobs_removed += 1,
+            }
+            done.bytes_removed += record.size;
+        }
+        let removed = Instant::now();
         self.storage.index.flush()?;
+        tracing::debug!(
+            scan_ms = ms(scanned - started),
+            unlink_ms = ms(unlinked - scanned),
+            mark_ms = ms(marked - unlinked),
+            remove_ms = ms(removed - marked),
+            flush_ms = ms(removed.elapsed()),
+            "garbage collection phases"
+        );
         metrics::inc(&self.metrics.gc_runs);
         metrics::add(&self.metrics.gc_blobs_removed, done.blobs_removed as u64);
         metrics::add(
@@ -262,4 +287,8 @@ impl Cache {
         }
         Ok(total)
     }
+}
+
+fn ms(took: Duration) -> u64 {
+    took.as_millis() as u64
 }

@@ -5,6 +5,11 @@
 //!
 //! What a manifest references is what the one manifest model ([`Manifest`]) reads in it; bytes
 //! it cannot read (passed through from an upstream) reference nothing.
+//!
+//! The scan reads the blobs indexed as manifests (with a media type) first. A manifest-sized
+//! blob indexed without one may be a manifest that recovery indexed, so it is read and sniffed
+//! too, unless a manifest read first names it as its config or a layer: those are not
+//! manifests, and on a store of small blobs they are most of what would be read for nothing.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +27,8 @@ pub struct Manifests {
     pub children: HashMap<Digest, Vec<Digest>>,
     /// Manifest → the manifest it refers to (`subject`), for a referrer.
     pub subjects: HashMap<Digest, Digest>,
+    /// What some manifest names as its config or a layer (not as an index entry).
+    leaves: HashSet<Digest>,
 }
 
 impl Manifests {
@@ -74,12 +81,24 @@ impl Manifests {
 }
 
 /// Reads every stored manifest. A manifest indexed without a media type (as recovery leaves
-/// them) gets the one its body names. Blocks, for one read per manifest-sized blob.
+/// them) gets the one its body names. Blocks, for one read per manifest, and per
+/// manifest-sized blob indexed without a media type that no manifest names as a config or
+/// layer.
 pub fn scan(storage: &Storage) -> Result<Manifests, StorageError> {
-    let entries: Vec<(Digest, BlobRecord)> = storage.index.blobs().collect::<Result<_, _>>()?;
     let mut found = Manifests::default();
-    for (digest, record) in entries {
-        found.read(storage, digest, &record)?;
+    let mut untyped = Vec::new();
+    for entry in storage.index.blobs() {
+        let (digest, record) = entry?;
+        match (&record.media_type, record.size <= MAX_MANIFEST_BYTES) {
+            (Some(_), _) => found.read(storage, digest, &record)?,
+            (None, true) => untyped.push((digest, record)),
+            (None, false) => {}
+        }
+    }
+    for (digest, record) in untyped {
+        if !found.leaves.contains(&digest) {
+            found.read(storage, digest, &record)?;
+        }
     }
     Ok(found)
 }
@@ -126,13 +145,15 @@ impl Manifests {
         if let Some(subject) = &parsed.subject {
             self.subjects.insert(digest.clone(), subject.digest.clone());
         }
-        let children = parsed
+        let leaves: Vec<Digest> = parsed
             .config
             .iter()
             .chain(&parsed.layers)
-            .chain(&parsed.manifests)
             .map(|d| d.digest.clone())
             .collect();
+        let mut children = leaves.clone();
+        children.extend(parsed.manifests.iter().map(|d| d.digest.clone()));
+        self.leaves.extend(leaves);
         self.children.insert(digest, children);
         Ok(())
     }

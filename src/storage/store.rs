@@ -23,6 +23,9 @@ use crate::oci::{Digest, RepoName};
 /// Lock stripes: stores of different digests rarely wait for one another.
 const STRIPES: usize = 64;
 
+/// Threads removing blobs in [`Storage::evict_many`]: mostly waiting on the disk, not the CPU.
+const EVICT_WORKERS: usize = 4;
+
 pub struct DigestLocks {
     stripes: Vec<Mutex<()>>,
 }
@@ -36,17 +39,33 @@ impl Default for DigestLocks {
 }
 
 impl DigestLocks {
-    pub(super) fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
+    fn stripe(digest: &Digest) -> usize {
         // Digests are uniformly distributed: their first hex digits pick a stripe evenly.
-        let stripe = digest
+        digest
             .hex()
             .get(..2)
             .and_then(|first| usize::from_str_radix(first, 16).ok())
             .unwrap_or(0)
-            % STRIPES;
+            % STRIPES
+    }
+
+    fn lock_stripe(&self, stripe: usize) -> MutexGuard<'_, ()> {
         self.stripes[stripe]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
+        self.lock_stripe(Self::stripe(digest))
+    }
+
+    /// The locks of all of `digests`, taken in stripe order (everything else holds one lock
+    /// at a time, so two holders of several cannot deadlock).
+    fn lock_all(&self, digests: &[Digest]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = digests.iter().map(Self::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|s| self.lock_stripe(s)).collect()
     }
 }
 
@@ -173,6 +192,76 @@ impl Storage {
         }
         Ok(removed)
     }
+
+    /// [`evict_all`](Self::evict_all) over many blobs, `chunk` at a time, by [`EVICT_WORKERS`]
+    /// threads that each take the digests of their own lock stripes (so they never wait for
+    /// one another's locks, and the index lookups and file unlinks, which wait on the disk,
+    /// overlap). `gone` hears of each chunk's removals as soon as they are made. The records
+    /// removed, with their digests. Blocks.
+    pub fn evict_many(
+        &self,
+        digests: Vec<Digest>,
+        chunk: usize,
+        spare: impl Fn(&Digest) -> bool + Sync,
+        gone: impl Fn(&[(Digest, BlobRecord)]) + Sync,
+    ) -> Result<Vec<(Digest, BlobRecord)>, StorageError> {
+        let mut shares: Vec<Vec<Digest>> = vec![Vec::new(); EVICT_WORKERS];
+        for digest in digests {
+            shares[DigestLocks::stripe(&digest) % EVICT_WORKERS].push(digest);
+        }
+        let (spare, gone) = (&spare, &gone);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = shares
+                .iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        let mut removed = Vec::new();
+                        for digests in share.chunks(chunk.max(1)) {
+                            let chunk_removed = self.evict_all(digests, spare)?;
+                            gone(&chunk_removed);
+                            removed.extend(chunk_removed);
+                        }
+                        Ok::<_, StorageError>(removed)
+                    })
+                })
+                .collect();
+            let mut removed = Vec::new();
+            for worker in workers {
+                match worker.join() {
+                    Ok(done) => removed.extend(done?),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    /// [`evict`](Self::evict) for several blobs at once, as garbage collection removes them:
+    /// all their locks held (taken in order), each blob checked under them as `evict` checks
+    /// it, the index entries of those that go removed in one transaction, then their files.
+    /// The records removed, with their digests. The caller flushes the index.
+    pub fn evict_all(
+        &self,
+        digests: &[Digest],
+        mut spare: impl FnMut(&Digest) -> bool,
+    ) -> Result<Vec<(Digest, BlobRecord)>, StorageError> {
+        let _held = self.locks.lock_all(digests);
+        let mut going = Vec::with_capacity(digests.len());
+        for digest in digests {
+            if !spare(digest) && !self.index.is_private(digest)? {
+                going.push(digest.clone());
+            }
+        }
+        let records = self.index.remove_blobs(&going)?;
+        let mut removed = Vec::with_capacity(going.len());
+        for (digest, record) in going.into_iter().zip(records) {
+            if let Some(record) = record {
+                self.blobs.remove(&digest)?;
+                removed.push((digest, record));
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +317,41 @@ mod tests {
         assert!(storage.index.blob(&m).unwrap().is_none());
         // Stored again after eviction, it is new again.
         assert!(storage.store_bytes(&m, &mirrored, None).unwrap());
+    }
+
+    #[test]
+    fn batched_eviction_checks_each_blob_under_its_lock() {
+        let (_dir, storage) = storage();
+        let repo: RepoName = "team/app".parse().unwrap();
+        let mut digests = Vec::new();
+        for i in 0..200u32 {
+            let data = format!("blob {i}").into_bytes();
+            let digest = Digest::of(&data);
+            assert!(storage.store_bytes(&digest, &data, None).unwrap());
+            digests.push(digest);
+        }
+        upload(&storage, "d4", b"pushed");
+        let pushed = Digest::of(b"pushed");
+        storage.store_upload("d4", &pushed, 6, &repo).unwrap();
+        digests.push(pushed.clone());
+        let kept = digests[7].clone();
+        let heard = Mutex::new(0);
+        let removed = storage
+            .evict_many(
+                digests.clone(),
+                16,
+                |d| d == &kept,
+                |chunk| *heard.lock().unwrap() += chunk.len(),
+            )
+            .unwrap();
+        // Everything but the spared blob and the private one, each heard of once.
+        assert_eq!(removed.len(), 199);
+        assert_eq!(*heard.lock().unwrap(), 199);
+        for digest in &digests {
+            let stays = digest == &kept || digest == &pushed;
+            assert_eq!(storage.index.blob(digest).unwrap().is_some(), stays);
+            assert_eq!(storage.blobs.path(digest).exists(), stays);
+        }
+        assert_eq!(storage.index.totals().unwrap().blobs, 2);
     }
 }

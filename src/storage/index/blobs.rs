@@ -189,6 +189,29 @@ impl Index {
             .map_err(transaction_error)
     }
 
+    /// Removes several blobs' records and `access` entries in one transaction (one commit
+    /// instead of one per blob); returns the record that was there for each, in order.
+    pub fn remove_blobs(&self, digests: &[Digest]) -> Result<Vec<Option<BlobRecord>>, IndexError> {
+        use sled::Transactional;
+        let _writes = self.blob_writes();
+        (&self.blobs, &self.access)
+            .transaction(|(blobs, access)| {
+                let mut removed = Vec::with_capacity(digests.len());
+                for digest in digests {
+                    let key = blob_key(digest);
+                    let old = blobs.remove(key.as_slice())?;
+                    let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
+                    if let Some(old) = &old {
+                        access.remove(access_key(old.last_access_ms, digest))?;
+                        adjust_totals(access, &key, Some(old), None)?;
+                    }
+                    removed.push(old);
+                }
+                Ok(removed)
+            })
+            .map_err(transaction_error)
+    }
+
     /// Marks a blob as just used (coarsely: at most once per second).
     /// `record` is the blob's record as just read, so a hit reads the index once.
     pub fn touch(&self, digest: &Digest, mut record: BlobRecord) -> Result<(), IndexError> {
