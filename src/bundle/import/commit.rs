@@ -119,15 +119,21 @@ fn destination(
     }
 }
 
-fn staging(registry: &Registry, session: &str) -> Result<Staging, RegistryError> {
+/// Opens (creating its directory) the session's staging, on the blocking pool.
+async fn staging(registry: &Registry, session: &str) -> Result<Staging, RegistryError> {
     if registry.cache().shared().is_some() {
         return Err(refused(
             ErrorCode::Unsupported,
             "berth import does not support a shared store ([storage.s3]) yet: import on a node without one",
         ));
     }
-    Staging::open(registry.cache().storage().data_dir(), session)
-        .map_err(|e| refused(ErrorCode::NameInvalid, e.to_string()))
+    let data_dir = registry.cache().storage().data_dir().to_owned();
+    let session = session.to_owned();
+    blocking(move || {
+        Staging::open(&data_dir, &session)
+            .map_err(|e| refused(ErrorCode::NameInvalid, e.to_string()))
+    })
+    .await
 }
 
 async fn blocking<T: Send + 'static>(
@@ -147,7 +153,7 @@ pub async fn begin(
     for root in &request.roots.images {
         destination(registry, &root.name, request.into.as_deref())?;
     }
-    let staging = staging(registry, session)?;
+    let staging = staging(registry, session).await?;
     let cache = Arc::clone(registry.cache());
     blocking(move || {
         let staged = Staged {
@@ -172,7 +178,7 @@ pub async fn stage<E: std::fmt::Display>(
     size: u64,
     mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
 ) -> Result<(), RegistryError> {
-    let staging = staging(registry, session)?;
+    let staging = staging(registry, session).await?;
     let d = digest.clone();
     let mut writer: StagedWriter = blocking(move || {
         staging
@@ -215,7 +221,7 @@ pub async fn stage<E: std::fmt::Display>(
 
 /// Drops what a session staged.
 pub async fn abort(registry: &Registry, session: &str) -> Result<(), RegistryError> {
-    let staging = staging(registry, session)?;
+    let staging = staging(registry, session).await?;
     blocking(move || {
         staging
             .remove()
@@ -236,7 +242,7 @@ pub async fn commit(
         .iter()
         .map(|root| destination(registry, &root.name, request.into.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let staging = Arc::new(staging(registry, session)?);
+    let staging = Arc::new(staging(registry, session).await?);
     let cache = Arc::clone(registry.cache());
     let (s, roots) = (Arc::clone(&staging), request.roots.clone());
     let plan = blocking(move || {
