@@ -1,13 +1,14 @@
 //! Blob bytes in the shared store: written whole and only once verified, read as a stream.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use object_store::WriteMultipart;
+use object_store::{GetOptions, GetRange, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
-use super::{SharedError, SharedStore, UploadChunk};
+use super::{ranged, SharedError, SharedStore, UploadChunk};
 use crate::oci::Digest;
 
 /// Objects up to this size go in one PUT; larger ones in multipart parts of this size.
@@ -31,18 +32,38 @@ impl SharedStore {
         self.size(&blob_name(digest)).await
     }
 
-    /// A stored blob's bytes, streamed, or `None`. One GET stream: parallel ranged GETs were
-    /// measured here (bench/README.md, issue 14) to double berth's CPU per byte, each part
-    /// gathered whole before it is handed on, for no gain on a store that is CPU-bound.
+    /// A stored blob's bytes, streamed, or `None`. A blob larger than one part is read with
+    /// several ranged GETs at once (see [`super::ranged`]): its first part streams as it
+    /// arrives while the next ones are fetched ahead.
     pub async fn blob(&self, digest: &Digest) -> Result<Option<SharedBlob>, SharedError> {
-        match self.store.get(&self.key(&blob_name(digest))).await {
-            Ok(result) => Ok(Some(SharedBlob {
-                size: result.meta.size,
-                body: result.into_stream(),
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let key = self.key(&blob_name(digest));
+        let first = GetOptions {
+            range: Some(GetRange::Bounded(0..ranged::PART)),
+            ..GetOptions::default()
+        };
+        let result = match self.store.get_opts(&key, first).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            // No range fits an empty object: read it whole (which tells a real failure too).
+            Err(ranged_error) => match self.store.get(&key).await {
+                Ok(whole) => {
+                    return Ok(Some(SharedBlob {
+                        size: whole.meta.size,
+                        body: whole.into_stream(),
+                    }))
+                }
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(_) => return Err(ranged_error.into()),
+            },
+        };
+        let size = result.meta.size;
+        let first = result.into_stream();
+        let body = if size <= ranged::PART {
+            first
+        } else {
+            ranged::rest(Arc::clone(&self.store), key, size, first, &self.read_ahead)
+        };
+        Ok(Some(SharedBlob { size, body }))
     }
 
     /// Stores bytes already verified to be `digest` (a manifest).

@@ -27,6 +27,7 @@
 
 pub(crate) mod blobs;
 pub mod hasher;
+mod ranged;
 mod uploads;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ impl From<object_store::Error> for SharedError {
 pub struct SharedStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Which blob reads may fetch parts ahead: see [`ranged`].
+    read_ahead: ranged::ReadAhead,
 }
 
 /// An object's name relative to the prefix it was listed under, with its size and age.
@@ -127,6 +130,7 @@ impl SharedStore {
             } else {
                 format!("{prefix}/")
             },
+            read_ahead: ranged::ReadAhead::default(),
         }
     }
 
