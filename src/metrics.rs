@@ -52,6 +52,7 @@ pub struct Metrics {
     pub stale_serves: AtomicU64,
     pub upstream_blob_gets: AtomicU64,
     pub shared_blob_gets: AtomicU64,
+    pub shared_blob_passes: AtomicU64,
     pub shared_blob_puts: AtomicU64,
     pub upstream_manifest_gets: AtomicU64,
     pub upstream_manifest_heads: AtomicU64,
@@ -157,6 +158,11 @@ impl Metrics {
                 "berth_shared_blob_gets_total",
                 "Blobs filled into this node's tier from the shared store.",
                 &self.shared_blob_gets,
+            ),
+            (
+                "berth_shared_blob_passes_total",
+                "Blobs read from the shared store straight to a client, not kept (a first read).",
+                &self.shared_blob_passes,
             ),
             (
                 "berth_shared_blob_puts_total",

@@ -460,10 +460,18 @@ async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unava
             .header("Accept", "application/vnd.oci.image.manifest.v1+json")
             .send()
     };
-    // Read once while the store answers: the layer lands in this node's tier.
+    // Read once while the store answers, the layer passes straight through, unkept; read
+    // again, it lands in this node's tier.
     let read = get(format!("blobs/{}", layer.digest)).await.unwrap();
     assert_eq!(read.status(), 200);
     assert_eq!(sha256(&read.bytes().await.unwrap()), layer.digest);
+    assert_eq!(node.metric("berth_shared_blob_passes_total").await, 1);
+    assert!(node.blob_files().is_empty(), "{:?}", node.blob_files());
+    let read = get(format!("blobs/{}", layer.digest)).await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(sha256(&read.bytes().await.unwrap()), layer.digest);
+    assert_eq!(node.metric("berth_shared_blob_gets_total").await, 1);
+    node.settle();
     proxy.set_mode(common::proxy::Mode::Status(503));
     let read = get(format!("blobs/{}", layer.digest)).await.unwrap();
     assert_eq!(read.status(), 200, "{}", node.log());

@@ -9,11 +9,23 @@ use bytes::Bytes;
 
 use super::evict::ServingGuard;
 use super::fill::{Fill, FillError, FillSource, SourceError};
-use super::shared::Claim;
+use super::shared::{self, Claim};
 use super::{blocking, BlobBody, Cache};
 use crate::metrics;
 use crate::oci::Digest;
+use crate::storage::shared::SharedBlob;
 use crate::storage::StorageError;
+
+/// Whether a blob read from the shared store is kept in this node's local tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// A client's whole read: the blob's first read lately passes straight through, unkept;
+    /// a read again fills the local tier (see [`super::shared`]).
+    IfReadAgain,
+    /// A range (filled, so that it is served from the local tier as soon as it is there), or
+    /// a blob to be kept (prefetch, pins).
+    Always,
+}
 
 /// Where a fill reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,12 +88,13 @@ impl Cache {
     }
 
     /// The blob from disk, or from the fill that is fetching it: joins a fill in flight, or
-    /// starts one. With a shared store, a blob another node has stored there is filled from
-    /// it; otherwise `fetch` (upstream) runs, only when this call starts the fill, and what it
-    /// brings is written to the shared store once verified.
+    /// starts one. With a shared store, a blob another node has stored there is read from it
+    /// (see [`Keep`]); otherwise `fetch` (upstream) runs, only when this call starts the fill,
+    /// and what it brings is written to the shared store once verified.
     pub async fn blob_or_fill<F, Fut>(
         self: &Arc<Self>,
         digest: &Digest,
+        keep: Keep,
         fetch: F,
     ) -> Result<BlobBody, StorageError>
     where
@@ -93,15 +106,15 @@ impl Cache {
         }
         if let Some(tier) = &self.shared {
             loop {
-                if let Some(source) = tier.source_or_wait(digest).await {
-                    return self.fill(digest, source, Origin::Shared).await;
+                if let Some(blob) = tier.blob_or_wait(digest).await {
+                    return self.from_shared(digest, blob, keep).await;
                 }
                 if let Claim::Ours = tier.claim(digest).await {
                     // A node whose claim came first may have finished, and withdrawn its
                     // claim, while ours was being written: its blob is then in place.
-                    if let Ok(Some(source)) = tier.source(digest).await {
+                    if let Ok(Some(blob)) = tier.blob(digest).await {
                         tier.unmark(digest).await;
-                        return self.fill(digest, source, Origin::Shared).await;
+                        return self.from_shared(digest, blob, keep).await;
                     }
                     break;
                 }
@@ -115,11 +128,13 @@ impl Cache {
         filling
     }
 
-    /// The blob from disk, from a fill in flight, or filled from the shared store; `None` when
-    /// none of them has it (the private projects' blobs, whose bytes are in the shared store).
+    /// The blob from disk, from a fill in flight, or read from the shared store (see
+    /// [`Keep`]); `None` when none of them has it (the private projects' blobs, whose bytes
+    /// are in the shared store).
     pub async fn blob_from_shared(
         self: &Arc<Self>,
         digest: &Digest,
+        keep: Keep,
     ) -> Result<Option<BlobBody>, StorageError> {
         if let Some(body) = self.local_or_in_flight(digest).await? {
             return Ok(Some(body));
@@ -127,10 +142,29 @@ impl Cache {
         let Some(tier) = &self.shared else {
             return Ok(None);
         };
-        let Some(source) = tier.source(digest).await? else {
+        let Some(blob) = tier.blob(digest).await? else {
             return Ok(None);
         };
-        Ok(Some(self.fill(digest, source, Origin::Shared).await?))
+        Ok(Some(self.from_shared(digest, blob, keep).await?))
+    }
+
+    /// A blob the shared store is sending: passed straight through to this one client on its
+    /// first whole read lately, else filled into the local tier.
+    async fn from_shared(
+        self: &Arc<Self>,
+        digest: &Digest,
+        blob: SharedBlob,
+        keep: Keep,
+    ) -> Result<BlobBody, StorageError> {
+        if let Some(tier) = self.shared.as_ref() {
+            if keep == Keep::IfReadAgain && tier.passes(digest) {
+                metrics::inc(&self.metrics.shared_blob_passes);
+                tracing::debug!(%digest, "blob passes from the shared store, unkept");
+                return Ok(BlobBody::passing(tier.passing(digest, blob)));
+            }
+        }
+        self.fill(digest, shared::fill_source(blob), Origin::Shared)
+            .await
     }
 
     async fn local_or_in_flight(&self, digest: &Digest) -> Result<Option<BlobBody>, StorageError> {

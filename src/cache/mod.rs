@@ -17,6 +17,7 @@ pub mod flight;
 pub mod inventory;
 mod manifests;
 mod mapping;
+mod passing;
 mod reconcile;
 mod shared;
 mod unlink;
@@ -24,10 +25,12 @@ mod unlink;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub use self::blobs::Keep;
 pub use self::body::BlobBody;
 use self::evict::{Budget, Usage};
 use self::fill::Fill;
 pub use self::manifests::StoredManifest;
+pub use self::passing::SharedReads;
 use crate::memory::weight;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
@@ -100,9 +103,10 @@ impl Cache {
         }
     }
 
-    /// Puts the shared store behind the local storage.
-    pub fn with_shared(mut self, store: Arc<SharedStore>) -> Self {
-        self.shared = Some(shared::Tier::new(store));
+    /// Puts the shared store behind the local storage; `reads` is what a read straight from
+    /// it to a client checks.
+    pub fn with_shared(mut self, store: Arc<SharedStore>, reads: SharedReads) -> Self {
+        self.shared = Some(shared::Tier::new(store, reads));
         self
     }
 

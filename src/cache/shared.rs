@@ -1,9 +1,13 @@
 //! The shared store behind this node's storage: where a local miss looks before upstream, and
 //! where a blob fetched from upstream goes once verified, so that the other nodes find it.
 //!
-//! Everything read from the shared store goes through a fill like an upstream response does:
-//! its bytes are hashed on the way into the local tier, and a blob that does not match is
-//! discarded, never indexed. So the shared store is trusted for availability, not integrity.
+//! Everything read from the shared store is hashed as it is read, like an upstream response:
+//! a blob that does not match is never served whole and never indexed, so the shared store is
+//! trusted for availability, not integrity. A whole blob's first read on this node passes
+//! straight through to its client ([`super::passing`]); a blob read again (or in part, or
+//! to be kept) goes through a fill into the local tier. So the local tier holds what this node
+//! serves more than once, and a single pull costs no more than a proxy's copy
+//! (`nginx`'s `proxy_cache_min_uses 2`, for the same reason).
 //!
 //! Across nodes, a node fetching a blob from upstream leaves a marker (`fills/<hex>`, with the
 //! time, refreshed while the fetch lasts); another node that misses the same blob meanwhile
@@ -18,9 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::fill::{FillSource, SourceError};
+use super::passing::{Passing, SharedReads};
 use super::BlobBody;
 use crate::oci::Digest;
-use crate::storage::shared::{SharedError, SharedStore};
+use crate::storage::shared::{SharedBlob, SharedError, SharedStore};
 
 /// Blobs written to the shared store at once by one node (each holds a few parts in memory).
 const CONCURRENT_WRITES: usize = 4;
@@ -31,6 +36,11 @@ const MARKER_STALE: Duration = Duration::from_secs(20);
 const CLAIM_MARGIN: Duration = Duration::from_millis(10);
 /// How often a node waiting for another's fill looks whether the blob is there.
 const WAIT_POLL: Duration = Duration::from_millis(200);
+/// Blobs remembered as read once from the shared store (about 200 bytes each with moka's
+/// bookkeeping, so at most a few MiB), and for how long: a blob read again within that is
+/// kept in the local tier.
+const FIRST_READS: u64 = 16_384;
+const FIRST_READ_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Who fetches a blob from upstream.
 pub(super) enum Claim {
@@ -50,6 +60,9 @@ pub(super) struct Tier {
     writes: Arc<tokio::sync::Semaphore>,
     /// Digest → the task refreshing this node's claim, while it fetches it from upstream.
     markers: Mutex<HashMap<Digest, (tokio::task::JoinHandle<()>, FillClaim)>>,
+    /// Blobs read once from the shared store lately, not kept: see [`Tier::passes`].
+    first_reads: moka::sync::Cache<Digest, ()>,
+    reads: SharedReads,
 }
 
 fn claims_dir(digest: &Digest) -> String {
@@ -86,8 +99,20 @@ fn now_ms() -> u64 {
 
 type Source = std::pin::Pin<Box<dyn Future<Output = Result<FillSource, SourceError>> + Send>>;
 
+/// A blob read from the shared store, as the source of a fill into the local tier.
+pub(super) fn fill_source(blob: SharedBlob) -> Source {
+    let source = FillSource {
+        content_length: Some(blob.size),
+        body: blob
+            .body
+            .map_err(|e| Arc::new(SharedError::Unavailable(e)) as SourceError)
+            .boxed(),
+    };
+    Box::pin(async move { Ok(source) })
+}
+
 impl Tier {
-    pub(super) fn new(store: Arc<SharedStore>) -> Self {
+    pub(super) fn new(store: Arc<SharedStore>, reads: SharedReads) -> Self {
         let mut id = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
         Tier {
@@ -95,31 +120,45 @@ impl Tier {
             node: hex::encode(id),
             writes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_WRITES)),
             markers: Mutex::new(HashMap::new()),
+            first_reads: moka::sync::Cache::builder()
+                .max_capacity(FIRST_READS)
+                .time_to_live(FIRST_READ_WINDOW)
+                .build(),
+            reads,
         }
     }
 
-    /// The blob as a fill source, when the shared store has it.
-    pub(super) async fn source(&self, digest: &Digest) -> Result<Option<Source>, SharedError> {
-        let Some(blob) = self.store.blob(digest).await? else {
-            return Ok(None);
-        };
-        let source = FillSource {
-            content_length: Some(blob.size),
-            body: blob
-                .body
-                .map_err(|e| Arc::new(SharedError::Unavailable(e)) as SourceError)
-                .boxed(),
-        };
-        Ok(Some(Box::pin(async move { Ok(source) })))
+    /// A blob read from the shared store, passing through to one client unkept.
+    pub(super) fn passing(&self, digest: &Digest, blob: SharedBlob) -> Passing {
+        Passing {
+            digest: digest.clone(),
+            size: blob.size,
+            body: blob.body.map_err(std::io::Error::other).boxed(),
+            check: self.reads,
+        }
     }
 
-    /// [`Tier::source`], waiting for it while another node fetches the blob from upstream.
+    /// Whether a whole read of `digest` from the shared store passes straight through to its
+    /// client (its first read lately) rather than filling the local tier (a read again).
+    pub(super) fn passes(&self, digest: &Digest) -> bool {
+        self.first_reads
+            .entry_by_ref(digest)
+            .or_insert(())
+            .is_fresh()
+    }
+
+    /// The blob, when the shared store has it.
+    pub(super) async fn blob(&self, digest: &Digest) -> Result<Option<SharedBlob>, SharedError> {
+        self.store.blob(digest).await
+    }
+
+    /// [`Tier::blob`], waiting for it while another node fetches the blob from upstream.
     /// `None`: go upstream (the store does not have it, nobody else is fetching it, or the
     /// store cannot be reached, which must not stop the mirror).
-    pub(super) async fn source_or_wait(&self, digest: &Digest) -> Option<Source> {
+    pub(super) async fn blob_or_wait(&self, digest: &Digest) -> Option<SharedBlob> {
         loop {
-            match self.source(digest).await {
-                Ok(Some(source)) => return Some(source),
+            match self.blob(digest).await {
+                Ok(Some(blob)) => return Some(blob),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%digest, error = %e, "shared store unavailable; fetching from upstream");
@@ -129,7 +168,7 @@ impl Tier {
             if !self.another_node_fills(digest).await {
                 // A claim goes only after its blob was written: looked at again now that the
                 // claim is gone, the blob is there if that fill succeeded.
-                return self.source(digest).await.ok().flatten();
+                return self.blob(digest).await.ok().flatten();
             }
             tracing::debug!(%digest, "another node fetches this blob; waiting for it");
             tokio::time::sleep(WAIT_POLL).await;
@@ -275,7 +314,10 @@ mod tests {
     #[tokio::test]
     async fn a_blob_another_node_fetches_is_not_claimed_again() {
         let store = Arc::new(crate::storage::shared::in_memory());
-        let (a, b) = (Tier::new(Arc::clone(&store)), Tier::new(Arc::clone(&store)));
+        let (a, b) = (
+            Tier::new(Arc::clone(&store), SharedReads::Hashed),
+            Tier::new(Arc::clone(&store), SharedReads::Hashed),
+        );
         let digest = Digest::of(b"layer");
         assert!(matches!(a.claim(&digest).await, Claim::Ours));
         assert!(matches!(b.claim(&digest).await, Claim::Theirs));
@@ -307,7 +349,9 @@ mod tests {
     async fn simultaneous_claims_elect_one_node() {
         let store = Arc::new(crate::storage::shared::in_memory());
         for round in 0..20u8 {
-            let tiers: Vec<Tier> = (0..3).map(|_| Tier::new(Arc::clone(&store))).collect();
+            let tiers: Vec<Tier> = (0..3)
+                .map(|_| Tier::new(Arc::clone(&store), SharedReads::Hashed))
+                .collect();
             let digest = Digest::of(&[round]);
             let claims =
                 futures_util::future::join_all(tiers.iter().map(|t| t.claim(&digest))).await;

@@ -49,6 +49,12 @@ pub struct S3Settings {
     /// A key prefix inside the bucket, so that one bucket can hold several registries.
     #[serde(default)]
     pub prefix: String,
+    /// Hash every blob read straight from the bucket to a client, not only those filled into
+    /// a node's tier. Off by default: berth writes a blob to the bucket only once verified, and
+    /// trusts it there as it trusts its own disk (a local hit is not hashed either); a read
+    /// always checks the object's size, so a cut object is never served whole.
+    #[serde(default)]
+    pub verify_reads: bool,
 }
 
 impl S3Settings {

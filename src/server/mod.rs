@@ -22,7 +22,7 @@ pub use self::app::{app, AppState};
 use crate::auth::keys::{self, SigningKey};
 use crate::auth::{AuthError, TokenService};
 use crate::cache::evict::Budget;
-use crate::cache::Cache;
+use crate::cache::{Cache, SharedReads};
 use crate::clock::Clock;
 use crate::config::{Projects, Settings};
 use crate::metrics::Metrics;
@@ -119,7 +119,17 @@ pub fn assemble_registry(
                 endpoint = %settings.storage.s3.as_ref().map_or(String::new(), |s3| s3.endpoint.to_string()),
                 "shared store: the store of record for blobs, private projects and uploads"
             );
-            cache.with_shared(store)
+            let reads = if settings
+                .storage
+                .s3
+                .as_ref()
+                .is_some_and(|s3| s3.verify_reads)
+            {
+                SharedReads::Hashed
+            } else {
+                SharedReads::SizeChecked
+            };
+            cache.with_shared(store, reads)
         }
         None => cache,
     };

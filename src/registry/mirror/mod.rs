@@ -29,7 +29,7 @@ use super::listing::{json, paginate, Listing, PageRequest};
 use super::namespace::MirrorRepo;
 use crate::cache::fill::{FillError, FillSource, NotVerified, SourceError};
 use crate::cache::flight::Flights;
-use crate::cache::{BlobBody, Cache, StoredManifest};
+use crate::cache::{BlobBody, Cache, Keep, StoredManifest};
 use crate::clock::Clock;
 use crate::config::MirrorSettings;
 use crate::oci::Digest;
@@ -51,6 +51,19 @@ pub enum BlobRead {
     /// A range (a `Range` header was sent): it may end before the last byte, the one a fill
     /// withholds, so it waits until the whole fill is verified.
     Range,
+    /// The whole blob, to be kept in this node's cache (prefetch, pins): never passed
+    /// straight from the shared store to one reader.
+    Keep,
+}
+
+impl BlobRead {
+    /// Whether the cache keeps a blob read from the shared store.
+    pub(crate) fn keep(self) -> Keep {
+        match self {
+            BlobRead::Whole => Keep::IfReadAgain,
+            BlobRead::Range | BlobRead::Keep => Keep::Always,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -109,7 +122,7 @@ impl Mirror {
         let fetching = AtomicBool::new(false);
         let body = self
             .cache
-            .blob_or_fill(digest, || {
+            .blob_or_fill(digest, read.keep(), || {
                 fetching.store(true, Ordering::Relaxed);
                 async move {
                     let response = upstream
@@ -150,7 +163,7 @@ impl Mirror {
             self.confirm_blob(target, digest).await?;
         }
         match read {
-            BlobRead::Whole => Ok(body),
+            BlobRead::Whole | BlobRead::Keep => Ok(body),
             BlobRead::Range => {
                 let stall = target.upstream.settings().read_timeout;
                 body.verified(stall).await.map_err(not_verified)

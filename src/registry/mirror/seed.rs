@@ -109,7 +109,7 @@ impl Mirror {
             }
             return Ok(false);
         }
-        let body = self.blob(target, digest, BlobRead::Whole).await?;
+        let body = self.blob(target, digest, BlobRead::Keep).await?;
         if !body.is_filling() {
             return Ok(false);
         }

@@ -140,7 +140,7 @@ impl Projects {
         if self.shared().is_some() {
             let body = self
                 .cache
-                .blob_from_shared(digest)
+                .blob_from_shared(digest, read.keep())
                 .await
                 .map_err(storage_error)?
                 .ok_or_else(|| blob_unknown(repo, digest))?;
