@@ -9,8 +9,10 @@
 #            berth node with an empty data_dir over that bucket (so the blob is never in its
 #            local tier) and times `curl -o /dev/null` of the blob with a bearer token, next to
 #            the same GET from Distribution (`redirect: disable: true`), order alternating.
-#            Both read through Garage node 0. A first, untimed round checks the sha256 of what
-#            each one serves.
+#            Both read through Garage node 0, or with GET_VIA=balancer both through an nginx
+#            round-robin over the 3 Garage nodes' S3 ports (as docs/deploy.md advises: no store
+#            node is a single point of failure). A first, untimed round checks the sha256 of
+#            what each one serves.
 # 2. push:   private push of a PUSH_LAYERS (30 20 7 MiB, ~60 MB) image with `skopeo copy` from
 #            an oci: layout through an nginx round-robin over 3 berth nodes, vs. DIST_NODES (3)
 #            Distribution instances (one http.secret) behind the same kind of balancer, on the
@@ -25,7 +27,7 @@
 #            the sum of berth_upstream_blob_gets_total over the nodes and the upstream's access
 #            log. Every pulled layer is checked with sha256sum.
 #
-# Usage: bench/shared-store.sh   (env: PHASES="get push pulls" BLOB_MIB=300 GET_RUNS=7
+# Usage: bench/shared-store.sh   (env: PHASES="get push pulls" BLOB_MIB=300 GET_RUNS=7 GET_VIA=node0
 #          PUSH_LAYERS="30 20 7" PUSH_RUNS=5 DIST_NODES=3 PULL_MIB=300 PULL_ROUNDS=3
 #          BERTH_BIN=... BERTH_NO_BUILD=1 BENCH_KEEP=1 BENCH_QUIET_WAIT=180)
 # Needs `garage` on PATH (see tests/README: `cargo install garage --locked`).
@@ -166,11 +168,14 @@ new_bucket() {
     done
 }
 
+# s3_endpoint I: host:port of Garage node I's S3 API, or of S3_VIA when set (a balancer).
+s3_endpoint() { echo "${S3_VIA:-127.0.0.1:${GARAGE_S3[$1]}}"; }
+
 # s3_config I BUCKET: berth's [storage.s3] section, through Garage node I.
 s3_config() {
     cat <<EOF
 [storage.s3]
-endpoint = "http://127.0.0.1:${GARAGE_S3[$1]}"
+endpoint = "http://$(s3_endpoint "$1")"
 bucket = "$2"
 region = "garage"
 access_key_id = "$S3_KEY"
@@ -210,7 +215,7 @@ storage:
     accesskey: $S3_KEY
     secretkey: $S3_SECRET
     region: garage
-    regionendpoint: http://127.0.0.1:${GARAGE_S3[$node]}
+    regionendpoint: http://$(s3_endpoint "$node")
     bucket: $bucket
     secure: false
     v4auth: true
@@ -344,6 +349,12 @@ report ""
 # ---------------------------------------------------------------------------------------------
 phase_get() {
     log "== get: ${BLOB_MIB} MiB blob only in the shared store"
+    local via="Garage node 0"
+    if [[ ${GET_VIA:-node0} == balancer ]]; then
+        start_balancer get-s3 "127.0.0.1:${GARAGE_S3[0]}" "127.0.0.1:${GARAGE_S3[1]}" "127.0.0.1:${GARAGE_S3[2]}"
+        S3_VIA="127.0.0.1:$LB_PORT"
+        via="an nginx round-robin over the 3 Garage nodes"
+    fi
     setup_auth
     new_bucket get-berth
     new_bucket get-dist
@@ -435,7 +446,7 @@ phase_get() {
     # shellcheck disable=SC2086
     { mb=$(median ${list[berth]}); db=$(median ${list[distribution]}); mt=$(median ${ttfbs[berth]}); dt=$(median ${ttfbs[distribution]}); }
     mibps() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1048576 / float(sys.argv[2]):.0f}")' "$size" "$1"; }
-    report "## 1. cache-hit GET of a ${BLOB_MIB} MiB blob only in the shared store ($GET_RUNS runs, fresh berth node each, via Garage node 0)"
+    report "## 1. cache-hit GET of a ${BLOB_MIB} MiB blob only in the shared store ($GET_RUNS runs, fresh berth node each, via $via)"
     report "$(printf '%-13s %-26s %7s %-12s  %s' target 'seconds median (min-max)' 'MiB/s' 'first byte' runs)"
     # shellcheck disable=SC2086
     report "$(printf '%-13s %-26s %7s %-12s  %s' berth "$(stats ${list[berth]})" "$(mibps "$mb")" "${mt}s" "${list[berth]}")"
@@ -452,6 +463,7 @@ phase_get() {
     report "load average after: $(loadavg)"
     report ""
     stop_pid "$DIST_PID"
+    S3_VIA=""
 }
 
 # ---------------------------------------------------------------------------------------------
