@@ -434,6 +434,54 @@ async fn a_killed_node_and_a_killed_store_node_do_not_stop_the_site() {
     garage.restart(2);
 }
 
+/// A blob larger than one read part (8 MiB) comes back whole through a node that never held
+/// it: its first read passes straight from the bucket as ranged GETs fetched ahead, a read
+/// again fills the node's tier (ranged too), and a range is served from the tier.
+#[tokio::test]
+async fn a_large_blob_is_read_in_ranged_parts_through_a_node_that_never_held_it() {
+    let files = AuthFiles::create();
+    let site = private_site("ranged-reads", &files).await;
+    let image = images::image(Flavor::Oci, 600, &[19 * MIB + 12_345], "amd64");
+    push(&site.addr(), &image, "team/big:1", "alice");
+    let closed = format!("http://127.0.0.1:{}", common::upstream::free_port());
+    let node = Berth::start(&format!(
+        "{}{}\n{}",
+        files.config(""),
+        config_for(&closed, "5m", ""),
+        s3_section(&garage().endpoint(0), "ranged-reads")
+    ));
+    let token =
+        common::private::token_string(&node.url, Some("bob"), &["repository:team/big:pull"]).await;
+    let layer = image.blobs.iter().max_by_key(|b| b.data.len()).unwrap();
+    let url = format!("{}/v2/team/big/blobs/{}", node.url, layer.digest);
+    let client = reqwest::Client::new();
+    for (read, passes, fills) in [(1, 1, 0), (2, 1, 1)] {
+        let got = client.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(got.status(), 200, "read {read}: {}", node.log());
+        let bytes = got.bytes().await.unwrap();
+        assert_eq!(bytes.len(), layer.data.len(), "read {read}");
+        assert_eq!(sha256(&bytes), layer.digest, "read {read}");
+        assert_eq!(node.metric("berth_shared_blob_passes_total").await, passes);
+        assert_eq!(node.metric("berth_shared_blob_gets_total").await, fills);
+    }
+    node.settle();
+    let (start, end) = (9 * MIB - 3, 17 * MIB + 5);
+    let part = client
+        .get(&url)
+        .bearer_auth(&token)
+        .header("Range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206, "{}", node.log());
+    assert_eq!(&part.bytes().await.unwrap()[..], &layer.data[start..=end]);
+    assert_eq!(
+        node.metric("berth_shared_blob_gets_total").await,
+        1,
+        "from the tier"
+    );
+}
+
 #[tokio::test]
 async fn with_the_store_out_of_reach_the_tier_still_serves_and_the_rest_is_unavailable() {
     let files = AuthFiles::create();

@@ -185,3 +185,32 @@ impl Serialize for ByteSize {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::config::Settings;
+
+    /// `[storage.s3]` from the file, `verify_reads` off unless said, and on from the environment.
+    #[test]
+    fn shared_store_reads_are_size_checked_unless_verify_reads() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let file = r#"
+[storage.s3]
+endpoint = "http://127.0.0.1:3900"
+bucket = "berth"
+access_key_id = "GK1"
+secret_access_key = "s"
+"#;
+        f.write_all(file.as_bytes()).unwrap();
+        let s = Settings::load_with_env(Some(f.path()), Vec::new()).unwrap();
+        assert!(!s.storage.s3.as_ref().unwrap().verify_reads);
+        let env = vec![(
+            "BERTH__STORAGE__S3__VERIFY_READS".to_string(),
+            "true".to_string(),
+        )];
+        let s = Settings::load_with_env(Some(f.path()), env).unwrap();
+        assert!(s.storage.s3.as_ref().unwrap().verify_reads);
+    }
+}

@@ -516,22 +516,3 @@ fn metrics_listener_and_drain_time() {
     assert_eq!(s.server.metrics_listen, Some(addr("127.0.0.1:9100")));
     assert_eq!(s.server.shutdown_timeout, Duration::from_secs(5));
 }
-
-/// `[storage.s3]` from the file, `verify_reads` off unless said, and on from the environment.
-#[test]
-fn shared_store_reads_are_size_checked_unless_verify_reads() {
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    writeln!(
-        f,
-        "[storage.s3]\nendpoint = \"http://127.0.0.1:3900\"\nbucket = \"berth\"\naccess_key_id = \"GK1\"\nsecret_access_key = \"s\""
-    )
-    .unwrap();
-    let s = Settings::load_with_env(Some(f.path()), no_env()).unwrap();
-    assert!(!s.storage.s3.as_ref().unwrap().verify_reads);
-    let env = vec![(
-        "BERTH__STORAGE__S3__VERIFY_READS".to_string(),
-        "true".to_string(),
-    )];
-    let s = Settings::load_with_env(Some(f.path()), env).unwrap();
-    assert!(s.storage.s3.as_ref().unwrap().verify_reads);
-}

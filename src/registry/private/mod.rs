@@ -18,6 +18,8 @@ pub mod repo_locks;
 pub mod retention;
 mod shared;
 #[cfg(test)]
+mod shared_read_tests;
+#[cfg(test)]
 mod shared_tests;
 mod shared_upload;
 pub mod upload;

@@ -2,7 +2,6 @@
 //! end-to-end tests use a Garage cluster): each node has its own data directory and caches,
 //! and nothing in common but the store.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,13 +18,13 @@ use crate::registry::mirror::BlobRead;
 use crate::storage::shared::SharedStore;
 use crate::storage::Storage;
 
-struct Node {
-    projects: Projects,
-    cache: Arc<Cache>,
+pub(super) struct Node {
+    pub(super) projects: Projects,
+    pub(super) cache: Arc<Cache>,
     _dir: tempfile::TempDir,
 }
 
-fn node(store: &Arc<SharedStore>) -> Node {
+pub(super) fn node(store: &Arc<SharedStore>) -> Node {
     node_with(store, None)
 }
 
@@ -53,7 +52,9 @@ fn node_with(store: &Arc<SharedStore>, retention: Option<config::RetentionSettin
     }
 }
 
-fn body(chunks: &[&[u8]]) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin {
+pub(super) fn body(
+    chunks: &[&[u8]],
+) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin {
     futures_util::stream::iter(
         chunks
             .iter()
@@ -66,7 +67,7 @@ fn none() -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin {
     body(&[])
 }
 
-async fn read_all(body: BlobBody) -> Vec<u8> {
+pub(super) async fn read_all(body: BlobBody) -> Vec<u8> {
     let body = body.started().await.unwrap();
     let size = body.size().unwrap();
     let chunks: Vec<Bytes> = body.read(0..size).map(|c| c.unwrap()).collect().await;
@@ -216,110 +217,6 @@ async fn what_a_repository_does_not_hold_is_not_served_from_another() {
         .await,
         secret
     );
-}
-
-/// Read through one node: once (a client's whole read) it passes straight from the store and
-/// is not kept; read again it is kept in the node's tier and then served from there; a range
-/// or a blob to be kept is kept at once.
-#[tokio::test]
-async fn a_blob_read_again_is_kept_in_the_local_tier() {
-    let store = Arc::new(crate::storage::shared::in_memory());
-    let (a, b) = (node(&store), node(&store));
-    let repo: RepoName = "team/app".parse().unwrap();
-    let layer = vec![5u8; 3 << 20];
-    let digest = Digest::of(&layer);
-    a.projects
-        .start_upload(&repo, Some(digest.clone()), body(&[&layer]))
-        .await
-        .unwrap();
-    let metrics = b.cache.metrics();
-    let first = b
-        .projects
-        .blob(&repo, &digest, BlobRead::Whole)
-        .await
-        .unwrap();
-    assert!(!first.is_filling());
-    assert_eq!(read_all(first).await, layer);
-    assert_eq!(metrics.shared_blob_passes.load(Relaxed), 1);
-    assert_eq!(b.cache.blob_size(&digest).unwrap(), None, "not kept");
-    let second = b
-        .projects
-        .blob(&repo, &digest, BlobRead::Whole)
-        .await
-        .unwrap();
-    assert!(second.is_filling());
-    assert_eq!(read_all(second).await, layer);
-    assert_eq!(metrics.shared_blob_gets.load(Relaxed), 1);
-    // The fill commits after its readers are done: wait for it to be in the tier.
-    for _ in 0..200 {
-        if metrics.fills_in_flight.load(Relaxed) == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        b.cache.blob_size(&digest).unwrap(),
-        Some(layer.len() as u64)
-    );
-    assert_eq!(
-        read_all(
-            b.projects
-                .blob(&repo, &digest, BlobRead::Whole)
-                .await
-                .unwrap()
-        )
-        .await,
-        layer
-    );
-    assert_eq!(metrics.blob_hits.load(Relaxed), 1);
-    assert_eq!(metrics.shared_blob_passes.load(Relaxed), 1);
-
-    // A range on a third node is filled at once.
-    let c = node(&store);
-    let ranged = c
-        .projects
-        .blob(&repo, &digest, BlobRead::Range)
-        .await
-        .unwrap();
-    assert!(ranged.is_filling());
-    assert_eq!(read_all(ranged).await, layer);
-    assert_eq!(c.cache.metrics().shared_blob_passes.load(Relaxed), 0);
-}
-
-/// An object in the store that is not its digest's bytes is never served whole, passing or
-/// filled, and never kept.
-#[tokio::test]
-async fn a_tampered_object_in_the_store_is_not_served() {
-    let store = Arc::new(crate::storage::shared::in_memory());
-    let (a, b) = (node(&store), node(&store));
-    let repo: RepoName = "team/app".parse().unwrap();
-    let layer = vec![9u8; 2 << 20];
-    let digest = Digest::of(&layer);
-    a.projects
-        .start_upload(&repo, Some(digest.clone()), body(&[&layer]))
-        .await
-        .unwrap();
-    let mut tampered = layer.clone();
-    tampered[1 << 20] = 0;
-    store
-        .put(
-            &format!("blobs/sha256/{}", digest.hex()),
-            Bytes::from(tampered),
-        )
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        let body = b
-            .projects
-            .blob(&repo, &digest, BlobRead::Whole)
-            .await
-            .unwrap();
-        let chunks: Vec<_> = body.read_all().collect().await;
-        assert!(chunks.last().unwrap().is_err(), "ends in an error");
-        let sent: usize = chunks.iter().flatten().map(Bytes::len).sum();
-        assert!(sent < layer.len(), "sent {sent} bytes");
-    }
-    assert_eq!(b.cache.blob_size(&digest).unwrap(), None);
 }
 
 #[tokio::test]
