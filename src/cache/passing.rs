@@ -45,17 +45,17 @@ struct State {
     /// Bytes of the blob read so far.
     read: u64,
     range: Range<u64>,
-    /// The latest bytes of `range`, sent once more arrive, or once everything verified.
+    /// The latest bytes of `range`, sent once more arrive, or once the whole blob passed.
     held: Option<Bytes>,
-    /// The store's stream has ended and the blob verified: only `held` is left to send.
-    verified: bool,
+    /// The store's stream has ended and the blob passed its checks: only `held` is left.
+    checked: bool,
     /// Nothing more to send (the end, or an error sent).
     done: bool,
 }
 
 impl Passing {
     /// Bytes `range` of the blob (clamped to its end), the last of them withheld until every
-    /// byte of the blob has verified. A range that ends early still reads the whole blob.
+    /// byte of the blob has passed its checks. A range that ends early still reads it whole.
     pub fn read(self, range: Range<u64>) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
         let state = State {
             body: self.body,
@@ -65,7 +65,7 @@ impl Passing {
             read: 0,
             range: range.start.min(self.size)..range.end.min(self.size),
             held: None,
-            verified: false,
+            checked: false,
             done: false,
         };
         futures_util::stream::unfold(state, |mut state| async move {
@@ -86,15 +86,15 @@ impl Passing {
 }
 
 impl State {
-    /// The next bytes safe to send: `None` at the verified end.
+    /// The next bytes safe to send: `None` at the checked end.
     async fn next(&mut self) -> Result<Option<Bytes>, std::io::Error> {
-        if self.verified {
+        if self.checked {
             return Ok(self.held.take());
         }
         loop {
             let Some(chunk) = self.body.next().await.transpose()? else {
                 self.verify()?;
-                self.verified = true;
+                self.checked = true;
                 return Ok(self.held.take());
             };
             let start = self.read;
