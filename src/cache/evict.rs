@@ -18,6 +18,9 @@ use crate::metrics;
 use crate::oci::Digest;
 use crate::storage::{StorageError, UPLOAD_EXPIRY};
 
+/// How many eviction candidates one scan of the index reads (about 100 bytes each in memory).
+const EVICT_ROUND: usize = 16_384;
+
 /// The disk budget and where eviction stops.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
@@ -197,8 +200,9 @@ impl Cache {
     }
 
     /// Evicts least recently used blobs until usage is at most `target` bytes. Blocks.
-    /// Candidates are read from the index in LRU order as it goes, never collected; blobs
-    /// used after the run began are not candidates (they are the most recent now).
+    /// Candidates are read from the index in LRU order a round of [`EVICT_ROUND`] at a time,
+    /// never all of them; blobs used after the run began are not candidates (they are the
+    /// most recent now).
     pub fn evict_to(&self, target: u64) -> Result<Eviction, StorageError> {
         let mut done = Eviction::default();
         if self.usage.bytes() <= target {
@@ -206,32 +210,50 @@ impl Cache {
         }
         let began = crate::storage::index::now_ms();
         let pinned = self.storage.index.pinned_blobs()?;
-        for candidate in self.storage.index.least_recently_used() {
-            let (stamp, digest) = candidate?;
-            if self.usage.bytes() <= target || stamp > began {
+        let mut after = None;
+        while self.usage.bytes() > target {
+            let round =
+                self.storage
+                    .index
+                    .least_recently_used(after.as_ref(), began, EVICT_ROUND)?;
+            let Some(last) = round.last().cloned() else {
                 break;
+            };
+            after = Some(last);
+            for (_, digest) in round {
+                if self.usage.bytes() <= target {
+                    break;
+                }
+                self.evict_one(&digest, &pinned, &mut done)?;
             }
-            // Asked under the digest's lock, with the check for private content: nothing can
-            // link or store the blob between the check and the removal.
-            let spare = || {
-                self.usage.is_serving(&digest)
-                    || self.is_in_flight(&digest)
-                    || pinned.contains(&digest)
-            };
-            let Some(record) = self.storage.evict(&digest, spare)? else {
-                continue;
-            };
-            // Gone from the index and the disk; the copies in memory go too (mappings still
-            // being read stay valid).
-            self.mapped.invalidate(&digest);
-            self.manifests.invalidate(&digest);
-            self.usage.sub(record.size);
-            metrics::inc(&self.metrics.evictions);
-            done.blobs += 1;
-            done.bytes += record.size;
         }
         self.storage.index.flush()?;
         Ok(done)
+    }
+
+    fn evict_one(
+        &self,
+        digest: &Digest,
+        pinned: &std::collections::HashSet<Digest>,
+        done: &mut Eviction,
+    ) -> Result<(), StorageError> {
+        // Asked under the digest's lock, with the check for private content: nothing can
+        // link or store the blob between the check and the removal.
+        let spare = || {
+            self.usage.is_serving(digest) || self.is_in_flight(digest) || pinned.contains(digest)
+        };
+        let Some(record) = self.storage.evict(digest, spare)? else {
+            return Ok(());
+        };
+        // Gone from the index and the disk; the copies in memory go too (mappings still
+        // being read stay valid).
+        self.mapped.invalidate(digest);
+        self.manifests.invalidate(digest);
+        self.usage.sub(record.size);
+        metrics::inc(&self.metrics.evictions);
+        done.blobs += 1;
+        done.bytes += record.size;
+        Ok(())
     }
 }
 

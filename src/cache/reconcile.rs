@@ -1,5 +1,6 @@
 //! The cache's side of startup and shutdown: background reconciliation after an unclean stop
-//! (see `storage::recover`), the one count of the per-kind totals an older index lacks,
+//! (see `storage::recover`), moving an index from before buckets into them and the one count
+//! of the per-kind totals an older index lacks,
 //! eviction when a start finds the cache over its budget, and the clean-shutdown mark.
 
 use std::sync::Arc;
@@ -31,12 +32,41 @@ impl Cache {
         }
         let cache = Arc::clone(self);
         let spawned = std::thread::Builder::new()
-            .name("berth-count-kinds".into())
-            .spawn(move || cache.count_kinds());
+            .name("berth-index-upkeep".into())
+            .spawn(move || {
+                if cache.migrate_index() {
+                    cache.count_kinds();
+                }
+            });
         if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start counting stored blobs by kind");
+            tracing::error!(error = %e, "cannot start the index's upkeep");
         }
         self.evict_if_needed();
+    }
+
+    /// Moves an index from before buckets into them, paced, while requests are served (reads
+    /// fall back to the old layout until then). False when that failed. Blocks.
+    fn migrate_index(&self) -> bool {
+        let index = &self.storage.index;
+        if !index.has_legacy() {
+            return true;
+        }
+        let started = Instant::now();
+        match index.migrate_legacy(PACE_EVERY as usize, || std::thread::sleep(PACE_REST)) {
+            Ok(moved) => {
+                tracing::info!(
+                    secs = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+                    blobs = moved.blobs,
+                    links = moved.links,
+                    "index moved to its compact layout"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "moving the index to its compact layout failed; the next start goes on");
+                false
+            }
+        }
     }
 
     /// Counts the stored blobs per kind, once, for an index from before they were kept

@@ -34,6 +34,14 @@ impl Digest {
     pub fn hex(&self) -> &str {
         &self.hex
     }
+
+    /// The 32 bytes the hex spells (the index's compact form).
+    pub fn sha256_bytes(&self) -> [u8; 32] {
+        let mut bytes = [0; 32];
+        // The hex was checked when the digest was made: 64 lowercase hex characters.
+        let _ = hex::decode_to_slice(&self.hex, &mut bytes);
+        bytes
+    }
 }
 
 impl fmt::Display for Digest {

@@ -1,9 +1,12 @@
-//! The `blobs` tree and its inverse `access` (LRU order), which change together.
+//! Stored blobs' records, kept in their digests' buckets (see [`super::bucket`]), and the
+//! running totals beside them.
 
 use serde::{Deserialize, Serialize};
 
+use super::bucket::{bucket_key, change_bucket, read_bucket, Bucket};
 use super::kinds::{adjust_kinds, KindTotals};
-use super::{decode, encode, now_ms, transaction_error, Index, IndexError};
+use super::legacy::take_legacy_blob;
+use super::{now_ms, transaction_error, Index, IndexError};
 use crate::oci::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,30 +34,8 @@ impl BlobRecord {
 /// Served blobs are re-stamped at most this often, to keep hits from writing the index.
 const TOUCH_GRANULARITY_MS: u64 = 1000;
 
-pub fn blob_key(digest: &Digest) -> Vec<u8> {
-    digest.to_string().into_bytes()
-}
-
-pub fn parse_blob_key(key: &[u8]) -> Option<Digest> {
-    std::str::from_utf8(key).ok()?.parse().ok()
-}
-
-pub fn access_key(last_access_ms: u64, digest: &Digest) -> Vec<u8> {
-    let mut key = last_access_ms.to_be_bytes().to_vec();
-    key.extend_from_slice(&blob_key(digest));
-    key
-}
-
-pub fn parse_access_key(key: &[u8]) -> Option<(u64, Digest)> {
-    let (stamp, digest) = key.split_at_checked(8)?;
-    Some((
-        u64::from_be_bytes(stamp.try_into().ok()?),
-        parse_blob_key(digest)?,
-    ))
-}
-
-/// The key of the running totals, the one record of `access` that is not a blob's: it sorts
-/// after every real stamp, and changes in the same transactions as the blobs it counts.
+/// The key of the running totals in `digests`: no bucket's (those are two bytes), after every
+/// bucket, and changed in the same transactions as the blobs it counts.
 pub(super) const TOTALS_KEY: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xfftotals";
 
 /// How many blobs are indexed and their bytes, kept as they change (never by a scan).
@@ -86,19 +67,22 @@ impl Totals {
     }
 }
 
-/// Inside a transaction: the entry at `key` went from `old` to `new` (`None`: absent); the
-/// overall and per-kind totals follow.
+type Txn = sled::transaction::TransactionalTree;
+type TxnResult<T> = sled::transaction::ConflictableTransactionResult<T, sled::Error>;
+
+/// Inside a transaction: the blob in bucket `key` went from `old` to `new` (`None`: absent);
+/// the overall and per-kind totals follow.
 fn adjust_totals(
-    access: &sled::transaction::TransactionalTree,
+    digests: &Txn,
     key: &[u8],
     old: Option<&BlobRecord>,
     new: Option<&BlobRecord>,
-) -> sled::transaction::ConflictableTransactionResult<(), sled::Error> {
+) -> TxnResult<()> {
     let size = |record: Option<&BlobRecord>| record.map_or(0, |r| r.size as i64);
     let blobs = new.is_some() as i64 - old.is_some() as i64;
     let bytes = size(new) - size(old);
     if blobs != 0 || bytes != 0 {
-        let old = access
+        let old = digests
             .get(TOTALS_KEY)?
             .map(|v| Totals::decode(&v))
             .unwrap_or_default();
@@ -106,57 +90,80 @@ fn adjust_totals(
             blobs: old.blobs.saturating_add_signed(blobs),
             bytes: old.bytes.saturating_add_signed(bytes),
         };
-        access.insert(TOTALS_KEY, &new.encode()[..])?;
+        digests.insert(TOTALS_KEY, &new.encode()[..])?;
     }
     let kind = |record: Option<&BlobRecord>| record.map(|r| (r.media_type.is_some(), r.size));
     if kind(old) != kind(new) {
-        adjust_kinds(access, key, old, new)?;
+        adjust_kinds(digests, key, old, new)?;
     }
     Ok(())
 }
 
+/// Inside a transaction: sets (`Some`) or removes (`None`) a blob's record, moving one the
+/// legacy layout still holds; returns the record that was there.
+fn replace_blob(
+    digests: &Txn,
+    legacy: &Txn,
+    digest: &Digest,
+    record: Option<&BlobRecord>,
+) -> TxnResult<Option<BlobRecord>> {
+    let raw = digest.sha256_bytes();
+    let key = bucket_key(&raw);
+    let moved = take_legacy_blob(legacy, digest)?;
+    let was = change_bucket(digests, &key, |bucket| {
+        std::mem::replace(&mut bucket.entry(&raw).blob, record.cloned())
+    })?;
+    let old = was.or(moved);
+    adjust_totals(digests, &key, old.as_ref(), record)?;
+    Ok(old)
+}
+
 /// Inside a transaction: indexes a blob unless it is already; true when this call did.
 pub(super) fn insert_new_blob(
-    blobs: &sled::transaction::TransactionalTree,
-    access: &sled::transaction::TransactionalTree,
+    digests: &Txn,
+    legacy: &Txn,
     digest: &Digest,
     record: &BlobRecord,
-) -> sled::transaction::ConflictableTransactionResult<bool, sled::Error> {
-    let key = blob_key(digest);
-    if blobs.get(&key)?.is_some() {
+) -> TxnResult<bool> {
+    let raw = digest.sha256_bytes();
+    let key = bucket_key(&raw);
+    let present = read_bucket(&key, digests.get(key)?.as_deref())
+        .map_err(|e| {
+            sled::transaction::ConflictableTransactionError::Abort(sled::Error::Unsupported(
+                e.to_string(),
+            ))
+        })?
+        .get(&raw)
+        .is_some_and(|entry| entry.blob.is_some());
+    if present
+        || legacy
+            .get(super::legacy::legacy_blob_key(digest))?
+            .is_some()
+    {
         return Ok(false);
     }
-    blobs.insert(key.as_slice(), encode(record))?;
-    access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
-    adjust_totals(access, &key, None, Some(record))?;
+    replace_blob(digests, legacy, digest, Some(record))?;
     Ok(true)
 }
 
 impl Index {
     pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
-        let key = blob_key(digest);
-        self.blobs.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        let raw = digest.sha256_bytes();
+        let key = bucket_key(&raw);
+        let bucket = read_bucket(&key, self.blobs.get(key)?.as_deref())?;
+        match bucket.get(&raw) {
+            Some(entry) if entry.blob.is_some() => Ok(entry.blob.clone()),
+            _ => self.legacy_blob(digest),
+        }
     }
 
-    /// Inserts or replaces a blob's record, moving its `access` entry along.
+    /// Inserts or replaces a blob's record.
     pub fn put_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<(), IndexError> {
         use sled::Transactional;
-        let key = blob_key(digest);
-        let value = encode(record);
         let _writes = self.blob_writes();
-        (&self.blobs, &self.access)
-            .transaction(|(blobs, access)| {
-                match blobs.insert(key.as_slice(), value.as_slice())? {
-                    Some(old) => {
-                        if let Ok(old) = serde_json::from_slice::<BlobRecord>(&old) {
-                            access.remove(access_key(old.last_access_ms, digest))?;
-                            adjust_totals(access, &key, Some(&old), Some(record))?;
-                        }
-                    }
-                    None => adjust_totals(access, &key, None, Some(record))?,
-                }
-                access.insert(access_key(record.last_access_ms, digest), &[] as &[u8])?;
-                Ok(())
+        (&self.blobs, &self.legacy.blobs)
+            .transaction(|(digests, legacy)| {
+                replace_blob(digests, legacy, digest, Some(record)).map(drop)
             })
             .map_err(transaction_error)
     }
@@ -166,48 +173,30 @@ impl Index {
     pub fn put_new_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<bool, IndexError> {
         use sled::Transactional;
         let _writes = self.blob_writes();
-        (&self.blobs, &self.access)
-            .transaction(|(blobs, access)| insert_new_blob(blobs, access, digest, record))
+        (&self.blobs, &self.legacy.blobs)
+            .transaction(|(digests, legacy)| insert_new_blob(digests, legacy, digest, record))
             .map_err(transaction_error)
     }
 
-    /// Removes a blob's record and its `access` entry; returns the record that was there.
+    /// Removes a blob's record (its repository links stay); returns the record that was there.
     pub fn remove_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
-        use sled::Transactional;
-        let key = blob_key(digest);
-        let _writes = self.blob_writes();
-        (&self.blobs, &self.access)
-            .transaction(|(blobs, access)| {
-                let old = blobs.remove(key.as_slice())?;
-                let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
-                if let Some(old) = &old {
-                    access.remove(access_key(old.last_access_ms, digest))?;
-                    adjust_totals(access, &key, Some(old), None)?;
-                }
-                Ok(old)
-            })
-            .map_err(transaction_error)
+        Ok(self
+            .remove_blobs(std::slice::from_ref(digest))?
+            .pop()
+            .flatten())
     }
 
-    /// Removes several blobs' records and `access` entries in one transaction (one commit
-    /// instead of one per blob); returns the record that was there for each, in order.
+    /// Removes several blobs' records in one transaction (one commit instead of one per
+    /// blob); returns the record that was there for each, in order.
     pub fn remove_blobs(&self, digests: &[Digest]) -> Result<Vec<Option<BlobRecord>>, IndexError> {
         use sled::Transactional;
         let _writes = self.blob_writes();
-        (&self.blobs, &self.access)
-            .transaction(|(blobs, access)| {
-                let mut removed = Vec::with_capacity(digests.len());
-                for digest in digests {
-                    let key = blob_key(digest);
-                    let old = blobs.remove(key.as_slice())?;
-                    let old = old.and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok());
-                    if let Some(old) = &old {
-                        access.remove(access_key(old.last_access_ms, digest))?;
-                        adjust_totals(access, &key, Some(old), None)?;
-                    }
-                    removed.push(old);
-                }
-                Ok(removed)
+        (&self.blobs, &self.legacy.blobs)
+            .transaction(|(tree, legacy)| {
+                digests
+                    .iter()
+                    .map(|digest| replace_blob(tree, legacy, digest, None))
+                    .collect::<TxnResult<Vec<_>>>()
             })
             .map_err(transaction_error)
     }
@@ -223,28 +212,58 @@ impl Index {
         self.put_blob(digest, &record)
     }
 
-    /// Blobs from least to most recently used, with their stamps, read from the index as the
-    /// caller goes (nothing is collected).
+    /// The `max` least recently used blobs stamped at or before `until_ms` and after `after`
+    /// in LRU order (stamp, then digest), oldest first. One scan of the index, holding only
+    /// `max` candidates: eviction reads the LRU order a round at a time, never all of it.
     pub fn least_recently_used(
         &self,
-    ) -> impl Iterator<Item = Result<(u64, Digest), IndexError>> + '_ {
-        self.access.iter().keys().filter_map(|key| match key {
-            Err(e) => Some(Err(e.into())),
-            Ok(key) => parse_access_key(&key).map(Ok),
-        })
+        after: Option<&(u64, Digest)>,
+        until_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Digest)>, IndexError> {
+        use std::collections::BinaryHeap;
+        let after = after.map(|(stamp, digest)| (*stamp, digest.sha256_bytes()));
+        let mut heap: BinaryHeap<(u64, [u8; 32])> = BinaryHeap::with_capacity(max + 1);
+        let mut consider = |candidate: (u64, [u8; 32])| {
+            if candidate.0 > until_ms || after.is_some_and(|after| candidate <= after) {
+                return;
+            }
+            if heap.len() < max {
+                heap.push(candidate);
+            } else if heap.peek().is_some_and(|newest| candidate < *newest) {
+                heap.pop();
+                heap.push(candidate);
+            }
+        };
+        for entry in self.legacy_blobs() {
+            let (digest, record) = entry?;
+            consider((record.last_access_ms, digest.sha256_bytes()));
+        }
+        for bucket in self.buckets(std::ops::Bound::Unbounded) {
+            for entry in bucket?.1.entries() {
+                if let Some(record) = &entry.blob {
+                    consider((record.last_access_ms, entry.digest));
+                }
+            }
+        }
+        Ok(heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(stamp, raw)| (stamp, Digest::from_sha256_bytes(&raw)))
+            .collect())
     }
 
     /// How many blobs are indexed, and their bytes: read, not counted.
     pub fn totals(&self) -> Result<Totals, IndexError> {
         Ok(self
-            .access
+            .blobs
             .get(TOTALS_KEY)?
             .map(|v| Totals::decode(&v))
             .unwrap_or_default())
     }
 
     /// Counts the totals, overall and per kind, again from every entry (an index from before
-    /// they were kept, or after a full recovery). Blocks, for as long as a scan of `blobs`
+    /// they were kept, or after a full recovery). Blocks, for as long as a scan of the index
     /// takes; nothing may store or remove blobs meanwhile.
     pub fn recount_totals(&self) -> Result<Totals, IndexError> {
         let mut totals = Totals::default();
@@ -255,23 +274,50 @@ impl Index {
             totals.bytes += record.size;
             kinds.add(&record, 1);
         }
-        self.access.insert(TOTALS_KEY, &totals.encode()[..])?;
+        self.blobs.insert(TOTALS_KEY, &totals.encode()[..])?;
         self.set_kinds(kinds)?;
         Ok(totals)
     }
 
     pub(super) fn has_totals(&self) -> Result<bool, IndexError> {
-        Ok(self.access.contains_key(TOTALS_KEY)?)
+        Ok(self.blobs.contains_key(TOTALS_KEY)?)
     }
 
-    /// Every indexed blob. Entries whose key does not parse are skipped.
+    /// The buckets from `start` on, in key order, each decoded (the records after the last
+    /// bucket are not buckets).
+    pub(super) fn buckets(
+        &self,
+        start: std::ops::Bound<Vec<u8>>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Bucket), IndexError>> + '_ {
+        self.blobs
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|item| !matches!(item, Ok((key, _)) if key.len() != 2))
+            .map(|item| {
+                let (key, value) = item?;
+                let bucket = read_bucket(&key, Some(&value))?;
+                Ok((key.to_vec(), bucket))
+            })
+    }
+
+    /// Every stored blob, in digest order, read from the index as the caller goes. While an
+    /// index in the legacy layout is moved over, its blobs come first: a blob moved during
+    /// the walk may be seen twice, never missed.
     pub fn blobs(&self) -> impl Iterator<Item = Result<(Digest, BlobRecord), IndexError>> + '_ {
-        self.blobs.iter().filter_map(|item| match item {
-            Err(e) => Some(Err(e.into())),
-            Ok((key, value)) => {
-                let digest = parse_blob_key(&key)?;
-                Some(decode(&key, &value).map(|record| (digest, record)))
-            }
-        })
+        let current = self.buckets(std::ops::Bound::Unbounded).flat_map(
+            |bucket| -> Vec<Result<(Digest, BlobRecord), IndexError>> {
+                match bucket {
+                    Err(e) => vec![Err(e)],
+                    Ok((_, bucket)) => bucket
+                        .into_entries()
+                        .into_iter()
+                        .filter_map(|entry| {
+                            let digest = entry.digest();
+                            entry.blob.map(|record| Ok((digest, record)))
+                        })
+                        .collect(),
+                }
+            },
+        );
+        self.legacy_blobs().chain(current)
     }
 }

@@ -1,21 +1,21 @@
 //! Stored blobs and bytes per kind — manifests (records with a media type) and every other
-//! blob (layers, configs) — kept beside the overall [`Totals`] in `access`, in the same
-//! transaction as each blob entry, so `/metrics` reads them and never scans.
+//! blob (layers, configs) — kept beside the overall [`Totals`] after the buckets, in the same
+//! transaction as each blob record, so `/metrics` reads them and never scans.
 //!
 //! An index written before they were kept has no record; [`Index::count_kinds`] counts it
-//! once, in the background while requests are served, chunk by chunk in key order. The
-//! record remembers the last key counted, so a count cut short resumes where it stopped, and
-//! a change to a blob at or before that key adjusts the partial sums as it would the final
-//! ones (a change after it is met by the count later). Every change to `blobs` holds
-//! [`Index`]'s `blob_writes` lock, and so does each chunk, so no change falls between a
-//! chunk's listing and its record.
+//! once, in the background while requests are served (after any legacy records have moved
+//! into buckets), bucket by bucket in key order. The record remembers the last bucket
+//! counted, so a count cut short resumes where it stopped, and a change to a blob in a bucket
+//! at or before it adjusts the partial sums as it would the final ones (a change after it is
+//! met by the count later). Every change to blob records holds [`Index`]'s `blob_writes`
+//! lock, and so does each chunk, so no change falls between a chunk's listing and its record.
 
 use std::ops::Bound;
 
 use super::blobs::{BlobRecord, Totals};
-use super::{decode, Index, IndexError};
+use super::{Index, IndexError};
 
-/// After every stamp and beside the overall totals; no blob key parses from it.
+/// After every bucket and beside the overall totals.
 pub(super) const KINDS_KEY: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xffkinds";
 
 /// Blobs per kind: manifests, and everything else.
@@ -96,12 +96,12 @@ impl State {
 
 /// Inside a blob entry's transaction: the entry at `key` went from `old` to `new`.
 pub(super) fn adjust_kinds(
-    access: &sled::transaction::TransactionalTree,
+    digests: &sled::transaction::TransactionalTree,
     key: &[u8],
     old: Option<&BlobRecord>,
     new: Option<&BlobRecord>,
 ) -> sled::transaction::ConflictableTransactionResult<(), sled::Error> {
-    let Some(mut state) = access.get(KINDS_KEY)?.and_then(|v| State::decode(&v)) else {
+    let Some(mut state) = digests.get(KINDS_KEY)?.and_then(|v| State::decode(&v)) else {
         return Ok(());
     };
     let sums = match &mut state {
@@ -115,8 +115,13 @@ pub(super) fn adjust_kinds(
     if let Some(new) = new {
         sums.add(new, 1);
     }
-    access.insert(KINDS_KEY, state.encode())?;
+    digests.insert(KINDS_KEY, state.encode())?;
     Ok(())
+}
+
+/// Whether a stored record is of counted totals (what an index from before buckets brings).
+pub(super) fn is_present(value: &[u8]) -> bool {
+    matches!(State::decode(value), Some(State::Present(_)))
 }
 
 impl Index {
@@ -130,15 +135,16 @@ impl Index {
     }
 
     fn kinds_state(&self) -> Result<Option<State>, IndexError> {
-        Ok(self.access.get(KINDS_KEY)?.and_then(|v| State::decode(&v)))
+        Ok(self.blobs.get(KINDS_KEY)?.and_then(|v| State::decode(&v)))
     }
 
     /// On open: an index with no blobs has its per-kind totals at once (zero), so only an
     /// index from before they were kept is ever counted.
     pub(super) fn start_kinds_if_empty(&self) -> Result<(), IndexError> {
-        if self.kinds_state()?.is_none() && self.blobs.is_empty() {
+        let no_buckets = self.buckets(Bound::Unbounded).next().is_none();
+        if self.kinds_state()?.is_none() && no_buckets && !self.has_legacy() {
             let _writes = self.blob_writes();
-            self.access
+            self.blobs
                 .insert(KINDS_KEY, State::Present(KindTotals::default()).encode())?;
         }
         Ok(())
@@ -146,14 +152,15 @@ impl Index {
 
     /// Sets the per-kind totals outright, from a count made while nothing changes `blobs`.
     pub(super) fn set_kinds(&self, sums: KindTotals) -> Result<(), IndexError> {
-        self.access
+        self.blobs
             .insert(KINDS_KEY, State::Present(sums).encode())?;
         Ok(())
     }
 
-    /// Counts the per-kind totals while blobs come and go, `chunk` entries at a time, calling
-    /// `pace` between chunks; resumes a count cut short. Blocks for as long as a scan of
-    /// `blobs` takes, holding writes back only for one chunk at a time.
+    /// Counts the per-kind totals while blobs come and go, `chunk` buckets at a time, calling
+    /// `pace` between chunks; resumes a count cut short. Call once no legacy records are left
+    /// ([`Index::migrate_legacy`]). Blocks for as long as a scan of the buckets takes, holding
+    /// writes back only for one chunk at a time.
     pub fn count_kinds(
         &self,
         chunk: usize,
@@ -169,16 +176,15 @@ impl Index {
             let start = if after.is_empty() {
                 Bound::Unbounded
             } else {
-                Bound::Excluded(after.as_slice())
+                Bound::Excluded(after)
             };
             let mut last = None;
             let mut seen = 0;
-            for item in self.blobs.range::<&[u8], _>((start, Bound::Unbounded)) {
-                let (key, value) = item?;
+            for bucket in self.buckets(start) {
+                let (key, bucket) = bucket?;
                 seen += 1;
-                // A record that does not parse counts as no blob, as everywhere else.
-                if let Ok(record) = decode::<BlobRecord>(&key, &value) {
-                    sums.add(&record, 1);
+                for record in bucket.entries().iter().filter_map(|e| e.blob.as_ref()) {
+                    sums.add(record, 1);
                 }
                 last = Some(key);
                 if seen == chunk.max(1) {
@@ -186,13 +192,10 @@ impl Index {
                 }
             }
             let state = match last {
-                Some(key) if seen == chunk.max(1) => State::Counting {
-                    after: key.to_vec(),
-                    sums,
-                },
+                Some(key) if seen == chunk.max(1) => State::Counting { after: key, sums },
                 _ => State::Present(sums),
             };
-            self.access.insert(KINDS_KEY, state.encode())?;
+            self.blobs.insert(KINDS_KEY, state.encode())?;
             drop(writes);
             pace();
         }

@@ -1,9 +1,11 @@
-//! The mirror's trees: cached tag answers (`tags`), which mirrored repository holds which
-//! digest (`links`), and which repositories upstream guards (`guarded`).
+//! The mirror's trees: cached tag answers (`tags`), which repositories upstream guards
+//! (`guarded`), and the ids of mirrored repositories (`repos`) that the digests' buckets link
+//! (which mirrored repository holds which digest, see [`super::bucket`]).
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Index, IndexError};
+use super::bucket::{bucket_key, change_bucket, read_bucket};
+use super::{decode, encode, transaction_error, Index, IndexError};
 use crate::oci::{Digest, RepoName, Tag};
 
 /// Whether upstream serves a repository only with credentials, as far as berth knows.
@@ -148,6 +150,43 @@ impl Index {
             .collect()
     }
 
+    /// The id of `upstream/repo` in the buckets' links, if it has one.
+    pub(super) fn repo_id(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+    ) -> Result<Option<u64>, IndexError> {
+        Ok(self
+            .repos
+            .get(repo_name_key(upstream, repo))?
+            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
+    }
+
+    /// The id of `upstream/repo`, given one now if it had none (ids are never reused).
+    pub(super) fn repo_id_or_new(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+    ) -> Result<u64, IndexError> {
+        if let Some(id) = self.repo_id(upstream, repo)? {
+            return Ok(id);
+        }
+        let key = repo_name_key(upstream, repo);
+        let id = self.db.generate_id()?;
+        match self.repos.compare_and_swap(
+            &key,
+            None as Option<&[u8]>,
+            Some(&id.to_be_bytes()[..]),
+        )? {
+            Ok(()) => Ok(id),
+            // Another link named it first: its id stands.
+            Err(taken) => Ok(taken
+                .current
+                .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
+                .unwrap_or(id)),
+        }
+    }
+
     /// Records that `upstream/repo` holds `digest`; `media_type` is a manifest's, empty for a
     /// blob. A later link of the same digest replaces the media type.
     pub fn link(
@@ -157,9 +196,19 @@ impl Index {
         digest: &Digest,
         media_type: &str,
     ) -> Result<(), IndexError> {
-        self.links
-            .insert(link_key(upstream, repo, digest), media_type.as_bytes())?;
-        Ok(())
+        use sled::Transactional;
+        let id = self.repo_id_or_new(upstream, repo)?;
+        let raw = digest.sha256_bytes();
+        let legacy_key = link_key(upstream, repo, digest);
+        (&self.blobs, &self.legacy.links)
+            .transaction(|(digests, legacy)| {
+                change_bucket(digests, &bucket_key(&raw), |bucket| {
+                    bucket.entry(&raw).set_link(id, media_type)
+                })?;
+                legacy.remove(legacy_key.as_slice())?;
+                Ok(())
+            })
+            .map_err(transaction_error)
     }
 
     /// `Some(media type)` (empty for a blob) when `upstream/repo` holds `digest`.
@@ -169,9 +218,18 @@ impl Index {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<String>, IndexError> {
-        Ok(self
-            .links
-            .get(link_key(upstream, repo, digest))?
-            .map(|value| String::from_utf8_lossy(&value).into_owned()))
+        if let Some(id) = self.repo_id(upstream, repo)? {
+            let raw = digest.sha256_bytes();
+            let key = bucket_key(&raw);
+            let bucket = read_bucket(&key, self.blobs.get(key)?.as_deref())?;
+            if let Some(link) = bucket.get(&raw).and_then(|entry| entry.link(id)) {
+                return Ok(Some(link.media_type.clone()));
+            }
+        }
+        self.legacy_link(&link_key(upstream, repo, digest))
     }
+}
+
+fn repo_name_key(upstream: &str, repo: &RepoName) -> Vec<u8> {
+    format!("{upstream}/{repo}").into_bytes()
 }

@@ -4,30 +4,33 @@
 //!
 //! | tree    | key                                   | value          |
 //! |---------|---------------------------------------|----------------|
-//! | `blobs` | `sha256:<hex>`                        | [`BlobRecord`] |
+//! | `digests` | the first 2 bytes of a sha256       | [`bucket`]: the digests' blob records and mirror links |
+//! | `digests` | `ff×8 totals` (after every bucket)  | blob count ++ bytes, 8-byte big-endian each ([`Totals`]) |
+//! | `digests` | `ff×8 kinds`                        | the same per kind, while or once counted ([`kinds`]) |
+//! | `repos` | `<upstream>/<repo>`                   | the repository's id in links, 8-byte big-endian |
 //! | `tags`  | `<upstream>/<repo>:<tag>`             | [`TagRecord`]  |
-//! | `links` | `<upstream>/<repo>@sha256:<hex>`      | a manifest's media type, or empty |
-//! | `access`| 8-byte big-endian ms timestamp ++ `sha256:<hex>` | empty |
-//! | `access`| `ff×8 totals` (after every stamp)     | blob count ++ bytes, 8-byte big-endian each ([`Totals`]) |
-//! | `access`| `ff×8 kinds`                          | the same per kind, while or once counted ([`kinds`]) |
 //! | `guarded` | `<upstream>/<repo>`                 | empty, or `unsure` ([`Guarding`]) |
 //! | `answers` | `<upstream>/<repo>@sha256:<hex>`    | upstream's referrers of that subject ([`answers`]) |
 //!
 //! Private projects keep their own trees, described in [`projects`]; blob uploads in progress
-//! theirs, in [`uploads`]; pinned images theirs, in [`pins`].
+//! theirs, in [`uploads`]; pinned images theirs, in [`pins`]. An index from before buckets
+//! is moved into them in the background ([`legacy`]).
 //!
 //! Upstream names contain no `/`, repository names no `:` or `@`, tags no `:`, so each key
-//! splits back unambiguously. Values are JSON, so records can gain optional fields.
-//! An entry in `blobs` exists only for a verified file in the blob store; `links` records which
-//! mirrored repository may hold a digest (fetched through it, or confirmed by its upstream), and
-//! for a manifest the media type that repository serves it with. `access` is the inverse of each blob's
-//! `last_access_ms`, so that a scan in key order visits blobs least recently used first; the
-//! two trees change together, in one transaction, and with them the running totals that
-//! `access` ends with, so that usage and `berth cache stats` never scan the index.
+//! splits back unambiguously. Values other than buckets are JSON, so records can gain
+//! optional fields. A digest's blob record exists only for a verified file in the blob store;
+//! its links record which mirrored repositories may hold it (fetched through them, or
+//! confirmed by their upstream), and for a manifest the media type each serves it with; a
+//! digest evicted keeps its links. The totals after the buckets change in the same
+//! transaction as each blob record, so that usage and `berth cache stats` never scan the
+//! index. Eviction finds the least recently used blobs from the records' stamps (see
+//! `cache::evict`): there is no second tree in LRU order to keep in step.
 
 mod answers;
 mod blobs;
+mod bucket;
 mod kinds;
+mod legacy;
 mod mirror;
 mod pins;
 mod projects;
@@ -37,8 +40,9 @@ mod uploads;
 
 pub use self::answers::ReferrersAnswer;
 use self::blobs::insert_new_blob;
-pub use self::blobs::{access_key, blob_key, parse_access_key, parse_blob_key, BlobRecord, Totals};
+pub use self::blobs::{BlobRecord, Totals};
 pub use self::kinds::KindTotals;
+pub use self::legacy::Migrated;
 pub use self::mirror::{link_key, parse_link_key, parse_tag_key, tag_key, Guarding, TagRecord};
 pub use self::pins::{PinRecord, IMPORTED_PIN};
 pub use self::projects::lifecycle::RemovedRepository;
@@ -57,6 +61,8 @@ pub enum IndexError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("index bucket {key} does not decode")]
+    Malformed { key: String },
 }
 
 pub fn now_ms() -> u64 {
@@ -70,10 +76,13 @@ const INDEX_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct Index {
     db: sled::Db,
+    /// The digests' buckets, and the totals after them: see [`bucket`].
     blobs: sled::Tree,
+    /// Mirrored repositories' ids, as the buckets' links name them.
+    repos: sled::Tree,
+    /// The layout before buckets, moved into them in the background: see [`legacy`].
+    legacy: legacy::Legacy,
     tags: sled::Tree,
-    links: sled::Tree,
-    access: sled::Tree,
     /// `upstream/repo` of mirrored repositories upstream serves only with credentials.
     guarded: sled::Tree,
     /// Pinned images and the digests each holds: see [`pins`].
@@ -84,9 +93,10 @@ pub struct Index {
     project: projects::Trees,
     /// Blob uploads in progress: see [`uploads`].
     uploads: sled::Tree,
-    /// Held by every change to `blobs`, so that a background count of the per-kind totals
-    /// ([`kinds`]) sees no change between listing a chunk and recording it. Changes to `blobs`
-    /// already conflict on the totals record, so this serializes nothing that was parallel.
+    /// Held by every change to blob records, so that a background count of the per-kind
+    /// totals ([`kinds`]) or move of legacy records sees no change between listing a chunk and
+    /// recording it. Those changes already conflict on the totals record, so this serializes
+    /// nothing that was parallel.
     blob_writes: std::sync::Mutex<()>,
 }
 
@@ -137,10 +147,10 @@ impl Index {
             .flush_every_ms(Some(500))
             .open()?;
         let index = Index {
-            blobs: db.open_tree("blobs")?,
+            blobs: db.open_tree("digests")?,
+            repos: db.open_tree("repos")?,
+            legacy: legacy::Legacy::open(&db)?,
             tags: db.open_tree("tags")?,
-            links: db.open_tree("links")?,
-            access: db.open_tree("access")?,
             guarded: db.open_tree("guarded")?,
             pins: db.open_tree("pins")?,
             answers: db.open_tree("answers")?,
@@ -149,8 +159,9 @@ impl Index {
             blob_writes: std::sync::Mutex::new(()),
             db,
         };
-        // An index from before the totals were kept: counted once, kept from then on.
-        if !index.has_totals()? {
+        // An index from before buckets brings its totals; one from before the totals were
+        // kept is counted once, and they are kept from then on.
+        if !index.has_totals()? && !index.carry_legacy_totals()? {
             index.recount_totals()?;
         }
         // Per-kind totals missing from a non-empty index are counted in the background

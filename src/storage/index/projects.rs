@@ -170,9 +170,9 @@ impl Index {
     ) -> Result<bool, IndexError> {
         let link = repo_blob_key(digest, repo);
         let _writes = self.blob_writes();
-        (&self.blobs, &self.access, &self.project.repo_blobs)
-            .transaction(|(blobs, access, repo_blobs)| {
-                let new = insert_new_blob(blobs, access, digest, record)?;
+        (&self.blobs, &self.legacy.blobs, &self.project.repo_blobs)
+            .transaction(|(blobs, legacy, repo_blobs)| {
+                let new = insert_new_blob(blobs, legacy, digest, record)?;
                 repo_blobs.insert(link.as_slice(), &link_value()[..])?;
                 Ok(new)
             })
@@ -200,7 +200,7 @@ impl Index {
         let _writes = self.blob_writes();
         (
             &self.blobs,
-            &self.access,
+            &self.legacy.blobs,
             &p.repo_manifests,
             &p.manifest_repos,
             &p.repo_blobs,
@@ -209,8 +209,8 @@ impl Index {
             &p.pushed_at,
         )
             .transaction(
-                |(blobs, access, manifests, manifest_repos, repo_blobs, tags, referrers, times)| {
-                    let new = insert_new_blob(blobs, access, digest, record)?;
+                |(blobs, legacy, manifests, manifest_repos, repo_blobs, tags, referrers, times)| {
+                    let new = insert_new_blob(blobs, legacy, digest, record)?;
                     manifests.insert(manifest_key.as_slice(), pushed.media_type.as_bytes())?;
                     times.insert(manifest_key.as_slice(), &now)?;
                     manifest_repos.insert(digest_first.as_slice(), &[] as &[u8])?;
