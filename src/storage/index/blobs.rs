@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bucket::{bucket_key, change_bucket, read_bucket, Bucket};
+use super::bucket::{bucket_key, change_bucket, find, read_bucket, Bucket, View};
 use super::kinds::{adjust_kinds, KindTotals};
 use super::legacy::take_legacy_blob;
 use super::{now_ms, transaction_error, Index, IndexError};
@@ -148,13 +148,29 @@ pub(super) fn insert_new_blob(
 
 impl Index {
     pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, IndexError> {
+        match self.with_entry(digest, |entry| entry.and_then(|e| e.blob()))? {
+            Some(record) => Ok(Some(record)),
+            None => self.legacy_blob(digest),
+        }
+    }
+
+    /// Reads the entry of `digest` in place in its bucket (a hit's lookup: nothing else of
+    /// the bucket is decoded).
+    pub(super) fn with_entry<T>(
+        &self,
+        digest: &Digest,
+        read: impl FnOnce(Option<View<'_>>) -> T,
+    ) -> Result<T, IndexError> {
         let raw = digest.sha256_bytes();
         let key = bucket_key(&raw);
-        let bucket = read_bucket(&key, self.blobs.get(key)?.as_deref())?;
-        match bucket.get(&raw) {
-            Some(entry) if entry.blob.is_some() => Ok(entry.blob.clone()),
-            _ => self.legacy_blob(digest),
-        }
+        let value = self.blobs.get(key)?;
+        let entry = match &value {
+            None => None,
+            Some(value) => find(value, &raw).map_err(|()| IndexError::Malformed {
+                key: hex::encode(key),
+            })?,
+        };
+        Ok(read(entry))
     }
 
     /// Inserts or replaces a blob's record.

@@ -147,47 +147,125 @@ impl Bucket {
 
     /// `None` when the value is not a bucket this version wrote.
     pub fn decode(value: &[u8]) -> Option<Bucket> {
-        let (&version, mut rest) = value.split_first()?;
-        if version != VERSION {
-            return None;
-        }
         let mut entries: Vec<Entry> = Vec::new();
-        while !rest.is_empty() {
-            let (digest, tail) = rest.split_at_checked(32)?;
-            let digest: [u8; 32] = digest.try_into().ok()?;
-            let (&flags, tail) = tail.split_first()?;
-            rest = tail;
-            let mut blob = None;
-            if flags & STORED != 0 {
-                let size = take_varint(&mut rest)?;
-                let last_access_ms = take_varint(&mut rest)?;
-                blob = Some(BlobRecord {
-                    size,
-                    media_type: None,
-                    last_access_ms,
-                });
-            }
-            if flags & MEDIA_TYPE != 0 {
-                blob.as_mut()?.media_type = Some(take_text(&mut rest)?);
-            }
-            let count = take_varint(&mut rest)?;
-            let mut links = Vec::new();
-            for _ in 0..count {
-                let repo = take_varint(&mut rest)?;
-                let media_type = take_text(&mut rest)?;
-                links.push(RepoLink { repo, media_type });
-            }
-            if entries.last().is_some_and(|last| last.digest >= digest) {
+        for view in views(value)? {
+            let view = view?;
+            if entries
+                .last()
+                .is_some_and(|last| last.digest >= view.digest)
+            {
                 return None;
             }
-            entries.push(Entry {
-                digest,
-                blob,
-                links,
-            });
+            entries.push(view.to_entry()?);
         }
         Some(Bucket { entries })
     }
+}
+
+/// One entry as it lies in a bucket's bytes, read without copying (a hit's lookup).
+pub(super) struct View<'a> {
+    pub digest: [u8; 32],
+    blob: Option<(u64, u64, Option<&'a str>)>,
+    links: u64,
+    link_bytes: &'a [u8],
+}
+
+impl<'a> View<'a> {
+    pub fn blob(&self) -> Option<BlobRecord> {
+        self.blob.map(|(size, last_access_ms, media)| BlobRecord {
+            size,
+            media_type: media.map(str::to_owned),
+            last_access_ms,
+        })
+    }
+
+    /// The media type the link of `repo` holds, if linked.
+    pub fn link(&self, repo: u64) -> Option<&'a str> {
+        let mut rest = self.link_bytes;
+        for _ in 0..self.links {
+            let id = take_varint(&mut rest)?;
+            let media_type = take_str(&mut rest)?;
+            if id == repo {
+                return Some(media_type);
+            }
+        }
+        None
+    }
+
+    fn to_entry(&self) -> Option<Entry> {
+        let mut rest = self.link_bytes;
+        let mut links = Vec::new();
+        for _ in 0..self.links {
+            let repo = take_varint(&mut rest)?;
+            let media_type = take_str(&mut rest)?.to_owned();
+            links.push(RepoLink { repo, media_type });
+        }
+        Some(Entry {
+            digest: self.digest,
+            blob: self.blob(),
+            links,
+        })
+    }
+}
+
+/// The entries of a bucket's bytes in order, each `None` where they stop making sense; `None`
+/// for a value of another version.
+fn views(value: &[u8]) -> Option<impl Iterator<Item = Option<View<'_>>>> {
+    let (&version, mut rest) = value.split_first()?;
+    if version != VERSION {
+        return None;
+    }
+    let mut failed = false;
+    Some(std::iter::from_fn(move || {
+        if rest.is_empty() || failed {
+            return None;
+        }
+        let view = next_view(&mut rest);
+        failed = view.is_none();
+        Some(view)
+    }))
+}
+
+fn next_view<'a>(rest: &mut &'a [u8]) -> Option<View<'a>> {
+    let (digest, tail) = rest.split_at_checked(32)?;
+    let digest: [u8; 32] = digest.try_into().ok()?;
+    let (&flags, tail) = tail.split_first()?;
+    *rest = tail;
+    let mut blob = None;
+    if flags & STORED != 0 {
+        let size = take_varint(rest)?;
+        let last_access_ms = take_varint(rest)?;
+        blob = Some((size, last_access_ms, None));
+    }
+    if flags & MEDIA_TYPE != 0 {
+        blob.as_mut()?.2 = Some(take_str(rest)?);
+    }
+    let links = take_varint(rest)?;
+    let link_bytes = *rest;
+    for _ in 0..links {
+        take_varint(rest)?;
+        take_str(rest)?;
+    }
+    let link_bytes = &link_bytes[..link_bytes.len() - rest.len()];
+    Some(View {
+        digest,
+        blob,
+        links,
+        link_bytes,
+    })
+}
+
+/// The entry of `digest` in a bucket's bytes, read in place. `Err` when they do not decode.
+pub(super) fn find<'a>(value: &'a [u8], digest: &[u8; 32]) -> Result<Option<View<'a>>, ()> {
+    for view in views(value).ok_or(())? {
+        let view = view.ok_or(())?;
+        match view.digest.cmp(digest) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => return Ok(Some(view)),
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// Reads a bucket's value, naming the key of one that does not decode.
@@ -255,11 +333,11 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
-fn take_text(rest: &mut &[u8]) -> Option<String> {
+fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     let len = usize::try_from(take_varint(rest)?).ok()?;
     let (text, tail) = rest.split_at_checked(len)?;
     *rest = tail;
-    String::from_utf8(text.to_vec()).ok()
+    std::str::from_utf8(text).ok()
 }
 
 #[cfg(test)]
@@ -301,6 +379,21 @@ mod tests {
         assert_eq!(five.link(2).unwrap().media_type, "");
         assert!(five.link(3).is_none());
         assert!(read.get(&digest(6)).is_none());
+        // Read in place, a lookup finds the same.
+        let bytes = bucket.encode();
+        for n in 0..12 {
+            let found = find(&bytes, &digest(n)).unwrap();
+            let entry = read.get(&digest(n));
+            assert_eq!(
+                found.as_ref().map(|v| v.blob()),
+                entry.map(|e| e.blob.clone())
+            );
+            assert_eq!(found.as_ref().and_then(|v| v.to_entry()).as_ref(), entry);
+            assert_eq!(
+                found.as_ref().and_then(|v| v.link(1)),
+                entry.and_then(|e| e.link(1)).map(|l| l.media_type.as_str())
+            );
+        }
     }
 
     #[test]
@@ -338,5 +431,7 @@ mod tests {
         endless.extend_from_slice(&[0xff; 11]);
         assert_eq!(Bucket::decode(&endless), None);
         assert_eq!(Bucket::decode(&[VERSION]), Some(Bucket::default()));
+        assert!(find(&good[..good.len() - 1], &digest(1)).is_err());
+        assert!(find(&[2], &digest(1)).is_err());
     }
 }

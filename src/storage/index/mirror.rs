@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bucket::{bucket_key, change_bucket, read_bucket};
+use super::bucket::{bucket_key, change_bucket};
 use super::{decode, encode, transaction_error, Index, IndexError};
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -219,11 +219,9 @@ impl Index {
         digest: &Digest,
     ) -> Result<Option<String>, IndexError> {
         if let Some(id) = self.repo_id(upstream, repo)? {
-            let raw = digest.sha256_bytes();
-            let key = bucket_key(&raw);
-            let bucket = read_bucket(&key, self.blobs.get(key)?.as_deref())?;
-            if let Some(link) = bucket.get(&raw).and_then(|entry| entry.link(id)) {
-                return Ok(Some(link.media_type.clone()));
+            let linked = self.with_entry(digest, |entry| entry?.link(id).map(str::to_owned))?;
+            if linked.is_some() {
+                return Ok(linked);
             }
         }
         self.legacy_link(&link_key(upstream, repo, digest))
