@@ -13,6 +13,19 @@ pub fn weight(bytes: usize) -> u32 {
     u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
 }
 
+/// Hands the heap's free pages back to the system. A walk of the whole index (reconciliation,
+/// an eviction round, gc) pages every sled page in and out again; glibc keeps what that churn
+/// freed, fragmented, so without this the node's RssAnon after a walk follows the size of its
+/// index (measured at 300,000 blobs: 28 MiB after reconciliation, 18 MiB trimmed). Costs a few
+/// ms; call after such a walk, never on a request path.
+pub fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and only rearranges glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,7 @@ impl Cache {
                 }
                 Err(e) => tracing::error!(error = %e, "eviction failed"),
             }
+            crate::memory::release_freed();
             cache.usage.evicting.store(false, Ordering::Release);
         });
     }

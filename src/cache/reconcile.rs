@@ -37,6 +37,7 @@ impl Cache {
                 if cache.migrate_index() {
                     cache.count_kinds();
                 }
+                crate::memory::release_freed();
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the index's upkeep");
@@ -117,6 +118,7 @@ impl Cache {
                 tracing::error!(error = %e, "storage reconciliation failed; the next start tries again")
             }
         }
+        crate::memory::release_freed();
     }
 
     fn reconciled(&self, change: Change) {

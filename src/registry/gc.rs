@@ -38,7 +38,9 @@ impl Registry {
         let locks = Arc::clone(self.projects.repo_locks());
         let started = Instant::now();
         let collected = tokio::task::spawn_blocking(move || {
-            cache.collect_garbage(grace, |repo| locks.exclusive_blocking(repo))
+            let collected = cache.collect_garbage(grace, |repo| locks.exclusive_blocking(repo));
+            crate::memory::release_freed();
+            collected
         })
         .await
         .map_err(|e| RegistryError::internal("gc task failed", e))?
