@@ -205,6 +205,10 @@ impl Cache {
     /// never all of them; blobs used after the run began are not candidates (they are the
     /// most recent now).
     pub fn evict_to(&self, target: u64) -> Result<Eviction, StorageError> {
+        self.evict_in_rounds(target, EVICT_ROUND)
+    }
+
+    fn evict_in_rounds(&self, target: u64, round_size: usize) -> Result<Eviction, StorageError> {
         let mut done = Eviction::default();
         if self.usage.bytes() <= target {
             return Ok(done);
@@ -216,7 +220,7 @@ impl Cache {
             let round =
                 self.storage
                     .index
-                    .least_recently_used(after.as_ref(), began, EVICT_ROUND)?;
+                    .least_recently_used(after.as_ref(), began, round_size)?;
             let Some(last) = round.last().cloned() else {
                 break;
             };
@@ -326,6 +330,31 @@ mod tests {
         // Unpinned, they are ordinary cache content again.
         cache.storage.index.remove_pin("app:1").unwrap();
         assert_eq!(cache.evict_to(0).unwrap(), Eviction { blobs: 2, bytes: 8 });
+    }
+
+    #[test]
+    fn rounds_keep_the_order_and_go_past_what_is_spared() {
+        let blobs: Vec<(Vec<u8>, u64)> = (0..10u8).map(|n| (vec![n; 4], 100 - n as u64)).collect();
+        let borrowed: Vec<(&[u8], u64)> = blobs.iter().map(|(d, s)| (d.as_slice(), *s)).collect();
+        let (_dir, cache, d) = cache_with(&borrowed);
+        // Oldest first: 9, 8, 7, ... The three oldest are in use, a whole first round of 3.
+        let guards: Vec<_> = d[7..]
+            .iter()
+            .map(|d| ServingGuard::new(&cache.usage, d))
+            .collect();
+        let done = cache.evict_in_rounds(40 - 16, 3).unwrap();
+        assert_eq!(
+            done,
+            Eviction {
+                blobs: 4,
+                bytes: 16
+            }
+        );
+        for (n, digest) in d.iter().enumerate() {
+            let kept = cache.blob_size(digest).unwrap().is_some();
+            assert_eq!(kept, !(3..7).contains(&n), "blob {n}");
+        }
+        drop(guards);
     }
 
     #[test]
