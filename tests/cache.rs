@@ -682,3 +682,76 @@ async fn prefetch_can_be_turned_off() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 0);
 }
+
+/// An index written before digest buckets (three sled entries per blob) is served at once on
+/// the first start after the upgrade, upstream down; it moves into buckets in the background,
+/// and the next start serves from them, never fetching again.
+#[tokio::test]
+async fn an_index_from_before_buckets_is_served_at_once_and_moved_in_the_background() {
+    let upstream = FaultyUpstream::start();
+    let blobs: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(70 + i, 64 * 1024)).collect();
+    let digests: Vec<String> = blobs.iter().map(|b| upstream.put_blob(b)).collect();
+    let mut berth = Berth::start(&config_for(&upstream.url(), "5m", ""));
+    let client = reqwest::Client::new();
+    let get_all = |berth: &Berth| {
+        let urls: Vec<String> = digests
+            .iter()
+            .map(|d| format!("{}/v2/library/x/blobs/{d}", berth.url))
+            .collect();
+        let client = client.clone();
+        async move {
+            let mut bodies = Vec::new();
+            for url in urls {
+                bodies.push(common::get_bytes(&client, &url).await);
+            }
+            bodies
+        }
+    };
+    assert_eq!(get_all(&berth).await, blobs);
+    berth.settle();
+    berth.stop();
+
+    // The same content, indexed as berth wrote it before: `blobs` (JSON records), `access`
+    // (stamps and the totals), `links`.
+    let index_dir = berth.data_dir.join("index");
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    {
+        let db = sled::open(&index_dir).unwrap();
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        let (records, access, links) = (tree("blobs"), tree("access"), tree("links"));
+        let mut bytes = 0u64;
+        for (n, (digest, blob)) in digests.iter().zip(&blobs).enumerate() {
+            let stamp = 1_700_000_000_000u64 + n as u64;
+            let record = format!(r#"{{"size":{},"last_access_ms":{stamp}}}"#, blob.len());
+            records
+                .insert(digest.as_bytes(), record.as_bytes())
+                .unwrap();
+            let mut key = stamp.to_be_bytes().to_vec();
+            key.extend_from_slice(digest.as_bytes());
+            access.insert(key, &[] as &[u8]).unwrap();
+            let link = format!("docker.io/library/x@{digest}");
+            links.insert(link.as_bytes(), &[] as &[u8]).unwrap();
+            bytes += blob.len() as u64;
+        }
+        let mut totals = (digests.len() as u64).to_be_bytes().to_vec();
+        totals.extend_from_slice(&bytes.to_be_bytes());
+        access
+            .insert(b"\xff\xff\xff\xff\xff\xff\xff\xfftotals", totals)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    upstream.set_mode(Mode::Status(503));
+    berth.relaunch();
+    assert_eq!(get_all(&berth).await, blobs, "served from the old layout");
+    let moved = "index moved to its compact layout";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !berth.log().contains(moved) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(berth.log().contains(moved), "never moved:\n{}", berth.log());
+    berth.stop();
+    berth.relaunch();
+    assert_eq!(get_all(&berth).await, blobs, "served from buckets");
+    assert_eq!(berth.log().matches(moved).count(), 1, "moved once only");
+    assert_eq!(FaultyUpstream::count(&upstream.blob_gets), 3);
+}
