@@ -77,14 +77,30 @@ impl Cache {
             blobs: totals.blobs,
             bytes: totals.bytes,
         };
-        for entry in index.blobs() {
-            let (_, record) = entry?;
-            let kind = match record.media_type {
-                Some(_) => &mut stats.manifests,
-                None => &mut stats.layers,
-            };
-            kind.blobs += 1;
-            kind.bytes += record.size;
+        match index.kind_totals()? {
+            // Kept beside the totals: read, not counted.
+            Some(kinds) => {
+                stats.manifests = Count {
+                    blobs: kinds.manifests.blobs,
+                    bytes: kinds.manifests.bytes,
+                };
+                stats.layers = Count {
+                    blobs: kinds.blobs.blobs,
+                    bytes: kinds.blobs.bytes,
+                };
+            }
+            // An older index not counted by kind yet (the upkeep thread does it once).
+            None => {
+                for entry in index.blobs() {
+                    let (_, record) = entry?;
+                    let kind = match record.media_type {
+                        Some(_) => &mut stats.manifests,
+                        None => &mut stats.layers,
+                    };
+                    kind.blobs += 1;
+                    kind.bytes += record.size;
+                }
+            }
         }
         for (id, _) in index.uploads()? {
             stats.uploads.blobs += 1;
