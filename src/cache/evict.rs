@@ -16,10 +16,13 @@ use std::sync::{Arc, Mutex};
 use super::Cache;
 use crate::metrics;
 use crate::oci::Digest;
+use crate::storage::index::BlobRecord;
 use crate::storage::{StorageError, UPLOAD_EXPIRY};
 
 /// How many eviction candidates one scan of the index reads (about 100 bytes each in memory).
 const EVICT_ROUND: usize = 16_384;
+/// How many blobs one eviction transaction removes (each thread of `Storage::evict_many`).
+const EVICT_CHUNK: usize = 64;
 
 /// The disk budget and where eviction stops.
 #[derive(Debug, Clone, Copy)]
@@ -209,13 +212,13 @@ impl Cache {
     }
 
     fn evict_in_rounds(&self, target: u64, round_size: usize) -> Result<Eviction, StorageError> {
-        let mut done = Eviction::default();
         if self.usage.bytes() <= target {
-            return Ok(done);
+            return Ok(Eviction::default());
         }
         let began = crate::storage::index::now_ms();
         let pinned = self.storage.index.pinned_blobs()?;
         let mut after = None;
+        let done = Mutex::new(Eviction::default());
         while self.usage.bytes() > target {
             let round =
                 self.storage
@@ -225,40 +228,50 @@ impl Cache {
                 break;
             };
             after = Some(last);
-            for (_, digest) in round {
-                if self.usage.bytes() <= target {
-                    break;
-                }
-                self.evict_one(&digest, &pinned, &mut done)?;
+            let mut rest = round.as_slice();
+            while !rest.is_empty() && self.usage.bytes() > target {
+                // The oldest candidates whose bytes cover what is over: removed together, by
+                // several threads (unlinks wait on the disk; see `Storage::evict_many`).
+                let over = self.usage.bytes() - target;
+                let mut covered = 0;
+                let n = rest
+                    .iter()
+                    .position(|used| {
+                        covered += used.size;
+                        covered >= over
+                    })
+                    .map_or(rest.len(), |i| i + 1);
+                let (batch, tail) = rest.split_at(n);
+                rest = tail;
+                let digests = batch.iter().map(|used| used.digest.clone()).collect();
+                self.storage.evict_many(
+                    digests,
+                    EVICT_CHUNK,
+                    |digest| {
+                        self.usage.is_serving(digest)
+                            || self.is_in_flight(digest)
+                            || pinned.contains(digest)
+                    },
+                    |removed| self.evicted(removed, &done),
+                )?;
             }
         }
         self.storage.index.flush()?;
-        Ok(done)
+        Ok(done.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn evict_one(
-        &self,
-        digest: &Digest,
-        pinned: &std::collections::HashSet<Digest>,
-        done: &mut Eviction,
-    ) -> Result<(), StorageError> {
-        // Asked under the digest's lock, with the check for private content: nothing can
-        // link or store the blob between the check and the removal.
-        let spare = || {
-            self.usage.is_serving(digest) || self.is_in_flight(digest) || pinned.contains(digest)
-        };
-        let Some(record) = self.storage.evict(digest, spare)? else {
-            return Ok(());
-        };
-        // Gone from the index and the disk; the copies in memory go too (mappings still
-        // being read stay valid).
-        self.mapped.invalidate(digest);
-        self.manifests.invalidate(digest);
-        self.usage.sub(record.size);
-        metrics::inc(&self.metrics.evictions);
-        done.blobs += 1;
-        done.bytes += record.size;
-        Ok(())
+    /// Blobs gone from the index and the disk: the copies in memory go too (mappings still
+    /// being read stay valid), and the usage and counts follow.
+    fn evicted(&self, removed: &[(Digest, BlobRecord)], done: &Mutex<Eviction>) {
+        let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
+        for (digest, record) in removed {
+            self.mapped.invalidate(digest);
+            self.manifests.invalidate(digest);
+            self.usage.sub(record.size);
+            metrics::inc(&self.metrics.evictions);
+            done.blobs += 1;
+            done.bytes += record.size;
+        }
     }
 }
 

@@ -34,6 +34,15 @@ impl BlobRecord {
 /// Served blobs are re-stamped at most this often, to keep hits from writing the index.
 const TOUCH_GRANULARITY_MS: u64 = 1000;
 
+/// A stored blob as [`Index::least_recently_used`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Used {
+    /// When it was stored or last served, in ms since the Unix epoch.
+    pub stamp: u64,
+    pub digest: Digest,
+    pub size: u64,
+}
+
 /// The key of the running totals in `digests`: no bucket's (those are two bytes), after every
 /// bucket, and changed in the same transactions as the blobs it counts.
 pub(super) const TOTALS_KEY: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xfftotals";
@@ -233,15 +242,17 @@ impl Index {
     /// `max` candidates: eviction reads the LRU order a round at a time, never all of it.
     pub fn least_recently_used(
         &self,
-        after: Option<&(u64, Digest)>,
+        after: Option<&Used>,
         until_ms: u64,
         max: usize,
-    ) -> Result<Vec<(u64, Digest)>, IndexError> {
+    ) -> Result<Vec<Used>, IndexError> {
         use std::collections::BinaryHeap;
-        let after = after.map(|(stamp, digest)| (*stamp, digest.sha256_bytes()));
-        let mut heap: BinaryHeap<(u64, [u8; 32])> = BinaryHeap::with_capacity(max + 1);
-        let mut consider = |candidate: (u64, [u8; 32])| {
-            if candidate.0 > until_ms || after.is_some_and(|after| candidate <= after) {
+        let after = after.map(|used| (used.stamp, used.digest.sha256_bytes()));
+        // (stamp, digest, size): ordered by stamp then digest, which are unique together.
+        let mut heap: BinaryHeap<(u64, [u8; 32], u64)> = BinaryHeap::with_capacity(max + 1);
+        let mut consider = |candidate: (u64, [u8; 32], u64)| {
+            let key = (candidate.0, candidate.1);
+            if candidate.0 > until_ms || after.is_some_and(|after| key <= after) {
                 return;
             }
             if heap.len() < max {
@@ -253,19 +264,23 @@ impl Index {
         };
         for entry in self.legacy_blobs() {
             let (digest, record) = entry?;
-            consider((record.last_access_ms, digest.sha256_bytes()));
+            consider((record.last_access_ms, digest.sha256_bytes(), record.size));
         }
         for bucket in self.buckets(std::ops::Bound::Unbounded) {
             for entry in bucket?.1.entries() {
                 if let Some(record) = &entry.blob {
-                    consider((record.last_access_ms, entry.digest));
+                    consider((record.last_access_ms, entry.digest, record.size));
                 }
             }
         }
         Ok(heap
             .into_sorted_vec()
             .into_iter()
-            .map(|(stamp, raw)| (stamp, Digest::from_sha256_bytes(&raw)))
+            .map(|(stamp, raw, size)| Used {
+                stamp,
+                digest: Digest::from_sha256_bytes(&raw),
+                size,
+            })
             .collect())
     }
 

@@ -304,7 +304,11 @@ mod tests {
         );
         assert_eq!(index.linked("docker.io", &repo, &digest(10)).unwrap(), None);
         let oldest = index.least_recently_used(None, u64::MAX, 2).unwrap();
-        assert_eq!(oldest, vec![(1_000, digest(0)), (1_001, digest(1))]);
+        let oldest: Vec<_> = oldest
+            .into_iter()
+            .map(|u| (u.stamp, u.digest, u.size))
+            .collect();
+        assert_eq!(oldest, [(1_000, digest(0), 100), (1_001, digest(1), 101)]);
 
         // Writes move what they touch, and the totals stay exact.
         index.touch(&digest(1), record(1)).unwrap();

@@ -40,7 +40,7 @@ mod uploads;
 
 pub use self::answers::ReferrersAnswer;
 use self::blobs::insert_new_blob;
-pub use self::blobs::{BlobRecord, Totals};
+pub use self::blobs::{BlobRecord, Totals, Used};
 pub use self::kinds::KindTotals;
 pub use self::legacy::Migrated;
 pub use self::mirror::{link_key, parse_link_key, parse_tag_key, tag_key, Guarding, TagRecord};

@@ -65,7 +65,7 @@ fn access_order_follows_puts_and_touches() {
             .least_recently_used(None, u64::MAX, 10)
             .unwrap()
             .into_iter()
-            .map(|(_, digest)| digest)
+            .map(|used| used.digest)
             .collect()
     };
     assert_eq!(order(&index), vec![b.clone(), c.clone(), a.clone()]);
@@ -81,12 +81,13 @@ fn access_order_follows_puts_and_touches() {
         index.put_blob(d, &record).unwrap();
     }
     let first = index.least_recently_used(None, 35, 2).unwrap();
-    assert_eq!(first[0], (20, c.clone()));
-    assert_eq!(first[1].0, 30);
+    assert_eq!((first[0].stamp, &first[0].digest), (20, &c));
+    assert_eq!(first[0].size, 1);
+    assert_eq!(first[1].stamp, 30);
     let rest = index.least_recently_used(first.last(), 35, 2).unwrap();
     assert_eq!(rest.len(), 1, "only one more is stamped by 35: {rest:?}");
-    assert_eq!(rest[0].0, 30);
-    assert_ne!(rest[0].1, first[1].1);
+    assert_eq!(rest[0].stamp, 30);
+    assert_ne!(rest[0].digest, first[1].digest);
 }
 
 #[test]
