@@ -177,7 +177,12 @@ impl Cache {
             return;
         }
         let cache = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        // A thread of its own, at a lower priority (its removal threads inherit it), so that
+        // requests take the CPU first.
+        let spawned = std::thread::Builder::new()
+            .name("berth-evict".into())
+            .spawn(move || {
+            crate::memory::lower_priority();
             match cache.evict_to(cache.budget.target(max)) {
                 Ok(done) => {
                     if done.blobs > 0 {
@@ -201,6 +206,10 @@ impl Cache {
             crate::memory::release_freed();
             cache.usage.evicting.store(false, Ordering::Release);
         });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start eviction");
+            self.usage.evicting.store(false, Ordering::Release);
+        }
     }
 
     /// Evicts least recently used blobs until usage is at most `target` bytes. Blocks.

@@ -25,7 +25,10 @@ impl Cache {
             let cache = Arc::clone(self);
             let spawned = std::thread::Builder::new()
                 .name("berth-reconcile".into())
-                .spawn(move || cache.reconcile());
+                .spawn(move || {
+                    crate::memory::lower_priority();
+                    cache.reconcile()
+                });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start storage reconciliation");
             }
@@ -34,6 +37,7 @@ impl Cache {
         let spawned = std::thread::Builder::new()
             .name("berth-index-upkeep".into())
             .spawn(move || {
+                crate::memory::lower_priority();
                 if cache.migrate_index() {
                     cache.count_kinds();
                 }
