@@ -110,10 +110,10 @@ impl Balancer {
             .collect()
     }
 
-    /// Waits (5 s at most) until `n` requests are logged: nginx writes a line once the
-    /// response is sent, which may be just after the client has read it.
+    /// Waits (20 s at most: a loaded CI box) until `n` requests are logged: nginx writes a
+    /// line once the response is sent, which may be just after the client has read it.
     pub fn wait_logged(&self, n: usize) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while self.requests().len() < n && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
