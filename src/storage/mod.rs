@@ -233,7 +233,7 @@ mod tests {
         }
         {
             // Written the way berth did before: repo-first only, no blob link.
-            let db = sled::open(dir.path().join("index")).unwrap();
+            let db = reopened(|| sled::open(dir.path().join("index")));
             db.open_tree("repo_manifests")
                 .unwrap()
                 .insert(format!("team/app@{digest}"), "application/x")

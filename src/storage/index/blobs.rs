@@ -134,25 +134,26 @@ pub(super) fn insert_new_blob(
     digest: &Digest,
     record: &BlobRecord,
 ) -> TxnResult<bool> {
-    let raw = digest.sha256_bytes();
-    let key = bucket_key(&raw);
-    let present = read_bucket(&key, digests.get(key)?.as_deref())
-        .map_err(|e| {
-            sled::transaction::ConflictableTransactionError::Abort(sled::Error::Unsupported(
-                e.to_string(),
-            ))
-        })?
-        .get(&raw)
-        .is_some_and(|entry| entry.blob.is_some());
-    if present
-        || legacy
-            .get(super::legacy::legacy_blob_key(digest))?
-            .is_some()
+    if legacy
+        .get(super::legacy::legacy_blob_key(digest))?
+        .is_some()
     {
         return Ok(false);
     }
-    replace_blob(digests, legacy, digest, Some(record))?;
-    Ok(true)
+    let raw = digest.sha256_bytes();
+    let key = bucket_key(&raw);
+    let inserted = change_bucket(digests, &key, |bucket| {
+        let entry = bucket.entry(&raw);
+        let absent = entry.blob.is_none();
+        if absent {
+            entry.blob = Some(record.clone());
+        }
+        absent
+    })?;
+    if inserted {
+        adjust_totals(digests, &key, None, Some(record))?;
+    }
+    Ok(inserted)
 }
 
 impl Index {

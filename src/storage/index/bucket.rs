@@ -86,6 +86,7 @@ impl Bucket {
         self.entries.is_empty()
     }
 
+    #[cfg(test)]
     pub fn get(&self, digest: &[u8; 32]) -> Option<&Entry> {
         let at = self
             .entries

@@ -162,7 +162,8 @@ impl Index {
             .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
     }
 
-    /// The id of `upstream/repo`, given one now if it had none (ids are never reused).
+    /// The id of `upstream/repo`, given one now if it had none (ids are never reused). Ids
+    /// come from a counter in `repos` (a CAS, no flush: this runs on async workers).
     pub(super) fn repo_id_or_new(
         &self,
         upstream: &str,
@@ -171,8 +172,14 @@ impl Index {
         if let Some(id) = self.repo_id(upstream, repo)? {
             return Ok(id);
         }
+        let counted = self.repos.update_and_fetch(NEXT_REPO_ID, |last| {
+            let last = last.and_then(|v| Some(u64::from_be_bytes(v.try_into().ok()?)));
+            Some(last.unwrap_or(0).wrapping_add(1).to_be_bytes().to_vec())
+        })?;
+        let id = counted
+            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
+            .unwrap_or(0);
         let key = repo_name_key(upstream, repo);
-        let id = self.db.generate_id()?;
         match self.repos.compare_and_swap(
             &key,
             None as Option<&[u8]>,
@@ -227,6 +234,9 @@ impl Index {
         self.legacy_link(&link_key(upstream, repo, digest))
     }
 }
+
+/// The key of the last id given in `repos`: no repository's (those hold a `/`).
+const NEXT_REPO_ID: &[u8] = b"next";
 
 fn repo_name_key(upstream: &str, repo: &RepoName) -> Vec<u8> {
     format!("{upstream}/{repo}").into_bytes()
