@@ -567,3 +567,124 @@ async fn dockerd_logs_in_pushes_and_pulls_through_the_balancer() {
     }
     dockerd.docker(&["logout", &addr]);
 }
+
+/// Writes `images` as an OCI image layout whose `index.json` names each by its full name, as
+/// `berth export` does.
+fn write_bundle(dir: &std::path::Path, images: &[(&images::Image, &str)]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut entries = Vec::new();
+    for (image, name) in images {
+        for blob in image.all_blobs().into_iter().chain([&image.manifest]) {
+            std::fs::write(blobs.join(&blob.digest[7..]), &blob.data).unwrap();
+        }
+        entries.push(serde_json::json!({
+            "mediaType": image.manifest.media_type,
+            "digest": image.manifest.digest,
+            "size": image.manifest.data.len(),
+            "annotations": {"org.opencontainers.image.ref.name": name},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// `berth import` of `bundle` with node's configuration and data directory: through its
+/// admin socket while it runs, into the store directly when it is stopped.
+fn import(node: &Berth, bundle: &std::path::Path, into: Option<&str>) -> std::process::Output {
+    let config = node
+        .data_dir
+        .with_extension(format!("{}.toml", std::process::id()));
+    let mut args = vec!["import".to_owned(), bundle.display().to_string()];
+    if let Some(project) = into {
+        args.extend(["--into".to_owned(), project.to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::cli::berth_cli(node, &config, &args)
+}
+
+/// A bundle imported into a project through one node (its admin socket), and another on a
+/// stopped node, go into the shared store: every node serves them at once, byte for byte,
+/// and the platform the bundle left out stays out. A bundle for the mirror is refused with
+/// the reason: each node keeps its own cached tags.
+#[tokio::test]
+async fn a_bundle_imported_through_one_node_is_served_by_every_node() {
+    let files = AuthFiles::create();
+    let mut site = private_site("imported", &files).await;
+    let app = images::multi_arch(Flavor::Oci, 700, &[MIB, MIB / 2]);
+    let solo = images::image(Flavor::Oci, 701, &[MIB + 3], "amd64");
+    let work = tempfile::tempdir().unwrap();
+    let (first, second) = (work.path().join("first"), work.path().join("second"));
+    write_bundle(&first, &[(&app, "docker.io/library/app:1")]);
+    let arm64 = &app.children[1];
+    for blob in arm64.all_blobs().into_iter().chain([&arm64.manifest]) {
+        std::fs::remove_file(first.join("blobs/sha256").join(&blob.digest[7..])).unwrap();
+    }
+    write_bundle(&second, &[(&solo, "docker.io/library/solo:1")]);
+
+    let refused = import(&site.nodes[0], &first, None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("into a private project only"),
+        "{stderr}"
+    );
+
+    let done = import(&site.nodes[0], &first, Some("team"));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&done.stderr),
+        site.logs()
+    );
+    assert!(
+        stdout.contains(&format!(
+            "imported docker.io/library/app:1 as team/library/app:1 ({})",
+            app.manifest.digest
+        )),
+        "{stdout}"
+    );
+    for node in &site.nodes {
+        pull_and_check(&node.addr, &app.children[0], "team/library/app:1", "bob");
+        assert_eq!(
+            inspect_digest(&node.addr, "team/library/app:1", "bob"),
+            app.manifest.digest
+        );
+    }
+    let token = common::private::token_string(
+        &site.nodes[1].url,
+        Some("bob"),
+        &["repository:team/library/app:pull"],
+    )
+    .await;
+    let left_out = reqwest::Client::new()
+        .get(format!(
+            "{}/v2/team/library/app/manifests/{}",
+            site.nodes[1].url, arm64.manifest.digest
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left_out.status(), 404);
+
+    // A stopped node imports straight into the shared store; the running ones serve it.
+    site.nodes[2].stop();
+    let done = import(&site.nodes[2], &second, Some("team"));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    for node in &site.nodes[..2] {
+        pull_and_check(&node.addr, &solo, "team/library/solo:1", "bob");
+    }
+    site.nodes[2].relaunch();
+    pull_and_check(
+        &site.nodes[2].addr,
+        &app.children[0],
+        "team/library/app:1",
+        "bob",
+    );
+}

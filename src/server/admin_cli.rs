@@ -226,6 +226,8 @@ pub(crate) fn open_offline(
         ..Budget::unlimited()
     };
     let cache = Cache::new(Arc::new(storage), Arc::default(), 8 << 20, budget, stored);
+    // What a running node would write to the shared store goes there offline too.
+    let cache = super::shared::with_shared_store(cache, settings).map_err(|e| e.to_string())?;
     let clock = Clock::system();
     let upstreams = Upstreams::new(&settings.upstreams, true, &clock).map_err(|e| e.to_string())?;
     let projects = Projects::new(&settings.projects);

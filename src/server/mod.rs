@@ -22,7 +22,7 @@ pub use self::app::{app, AppState};
 use crate::auth::keys::{self, SigningKey};
 use crate::auth::{AuthError, TokenService};
 use crate::cache::evict::Budget;
-use crate::cache::{Cache, SharedReads};
+use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{Projects, Settings};
 use crate::metrics::Metrics;
@@ -113,26 +113,13 @@ pub fn assemble_registry(
         budget,
         stored_bytes,
     );
-    let cache = match shared::shared_store(settings).map_err(|e| storage_error(e.into()))? {
-        Some(store) => {
-            tracing::info!(
-                endpoint = %settings.storage.s3.as_ref().map_or(String::new(), |s3| s3.endpoint.to_string()),
-                "shared store: the store of record for blobs, private projects and uploads"
-            );
-            let reads = if settings
-                .storage
-                .s3
-                .as_ref()
-                .is_some_and(|s3| s3.verify_reads)
-            {
-                SharedReads::Hashed
-            } else {
-                SharedReads::SizeChecked
-            };
-            cache.with_shared(store, reads)
-        }
-        None => cache,
-    };
+    if let Some(s3) = &settings.storage.s3 {
+        tracing::info!(
+            endpoint = %s3.endpoint,
+            "shared store: the store of record for blobs, private projects and uploads"
+        );
+    }
+    let cache = shared::with_shared_store(cache, settings).map_err(|e| storage_error(e.into()))?;
     let cache = Arc::new(cache);
     Ok(Arc::new(Registry::new(
         upstreams,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::StartError;
 use crate::auth::keys;
+use crate::cache::{Cache, SharedReads};
 use crate::config::{S3Settings, Settings};
 use crate::storage::shared::{S3Location, SharedError, SharedStore};
 use crate::storage::UPLOAD_EXPIRY;
@@ -29,6 +30,24 @@ pub fn shared_store(settings: &Settings) -> Result<Option<Arc<SharedStore>>, Sha
         .as_ref()
         .map(|s3| SharedStore::open(&location(s3)).map(Arc::new))
         .transpose()
+}
+
+/// `cache` over the shared store `[storage.s3]` names, if any: reads from it verified as
+/// `verify_reads` says.
+pub fn with_shared_store(cache: Cache, settings: &Settings) -> Result<Cache, SharedError> {
+    let Some(store) = shared_store(settings)? else {
+        return Ok(cache);
+    };
+    let reads = match settings
+        .storage
+        .s3
+        .as_ref()
+        .is_some_and(|s3| s3.verify_reads)
+    {
+        true => SharedReads::Hashed,
+        false => SharedReads::SizeChecked,
+    };
+    Ok(cache.with_shared(store, reads))
 }
 
 fn location(s3: &S3Settings) -> S3Location {

@@ -93,6 +93,15 @@ fn destination(
     let reference = image.reference().clone();
     let Some(project) = into else {
         return match registry.target(&image.name(), None)? {
+            // Each node keeps its own cached tags: an image seeded into one node's mirror would
+            // not be seen through the others.
+            Target::Mirror(_) if registry.projects.imports_to_shared_store() => Err(refused(
+                ErrorCode::Unsupported,
+                format!(
+                    "{name}: with a shared store ([storage.s3]) berth imports into a private project \
+                     only (--into PROJECT), which every node serves; a mirror's cached tags are each node's own"
+                ),
+            )),
             Target::Mirror(mirror) => Ok(Destination::Mirror(mirror, reference)),
             Target::Project(_) => Err(refused(
                 ErrorCode::Denied,
@@ -121,12 +130,6 @@ fn destination(
 
 /// Opens (creating its directory) the session's staging, on the blocking pool.
 async fn staging(registry: &Registry, session: &str) -> Result<Staging, RegistryError> {
-    if registry.cache().shared().is_some() {
-        return Err(refused(
-            ErrorCode::Unsupported,
-            "berth import does not support a shared store ([storage.s3]) yet: import on a node without one",
-        ));
-    }
     let data_dir = registry.cache().storage().data_dir().to_owned();
     let session = session.to_owned();
     blocking(move || {
@@ -158,7 +161,7 @@ pub async fn begin(
     blocking(move || {
         let staged = Staged {
             staging: &staging,
-            storage: cache.storage(),
+            stored: local_store(&cache),
         };
         let present = request
             .digests
@@ -248,11 +251,28 @@ pub async fn commit(
     let plan = blocking(move || {
         let staged = Staged {
             staging: &s,
-            storage: cache.storage(),
+            stored: local_store(&cache),
         };
         plan::walk(&staged, &roots).map_err(bundle_error)
     })
     .await?;
+    if registry.projects.imports_to_shared_store() {
+        let mut imported = Imported {
+            images: Vec::new(),
+            blobs_added: 0,
+            bytes_added: 0,
+            left_out: plan.left_out,
+        };
+        super::write::write_shared(
+            &registry.projects,
+            &staging,
+            &plan,
+            &destinations,
+            &mut imported,
+        )
+        .await?;
+        return finished(staging, &plan, &destinations, imported).await;
+    }
     let cache = Arc::clone(registry.cache());
     let guard = format!("importing:{session}");
     let mut all: Vec<Digest> = plan.manifests.iter().map(|m| m.digest.clone()).collect();
@@ -283,13 +303,23 @@ pub async fn commit(
     index.remove_pin(&guard).map_err(storage_error)?;
     index.flush_async().await.map_err(storage_error)?;
     result?;
+    finished(staging, &plan, &destinations, imported).await
+}
+
+/// Removes the session's staging and names what was imported.
+async fn finished(
+    staging: Arc<Staging>,
+    plan: &plan::Plan,
+    destinations: &[Destination],
+    mut imported: Imported,
+) -> Result<Imported, RegistryError> {
     blocking(move || {
         staging
             .remove()
             .map_err(|e| RegistryError::internal("cannot remove the staging", e))
     })
     .await?;
-    for (image, destination) in plan.images.iter().zip(&destinations) {
+    for (image, destination) in plan.images.iter().zip(destinations) {
         let stored_as = match destination {
             Destination::Mirror(m, r) => format!("{}/{}{}", m.upstream.name(), m.repo, suffix(r)),
             Destination::Project(repo, r) => format!("{repo}{}", suffix(r)),
@@ -302,6 +332,11 @@ pub async fn commit(
         });
     }
     Ok(imported)
+}
+
+/// The node's store when it is the store of record (see [`Staged::stored`]).
+fn local_store(cache: &Cache) -> Option<&crate::storage::Storage> {
+    cache.shared().is_none().then(|| cache.storage().as_ref())
 }
 
 /// The pin record of an imported mirror image: `imported:docker.io/library/alpine:3.20`, the

@@ -107,14 +107,17 @@ impl Drop for StagedWriter {
 /// What the daemon checks a commit against: the staged copies, and what the store holds.
 pub struct Staged<'a> {
     pub staging: &'a Staging,
-    pub storage: &'a Storage,
+    /// The node's store when it is the store of record; `None` with a shared store, where
+    /// this node's tier is only a cache and every blob is staged.
+    pub stored: Option<&'a Storage>,
 }
 
 impl Staged<'_> {
     /// The stored blob's size, when the store holds it (indexed, file in place).
     pub fn stored(&self, digest: &Digest) -> Option<u64> {
-        let record = self.storage.index.blob(digest).ok()??;
-        let on_disk = self.storage.blobs.file_len(digest).ok()??;
+        let storage = self.stored?;
+        let record = storage.index.blob(digest).ok()??;
+        let on_disk = storage.blobs.file_len(digest).ok()??;
         (on_disk == record.size).then_some(record.size)
     }
 }
@@ -125,9 +128,12 @@ impl BlobSource for Staged<'_> {
     }
 
     fn read_manifest(&self, digest: &Digest) -> Result<Vec<u8>, BundleError> {
-        let path = match self.staging.staged(digest) {
-            Some(_) => self.staging.path(digest),
-            None => self.storage.blobs.path(digest),
+        let path = match (self.staging.staged(digest), self.stored) {
+            (Some(_), _) => self.staging.path(digest),
+            (None, Some(storage)) => storage.blobs.path(digest),
+            (None, None) => {
+                return Err(BundleError::blob(digest, "is neither staged nor stored"));
+            }
         };
         let mut body = Vec::new();
         File::open(&path)

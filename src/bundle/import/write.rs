@@ -15,6 +15,7 @@ use super::stage::Staging;
 use crate::cache::{Cache, StoredManifest};
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
 use crate::registry::error::storage_error;
+use crate::registry::private::Projects;
 use crate::registry::RegistryError;
 use crate::storage::index::{now_ms, BlobRecord, PushedManifest, ReferrerRecord, TagRecord};
 use crate::storage::StorageError;
@@ -114,6 +115,69 @@ pub(super) async fn write(
         }
     }
     cache.storage().index.flush_async().await.map_err(internal)
+}
+
+/// [`write`] for a node over a shared store, where only private projects are imported (see
+/// `commit::destination`): each blob goes into the store and is linked into the repositories
+/// that hold it, then each image's manifests (children first, as the plan orders them), the
+/// image's own carrying its tag, go in through the projects' records.
+pub(super) async fn write_shared(
+    projects: &Projects,
+    staging: &Staging,
+    plan: &Plan,
+    destinations: &[Destination],
+    imported: &mut Imported,
+) -> Result<(), RegistryError> {
+    let holds: Vec<HashSet<&Digest>> = plan
+        .images
+        .iter()
+        .map(|i| i.holds.iter().collect())
+        .collect();
+    let projects_of = |digest: &Digest| -> Vec<RepoName> {
+        destinations
+            .iter()
+            .zip(&holds)
+            .filter(|(_, holds)| holds.contains(digest))
+            .filter_map(|(destination, _)| match destination {
+                Destination::Project(repo, _) => Some(repo.clone()),
+                Destination::Mirror(..) => None,
+            })
+            .collect()
+    };
+    for (digest, size) in &plan.blobs {
+        let repos = projects_of(digest);
+        if projects
+            .import_blob(&repos, digest, *size, &staging.path(digest))
+            .await?
+        {
+            imported.blobs_added += 1;
+            imported.bytes_added += size;
+        }
+    }
+    for ((image, destination), holds) in plan.images.iter().zip(destinations).zip(&holds) {
+        let Destination::Project(repo, reference) = destination else {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("{}: with a shared store, import into a project", image.name),
+            ));
+        };
+        for manifest in plan.manifests.iter().filter(|m| holds.contains(&m.digest)) {
+            let tag = match reference {
+                Reference::Tag(tag) if manifest.digest == image.digest => Some(tag),
+                _ => None,
+            };
+            projects
+                .import_manifest(
+                    repo,
+                    &manifest.digest,
+                    &manifest.parsed,
+                    Bytes::from(manifest.body.clone()),
+                    tag,
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores one config or layer: the staged copy becomes the blob (a private upload when a

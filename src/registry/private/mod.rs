@@ -10,6 +10,7 @@
 mod discard;
 #[cfg(test)]
 mod gc_tests;
+mod imported;
 pub mod listing;
 pub mod manifest;
 pub mod migrate;
