@@ -196,3 +196,80 @@ async fn a_plain_http_berth_takes_sighup_and_goes_on() {
         .unwrap();
     assert_eq!(answer.status(), 200, "{}", berth.log());
 }
+
+/// `server.tls_client_ca` is re-read like the pair: after the CA file is replaced (atomically,
+/// as a deploy tool does) and SIGHUP, new connections need a certificate from the new CA and
+/// one from the old CA is refused; a CA file that does not load keeps the one in use.
+#[tokio::test]
+async fn a_replaced_client_ca_is_required_after_a_reload() {
+    let s = seeded().await;
+    let (ca, _) = Ca::new("server");
+    let (old_clients, _) = Ca::new("old clients");
+    let (new_clients, _) = Ca::new("new clients");
+    let client_ca = ca.dir.path().join("clients.crt");
+    std::fs::copy(&old_clients.ca_file, &client_ca).unwrap();
+    let server = format!(
+        "[server]\n{}tls_client_ca = \"{}\"\n",
+        ca.server_config(),
+        client_ca.display()
+    );
+    let berth =
+        Berth::start(&config_for(&s.upstream.url(), "5m", "").replacen("[server]\n", &server, 1));
+    let url = format!("{}/v2/library/oci/manifests/1", berth.url);
+    // A new connection each time, so each one is a new handshake.
+    let served = |issuer: &Ca| {
+        let issued = issuer.client("puller");
+        let pem = format!("{}{}", issued.cert_pem, issued.key_pem);
+        let client = ca
+            .client_builder()
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let url = url.clone();
+        async move {
+            match client.get(&url).send().await {
+                Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    };
+    let replace = |pem: &[u8]| {
+        let next = ca.dir.path().join("clients.crt.new");
+        std::fs::write(&next, pem).unwrap();
+        std::fs::rename(&next, &client_ca).unwrap();
+        hangup(&berth);
+    };
+    assert!(served(&old_clients).await);
+    assert!(!served(&new_clients).await);
+
+    replace(&std::fs::read(&new_clients.ca_file).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served(&new_clients).await {
+        assert!(
+            Instant::now() < deadline,
+            "the new client CA was not taken; log:\n{}",
+            berth.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !served(&old_clients).await,
+        "the old client CA still admits"
+    );
+
+    replace(b"not a certificate\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !berth.log().contains("TLS client CA not reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            berth.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served(&new_clients).await,
+        "a bad CA file dropped the one in use"
+    );
+    assert!(!served(&old_clients).await);
+}

@@ -190,7 +190,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let (mut server, reloader) = match tls {
         Some(tls) => {
-            let reloader = actix_web::rt::spawn(tls::keep_fresh(tls.resolver, tls.files, hangup));
+            let reloader = actix_web::rt::spawn(tls::keep_fresh(
+                tls.resolver,
+                tls.files,
+                tls.client_ca,
+                hangup,
+            ));
             (
                 server.listen_rustls_0_23(listener, tls.config)?,
                 Some(reloader),

@@ -3,6 +3,7 @@
 //! swapped in place on reload, so connections already open keep the session they negotiated
 //! and only new handshakes see the new certificate.
 
+mod client_ca;
 mod reload;
 
 use std::path::{Path, PathBuf};
@@ -10,11 +11,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest as _, Sha256};
 
+pub use self::client_ca::ClientCa;
 pub use self::reload::keep_fresh;
 use crate::config::ServerSettings;
 
@@ -50,11 +52,13 @@ pub struct PairFiles {
     pub key: PathBuf,
 }
 
-/// The listener's TLS: the configuration to listen with, and the resolver to reload.
+/// The listener's TLS: the configuration to listen with, and what reloads swap in it.
 pub struct Tls {
     pub config: ServerConfig,
     pub resolver: Arc<CertResolver>,
     pub files: PairFiles,
+    /// `server.tls_client_ca`, when client certificates are required.
+    pub client_ca: Option<Arc<ClientCa>>,
 }
 
 impl Tls {
@@ -77,17 +81,13 @@ impl Tls {
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?;
-        let builder = match &server.tls_client_ca {
-            Some(path) => {
-                let roots = Arc::new(load_roots(path)?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| TlsError::ClientCa {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                builder.with_client_cert_verifier(verifier)
-            }
+        let client_ca = server
+            .tls_client_ca
+            .as_deref()
+            .map(|path| ClientCa::load(path, provider).map(Arc::new))
+            .transpose()?;
+        let builder = match &client_ca {
+            Some(client_ca) => builder.with_client_cert_verifier(Arc::clone(client_ca) as _),
             None => builder.with_no_client_auth(),
         };
         let resolver_dyn: Arc<dyn ResolvesServerCert> = Arc::clone(&resolver) as _;
@@ -96,6 +96,7 @@ impl Tls {
             config,
             resolver,
             files,
+            client_ca,
         }))
     }
 }

@@ -1,13 +1,15 @@
-//! Reloading the served key pair: on SIGHUP, and when either file changes (polled, so it works
-//! with editors, `cp`, certbot hooks and Kubernetes' symlink swaps alike, without inotify). A
-//! pair that does not load is logged and the one being served stays.
+//! Reloading the served key pair and the client CA (`server.tls_client_ca`): on SIGHUP, and
+//! when a file changes (polled, so it works with editors, `cp`, certbot hooks and Kubernetes'
+//! symlink swaps alike, without inotify). A pair or CA file that does not load is logged and
+//! the one in use stays.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::Signal;
 
-use super::{fingerprint, load_pair, CertResolver, PairFiles};
+use super::{fingerprint, load_pair, CertResolver, ClientCa, PairFiles};
 
 /// How often the files' metadata is looked at.
 pub const POLL: Duration = Duration::from_secs(3);
@@ -16,18 +18,23 @@ pub const POLL: Duration = Duration::from_secs(3);
 /// same second changes the inode).
 type Stamp = Option<(SystemTime, u64, u64)>;
 
-fn stamps(files: &PairFiles) -> [Stamp; 2] {
+fn stamp(path: &Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
-    [&files.cert, &files.key].map(|path| {
-        let meta = std::fs::metadata(path).ok()?;
-        Some((meta.modified().ok()?, meta.len(), meta.ino()))
-    })
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
-/// Runs until the server stops: reloads `files` into `resolver` on each `hangup` signal and
-/// whenever the files' stamps change.
-pub async fn keep_fresh(resolver: Arc<CertResolver>, files: PairFiles, mut hangup: Signal) {
-    let mut seen = stamped(&files).await;
+/// Runs until the server stops: reloads `files` into `resolver`, and the client CA, on each
+/// `hangup` signal and whenever the files' stamps change.
+pub async fn keep_fresh(
+    resolver: Arc<CertResolver>,
+    files: PairFiles,
+    client_ca: Option<Arc<ClientCa>>,
+    mut hangup: Signal,
+) {
+    let mut watched = vec![files.cert.clone(), files.key.clone()];
+    watched.extend(client_ca.as_ref().map(|ca| ca.path().to_owned()));
+    let mut seen = stamped(&watched).await;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -35,7 +42,7 @@ pub async fn keep_fresh(resolver: Arc<CertResolver>, files: PairFiles, mut hangu
             _ = hangup.recv() => "SIGHUP",
             _ = poll.tick() => "files changed",
         };
-        let now = stamped(&files).await;
+        let now = stamped(&watched).await;
         if reason != "SIGHUP" && now == seen {
             continue;
         }
@@ -64,12 +71,33 @@ pub async fn keep_fresh(resolver: Arc<CertResolver>, files: PairFiles, mut hangu
             ),
             Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
         }
+        if let Some(client_ca) = &client_ca {
+            reload_client_ca(reason, client_ca).await;
+        }
     }
 }
 
-async fn stamped(files: &PairFiles) -> [Stamp; 2] {
-    let files = files.clone();
-    tokio::task::spawn_blocking(move || stamps(&files))
+async fn reload_client_ca(reason: &str, client_ca: &Arc<ClientCa>) {
+    let ca = Arc::clone(client_ca);
+    match tokio::task::spawn_blocking(move || ca.reload()).await {
+        Ok(Ok(())) => tracing::info!(
+            reason,
+            client_ca = %client_ca.path().display(),
+            "TLS client CA reloaded; new connections are checked against it"
+        ),
+        Ok(Err(e)) => tracing::error!(
+            reason,
+            error = %e,
+            "TLS client CA not reloaded; still checking against the previous one"
+        ),
+        Err(e) => tracing::error!(error = %e, "TLS client CA reload task failed"),
+    }
+}
+
+async fn stamped(paths: &[PathBuf]) -> Vec<Stamp> {
+    let paths = paths.to_vec();
+    let count = paths.len();
+    tokio::task::spawn_blocking(move || paths.iter().map(|p| stamp(p)).collect())
         .await
-        .unwrap_or([None, None])
+        .unwrap_or_else(|_| vec![None; count])
 }
