@@ -24,6 +24,31 @@ fn internal(e: impl Into<StorageError>) -> RegistryError {
     storage_error(e)
 }
 
+/// What each image of the plan holds, in the plan's order.
+fn holds(plan: &Plan) -> Vec<HashSet<&Digest>> {
+    plan.images
+        .iter()
+        .map(|i| i.holds.iter().collect())
+        .collect()
+}
+
+/// The project repositories among `destinations` whose image holds `digest`.
+fn projects_holding(
+    digest: &Digest,
+    destinations: &[Destination],
+    holds: &[HashSet<&Digest>],
+) -> Vec<RepoName> {
+    destinations
+        .iter()
+        .zip(holds)
+        .filter(|(_, holds)| holds.contains(digest))
+        .filter_map(|(destination, _)| match destination {
+            Destination::Project(repo, _) => Some(repo.clone()),
+            Destination::Mirror(..) => None,
+        })
+        .collect()
+}
+
 /// Makes the plan part of the store for `destinations` (one per image of the plan).
 pub(super) async fn write(
     cache: &Arc<Cache>,
@@ -32,21 +57,9 @@ pub(super) async fn write(
     destinations: &[Destination],
     imported: &mut Imported,
 ) -> Result<(), RegistryError> {
-    let holds: Vec<HashSet<&Digest>> = plan
-        .images
-        .iter()
-        .map(|i| i.holds.iter().collect())
-        .collect();
+    let holds = holds(plan);
     for (digest, size) in &plan.blobs {
-        let repos: Vec<RepoName> = destinations
-            .iter()
-            .zip(&holds)
-            .filter(|(_, holds)| holds.contains(digest))
-            .filter_map(|(destination, _)| match destination {
-                Destination::Project(repo, _) => Some(repo.clone()),
-                Destination::Mirror(..) => None,
-            })
-            .collect();
+        let repos = projects_holding(digest, destinations, &holds);
         let (cache, staging, digest, size) = (
             Arc::clone(cache),
             Arc::clone(staging),
@@ -128,24 +141,9 @@ pub(super) async fn write_shared(
     destinations: &[Destination],
     imported: &mut Imported,
 ) -> Result<(), RegistryError> {
-    let holds: Vec<HashSet<&Digest>> = plan
-        .images
-        .iter()
-        .map(|i| i.holds.iter().collect())
-        .collect();
-    let projects_of = |digest: &Digest| -> Vec<RepoName> {
-        destinations
-            .iter()
-            .zip(&holds)
-            .filter(|(_, holds)| holds.contains(digest))
-            .filter_map(|(destination, _)| match destination {
-                Destination::Project(repo, _) => Some(repo.clone()),
-                Destination::Mirror(..) => None,
-            })
-            .collect()
-    };
+    let holds = holds(plan);
     for (digest, size) in &plan.blobs {
-        let repos = projects_of(digest);
+        let repos = projects_holding(digest, destinations, &holds);
         if projects
             .import_blob(&repos, digest, *size, &staging.path(digest))
             .await?
