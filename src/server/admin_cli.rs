@@ -142,8 +142,8 @@ pub(crate) fn read_answer<T: DeserializeOwned>(mut stream: UnixStream) -> Result
 }
 
 fn offline(settings: &Settings, op: &Operation) -> Result<String, String> {
-    // Offline, only the local data directory is opened: with a shared store the projects'
-    // records are not there.
+    // With a shared store these change what every node serves: they run through a running
+    // node (its admin socket), as the tests drive them, not from a stopped node's CLI.
     if settings.storage.s3.is_some()
         && matches!(
             op,
@@ -203,8 +203,8 @@ fn show(e: crate::registry::RegistryError) -> String {
     }
 }
 
-/// The registry over the stopped berth's local storage (never the shared store), recovered
-/// first when `recover`.
+/// The registry over the stopped berth's local storage, and the shared store when
+/// `[storage.s3]` names one (an import writes there), recovered first when `recover`.
 pub(crate) fn open_offline(
     settings: &Settings,
     recover: bool,
