@@ -233,21 +233,14 @@ async fn push_manifest(
 ) -> Result<(), RegistryError> {
     let parsed = &manifest.parsed;
     let size = manifest.body.len() as u64;
-    let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-    let record = subject.as_ref().map(|_| ReferrerRecord {
-        media_type: parsed.media_type.clone(),
-        digest: manifest.digest.clone(),
-        size,
-        artifact_type: parsed.artifact_type().map(str::to_owned),
-        annotations: parsed.annotations.clone(),
-    });
+    let referrer = ReferrerRecord::of(parsed, &manifest.digest, size);
     let pushed = PushedManifest {
         repo,
         digest: &manifest.digest,
         media_type: &parsed.media_type,
         size,
         tag,
-        referrer: subject.as_ref().zip(record.as_ref()),
+        referrer: referrer.as_ref().map(|(s, r)| (s, r)),
     };
     cache
         .put_pushed_manifest(

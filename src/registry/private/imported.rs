@@ -72,20 +72,13 @@ impl Projects {
         tag: Option<&Tag>,
     ) -> Result<(), RegistryError> {
         let shared = self.shared_for_import()?;
-        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let record = subject.as_ref().map(|_| ReferrerRecord {
-            media_type: parsed.media_type.clone(),
-            digest: digest.clone(),
-            size: body.len() as u64,
-            artifact_type: parsed.artifact_type().map(str::to_owned),
-            annotations: parsed.annotations.clone(),
-        });
+        let referrer = ReferrerRecord::of(parsed, digest, body.len() as u64);
         let pushed = PushedRecord {
             digest,
             media_type: &parsed.media_type,
             body: body.clone(),
             tag,
-            referrer: subject.as_ref().zip(record.as_ref()),
+            referrer: referrer.as_ref().map(|(s, r)| (s, r)),
         };
         shared
             .put_manifest(repo, &pushed)

@@ -80,17 +80,8 @@ impl Projects {
                 .map(|descriptor| (descriptor.digest.clone(), false))
                 .collect()
         };
-        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
-        let referrer = subject.as_ref().map(|subject| {
-            let record = ReferrerRecord {
-                media_type: manifest.media_type.clone(),
-                digest: digest.clone(),
-                size: body.len() as u64,
-                artifact_type: manifest.artifact_type().map(str::to_owned),
-                annotations: manifest.annotations.clone(),
-            };
-            (subject, record)
-        });
+        let referrer = ReferrerRecord::of(&manifest, &digest, body.len() as u64);
+        let subject = referrer.as_ref().map(|(subject, _)| subject.clone());
         if let Some(shared) = self.shared() {
             if let Some(digest) = shared
                 .first_missing(repo, &references)
@@ -107,7 +98,7 @@ impl Projects {
                     Reference::Tag(tag) => Some(tag),
                     Reference::Digest(_) => None,
                 },
-                referrer: referrer.as_ref().map(|(s, r)| (*s, r)),
+                referrer: referrer.as_ref().map(|(s, r)| (s, r)),
             };
             shared
                 .put_manifest(repo, &record)
@@ -139,7 +130,6 @@ impl Projects {
             Reference::Tag(tag) => Some(tag.clone()),
             Reference::Digest(_) => None,
         };
-        let referrer = referrer.map(|(subject, record)| (subject.clone(), record));
         tokio::spawn(async move {
             let _held = held;
             let pushed = PushedManifest {

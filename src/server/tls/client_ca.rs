@@ -20,15 +20,16 @@ pub struct ClientCa {
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<dyn ClientCertVerifier>>,
     /// The CAs named to clients in the handshake. rustls borrows them from the verifier for as
-    /// long as it lives, so each CA file loaded keeps its names for good: a few hundred bytes
-    /// per reload, which only the operator causes.
+    /// long as it lives, so each distinct set loaded is kept for good: a few hundred bytes per
+    /// changed CA file, which only the operator causes (a reload of the same CAs keeps none).
     hints: RwLock<&'static [DistinguishedName]>,
 }
 
 impl ClientCa {
     /// Reads the CA file. Blocks.
     pub fn load(path: &Path, provider: Arc<CryptoProvider>) -> Result<ClientCa, TlsError> {
-        let (verifier, hints) = verifier(path, &provider)?;
+        let verifier = verifier(path, &provider)?;
+        let hints = kept(verifier.root_hint_subjects());
         Ok(ClientCa {
             path: path.to_owned(),
             provider,
@@ -44,9 +45,15 @@ impl ClientCa {
     /// Reads the CA file again; new handshakes are checked against it. A file that does not
     /// load leaves the CA in use as it is. Blocks.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let (verifier, hints) = verifier(&self.path, &self.provider)?;
+        let verifier = verifier(&self.path, &self.provider)?;
+        let mut hints = self.hints.write().unwrap_or_else(PoisonError::into_inner);
+        let names = |hints: &[DistinguishedName]| -> Vec<Vec<u8>> {
+            hints.iter().map(|name| name.as_ref().to_vec()).collect()
+        };
+        if names(*hints) != names(verifier.root_hint_subjects()) {
+            *hints = kept(verifier.root_hint_subjects());
+        }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = verifier;
-        *self.hints.write().unwrap_or_else(PoisonError::into_inner) = hints;
         Ok(())
     }
 
@@ -55,12 +62,15 @@ impl ClientCa {
     }
 }
 
-type Hints = &'static [DistinguishedName];
+/// CA names kept for the rest of the process (see [`ClientCa::hints`]).
+fn kept(hints: &[DistinguishedName]) -> &'static [DistinguishedName] {
+    Box::leak(hints.to_vec().into_boxed_slice())
+}
 
 fn verifier(
     path: &Path,
     provider: &Arc<CryptoProvider>,
-) -> Result<(Arc<dyn ClientCertVerifier>, Hints), TlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let roots = Arc::new(load_roots(path)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(provider))
         .build()
@@ -68,8 +78,7 @@ fn verifier(
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-    let hints: Hints = Box::leak(verifier.root_hint_subjects().to_vec().into_boxed_slice());
-    Ok((verifier, hints))
+    Ok(verifier)
 }
 
 impl ClientCertVerifier for ClientCa {

@@ -43,37 +43,44 @@ pub async fn keep_fresh(
             _ = poll.tick() => "files changed",
         };
         let now = stamped(&watched).await;
-        if reason != "SIGHUP" && now == seen {
-            continue;
-        }
+        // SIGHUP reloads everything; a poll only what changed (the pair's two files first).
+        let hangup = reason == "SIGHUP";
+        let pair_changed = hangup || now[..2] != seen[..2];
+        let ca_changed = hangup || now[2..] != seen[2..];
         seen = now;
-        let loaded = {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || load_pair(&files)).await
-        };
-        match loaded {
-            Ok(Ok(pair)) => {
-                let sha256 = fingerprint(&pair);
-                let changed = sha256 != fingerprint(&resolver.current());
-                resolver.replace(pair);
-                tracing::info!(
-                    reason,
-                    certificate = %files.cert.display(),
-                    %sha256,
-                    changed,
-                    "TLS certificate reloaded; new connections get it, open ones keep theirs"
-                );
-            }
-            Ok(Err(e)) => tracing::error!(
-                reason,
-                error = %e,
-                "TLS certificate not reloaded; still serving the previous one"
-            ),
-            Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
+        if pair_changed {
+            reload_pair(reason, &resolver, &files).await;
         }
-        if let Some(client_ca) = &client_ca {
+        if let Some(client_ca) = client_ca.as_ref().filter(|_| ca_changed) {
             reload_client_ca(reason, client_ca).await;
         }
+    }
+}
+
+async fn reload_pair(reason: &str, resolver: &CertResolver, files: &PairFiles) {
+    let loaded = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || load_pair(&files)).await
+    };
+    match loaded {
+        Ok(Ok(pair)) => {
+            let sha256 = fingerprint(&pair);
+            let changed = sha256 != fingerprint(&resolver.current());
+            resolver.replace(pair);
+            tracing::info!(
+                reason,
+                certificate = %files.cert.display(),
+                %sha256,
+                changed,
+                "TLS certificate reloaded; new connections get it, open ones keep theirs"
+            );
+        }
+        Ok(Err(e)) => tracing::error!(
+            reason,
+            error = %e,
+            "TLS certificate not reloaded; still serving the previous one"
+        ),
+        Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
     }
 }
 

@@ -34,7 +34,7 @@ pub use self::links::Link;
 use super::{
     decode, encode, insert_new_blob, now_ms, transaction_error, BlobRecord, Index, IndexError,
 };
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Digest, Manifest, RepoName, Tag};
 
 pub(super) struct Trees {
     repo_blobs: sled::Tree,
@@ -75,6 +75,22 @@ pub struct ReferrerRecord {
     pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<serde_json::Value>,
+}
+
+impl ReferrerRecord {
+    /// The subject `manifest` names (stored as `digest`, `size` bytes), with the record the
+    /// referrers API lists for it there; `None` when it names no subject.
+    pub fn of(manifest: &Manifest, digest: &Digest, size: u64) -> Option<(Digest, ReferrerRecord)> {
+        let subject = manifest.subject.as_ref()?.digest.clone();
+        let record = ReferrerRecord {
+            media_type: manifest.media_type.clone(),
+            digest: digest.clone(),
+            size,
+            artifact_type: manifest.artifact_type().map(str::to_owned),
+            annotations: manifest.annotations.clone(),
+        };
+        Some((subject, record))
+    }
 }
 
 pub fn repo_blob_key(digest: &Digest, repo: &RepoName) -> Vec<u8> {
