@@ -112,7 +112,7 @@ impl Cache {
                 if let Claim::Ours = tier.claim(digest).await {
                     // A node whose claim came first may have finished, and withdrawn its
                     // claim, while ours was being written: its blob is then in place.
-                    if let Ok(Some(blob)) = tier.blob(digest).await {
+                    if let Ok(Some(blob)) = tier.blob(digest, None).await {
                         tier.unmark(digest).await;
                         return self.from_shared(digest, blob, keep).await;
                     }
@@ -130,10 +130,12 @@ impl Cache {
 
     /// The blob from disk, from a fill in flight, or read from the shared store (see
     /// [`Keep`]); `None` when none of them has it (the private projects' blobs, whose bytes
-    /// are in the shared store).
+    /// are in the shared store). `size`: what the repository's link says, which lets a large
+    /// blob's ranged reads start at once.
     pub async fn blob_from_shared(
         self: &Arc<Self>,
         digest: &Digest,
+        size: u64,
         keep: Keep,
     ) -> Result<Option<BlobBody>, StorageError> {
         if let Some(body) = self.local_or_in_flight(digest).await? {
@@ -142,7 +144,7 @@ impl Cache {
         let Some(tier) = &self.shared else {
             return Ok(None);
         };
-        let Some(blob) = tier.blob(digest).await? else {
+        let Some(blob) = tier.blob(digest, Some(size)).await? else {
             return Ok(None);
         };
         Ok(Some(self.from_shared(digest, blob, keep).await?))

@@ -147,9 +147,13 @@ impl Tier {
             .is_fresh()
     }
 
-    /// The blob, when the shared store has it.
-    pub(super) async fn blob(&self, digest: &Digest) -> Result<Option<SharedBlob>, SharedError> {
-        self.store.blob(digest).await
+    /// The blob, when the shared store has it (`known_size`: see [`SharedStore::blob`]).
+    pub(super) async fn blob(
+        &self,
+        digest: &Digest,
+        known_size: Option<u64>,
+    ) -> Result<Option<SharedBlob>, SharedError> {
+        self.store.blob(digest, known_size).await
     }
 
     /// [`Tier::blob`], waiting for it while another node fetches the blob from upstream.
@@ -157,7 +161,7 @@ impl Tier {
     /// store cannot be reached, which must not stop the mirror).
     pub(super) async fn blob_or_wait(&self, digest: &Digest) -> Option<SharedBlob> {
         loop {
-            match self.blob(digest).await {
+            match self.blob(digest, None).await {
                 Ok(Some(blob)) => return Some(blob),
                 Ok(None) => {}
                 Err(e) => {
@@ -168,7 +172,7 @@ impl Tier {
             if !self.another_node_fills(digest).await {
                 // A claim goes only after its blob was written: looked at again now that the
                 // claim is gone, the blob is there if that fill succeeded.
-                return self.blob(digest).await.ok().flatten();
+                return self.blob(digest, None).await.ok().flatten();
             }
             tracing::debug!(%digest, "another node fetches this blob; waiting for it");
             tokio::time::sleep(WAIT_POLL).await;

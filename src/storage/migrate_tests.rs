@@ -59,7 +59,7 @@ fn put_rotten(storage: &Storage, claimed: &[u8], on_disk: &[u8]) -> Digest {
 }
 
 async fn stored(store: &SharedStore, digest: &Digest) -> Option<Vec<u8>> {
-    let blob = store.blob(digest).await.unwrap()?;
+    let blob = store.blob(digest, None).await.unwrap()?;
     let chunks: Vec<bytes::Bytes> = blob.body.try_collect().await.unwrap();
     Some(chunks.concat())
 }

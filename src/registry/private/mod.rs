@@ -143,7 +143,7 @@ impl Projects {
         if self.shared().is_some() {
             let body = self
                 .cache
-                .blob_from_shared(digest, read.keep())
+                .blob_from_shared(digest, size, read.keep())
                 .await
                 .map_err(storage_error)?
                 .ok_or_else(|| blob_unknown(repo, digest))?;

@@ -386,7 +386,7 @@ pub async fn manifest_bytes(
     if let Some(manifest) = cache.manifest(digest).await? {
         return Ok(Some(manifest));
     }
-    let Some(blob) = store.blob(digest).await? else {
+    let Some(blob) = store.blob(digest, None).await? else {
         return Ok(None);
     };
     if blob.size > MAX_MANIFEST_BYTES as u64 {

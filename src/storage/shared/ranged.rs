@@ -1,14 +1,17 @@
 //! Reading one large blob with several ranged GETs at once, in order.
 //!
-//! One GET stream from an S3 store is often bound by the store's latency per block rather than
-//! by CPU or the network: measured here, with this box's CPU stolen by its neighbours, a 300 MiB
-//! object from Garage took 1.7–2.4 s over one GET and 0.9–1.5 s over three ranged GETs at once.
-//! So a blob is read as its first part, streamed as it arrives, while the next parts are
-//! fetched ahead by tasks of their own, each gathered into memory (its chunks kept as they
-//! came, not copied) until the reader gets to it. A reader holds at most [`PARTS_AHEAD`] parts
-//! of [`PART`] bytes; at most [`READERS_AHEAD`] readers read ahead at once, and the others read
-//! one GET stream (when many read at once, the store is busy anyway), so what clients can make
-//! a node hold in memory is bounded: 96 MiB.
+//! One GET stream from an S3 store is often bound by the store's latency rather than by CPU or
+//! the network: measured here, with this box's CPU stolen by its neighbours, a 300 MiB object
+//! from Garage took 1.7–2.4 s over one GET and 0.9–1.5 s over three ranged GETs at once. And
+//! Garage answers a ranged GET of a large object only after reading its block list from a
+//! quorum of nodes, ~45 ms here (a whole GET starts at once), so each part waits about as long
+//! as its 8 MiB take to arrive: six in flight hide that wait where three did not
+//! (bench/README.md). So a blob is read as its first part, streamed as it arrives, while the
+//! next parts are fetched ahead by tasks of their own, each gathered into memory (its chunks
+//! kept as they came, not copied) until the reader gets to it. A reader holds at most
+//! [`PARTS_AHEAD`] parts of [`PART`] bytes; at most [`READERS_AHEAD`] readers read ahead at
+//! once, and the others read one GET stream (when many read at once, the store is busy
+//! anyway), so what clients can make a node hold in memory is bounded: 96 MiB.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -25,10 +28,11 @@ use tokio::task::JoinHandle;
 /// Bytes one ranged GET reads (eight of Garage's 1 MiB blocks). 4 MiB parts cost Garage more
 /// CPU (a GET's own work, 76 of them for 300 MiB) for no faster read (bench/README.md).
 pub const PART: u64 = 8 << 20;
-/// Parts one reader fetches ahead of the one it is sending.
-pub const PARTS_AHEAD: usize = 3;
+/// Parts one reader fetches ahead of the one it is sending (8 did no better than 6, and
+/// cost Garage more CPU).
+pub const PARTS_AHEAD: usize = 6;
 /// Readers that may fetch ahead at once (each holds up to `PARTS_AHEAD` × `PART` bytes).
-pub const READERS_AHEAD: usize = 4;
+pub const READERS_AHEAD: usize = 2;
 
 /// Who may read ahead: a permit per reader, [`READERS_AHEAD`] in all.
 pub struct ReadAhead(Arc<Semaphore>);
@@ -39,30 +43,42 @@ impl Default for ReadAhead {
     }
 }
 
-/// The bytes of `key` after its first part (`first`, already streaming), `size` in all:
-/// read ahead in parts when a permit is free, else as one more ranged GET.
-pub(super) fn rest(
-    store: Arc<dyn ObjectStore>,
-    key: Key,
+/// The parts of a `size`-byte object after its first, fetched ahead from now on; `None` when
+/// every read-ahead permit is taken.
+pub(super) fn ahead(
+    store: &Arc<dyn ObjectStore>,
+    key: &Key,
     size: u64,
-    first: BoxStream<'static, Result<Bytes, object_store::Error>>,
     ahead: &ReadAhead,
-) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
-    let Ok(permit) = Arc::clone(&ahead.0).try_acquire_owned() else {
-        let tail = futures_util::stream::once(get_range(store, key, PART..size))
-            .try_flatten()
-            .boxed();
-        return first.chain(tail).boxed();
-    };
+) -> Option<Parts> {
+    let permit = Arc::clone(&ahead.0).try_acquire_owned().ok()?;
     let mut parts = Parts {
-        store,
-        key,
+        store: Arc::clone(store),
+        key: key.clone(),
         size,
         next: PART,
         fetching: VecDeque::new(),
         _permit: permit,
     };
     parts.fetch_ahead();
+    Some(parts)
+}
+
+/// The bytes of `key` after its first part (`first`, already streaming), `size` in all: from
+/// `parts` when they are read ahead, else as one more ranged GET.
+pub(super) fn rest(
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    size: u64,
+    first: BoxStream<'static, Result<Bytes, object_store::Error>>,
+    parts: Option<Parts>,
+) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
+    let Some(parts) = parts else {
+        let tail = futures_util::stream::once(get_range(store, key, PART..size))
+            .try_flatten()
+            .boxed();
+        return first.chain(tail).boxed();
+    };
     let rest = futures_util::stream::unfold(parts, |mut parts| async move {
         let part = parts.next_part().await?;
         Some((part, parts))
@@ -85,7 +101,7 @@ async fn get_range(
 }
 
 /// The parts after the first, fetched ahead in order.
-struct Parts {
+pub(super) struct Parts {
     store: Arc<dyn ObjectStore>,
     key: Key,
     size: u64,
@@ -96,6 +112,11 @@ struct Parts {
 }
 
 impl Parts {
+    /// The size of the object they are parts of.
+    pub(super) fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Starts fetching parts until `PARTS_AHEAD` are on their way.
     fn fetch_ahead(&mut self) {
         while self.fetching.len() < PARTS_AHEAD && self.next < self.size {
@@ -152,7 +173,15 @@ mod tests {
     use crate::oci::Digest;
 
     async fn read(store: &crate::storage::shared::SharedStore, digest: &Digest) -> Vec<u8> {
-        let blob = store.blob(digest).await.unwrap().unwrap();
+        read_knowing(store, digest, None).await
+    }
+
+    async fn read_knowing(
+        store: &crate::storage::shared::SharedStore,
+        digest: &Digest,
+        known_size: Option<u64>,
+    ) -> Vec<u8> {
+        let blob = store.blob(digest, known_size).await.unwrap().unwrap();
         let chunks: Vec<Bytes> = blob.body.try_collect().await.unwrap();
         let bytes = chunks.concat();
         assert_eq!(bytes.len() as u64, blob.size);
@@ -160,7 +189,8 @@ mod tests {
     }
 
     /// Blobs of every shape around the part size read back byte for byte, in order, whether
-    /// their reader may read ahead or (permits all taken) reads one more GET.
+    /// their reader may read ahead (from the first GET's answer or, with the size known, from
+    /// before it) or (permits all taken) reads one more GET.
     #[tokio::test]
     async fn blobs_read_in_parts_come_back_whole_and_in_order() {
         let store = crate::storage::shared::in_memory();
@@ -175,6 +205,16 @@ mod tests {
                 .await
                 .unwrap();
             assert!(read(&store, &digest).await == data, "{len} bytes");
+            // Parts asked for before the first GET's answer, for the size a link says; a link
+            // that is wrong about it costs those parts, not the bytes.
+            for known in [
+                len as u64,
+                len as u64 + 1,
+                (len as u64).saturating_sub(part as u64),
+            ] {
+                let got = read_knowing(&store, &digest, Some(known)).await;
+                assert!(got == data, "{len} bytes, known as {known}");
+            }
         }
         let data: Vec<u8> = (0..2 * part + 7).map(|i| (i % 13) as u8).collect();
         let digest = Digest::of(&data);
@@ -185,11 +225,15 @@ mod tests {
         // Readers holding every read-ahead permit: one more reader still gets every byte.
         let mut holding = Vec::new();
         for _ in 0..READERS_AHEAD {
-            holding.push(store.blob(&digest).await.unwrap().unwrap());
+            holding.push(store.blob(&digest, None).await.unwrap().unwrap());
         }
         assert!(read(&store, &digest).await == data);
         drop(holding);
         assert!(read(&store, &digest).await == data);
-        assert!(store.blob(&Digest::of(b"absent")).await.unwrap().is_none());
+        assert!(store
+            .blob(&Digest::of(b"absent"), None)
+            .await
+            .unwrap()
+            .is_none());
     }
 }

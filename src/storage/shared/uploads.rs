@@ -358,7 +358,7 @@ mod tests {
     }
 
     async fn blob_bytes(store: &SharedStore, digest: &Digest) -> Vec<u8> {
-        let blob = store.blob(digest).await.unwrap().unwrap();
+        let blob = store.blob(digest, None).await.unwrap().unwrap();
         let chunks: Vec<Bytes> = blob.body.map(|c| c.unwrap()).collect().await;
         chunks.concat()
     }
