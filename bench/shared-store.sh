@@ -380,7 +380,7 @@ phase_get() {
     local csv="$OUT_DIR/shared-store-get.csv" run order t out code got secs ttfb tok url auth=()
     echo "run,target,seconds,ttfb_seconds,server_cpu_seconds,garage_cpu_seconds,load1" >"$csv"
     local -A list ttfbs cpus gcpus
-    local g0 local_hits="" raw_s3=""
+    local g0 local_hits="" raw_s3="" raw_first="" ranged_first=""
     list[berth]="" list[distribution]="" ttfbs[berth]="" ttfbs[distribution]="" cpus[berth]="" cpus[distribution]="" gcpus[berth]="" gcpus[distribution]=""
     local glines
     for run in $(seq 0 "$GET_RUNS"); do
@@ -433,9 +433,14 @@ phase_get() {
             for k in 1 2 3; do
                 out=$(curl -s -H "Authorization: Bearer $tok" -o /dev/null -w '%{time_total}' "$BERTH_URL/v2/bench/big/blobs/$digest")
                 local_hits+="$out "
-                out=$(curl -s -o /dev/null -w '%{time_total}' --aws-sigv4 "aws:amz:garage:s3" --user "$S3_KEY:$S3_SECRET" \
+                out=$(curl -s -o /dev/null -w '%{time_total} %{time_starttransfer}' --aws-sigv4 "aws:amz:garage:s3" --user "$S3_KEY:$S3_SECRET" \
                     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "http://127.0.0.1:${GARAGE_S3[0]}/get-berth/blobs/sha256/${digest#sha256:}")
-                raw_s3+="$out "
+                raw_s3+="${out% *} "
+                raw_first+="${out#* } "
+                # a ranged GET's first byte: Garage reads the object's block list first
+                out=$(curl -s -o /dev/null -r 8388608-16777215 -w '%{time_starttransfer}' --aws-sigv4 "aws:amz:garage:s3" --user "$S3_KEY:$S3_SECRET" \
+                    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "http://127.0.0.1:${GARAGE_S3[0]}/get-berth/blobs/sha256/${digest#sha256:}")
+                ranged_first+="$out "
             done
         fi
         cp "$BERTH_LOG" "$OUT_DIR/shared-store-get-berth.log"
@@ -459,6 +464,8 @@ phase_get() {
     report "Garage CPU seconds per GET (median, 3 nodes): berth $(median ${gcpus[berth]}), distribution $(median ${gcpus[distribution]})"
     # shellcheck disable=SC2086
     report "reference: berth local-tier hit (same node, 2nd GET) $(stats $local_hits) s; curl straight from Garage node 0 $(stats $raw_s3) s"
+    # shellcheck disable=SC2086
+    report "Garage node 0's first byte to curl: whole GET $(stats $raw_first) s, ranged 8 MiB GET $(stats $ranged_first) s"
     report "S3 requests for the blob: berth $(grep -c . "$OUT_DIR/shared-store-get-s3-berth.log" || true) (first GET), distribution $(grep -c . "$OUT_DIR/shared-store-get-s3-dist.log" || true) (last timed GET); see bench/out/shared-store-get-s3-*.log"
     report "load average after: $(loadavg)"
     report ""
