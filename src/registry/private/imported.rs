@@ -10,7 +10,6 @@ use bytes::Bytes;
 
 use super::shared::{PushedRecord, SharedRecords};
 use super::Projects;
-use crate::cache::StoredManifest;
 use crate::oci::{Digest, Manifest, RepoName, Tag};
 use crate::registry::error::storage_error;
 use crate::registry::RegistryError;
@@ -80,19 +79,7 @@ impl Projects {
             tag,
             referrer: referrer.as_ref().map(|(s, r)| (s, r)),
         };
-        shared
-            .put_manifest(repo, &pushed)
+        self.put_shared_manifest(&shared, repo, &pushed, parsed)
             .await
-            .map_err(storage_error)?;
-        let hot = StoredManifest {
-            digest: digest.clone(),
-            media_type: parsed.media_type.clone(),
-            body,
-            parsed: Some(std::sync::Arc::clone(parsed)),
-        };
-        if let Err(e) = self.cache.put_manifest(hot).await {
-            tracing::warn!(%digest, error = %e, "cannot keep an imported manifest in the local tier");
-        }
-        Ok(())
     }
 }

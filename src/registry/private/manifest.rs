@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::shared::{self, PushedRecord};
+use super::shared::{self, PushedRecord, SharedRecords};
 use super::Projects;
 use crate::cache::StoredManifest;
 use crate::oci::media;
@@ -41,6 +41,31 @@ fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
 }
 
 impl Projects {
+    /// Records a manifest in the shared store (a push or an import), then keeps a hot copy in
+    /// this node's tier; the shared store has it whatever happens to that copy.
+    pub(super) async fn put_shared_manifest(
+        &self,
+        shared: &SharedRecords<'_>,
+        repo: &RepoName,
+        record: &PushedRecord<'_>,
+        parsed: &Arc<Manifest>,
+    ) -> Result<(), RegistryError> {
+        shared
+            .put_manifest(repo, record)
+            .await
+            .map_err(storage_error)?;
+        let hot = StoredManifest {
+            digest: record.digest.clone(),
+            media_type: record.media_type.to_owned(),
+            body: record.body.clone(),
+            parsed: Some(Arc::clone(parsed)),
+        };
+        if let Err(e) = self.cache.put_manifest(hot).await {
+            tracing::warn!(digest = %record.digest, error = %e, "cannot keep a manifest in the local tier");
+        }
+        Ok(())
+    }
+
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -100,20 +125,8 @@ impl Projects {
                 },
                 referrer: referrer.as_ref().map(|(s, r)| (s, r)),
             };
-            shared
-                .put_manifest(repo, &record)
-                .await
-                .map_err(storage_error)?;
-            // A hot copy in this node's tier; the shared store has it whatever happens here.
-            let hot = StoredManifest {
-                digest: digest.clone(),
-                media_type: manifest.media_type.clone(),
-                body,
-                parsed: Some(manifest),
-            };
-            if let Err(e) = self.cache.put_manifest(hot).await {
-                tracing::warn!(%digest, error = %e, "cannot keep a pushed manifest in the local tier");
-            }
+            self.put_shared_manifest(&shared, repo, &record, &manifest)
+                .await?;
             return Ok(PutManifest { digest, subject });
         }
         // Checked and stored under the repository's lock, which gc takes exclusively while
